@@ -1,0 +1,1 @@
+"""Turning run records into leaderboard tables."""

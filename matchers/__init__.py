@@ -1,0 +1,1 @@
+"""Built-in matchers. Each registers through the `vlbench.matchers` entry-point group."""

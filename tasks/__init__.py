@@ -1,0 +1,1 @@
+"""Built-in tasks. Each registers through the `vlbench.tasks` entry-point group."""

@@ -1,0 +1,3 @@
+from vlbench.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `vlbench` command line: one module per subcommand, heavy imports inside the commands."""

@@ -1,0 +1,40 @@
+"""The `vlbench` entry point: errors the user can fix print as one line, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from vlbench.cli import leaderboard_command, list_command, run_command, score_command
+from vlbench.errors import VlbenchError
+
+app = typer.Typer(
+    name="vlbench",
+    help="Benchmark vision-language matchers on image-text matching tasks under one few-shot protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run_command.run)
+app.command("list")(list_command.list_entries)
+app.command("leaderboard")(leaderboard_command.leaderboard)
+app.command("score")(score_command.score)
+
+_debug = {"on": bool(os.environ.get("VLBENCH_DEBUG"))}
+
+
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    _debug["on"] = _debug["on"] or debug
+
+
+def main() -> None:
+    try:
+        app()
+    except VlbenchError as error:
+        if _debug["on"]:
+            raise
+        typer.secho(f"error: {error}", err=True, fg="red")
+        sys.exit(2)

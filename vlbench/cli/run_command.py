@@ -1,0 +1,41 @@
+"""`vlbench run`: run a task with a matcher for one or more seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def run(
+    task: str = typer.Option(None, "--task", help="Task name (see `vlbench list tasks`)."),
+    matcher: str = typer.Option(None, "--matcher", help="Matcher name (see `vlbench list matchers`)."),
+    model: str = typer.Option(None, "--model", help="Model id or local path for model-based matchers."),
+    data_root: Path = typer.Option(None, "--data-root", help="Dataset root (else $VLBENCH_DATA, else the config file)."),
+    shots: str = typer.Option(None, "--shots", help="Few-shot training size: a fraction (0.05, 5%) or a count (16). Default 0."),
+    seed: list[int] = typer.Option(None, "--seed", help="Seed; repeat for several runs (default 0)."),
+    runs_dir: Path = typer.Option(None, "--runs-dir", help="Where run records go (default ./runs)."),
+    config: Path = typer.Option(None, "--config", help="YAML file with any of the run keys; flags override it."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N evaluation examples."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Examples per scoring call; never changes scores."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    split: str = typer.Option(None, "--split", help="grouped (default) or paper-release (leaky; reproduction only)."),
+) -> None:
+    """Run TASK with MATCHER; prints the metrics and the path of each results.json.
+
+    Re-running the same command resumes: stored scores and trained state are reused."""
+    from vlbench.cli.display import print_results
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare
+    from vlbench.runner import run as run_seed
+
+    overrides = {
+        "task": task, "matcher": matcher, "model": model, "data_root": str(data_root) if data_root else None,
+        "shots": shots, "seeds": seed, "runs_dir": str(runs_dir) if runs_dir else None, "limit": limit,
+        "batch_size": batch_size, "device": device, "split": split,
+    }
+    run_config = load_run_config(config, overrides)
+    prepared = prepare(run_config)
+    for each_seed in run_config.seeds:
+        result = run_seed(prepared, each_seed)
+        print_results(result.results, result.run_dir / "results.json")

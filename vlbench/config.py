@@ -1,0 +1,127 @@
+"""The run configuration: a YAML file and CLI flags, merged and validated once.
+
+Precedence: CLI flag, then the YAML file, then the defaults below. The data root comes from
+`--data-root`, then the `VLBENCH_DATA` environment variable, then the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from vlbench.errors import VlbenchError
+from vlbench.options import build
+
+SPLIT_PROTOCOLS = ("grouped", "paper-release")
+
+
+@dataclass(frozen=True)
+class Shots:
+    """How many few-shot training examples: a fraction of the train pool, or a count."""
+
+    fraction: float | None = None
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | int | float) -> Shots:
+        """``"0.05"`` or ``"5%"`` → a fraction; ``"16"`` → a count; ``"0"`` → zero-shot."""
+        raw = str(text).strip()
+        try:
+            if raw.endswith("%"):
+                fraction = float(raw[:-1]) / 100
+            elif "." in raw or "e" in raw.lower():
+                fraction = float(raw)
+            else:
+                count = int(raw)
+                if count < 0:
+                    raise VlbenchError(f"--shots {raw}: a count of shots cannot be negative")
+                return cls(count=count)
+        except ValueError:
+            raise VlbenchError(f"--shots {raw!r}: give a fraction (0.05 or 5%) or a count (16)") from None
+        if not 0 <= fraction < 1:
+            raise VlbenchError(f"--shots {raw}: a fraction must be at least 0 and below 1 (got {fraction:g})")
+        return cls(fraction=fraction)
+
+    @property
+    def is_zero(self) -> bool:
+        return not self.fraction and not self.count
+
+    def label(self) -> str:
+        """A stable, readable name: ``0``, ``16`` or ``5%``."""
+        if self.fraction:
+            return f"{self.fraction * 100:g}%"
+        return str(self.count or 0)
+
+    def size(self, pool: int) -> int:
+        """The number of training examples drawn from a pool of `pool`."""
+        if self.fraction:
+            return max(1, round(self.fraction * pool))
+        return self.count or 0
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (one per seed); see the README for each key."""
+
+    task: str
+    matcher: str
+    model: str | None = None
+    data_root: str | None = None
+    shots: str = "0"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    split: Literal["grouped", "paper-release"] = "grouped"
+    limit: int | None = None
+    batch_size: int = 16
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    runs_dir: str = "runs"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    matcher_options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.shots_parsed = Shots.parse(self.shots)
+        if self.limit is not None and self.limit < 1:
+            raise VlbenchError(f"--limit {self.limit}: give at least 1 example, or leave it out for all")
+        if self.batch_size < 1:
+            raise VlbenchError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not self.seeds:
+            raise VlbenchError("no seeds given: pass --seed at least once")
+
+
+def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Merge the YAML file (if any) with CLI `overrides` (None values are not given)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(read_yaml(config_file))
+    for key, value in overrides.items():
+        if value is not None and value != []:
+            values[key] = value
+    if os.environ.get("VLBENCH_DATA") and overrides.get("data_root") is None:
+        values["data_root"] = os.environ["VLBENCH_DATA"]
+    for required in ("task", "matcher"):
+        if not values.get(required):
+            raise VlbenchError(f"no {required} given: pass --{required} or set '{required}:' in --config")
+    return build(RunConfig, values, str(config_file) if config_file else "run options")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from `path`, with file and line in any error."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise VlbenchError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        raise VlbenchError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise VlbenchError(f"{path}: expected a mapping of keys to values at the top level")
+    return data

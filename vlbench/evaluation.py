@@ -1,0 +1,73 @@
+"""Scoring examples with a matcher, appending each score matrix to the run record as it goes."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+
+from vlbench.errors import VlbenchError
+from vlbench.progress import progress_bar
+from vlbench.records import ScoredExample
+from vlbench.types import Example, LoadedImage, Matcher
+
+
+def load_images(example: Example) -> list[LoadedImage]:
+    """The example's images, loaded; errors name the example."""
+    try:
+        return [LoadedImage(ref.key, ref.load()) for ref in example.images]
+    except VlbenchError as error:
+        raise VlbenchError(f"example '{example.id}': {error}") from None
+
+
+def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32) -> Iterator[tuple[Example, list[LoadedImage]]]:
+    """(example, its loaded images) in order, decoding up to `window` examples ahead in threads,
+    so at most `window` examples' images are held in memory."""
+    if not examples:
+        return
+    pending = iter(examples)
+    with ThreadPoolExecutor(workers) as pool:
+        queue = deque((example, pool.submit(load_images, example)) for example in islice(pending, window))
+        while queue:
+            example, future = queue.popleft()
+            following = next(pending, None)
+            if following is not None:
+                queue.append((following, pool.submit(load_images, following)))
+            yield example, future.result()
+
+
+def score_examples(matcher: Matcher, examples: Sequence[Example], batch_size: int, append: Callable[[list[ScoredExample]], None]) -> None:
+    """Score `examples` in batches of `batch_size` examples, appending each batch's results."""
+    import torch
+
+    batch: list[tuple[Example, list[LoadedImage]]] = []
+    with torch.inference_mode(), progress_bar(f"scoring ({matcher.name})", total=len(examples)) as advance:
+        for item in prefetched(examples):
+            batch.append(item)
+            if len(batch) == batch_size:
+                append(_score_batch(matcher, batch))
+                advance(len(batch))
+                batch = []
+        if batch:
+            append(_score_batch(matcher, batch))
+            advance(len(batch))
+
+
+def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]]) -> list[ScoredExample]:
+    matrices = matcher.score_examples([(images, example.texts) for example, images in batch])
+    return [_checked(matcher, example, matrix) for (example, _), matrix in zip(batch, matrices, strict=True)]
+
+
+def _checked(matcher: Matcher, example: Example, matrix) -> ScoredExample:
+    expected = (len(example.images), len(example.texts))
+    if tuple(matrix.shape) != expected:
+        raise VlbenchError(
+            f"matcher '{matcher.name}' returned scores of shape {tuple(matrix.shape)} for example "
+            f"'{example.id}'; expected [n_images, n_texts] = {list(expected)}"
+        )
+    scores = matrix.detach().double().cpu().tolist()
+    if not all(math.isfinite(value) for row in scores for value in row):
+        raise VlbenchError(f"matcher '{matcher.name}' returned a NaN or infinite score for example '{example.id}': {scores}")
+    return ScoredExample(example.id, scores, [list(pair) for pair in example.positives], dict(example.tags))

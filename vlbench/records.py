@@ -1,0 +1,155 @@
+"""A run directory: resolved config, split, per-example scores, trained state, results.
+
+Layout (one directory per task, matcher, resolved config, shots and seed)::
+
+    config.yaml    the resolved run configuration
+    split.json     training and evaluation ids with their sha256
+    scores.jsonl   one line per evaluated example, appended as it is scored
+    state.pt       trained parameters (trainable matchers with shots > 0)
+    results.json   metrics, breakdowns, timings and provenance (schema in the README)
+
+JSON and state files are replaced atomically; `scores.jsonl` is append-only, and a line cut off
+by a crash is dropped when the run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlbench.errors import VlbenchError
+
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class ScoredExample:
+    """One line of `scores.jsonl`: enough to recompute every metric without data or model."""
+
+    id: str
+    scores: list[list[float]]
+    positives: list[list[int]]
+    tags: dict[str, str]
+
+    def to_line(self) -> str:
+        return json.dumps({"id": self.id, "scores": self.scores, "positives": self.positives, "tags": self.tags}) + "\n"
+
+
+class RunDirectory:
+    """The files of one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / "scores.jsonl"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.pt"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise VlbenchError(f"{path} not found: is {self.path} a vlbench run directory?") from None
+        except json.JSONDecodeError as error:
+            raise VlbenchError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+
+    def write_json(self, name: str, data: Any) -> None:
+        atomic_write_text(self.path / name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run exclusively; a second process on the same run gets a clear error."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "run.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VlbenchError(f"another process is already running this run ({self.path}); wait for it or stop it") from None
+            yield
+
+    def read_scores(self) -> dict[str, ScoredExample]:
+        """The scored examples so far, by id. A partial last line (a crash mid-write) is cut off."""
+        if not self.scores_path.exists():
+            return {}
+        data = self.scores_path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(self.scores_path, "r+b") as handle:
+                handle.truncate(len(complete))
+        scored = {}
+        for number, line in enumerate(complete.decode().splitlines(), start=1):
+            try:
+                item = json.loads(line)
+                scored[item["id"]] = ScoredExample(item["id"], item["scores"], item["positives"], item["tags"])
+            except (json.JSONDecodeError, KeyError) as error:
+                raise VlbenchError(f"{self.scores_path}, line {number}: damaged score record ({error})") from None
+        return scored
+
+    @contextmanager
+    def score_appender(self) -> Iterator[Any]:
+        """Yields `append(scored: Sequence[ScoredExample])`; each call is flushed to the OS, so a
+        killed process loses nothing it appended."""
+        with open(self.scores_path, "a") as handle:
+            def append(scored: Sequence[ScoredExample]) -> None:
+                handle.write("".join(item.to_line() for item in scored))
+                handle.flush()
+
+            yield append
+            os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never a mix."""
+    write_atomically(path, lambda handle: handle.write(text.encode()))
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call `write(binary_handle)` on a temporary file next to `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def find_results(roots: Sequence[Path]) -> list[Path]:
+    """Every `results.json` under `roots` (files or directories), sorted."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file() and root.name == RESULTS:
+            found.add(root)
+        elif root.is_dir():
+            found.update(root.rglob(RESULTS))
+        else:
+            raise VlbenchError(f"{root}: no such run directory or results file")
+    return sorted(found)

@@ -1,0 +1,92 @@
+"""Lazy registries of tasks and matchers, fed by entry points.
+
+Built-ins and third-party plugins are found the same way: through the entry-point groups
+`vlbench.tasks` and `vlbench.matchers`. Nothing is imported until an entry is asked for, so
+`vlbench --help` stays fast and one broken plugin does not take the others down.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from vlbench.errors import VlbenchError
+from vlbench.suggest import unknown_name_message
+
+BUILT_IN = "built-in"
+
+
+@dataclass
+class Entry:
+    """One registered name: where it points, who provides it, and (once loaded) the class."""
+
+    name: str
+    target: str
+    origin: str
+    loaded: Any = None
+
+    def load(self, kind: str) -> Any:
+        if self.loaded is None:
+            module_name, _, attribute = self.target.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+                for part in attribute.split("."):
+                    obj = getattr(obj, part)
+            except Exception as error:  # a plugin can fail in any way; name it and carry on
+                raise VlbenchError(
+                    f"{kind} '{self.name}' (from {self.origin}, {self.target}) failed to load: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            self.loaded = obj
+        return self.loaded
+
+
+class Registry:
+    """Names → classes for one entry-point group, materialised on first use."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, Entry] | None = None
+
+    def _discover(self) -> dict[str, Entry]:
+        if self._entries is None:
+            self._entries = {}
+            for entry_point in entry_points(group=self.group):
+                self._entries.setdefault(entry_point.name, _entry_from(entry_point))
+        return self._entries
+
+    def register(self, name: str, target: Any, origin: str = "runtime") -> None:
+        """Add `name` at run time; `target` is a class or a ``"module:attr"`` string."""
+        if isinstance(target, str):
+            self._discover()[name] = Entry(name, target, origin)
+        else:
+            self._discover()[name] = Entry(name, f"{target.__module__}:{target.__qualname__}", origin, target)
+
+    def unregister(self, name: str) -> None:
+        self._discover().pop(name, None)
+
+    def names(self) -> list[str]:
+        return sorted(self._discover())
+
+    def entry(self, name: str) -> Entry:
+        entries = self._discover()
+        if name not in entries:
+            raise VlbenchError(unknown_name_message(self.kind, name, list(entries)))
+        return entries[name]
+
+    def get(self, name: str) -> Any:
+        """The class registered as `name`; unknown names get a "did you mean" error."""
+        return self.entry(name).load(self.kind)
+
+
+def _entry_from(entry_point: EntryPoint) -> Entry:
+    distribution = entry_point.dist.name if entry_point.dist is not None else "unknown"
+    origin = BUILT_IN if distribution == "vlbench" else distribution
+    return Entry(entry_point.name, entry_point.value, origin)
+
+
+tasks = Registry("task", "vlbench.tasks")
+matchers = Registry("matcher", "vlbench.matchers")

@@ -1,0 +1,120 @@
+"""Seeded few-shot splits, shared by every matcher with the same (task, shots, seed, protocol).
+
+- A task with an official train split: the few-shot examples are drawn from it; every
+  evaluation example is kept.
+- A task without one (`grouped`, the default): images are drawn in a seeded order and an example
+  joins the training side once all its images are drawn; examples that share an image with the
+  training side leave the evaluation side, so no evaluation image is seen in training. The
+  split records how many examples that drops.
+- `paper-release`: the first rows train and the rest evaluate, as the released DSD code does.
+  Training and evaluation then share images; offered only to reproduce the paper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from vlbench.config import Shots
+from vlbench.errors import VlbenchError
+from vlbench.types import Example
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and evaluation example ids, with how they were made."""
+
+    train_ids: tuple[str, ...]
+    eval_ids: tuple[str, ...]
+    protocol: str
+    shots: str
+    seed: int
+    dropped: int = 0
+
+    @property
+    def sha256(self) -> str:
+        payload = json.dumps([self.train_ids, self.eval_ids], separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        """How the split was made and its sizes, without the ids."""
+        return {
+            "split": self.protocol,
+            "shots": self.shots,
+            "seed": self.seed,
+            "n_train": len(self.train_ids),
+            "n_eval": len(self.eval_ids),
+            "dropped_for_shared_images": self.dropped,
+            "split_sha256": self.sha256,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """The content of `split.json`."""
+        return {**self.summary(), "train_ids": list(self.train_ids), "eval_ids": list(self.eval_ids)}
+
+
+def make_split(
+    task_name: str,
+    pool: list[Example],
+    train_pool: list[Example] | None,
+    shots: Shots,
+    seed: int,
+    protocol: str,
+) -> Split:
+    """The few-shot split of `pool` (the evaluation examples) for this seed."""
+    if shots.is_zero:
+        return Split((), _ids(pool), protocol, shots.label(), seed)
+    rng = random.Random(f"vlbench-split:{task_name}:{seed}")
+    if train_pool is not None:
+        size = _checked_size(shots, len(train_pool), len(train_pool), "the task's train split")
+        chosen = sorted(rng.sample(range(len(train_pool)), size))
+        return Split(tuple(train_pool[i].id for i in chosen), _ids(pool), protocol, shots.label(), seed)
+    size = _checked_size(shots, len(pool), len(pool) - 1, "the evaluation pool")
+    if protocol == "paper-release":
+        return Split(_ids(pool[:size]), _ids(pool[size:]), protocol, shots.label(), seed)
+    return _grouped_by_image(pool, size, rng, protocol, shots.label(), seed)
+
+
+def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:
+    images = sorted({key for example in pool for key in example.image_keys})
+    rng.shuffle(images)
+    train: set[str] = set()
+    missing = {example.id: set(example.image_keys) for example in pool}
+    examples_by_image: dict[str, list[str]] = {}
+    for example in pool:
+        for key in set(example.image_keys):
+            examples_by_image.setdefault(key, []).append(example.id)
+    for image in images:
+        if len(train) >= size:
+            break
+        for example_id in examples_by_image[image]:
+            missing[example_id].discard(image)
+            if not missing[example_id] and len(train) < size:
+                train.add(example_id)
+    seen = {key for example in pool if example.id in train for key in example.image_keys}
+    evaluation = [e.id for e in pool if e.id not in train and not seen.intersection(e.image_keys)]
+    if not evaluation:
+        raise VlbenchError(
+            f"--shots {shots_label}: no evaluation example is left once training images are "
+            f"removed; ask for fewer shots"
+        )
+    dropped = len(pool) - len(train) - len(evaluation)
+    train_ids = tuple(e.id for e in pool if e.id in train)
+    return Split(train_ids, tuple(evaluation), protocol, shots_label, seed, dropped)
+
+
+def _checked_size(shots: Shots, pool_size: int, most: int, pool_name: str) -> int:
+    size = shots.size(pool_size)
+    if size > most:
+        raise VlbenchError(
+            f"--shots {shots.label()}: asks for {size} training examples but {pool_name} has "
+            f"{pool_size} examples; ask for at most {most}"
+        )
+    return size
+
+
+def _ids(examples: list[Example]) -> tuple[str, ...]:
+    return tuple(example.id for example in examples)

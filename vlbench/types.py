@@ -1,0 +1,180 @@
+"""The contracts: examples, tasks and matchers.
+
+A task yields `Example`s; a matcher turns an example's images and texts into a score matrix
+`[n_images, n_texts]` (higher = better match); the task turns score matrices into metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vlbench.errors import VlbenchError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image as PILImage
+
+    from vlbench.runtime import Runtime
+    from vlbench.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A lazily loaded image. `key` names its content within the task (an image id or file name).
+
+    Exactly one of `path` (a file on disk) or `render` (a picklable function that draws it) is set.
+    """
+
+    key: str
+    path: Path | None = None
+    render: Callable[[], PILImage] | None = field(default=None, compare=False)
+
+    def load(self) -> PILImage:
+        """The image as RGB; a missing or unreadable file raises `VlbenchError` naming it."""
+        if self.render is not None:
+            return self.render().convert("RGB")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:
+            raise VlbenchError(f"image '{self.key}' not found at {self.path}") from None
+        except (UnidentifiedImageError, OSError) as error:
+            raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image handed to a matcher: its `key` (for caches and seeding) and its RGB pixels."""
+
+    key: str
+    pixels: PILImage
+
+
+@dataclass(frozen=True)
+class Example:
+    """One benchmark item.
+
+    `positives` lists the (image index, text index) pairs that match; every other pair is a
+    negative. `tags` feed the per-tag breakdowns (e.g. ``{"neg_value": "subject"}``).
+    """
+
+    id: str
+    images: tuple[ImageRef, ...]
+    texts: tuple[str, ...]
+    positives: tuple[tuple[int, int], ...]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(image.key for image in self.images)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.images) * len(self.texts)
+
+
+@dataclass
+class NoOptions:
+    """Options of a component that has none."""
+
+
+class Task:
+    """A benchmark: its examples, where few-shot examples come from, and its metrics.
+
+    Subclasses set the class attributes, define `Options` (a dataclass; YAML fills it) and
+    implement `examples`, `outcomes` and `describe`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    summary: ClassVar[str] = ""
+    metric_names: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any, data_root: Path | None) -> None:
+        self.options = options
+        self.data_root = data_root
+
+    def examples(self) -> list[Example]:
+        """The evaluation pool, in a fixed order."""
+        raise NotImplementedError
+
+    def train_pool(self) -> list[Example] | None:
+        """The official train split, or None: few-shot examples are then split off `examples()`
+        grouped by image, so no evaluation image is seen in training."""
+        return None
+
+    def outcomes(self, scores: Sequence[Sequence[float]], positives: Sequence[Sequence[int]]) -> dict[str, float]:
+        """Per-example metric values (e.g. ``{"accuracy": 1.0}``) from its score matrix and its
+        matching (image, text) pairs. Only these two inputs, so stored records suffice."""
+        raise NotImplementedError
+
+    def summarize(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Metrics derived from the aggregated ones (e.g. an average over tags); none by default."""
+        return {}
+
+    def describe(self) -> str:
+        """The data layout this task reads, for error messages and `vlbench data check`."""
+        return self.summary
+
+
+class Matcher:
+    """Scores how well images match texts.
+
+    Subclasses set `name` and `summary`, define `Options` (a dataclass) and implement `score`.
+    Trainable matchers set `trainable = True` and implement `trainable_parameters`; the default
+    `fit` then runs the protocol's shared training loop over `score`.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    trainable: ClassVar[bool] = False
+    uses_model: ClassVar[bool] = False
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any, runtime: Runtime) -> None:
+        self.options = options
+        self.runtime = runtime
+
+    def score(self, images: Sequence[LoadedImage], texts: Sequence[str]) -> torch.Tensor:
+        """Score matrix `[len(images), len(texts)]`. A pair's score must not depend on the other
+        images or texts passed with it."""
+        raise NotImplementedError
+
+    def score_examples(self, batch: Sequence[tuple[Sequence[LoadedImage], Sequence[str]]]) -> list[torch.Tensor]:
+        """Score several examples at once; override to batch across examples (same results)."""
+        return [self.score(images, texts) for images, texts in batch]
+
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        """The tensors `fit` optimises (trainable matchers only)."""
+        raise NotImplementedError(f"matcher '{self.name}' is not trainable")
+
+    def fit(self, examples: Sequence[Example], train: TrainConfig, load_images: Callable) -> None:
+        """Train on few-shot `examples` with the protocol's loss (trainable matchers only)."""
+        from vlbench.training import fit_by_scores
+
+        fit_by_scores(self, examples, train, load_images)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Trained state to store in the run record; empty for matchers that do not train."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise VlbenchError(f"matcher '{self.name}' has no trained state to load")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this matcher's scores: name, model id and revision, options."""
+        from vlbench.options import as_dict
+
+        return {"name": self.name, "model": self.runtime.model, "options": as_dict(self.options)}
+
+    def library_versions(self) -> list[str]:
+        """Distributions whose versions the run record should list (beyond torch and numpy)."""
+        return []
