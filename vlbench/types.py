@@ -104,6 +104,17 @@ class Task:
         """The evaluation pool, in a fixed order."""
         raise NotImplementedError
 
+    def require_data_root(self) -> Path:
+        """The data root, or a `VlbenchError` saying how to give one and what it must hold."""
+        if self.data_root is None:
+            raise VlbenchError(
+                f"task '{self.name}' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set "
+                f"data_root in --config. Expected layout: {self.describe()}"
+            )
+        if not self.data_root.is_dir():
+            raise VlbenchError(f"task '{self.name}': data root {self.data_root} does not exist. Expected layout: {self.describe()}")
+        return self.data_root
+
     def train_pool(self) -> list[Example] | None:
         """The official train split, or None: few-shot examples are then split off `examples()`
         grouped by image, so no evaluation image is seen in training."""

@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+import support  # noqa: E402
+
+from vlbench import registry  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def test_components():
+    """The test-only task and matcher, registered like any other entry."""
+    support.register_all()
+    yield
+    registry.matchers.unregister("counting")
+    registry.tasks.unregister("tiny-files")
+
+
+def vlbench_cli(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `vlbench ARGS` in a fresh process, with the test components registered."""
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    environment.pop("VLBENCH_DEBUG", None)
+    result = subprocess.run([sys.executable, str(TESTS / "launch.py"), *args], cwd=cwd, env=environment, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"vlbench {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

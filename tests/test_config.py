@@ -1,0 +1,45 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from vlbench.config import load_run_config
+from vlbench.errors import VlbenchError
+from vlbench.options import build
+
+
+@dataclass
+class Example:
+    heads: Literal["mean", "dynamic"] = "mean"
+    lam: float = 1.0
+    layers: list[int] | None = None
+
+
+def test_build_converts_and_validates():
+    assert build(Example, {"lam": 2, "layers": [1, 2]}, "opts") == Example("mean", 2.0, [1, 2])
+    with pytest.raises(VlbenchError, match=r"opts: unknown key 'lamda'. Did you mean 'lam'\? Known keys: heads, lam, layers"):
+        build(Example, {"lamda": 2}, "opts")
+    with pytest.raises(VlbenchError, match=r"opts.heads: 'max' is not allowed; choose one of 'mean', 'dynamic'"):
+        build(Example, {"heads": "max"}, "opts")
+    with pytest.raises(VlbenchError, match=r"opts.lam: expected float"):
+        build(Example, {"lam": "big"}, "opts")
+
+
+def test_cli_overrides_yaml_and_environment_gives_data_root(tmp_path, monkeypatch):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("task: colors\nmatcher: random\nseeds: [1, 2]\nbatch_size: 4\ndata_root: /from/yaml\n")
+    monkeypatch.setenv("VLBENCH_DATA", "/from/env")
+    config = load_run_config(config_file, {"batch_size": 8, "seeds": []})
+    assert (config.seeds, config.batch_size, config.data_root) == ([1, 2], 8, "/from/env")
+    assert load_run_config(config_file, {"data_root": "/from/flag"}).data_root == "/from/flag"
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: colors\nmatcher: [random\n")
+    with pytest.raises(VlbenchError, match=r"bad.yaml, line 3: not valid YAML"):
+        load_run_config(bad, {})
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("task: colors\nmatcher: random\nsheds: 3\n")
+    with pytest.raises(VlbenchError, match=r"unknown key 'sheds'. Did you mean 'seeds'\?"):
+        load_run_config(unknown, {})

@@ -1,0 +1,36 @@
+import math
+
+import pytest
+import torch
+
+from vlbench.losses import candidate_sets, example_loss
+
+
+def test_bce_over_all_pairs():
+    scores = torch.tensor([[2.0], [-1.0]])
+    expected = (-math.log(1 / (1 + math.exp(-2.0))) - math.log(1 - 1 / (1 + math.exp(1.0)))) / 2
+    assert example_loss(scores, [(0, 0)], "bce").item() == pytest.approx(expected)
+
+
+def test_ce_over_text_candidates():
+    scores = torch.tensor([[1.0, 2.0, 0.0]])
+    expected = -math.log(math.exp(2.0) / (math.exp(1.0) + math.exp(2.0) + 1.0))
+    assert example_loss(scores, [(0, 1)], "ce").item() == pytest.approx(expected)
+
+
+def test_ce_runs_both_directions_on_a_square_matrix():
+    scores = torch.tensor([[3.0, 1.0], [0.0, 2.0]])
+    sets = candidate_sets(scores, [(0, 0), (1, 1)])
+    assert [(values.tolist(), target) for values, target in sets] == [([3.0, 1.0], 0), ([3.0, 0.0], 0), ([0.0, 2.0], 1), ([1.0, 2.0], 1)]
+
+
+def test_hinge_uses_the_hardest_negative():
+    scores = torch.tensor([[0.50], [0.45], [0.30]])
+    assert example_loss(scores, [(0, 0)], "hinge", margin=0.1).item() == pytest.approx(0.05)
+    assert example_loss(scores, [(0, 0)], "hinge", margin=0.01).item() == 0.0
+
+
+def test_losses_reach_the_scores_gradient():
+    scores = torch.tensor([[0.2, 0.1]], requires_grad=True)
+    example_loss(scores, [(0, 0)], "ce").backward()
+    assert scores.grad[0, 0] < 0 < scores.grad[0, 1]

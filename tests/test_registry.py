@@ -1,0 +1,41 @@
+import subprocess
+import sys
+
+import pytest
+
+from vlbench import registry
+from vlbench.errors import VlbenchError
+from vlbench.registry import Registry
+
+
+def test_built_ins_come_from_entry_points():
+    assert {"random", "color-words"} <= set(registry.matchers.names())
+    assert registry.matchers.entry("random").origin == "built-in"
+    assert registry.matchers.entry("random").target == "vlbench.matchers.random:RandomMatcher"
+    assert registry.tasks.get("colors").name == "colors"
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(VlbenchError, match=r"unknown matcher 'randon'. Did you mean 'random'\? Known matchers: .*color-words.*random"):
+        registry.matchers.get("randon")
+
+
+def test_a_broken_entry_is_named_and_the_others_still_load():
+    matchers = Registry("matcher", "vlbench.matchers")
+    matchers.register("broken", "no_such_module_anywhere:Thing", origin="broken-plugin")
+    with pytest.raises(VlbenchError, match=r"matcher 'broken' \(from broken-plugin, no_such_module_anywhere:Thing\) failed to load: ModuleNotFoundError"):
+        matchers.get("broken")
+    assert matchers.get("random").name == "random"
+
+
+def test_cli_start_imports_no_heavy_library():
+    code = (
+        "import sys\n"
+        "sys.argv = ['vlbench', '--help']\n"
+        "from vlbench.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [name for name in ('torch', 'diffusers', 'open_clip', 'transformers', 'numpy') if name in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in output

@@ -1,0 +1,78 @@
+import pytest
+
+from vlbench.config import Shots
+from vlbench.errors import VlbenchError
+from vlbench.splits import make_split
+from vlbench.types import Example, ImageRef
+
+
+def pair_examples(n_images: int = 40) -> list[Example]:
+    """Two-image examples over a shared pool of images, like ComVG."""
+    examples = []
+    for index in range(n_images * 3):
+        first, second = index % n_images, (index * 7 + 3) % n_images
+        if first == second:
+            continue
+        images = (ImageRef(f"img{first}", render=object), ImageRef(f"img{second}", render=object))
+        examples.append(Example(f"ex{index}", images, ("text",), ((0, 0),), {}))
+    return examples
+
+
+def test_grouped_split_never_shares_an_image():
+    pool = pair_examples()
+    split = make_split("t", pool, None, Shots.parse("0.05"), seed=1, protocol="grouped")
+    by_id = {example.id: example for example in pool}
+    train_images = {key for i in split.train_ids for key in by_id[i].image_keys}
+    eval_images = {key for i in split.eval_ids for key in by_id[i].image_keys}
+    assert len(split.train_ids) == round(0.05 * len(pool))
+    assert not train_images & eval_images
+    assert not set(split.train_ids) & set(split.eval_ids)
+    assert len(split.train_ids) + len(split.eval_ids) + split.dropped == len(pool)
+    assert split.dropped > 0
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    pool = pair_examples()
+    first = make_split("t", pool, None, Shots.parse("6"), seed=0, protocol="grouped")
+    again = make_split("t", pool, None, Shots.parse("6"), seed=0, protocol="grouped")
+    other = make_split("t", pool, None, Shots.parse("6"), seed=1, protocol="grouped")
+    assert first == again and first.sha256 == again.sha256
+    assert first.train_ids != other.train_ids
+
+
+def test_official_train_split_is_sampled_and_evaluation_kept_whole():
+    pool = pair_examples()
+    train_pool = [Example(f"train{i}", (ImageRef(f"t{i}", render=object),), ("x",), ((0, 0),), {}) for i in range(50)]
+    split = make_split("t", pool, train_pool, Shots.parse("10%"), seed=3, protocol="grouped")
+    assert len(split.train_ids) == 5 and set(split.train_ids) <= {e.id for e in train_pool}
+    assert split.eval_ids == tuple(e.id for e in pool)
+
+
+def test_paper_release_takes_the_first_rows():
+    pool = pair_examples()
+    split = make_split("t", pool, None, Shots.parse("3"), seed=0, protocol="paper-release")
+    assert split.train_ids == tuple(e.id for e in pool[:3])
+    assert split.eval_ids == tuple(e.id for e in pool[3:])
+
+
+def test_zero_shots_evaluates_everything():
+    pool = pair_examples()
+    split = make_split("t", pool, None, Shots.parse("0"), seed=0, protocol="grouped")
+    assert split.train_ids == () and len(split.eval_ids) == len(pool)
+
+
+def test_too_many_shots_is_an_error():
+    with pytest.raises(VlbenchError, match="ask for at most"):
+        make_split("t", pair_examples(), None, Shots.parse(str(10_000)), seed=0, protocol="grouped")
+
+
+@pytest.mark.parametrize(("text", "fraction", "count", "label"), [("0.05", 0.05, None, "5%"), ("5%", 0.05, None, "5%"), ("16", None, 16, "16"), ("0", None, 0, "0")])
+def test_shots_parse(text, fraction, count, label):
+    shots = Shots.parse(text)
+    assert (shots.fraction, shots.count, shots.label()) == (fraction, count, label)
+
+
+@pytest.mark.parametrize("text", ["1.5", "-3", "150%", "many"])
+def test_shots_out_of_range(text):
+    with pytest.raises(VlbenchError, match="--shots"):
+        Shots.parse(text)
