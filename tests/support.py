@@ -15,11 +15,13 @@ from vlbench.types import Example, ImageRef, Matcher, Task
 class CountingOptions:
     log: str = ""
     delay: float = 0.0
+    nan_key: str = ""
 
 
 class CountingMatcher(Matcher):
     """Scores a pair by text length minus image key length; appends each example's first image
-    key to `log` (one line per scoring call) and sleeps `delay` seconds per example."""
+    key to `log` (one line per scoring call) and sleeps `delay` seconds per example. An example
+    whose first image key is `nan_key` gets NaN scores."""
 
     name = "counting"
     summary = "Test matcher that logs every scoring call."
@@ -34,6 +36,8 @@ class CountingMatcher(Matcher):
                 handle.flush()
                 os.fsync(handle.fileno())
         time.sleep(self.options.delay)
+        if images[0].key == self.options.nan_key:
+            return torch.full((len(images), len(texts)), float("nan"))
         return torch.tensor([[float(len(text) - len(image.key)) for text in texts] for image in images])
 
 
