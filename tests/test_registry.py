@@ -39,3 +39,25 @@ def test_cli_start_imports_no_heavy_library():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in output
+
+
+def test_two_distributions_declaring_one_name_is_an_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from vlbench import registry as registry_module
+
+    def declared(name, value, distribution):
+        """What the registry reads of an importlib.metadata.EntryPoint."""
+        return SimpleNamespace(name=name, value=value, dist=SimpleNamespace(name=distribution))
+
+    points = [
+        declared("twin", "first_plugin:Twin", "first-plugin"),
+        declared("twin", "second_plugin:Twin", "second-plugin"),
+        declared("solo", "vlbench.matchers.random:RandomMatcher", "first-plugin"),
+        declared("solo", "vlbench.matchers.random:RandomMatcher", "first-plugin"),  # seen twice
+    ]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: points)
+    matchers = Registry("matcher", "vlbench.matchers")
+    with pytest.raises(VlbenchError, match="matcher 'twin' is declared by both first-plugin and second-plugin; uninstall one of them"):
+        matchers.get("twin")
+    assert matchers.get("solo").name == "random"

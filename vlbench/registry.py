@@ -26,8 +26,12 @@ class Entry:
     target: str
     origin: str
     loaded: Any = None
+    rivals: tuple[str, ...] = ()
 
     def load(self, kind: str) -> Any:
+        if self.rivals:
+            origins = " and ".join((self.origin, *self.rivals))
+            raise VlbenchError(f"{kind} '{self.name}' is declared by both {origins}; uninstall one of them")
         if self.loaded is None:
             module_name, _, attribute = self.target.partition(":")
             try:
@@ -55,7 +59,12 @@ class Registry:
         if self._entries is None:
             self._entries = {}
             for entry_point in entry_points(group=self.group):
-                self._entries.setdefault(entry_point.name, _entry_from(entry_point))
+                entry = _entry_from(entry_point)
+                known = self._entries.setdefault(entry.name, entry)
+                # The same distribution can be seen twice (a path listed twice); another one
+                # declaring the same name is a conflict, never silently resolved.
+                if known.origin != entry.origin and entry.origin not in known.rivals:
+                    known.rivals += (entry.origin,)
         return self._entries
 
     def register(self, name: str, target: Any, origin: str = "runtime") -> None:

@@ -84,7 +84,8 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         torch.manual_seed(seed)
         runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path)
         matcher = prepared.matcher_class(prepared.matcher_options, runtime)
-        by_id = {example.id: example for example in (prepared.train_pool or prepared.pool)}
+        training_source = prepared.pool if prepared.train_pool is None else prepared.train_pool
+        by_id = {example.id: example for example in training_source}
         fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train)
         evaluation_by_id = {example.id: example for example in prepared.pool}
         evaluation = [evaluation_by_id[i] for i in split.eval_ids][: config.limit]
