@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     task_class = registry.tasks.get("colors")
-    examples = task_class(task_class.Options(n_examples=args.examples), None).examples()
+    examples = task_class(task_class.Options(n_examples=args.examples), None).examples(seed=0)
     matcher_class = registry.matchers.get(args.matcher)
     matcher = matcher_class(matcher_class.Options(), Runtime("cpu", 0, args.batch_size, None, None))
 

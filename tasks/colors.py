@@ -52,7 +52,7 @@ class ColorsTask(Task):
     metric_names = ("accuracy",)
     Options = ColorsOptions
 
-    def examples(self) -> list[Example]:
+    def examples(self, seed: int) -> list[Example]:
         options = self.options
         rng = random.Random(f"colors:{options.dataset_seed}")
         examples = []

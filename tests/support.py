@@ -48,7 +48,7 @@ class TinyFilesTask(Task):
     summary = "Test task reading a csv and image files."
     metric_names = ("accuracy",)
 
-    def examples(self):
+    def examples(self, seed):
         root = self.require_data_root()
         with open(root / "pairs.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))

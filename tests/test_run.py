@@ -120,7 +120,7 @@ def test_only_the_declared_parameters_train(tmp_path, mean_color):
 
     matcher = MeanColorMatcher(MeanColorOptions(), Runtime("cpu", 0, 1, None, None))
     before = {name: value.clone() for name, value in vars(matcher).items() if isinstance(value, torch.Tensor)}
-    examples = registry.tasks.get("colors")(registry.tasks.get("colors").Options(n_examples=8), None).examples()
+    examples = registry.tasks.get("colors")(registry.tasks.get("colors").Options(n_examples=8), None).examples(seed=0)
     matcher.fit(examples, TrainConfig(epochs=1), load_images)
     changed = [name for name, value in vars(matcher).items() if isinstance(value, torch.Tensor) and not torch.equal(value, before[name])]
     assert changed == ["word_colors"]

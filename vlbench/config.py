@@ -75,6 +75,8 @@ class RunConfig:
     limit: int | None = None
     batch_size: int = 16
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    on_bad_example: Literal["error", "skip"] = "error"
+    image_workers: int = 4
     runs_dir: str = "runs"
     task_options: dict[str, Any] = field(default_factory=dict)
     matcher_options: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,8 @@ class RunConfig:
             raise VlbenchError(f"--limit {self.limit}: give at least 1 example, or leave it out for all")
         if self.batch_size < 1:
             raise VlbenchError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.image_workers < 1:
+            raise VlbenchError(f"image_workers {self.image_workers}: must be at least 1")
         if not self.seeds:
             raise VlbenchError("no seeds given: pass --seed at least once")
 
@@ -98,12 +102,16 @@ def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunC
     for key, value in overrides.items():
         if value is not None and value != []:
             values[key] = value
-    if os.environ.get("VLBENCH_DATA") and overrides.get("data_root") is None:
-        values["data_root"] = os.environ["VLBENCH_DATA"]
+    values["data_root"] = resolve_data_root(overrides.get("data_root"), values.get("data_root"))
     for required in ("task", "matcher"):
         if not values.get(required):
             raise VlbenchError(f"no {required} given: pass --{required} or set '{required}:' in --config")
     return build(RunConfig, values, str(config_file) if config_file else "run options")
+
+
+def resolve_data_root(flag: str | None, from_config: str | None) -> str | None:
+    """`--data-root`, then the `VLBENCH_DATA` environment variable, then the config file."""
+    return flag or os.environ.get("VLBENCH_DATA") or from_config
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
 from vlbench.errors import VlbenchError
@@ -22,9 +22,12 @@ def load_images(example: Example) -> list[LoadedImage]:
         raise VlbenchError(f"example '{example.id}': {error}") from None
 
 
-def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32) -> Iterator[tuple[Example, list[LoadedImage]]]:
-    """(example, its loaded images) in order, decoding up to `window` examples ahead in threads,
-    so at most `window` examples' images are held in memory."""
+def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32) -> Iterator[tuple[Example, Future]]:
+    """(example, future of its loaded images) in order, decoding up to `window` examples ahead in
+    threads, so at most `window` examples' images are held in memory.
+
+    Threads rather than DataLoader worker processes: decoding releases the GIL, nothing is pickled
+    across processes, and no process is forked after CUDA or a model has been initialised."""
     if not examples:
         return
     pending = iter(examples)
@@ -35,17 +38,34 @@ def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32) 
             following = next(pending, None)
             if following is not None:
                 queue.append((following, pool.submit(load_images, following)))
-            yield example, future.result()
+            yield example, future
 
 
-def score_examples(matcher: Matcher, examples: Sequence[Example], batch_size: int, append: Callable[[list[ScoredExample]], None]) -> None:
-    """Score `examples` in batches of `batch_size` examples, appending each batch's results."""
+def score_examples(
+    matcher: Matcher,
+    examples: Sequence[Example],
+    batch_size: int,
+    append: Callable[[list[ScoredExample]], None],
+    on_bad_example: str = "error",
+    workers: int = 4,
+) -> dict[str, str]:
+    """Score `examples` in batches of `batch_size` examples, appending each batch's results.
+
+    An example whose images cannot be loaded stops the run, or with ``on_bad_example="skip"`` is
+    left out; returns the skipped ids with their errors."""
     import torch
 
+    skipped: dict[str, str] = {}
     batch: list[tuple[Example, list[LoadedImage]]] = []
     with torch.inference_mode(), progress_bar(f"scoring ({matcher.name})", total=len(examples)) as advance:
-        for item in prefetched(examples):
-            batch.append(item)
+        for example, future in prefetched(examples, workers):
+            try:
+                batch.append((example, future.result()))
+            except VlbenchError as error:
+                if on_bad_example != "skip":
+                    raise
+                skipped[example.id] = str(error)
+                advance(1)
             if len(batch) == batch_size:
                 append(_score_batch(matcher, batch))
                 advance(len(batch))
@@ -53,6 +73,7 @@ def score_examples(matcher: Matcher, examples: Sequence[Example], batch_size: in
         if batch:
             append(_score_batch(matcher, batch))
             advance(len(batch))
+    return skipped
 
 
 def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]]) -> list[ScoredExample]:

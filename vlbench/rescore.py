@@ -18,7 +18,8 @@ def rescore(path: Path) -> dict[str, Any]:
     split = run_dir.read_json("split.json")
     task_class = registry.tasks.get(results["task"]["name"])
     task = task_class(build(task_class.Options, results["task"]["options"], f"{path}/results.json task.options"), None)
-    evaluation_ids = split["eval_ids"][: results["protocol"]["limit"]]
+    skipped = {item["id"] for item in results.get("skipped", [])}
+    evaluation_ids = [i for i in split["eval_ids"][: results["protocol"]["limit"]] if i not in skipped]
     stored = run_dir.read_scores()
     missing = [example_id for example_id in evaluation_ids if example_id not in stored]
     if missing:

@@ -37,8 +37,6 @@ class Prepared:
     matcher_class: type[Matcher]
     matcher_options: Any
     train: TrainConfig | None
-    pool: list[Example]
-    train_pool: list[Example] | None
     device: str
 
 
@@ -49,7 +47,7 @@ class RunResult:
 
 
 def prepare(config: RunConfig) -> Prepared:
-    """Resolve names, validate options, load the task's examples; every error is a `VlbenchError`."""
+    """Resolve names and validate options; every error is a `VlbenchError`."""
     task_class = registry.tasks.get(config.task)
     matcher_class = registry.matchers.get(config.matcher)
     task_options = build(task_class.Options, config.task_options, "task_options")
@@ -62,18 +60,18 @@ def prepare(config: RunConfig) -> Prepared:
         raise VlbenchError(f"'train:' options given, but matcher '{config.matcher}' does not train with --shots {config.shots}")
     device = resolve_device(config.device)
     task = task_class(task_options, Path(config.data_root) if config.data_root else None)
-    pool = task.examples()
-    train_pool = task.train_pool()
-    _check_ids(config.task, pool, "evaluation")
-    if train_pool is not None:
-        _check_ids(config.task, train_pool, "training")
-    return Prepared(config, task, matcher_class, matcher_options, train, pool, train_pool, device)
+    return Prepared(config, task, matcher_class, matcher_options, train, device)
 
 
 def run(prepared: Prepared, seed: int) -> RunResult:
     """Run (or resume) one seed and write its `results.json`."""
     config = prepared.config
-    split = make_split(config.task, prepared.pool, prepared.train_pool, config.shots_parsed, seed, config.split)
+    pool = prepared.task.examples(seed)
+    train_pool = None if config.shots_parsed.is_zero else prepared.task.train_pool(seed)
+    _check_ids(config.task, pool, "evaluation")
+    if train_pool is not None:
+        _check_ids(config.task, train_pool, "training")
+    split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
     identity = run_identity(prepared)
     run_dir = RunDirectory(Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(split.shots)}-{config_id(identity)}" / f"seed-{seed}")
     with run_dir.lock():
@@ -84,22 +82,24 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         torch.manual_seed(seed)
         runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path)
         matcher = prepared.matcher_class(prepared.matcher_options, runtime)
-        training_source = prepared.pool if prepared.train_pool is None else prepared.train_pool
-        by_id = {example.id: example for example in training_source}
+        by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
         fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train)
-        evaluation_by_id = {example.id: example for example in prepared.pool}
+        evaluation_by_id = {example.id: example for example in pool}
         evaluation = [evaluation_by_id[i] for i in split.eval_ids][: config.limit]
         already = run_dir.read_scores()
         pending = [example for example in evaluation if example.id not in already]
+        skipped: dict[str, str] = {}
         started = time.perf_counter()
         if pending:
             with run_dir.score_appender() as append:
-                score_examples(matcher, pending, config.batch_size, append)
+                skipped = score_examples(matcher, pending, config.batch_size, append, config.on_bad_example, config.image_workers)
         score_seconds = time.perf_counter() - started
         stored = run_dir.read_scores()
-        scored = [stored[example.id] for example in evaluation]
+        scored = [stored[example.id] for example in evaluation if example.id not in skipped]
+        if not scored:
+            raise VlbenchError(f"every evaluation example of '{config.task}' was skipped as unreadable (first: {next(iter(skipped.items()))})")
         metrics, breakdown = compute_metrics(prepared.task, scored)
-        pairs_scored = sum(example.n_pairs for example in pending)
+        pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
         results = {
             "schema_version": SCHEMA_VERSION,
             "config_id": config_id(identity),
@@ -110,10 +110,11 @@ def run(prepared: Prepared, seed: int) -> RunResult:
             "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
             "metrics": metrics,
             "breakdown": breakdown,
+            "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
             "timings": {
                 "fit_seconds": fit_seconds,
                 "score_seconds": score_seconds,
-                "examples_scored": len(pending),
+                "examples_scored": len(pending) - len(skipped),
                 "examples_resumed": len(evaluation) - len(pending),
                 "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
             },
@@ -187,8 +188,8 @@ def _check_ids(task: str, examples: list[Example], which: str) -> None:
         if example.id in seen:
             raise VlbenchError(f"task '{task}': duplicate example id '{example.id}' in the {which} examples")
         seen.add(example.id)
-    if not examples and which == "evaluation":
-        raise VlbenchError(f"task '{task}' has no evaluation examples (check its data and options)")
+    if not examples:
+        raise VlbenchError(f"task '{task}' has no {which} examples (check its data and options)")
 
 
 def _path_label(shots: str) -> str:

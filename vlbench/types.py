@@ -23,28 +23,50 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A lazily loaded image. `key` names its content within the task (an image id or file name).
+    """A lazily loaded image. `key` names its content within the task (an image id, plus the crop).
 
-    Exactly one of `path` (a file on disk) or `render` (a picklable function that draws it) is set.
+    Exactly one of `path` (a file on disk) or `render` (a picklable function returning a PIL
+    image) is set. `crop` is a (left, top, right, bottom) box in pixels, clamped to the image.
     """
 
     key: str
     path: Path | None = None
     render: Callable[[], PILImage] | None = field(default=None, compare=False)
+    crop: tuple[float, float, float, float] | None = None
 
     def load(self) -> PILImage:
-        """The image as RGB; a missing or unreadable file raises `VlbenchError` naming it."""
-        if self.render is not None:
-            return self.render().convert("RGB")
+        """The image as RGB (transparency composited on white); a missing or unreadable file
+        raises `VlbenchError` naming it."""
+        image = self.render() if self.render is not None else self._open()
+        image = to_rgb(image)
+        if self.crop is not None:
+            left, top, right, bottom = self.crop
+            width, height = image.size
+            image = image.crop((max(0, round(left)), max(0, round(top)), min(width, round(right)), min(height, round(bottom))))
+        return image
+
+    def _open(self) -> PILImage:
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(self.path) as image:
-                return image.convert("RGB")
+                image.load()
+                return image
         except FileNotFoundError:
             raise VlbenchError(f"image '{self.key}' not found at {self.path}") from None
         except (UnidentifiedImageError, OSError) as error:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
+
+
+def to_rgb(image: PILImage) -> PILImage:
+    """RGB pixels; transparent areas become white rather than whatever colour they hide."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -100,8 +122,9 @@ class Task:
         self.options = options
         self.data_root = data_root
 
-    def examples(self) -> list[Example]:
-        """The evaluation pool, in a fixed order."""
+    def examples(self, seed: int) -> list[Example]:
+        """The evaluation pool, in a fixed order. `seed` is the run's seed, for tasks that draw
+        candidates (negatives); others ignore it."""
         raise NotImplementedError
 
     def require_data_root(self) -> Path:
@@ -115,8 +138,15 @@ class Task:
             raise VlbenchError(f"task '{self.name}': data root {self.data_root} does not exist. Expected layout: {self.describe()}")
         return self.data_root
 
-    def train_pool(self) -> list[Example] | None:
-        """The official train split, or None: few-shot examples are then split off `examples()`
+    def data_file(self, relative: str | Path) -> Path:
+        """`relative` under the data root; a missing file is an error that shows the layout."""
+        path = self.require_data_root() / relative
+        if not path.exists():
+            raise VlbenchError(f"task '{self.name}': {path} not found. Expected layout: {self.describe()}")
+        return path
+
+    def train_pool(self, seed: int) -> list[Example] | None:
+        """The official train split, or None: few-shot examples are then split off `examples(seed)`
         grouped by image, so no evaluation image is seen in training."""
         return None
 
@@ -127,6 +157,10 @@ class Task:
 
     def summarize(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Metrics derived from the aggregated ones (e.g. an average over tags); none by default."""
+        return {}
+
+    def statistics(self, examples: list[Example]) -> dict[str, Any]:
+        """Task-specific counts that `vlbench data check` reports (e.g. known shortcuts)."""
         return {}
 
     def describe(self) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from vlbench.cli import leaderboard_command, list_command, run_command, score_command
+from vlbench.cli import data_command, leaderboard_command, list_command, run_command, score_command
 from vlbench.errors import VlbenchError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("run")(run_command.run)
 app.command("list")(list_command.list_entries)
 app.command("leaderboard")(leaderboard_command.leaderboard)
 app.command("score")(score_command.score)
+app.add_typer(data_command.data_app, name="data")
 
 _debug = {"on": bool(os.environ.get("VLBENCH_DEBUG"))}
 

@@ -1,0 +1,65 @@
+"""`comvg`: Compositional Visual Genome (ComCLIP; as released with DSD).
+
+One example = one sentence and two Visual Genome images: the positive, and a negative whose
+scene differs in the subject, the object or the predicate (`neg_value`: subject, object, verb;
+the paper calls verb "predicate"). Metrics: accuracy overall, per `neg_value`, and `average`,
+the mean of the per-`neg_value` accuracies (the paper's "average" column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vlbench.errors import VlbenchError
+from vlbench.metrics import image_choice_correct
+from vlbench.readers import read_csv
+from vlbench.types import Example, ImageRef, Task
+
+COLUMNS = ("id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value")
+NEG_VALUES = ("subject", "object", "verb")
+
+
+@dataclass
+class ComVGOptions:
+    csv: str = "compositional_visual_genome.csv"
+    images: str = "vg_concept"
+    neg_value: str | None = None  # keep only one kind of negative (subject, object or verb)
+
+
+class ComVGTask(Task):
+    name = "comvg"
+    version = "1"
+    summary = "ComVG: pick the image matching a sentence against one differing in subject, object or predicate."
+    metric_names = ("accuracy", "average")
+    Options = ComVGOptions
+
+    def examples(self, seed: int) -> list[Example]:
+        path = self.data_file(self.options.csv)
+        images = self.require_data_root() / self.options.images
+        examples = []
+        for line, row in enumerate(read_csv(path, COLUMNS), start=2):
+            if row["neg_value"] not in NEG_VALUES:
+                raise VlbenchError(f"{path}, line {line}: neg_value '{row['neg_value']}' is not one of {', '.join(NEG_VALUES)}")
+            if self.options.neg_value and row["neg_value"] != self.options.neg_value:
+                continue
+            pair = tuple(ImageRef(row[column], images / f"{row[column]}.jpg") for column in ("pos_image_id", "neg_image_id"))
+            examples.append(Example(f"comvg-{row['id']}", pair, (row["sentence"],), ((0, 0),), {"neg_value": row["neg_value"]}))
+        return examples
+
+    def outcomes(self, scores, positives) -> dict[str, float]:
+        (image, text), = positives
+        return {"accuracy": image_choice_correct(scores, image, text)}
+
+    def summarize(self, metrics) -> dict[str, float]:
+        groups = metrics["breakdown"].get("neg_value", {})
+        present = [groups[value]["accuracy"] for value in NEG_VALUES if value in groups]
+        return {"average": sum(present) / len(present)} if present else {}
+
+    def describe(self) -> str:
+        return (
+            f"<root>/{self.options.csv} (columns {','.join(COLUMNS)}) and images "
+            f"<root>/{self.options.images}/<image_id>.jpg. The csv ships with the DSD release "
+            "(data/compositional_visual_genome.csv) and ComCLIP (datasets/ComVG.csv); the images "
+            "are Visual Genome images (VG_100K and VG_100K_2, from the Visual Genome website)."
+        )
+

@@ -1,0 +1,119 @@
+"""`refcocog`: RefCOCOg referring expressions as text retrieval over 10 candidates.
+
+One example = one referring sentence's image against 10 texts: the sentence and 9 negatives,
+drawn with the run's seed from the sentences of refs on *other* images of the same split (no
+negative equals the positive). `view=whole` scores the whole image, as the DSD release does;
+`view=crop` scores the referred box, padded by `crop_padding` of its size on each side. The
+dataset's own split field decides training (`train`) and evaluation (`eval_split`).
+
+The refs file is a Python pickle, as published: only load files from a source you trust.
+Metrics: top-1 and top-5.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vlbench.errors import VlbenchError
+from vlbench.metrics import text_top_k
+from vlbench.readers import read_json, require_keys
+from vlbench.types import Example, ImageRef, Task
+
+N_CANDIDATES = 10
+REF_FIELDS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+
+
+@dataclass
+class RefCOCOgOptions:
+    refs: str = "refs(umd).p"
+    instances: str = "instances.json"
+    images: str = "images/train2014"
+    eval_split: str = "val"
+    view: Literal["whole", "crop"] = "whole"
+    crop_padding: float = 0.1
+
+
+class RefCOCOgTask(Task):
+    name = "refcocog"
+    version = "1"
+    summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
+    metric_names = ("top1", "top5")
+    Options = RefCOCOgOptions
+
+    def examples(self, seed: int) -> list[Example]:
+        return self._split(self.options.eval_split, seed)
+
+    def train_pool(self, seed: int) -> list[Example] | None:
+        return self._split("train", seed)
+
+    def outcomes(self, scores, positives) -> dict[str, float]:
+        (image, text), = positives
+        return text_top_k(scores, image, text, ks=(1, 5))
+
+    def describe(self) -> str:
+        return (
+            f"<root>/{self.options.refs} (pickled list of refs: ref_id, ann_id, image_id, split, sentences), "
+            f"<root>/{self.options.instances} (COCO detection json with bboxes) and images "
+            f"<root>/{self.options.images}/COCO_train2014_<12-digit image id>.jpg. The refs and instances "
+            "come from the refer toolkit's refcocog download (lichengunc/refer); images are COCO train2014."
+        )
+
+    def _split(self, split: str, seed: int) -> list[Example]:
+        refs = [ref for ref in self._refs() if ref["split"] == split]
+        boxes = self._boxes() if self.options.view == "crop" else {}
+        sentences = [(ref["image_id"], sentence["sent"]) for ref in refs for sentence in ref["sentences"]]
+        images = self.require_data_root() / self.options.images
+        examples = []
+        for ref in refs:
+            path = images / f"COCO_train2014_{ref['image_id']:012d}.jpg"
+            if self.options.view == "crop":
+                image = ImageRef(f"{ref['image_id']}@{ref['ann_id']}", path, crop=self._padded(boxes, ref))
+            else:
+                image = ImageRef(str(ref["image_id"]), path)
+            for sentence in ref["sentences"]:
+                negatives = _negatives(sentences, ref["image_id"], sentence["sent"], random.Random(f"refcocog-negatives:{seed}:{sentence['sent_id']}"))
+                texts = (sentence["sent"], *negatives)
+                examples.append(Example(f"refcocog-{sentence['sent_id']}", (image,), texts, ((0, 0),), {}))
+        return examples
+
+    def _refs(self) -> list[dict[str, Any]]:
+        path = self.data_file(self.options.refs)
+        try:
+            with open(path, "rb") as handle:
+                refs = pickle.load(handle)
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise VlbenchError(f"{path}: not a readable refs pickle ({error})") from None
+        if not isinstance(refs, list):
+            raise VlbenchError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
+        for index, ref in enumerate(refs):
+            require_keys(ref, REF_FIELDS, f"{path}, ref {index}")
+        return refs
+
+    def _boxes(self) -> dict[int, list[float]]:
+        path = self.data_file(self.options.instances)
+        document = read_json(path)
+        if not isinstance(document, dict) or "annotations" not in document:
+            raise VlbenchError(f"{path}: expected COCO detection json with an 'annotations' list")
+        return {annotation["id"]: annotation["bbox"] for annotation in document["annotations"]}
+
+    def _padded(self, boxes: dict[int, list[float]], ref: dict[str, Any]) -> tuple[float, float, float, float]:
+        if ref["ann_id"] not in boxes:
+            raise VlbenchError(f"{self.options.instances}: no annotation {ref['ann_id']} for ref {ref['ref_id']}")
+        x, y, width, height = boxes[ref["ann_id"]]
+        pad_x, pad_y = width * self.options.crop_padding, height * self.options.crop_padding
+        return (x - pad_x, y - pad_y, x + width + pad_x, y + height + pad_y)
+
+
+def _negatives(sentences: list[tuple[int, str]], image_id: int, positive: str, rng: random.Random) -> list[str]:
+    """9 distinct sentences of refs on other images, none equal to the positive."""
+    negatives: list[str] = []
+    for _ in range(1000 * N_CANDIDATES):
+        owner, text = rng.choice(sentences)
+        if owner != image_id and text != positive and text not in negatives:
+            negatives.append(text)
+            if len(negatives) == N_CANDIDATES - 1:
+                return negatives
+    raise VlbenchError(f"refcocog: too few distinct sentences on images other than {image_id} to draw 9 negatives")

@@ -1,0 +1,141 @@
+"""`vqav2`: VQAv2 as question+answer text matching: one image, ten "question answer" texts.
+
+Two sources:
+- `csv`: the DSD release's `vqa_text_test.csv` (`sentence,pos_image_id,neg_sentence_1..9`; COCO
+  val2014 images). Its negatives never use yes/no, so the 386 (of 1,000) positives whose answer
+  is yes/no are a surface shortcut; `vlbench data check` reports the count. The answer type is
+  derived from the answer (yes/no → binary, digits → number, else other).
+- `official`: the VQAv2 question and annotation json. Candidates: the most common answer plus 9
+  answers drawn with the run's seed from `major_answers.json`, excluding the question's valid
+  answers. The answer type is the annotation's.
+
+Metrics: top-1 and top-5 over the ten texts, overall and per `answer_type` (binary, number, other).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vlbench.errors import VlbenchError
+from vlbench.metrics import text_top_k
+from vlbench.readers import read_csv, read_json, require_keys
+from vlbench.types import Example, ImageRef, Task
+
+CSV_COLUMNS = ("sentence", "pos_image_id", *(f"neg_sentence_{i}" for i in range(1, 10)))
+ANSWER_TYPES = {"yes/no": "binary", "number": "number", "other": "other"}
+N_CANDIDATES = 10
+
+
+@dataclass
+class VQAv2Options:
+    source: Literal["csv", "official"] = "csv"
+    csv: str = "vqa_text_test.csv"
+    csv_images: str = "val2014"
+    eval_split: str = "val"
+    train_split: str | None = "train"
+    major_answers: str = "major_answers.json"
+
+
+class VQAv2Task(Task):
+    name = "vqav2"
+    version = "1"
+    summary = "VQAv2 as text matching: rank 'question answer' for the true answer among 10 candidates."
+    metric_names = ("top1", "top5")
+    Options = VQAv2Options
+
+    def examples(self, seed: int) -> list[Example]:
+        if self.options.source == "csv":
+            return self._from_csv()
+        return self._official(self.options.eval_split, seed)
+
+    def train_pool(self, seed: int) -> list[Example] | None:
+        if self.options.source == "csv" or self.options.train_split is None:
+            return None
+        return self._official(self.options.train_split, seed)
+
+    def outcomes(self, scores, positives) -> dict[str, float]:
+        (image, text), = positives
+        return text_top_k(scores, image, text, ks=(1, 5))
+
+    def statistics(self, examples: list[Example]) -> dict[str, Any]:
+        shortcut = sum(1 for e in examples if _answer(e.texts[0], e.texts) in ("yes", "no") and not any(_answer(t, e.texts) in ("yes", "no") for t in e.texts[1:]))
+        return {"yes/no positives whose negatives are never yes/no (surface shortcut)": shortcut}
+
+    def describe(self) -> str:
+        if self.options.source == "csv":
+            return (
+                f"<root>/{self.options.csv} (columns {','.join(CSV_COLUMNS)}) and images "
+                f"<root>/{self.options.csv_images}/COCO_val2014_<12-digit image id>.jpg. The csv ships "
+                "with the DSD release (data/vqa_text_test.csv); the images are COCO val2014 (cocodataset.org)."
+            )
+        return (
+            "<root>/v2_OpenEnded_mscoco_<split>2014_questions.json, <root>/v2_mscoco_<split>2014_annotations.json "
+            f"(from visualqa.org), <root>/{self.options.major_answers} (the 3,129-answer vocabulary, DSD release "
+            "utils/major_answers.json) and images <root>/<split>2014/COCO_<split>2014_<12-digit image id>.jpg (cocodataset.org)."
+        )
+
+    def _from_csv(self) -> list[Example]:
+        path = self.data_file(self.options.csv)
+        images = self.require_data_root() / self.options.csv_images
+        examples = []
+        for line, row in enumerate(read_csv(path, CSV_COLUMNS), start=2):
+            texts = (row["sentence"], *(row[f"neg_sentence_{i}"] for i in range(1, 10)))
+            answer = _answer(row["sentence"], texts)
+            image = ImageRef(row["pos_image_id"], images / f"COCO_val2014_{int(row['pos_image_id']):012d}.jpg")
+            examples.append(Example(f"vqav2-{line - 1}", (image,), texts, ((0, 0),), {"answer_type": _answer_type(answer)}))
+        return examples
+
+    def _official(self, split: str, seed: int) -> list[Example]:
+        questions_path = self.data_file(f"v2_OpenEnded_mscoco_{split}2014_questions.json")
+        annotations_path = self.data_file(f"v2_mscoco_{split}2014_annotations.json")
+        vocabulary = list(read_json(self.data_file(self.options.major_answers)))
+        questions = _records(read_json(questions_path), "questions", questions_path, ("image_id", "question", "question_id"))
+        annotations = {
+            record["question_id"]: record
+            for record in _records(read_json(annotations_path), "annotations", annotations_path, ("question_id", "answer_type", "multiple_choice_answer", "answers"))
+        }
+        images = self.require_data_root() / f"{split}2014"
+        examples = []
+        for question in questions:
+            annotation = annotations.get(question["question_id"])
+            if annotation is None:
+                raise VlbenchError(f"{annotations_path}: no annotation for question_id {question['question_id']} of {questions_path}")
+            best = annotation["multiple_choice_answer"]
+            valid = {best, *(answer["answer"] for answer in annotation["answers"])}
+            rng = random.Random(f"vqav2-negatives:{seed}:{question['question_id']}")
+            negatives: list[str] = []
+            while len(negatives) < N_CANDIDATES - 1:
+                candidate = rng.choice(vocabulary)
+                if candidate not in valid and candidate not in negatives:
+                    negatives.append(candidate)
+            texts = tuple(f"{question['question']} {answer}" for answer in (best, *negatives))
+            image = ImageRef(str(question["image_id"]), images / f"COCO_{split}2014_{question['image_id']:012d}.jpg")
+            tags = {"answer_type": ANSWER_TYPES.get(annotation["answer_type"], annotation["answer_type"])}
+            examples.append(Example(f"vqav2-{split}-{question['question_id']}", (image,), texts, ((0, 0),), tags))
+        return examples
+
+
+def _records(document: Any, key: str, path, fields) -> list[dict[str, Any]]:
+    if not isinstance(document, dict) or key not in document:
+        raise VlbenchError(f"{path}: expected a JSON object with a '{key}' list")
+    for index, record in enumerate(document[key]):
+        require_keys(record, fields, f"{path}, {key}[{index}]")
+    return document[key]
+
+
+def _answer(sentence: str, texts: tuple[str, ...]) -> str:
+    """The answer part of "question answer": after the question mark that ends the text shared
+    by all candidates (answers may themselves share a prefix, such as "blue" and "blue and white")."""
+    shared = os.path.commonprefix(list(texts))
+    cut = shared.rfind("? ")
+    start = cut + 2 if cut >= 0 else shared.rfind(" ") + 1
+    return sentence[start:]
+
+
+def _answer_type(answer: str) -> str:
+    if answer in ("yes", "no"):
+        return "binary"
+    return "number" if answer.isdigit() else "other"

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from conftest import TESTS, vlbench_cli
+from placeholders import comvg_root
+
+REAL_CSV = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+
+
+@pytest.fixture
+def small_comvg(tmp_path):
+    """The first 20 rows of the real ComVG csv, with image 2357994 truncated."""
+    source = tmp_path / "source.csv"
+    source.write_text("\n".join(REAL_CSV.read_text().splitlines()[:21]) + "\n")
+    root = comvg_root(tmp_path / "comvg", source)
+    broken = root / "vg_concept" / "2357994.jpg"
+    broken.write_bytes(broken.read_bytes()[:40])
+    return root
+
+
+def test_a_corrupt_image_stops_the_run_and_names_example_and_file(small_comvg, tmp_path):
+    result = vlbench_cli("run", "--task", "comvg", "--matcher", "random", "--data-root", str(small_comvg), cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: example 'comvg-1': image '2357994' at ") and "vg_concept/2357994.jpg cannot be read" in last
+
+
+def test_skip_records_the_skipped_examples(small_comvg, tmp_path):
+    vlbench_cli("run", "--task", "comvg", "--matcher", "random", "--data-root", str(small_comvg), "--on-bad-example", "skip", cwd=tmp_path)
+    record = json.loads(next(tmp_path.rglob("results.json")).read_text())
+    skipped = [item["id"] for item in record["skipped"]]
+    csv_rows = (small_comvg / "compositional_visual_genome.csv").read_text().splitlines()[1:]
+    expected = [f"comvg-{row.split(',')[0]}" for row in csv_rows if "2357994" in row]
+    assert skipped == expected and len(skipped) > 0
+    assert record["n"] == 20 - len(skipped)
+
+
+def test_data_check_lists_missing_images(small_comvg, tmp_path):
+    (small_comvg / "vg_concept" / "2358258.jpg").unlink()
+    result = vlbench_cli("data", "check", "--task", "comvg", "--data-root", str(small_comvg), cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "problem: 1 of" in result.stdout and "missing: " in result.stdout and "2358258.jpg" in result.stdout
+    assert "expected layout: <root>/compositional_visual_genome.csv" in result.stdout.replace("\n", " ")

@@ -1,0 +1,68 @@
+import json
+import pickle
+
+import pytest
+
+from placeholders import write_images
+from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
+
+
+def write_refcocog(root, refs_name="refs(umd).p"):
+    """Refs in the refer toolkit's pickle layout: 10 images (1-4 train, 5-10 val), 2 refs each,
+    2 sentences per ref."""
+    refs, annotations = [], []
+    sent_id = 0
+    for image_id in range(1, 11):
+        split = "train" if image_id <= 4 else "val"
+        for slot in range(2):
+            ann_id = image_id * 10 + slot
+            sentences = []
+            for variant in range(2):
+                text = f"object {slot} of image {image_id}, phrasing {variant}"
+                sentences.append({"raw": text, "sent": text, "tokens": text.split(), "sent_id": sent_id})
+                sent_id += 1
+            refs.append({"ref_id": ann_id, "ann_id": ann_id, "image_id": image_id, "split": split, "category_id": 1, "file_name": f"COCO_train2014_{image_id:012d}_{ann_id}.jpg", "sentences": sentences})
+            annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": [4.0 * slot, 2.0, 10.0, 20.0], "area": 200.0, "iscrowd": 0})
+    with open(root / refs_name, "wb") as handle:
+        pickle.dump(refs, handle)
+    instances = {"images": [{"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "width": 40, "height": 30} for i in range(1, 11)], "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+    (root / "instances.json").write_text(json.dumps(instances))
+    write_images((root / "images" / "train2014" / f"COCO_train2014_{i:012d}.jpg" for i in range(1, 11)), size=(40, 30))
+
+
+@pytest.fixture
+def root(tmp_path):
+    write_refcocog(tmp_path)
+    return tmp_path
+
+
+def test_one_example_per_sentence_of_the_evaluation_split(root):
+    examples = RefCOCOgTask(RefCOCOgOptions(), root).examples(seed=0)
+    assert len(examples) == 24 and {e.image_keys[0] for e in examples} == {str(i) for i in range(5, 11)}
+    for example in examples:
+        assert len(example.texts) == 10 and len(set(example.texts)) == 10 and example.positives == ((0, 0),)
+        own_image = f"of image {example.image_keys[0]},"
+        assert own_image in example.texts[0] and not any(own_image in text for text in example.texts[1:])
+    assert len(RefCOCOgTask(RefCOCOgOptions(), root).train_pool(seed=0)) == 16
+
+
+def test_negatives_follow_the_seed(root):
+    task = RefCOCOgTask(RefCOCOgOptions(), root)
+    assert task.examples(seed=3) == task.examples(seed=3)
+    assert [e.texts for e in task.examples(seed=3)] != [e.texts for e in task.examples(seed=4)]
+
+
+def test_crop_view_scores_the_padded_box(root):
+    (example, *_) = RefCOCOgTask(RefCOCOgOptions(view="crop", crop_padding=0.1), root).examples(seed=0)
+    image = example.images[0]
+    assert image.key == "5@50" and image.crop == pytest.approx((-1.0, 0.0, 11.0, 24.0))
+    assert image.load().size == (11, 24)  # clamped at the left edge
+    whole = RefCOCOgTask(RefCOCOgOptions(), root).examples(seed=0)[0].images[0]
+    assert whole.load().size == (40, 30)
+
+
+def test_top_k_metrics():
+    task = RefCOCOgTask(RefCOCOgOptions(), None)
+    assert task.outcomes([[9, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 1.0, "top5": 1.0}
+    assert task.outcomes([[5, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 0.0, "top5": 1.0}
+    assert task.outcomes([[4, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 0.0, "top5": 0.0}
