@@ -1,12 +1,15 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
+# Generated data (the mini-world) goes to a temporary cache, never the user's home; subprocesses inherit it.
+os.environ["VLBENCH_CACHE"] = tempfile.mkdtemp(prefix="vlbench-test-cache-")
 
 import support  # noqa: E402
 

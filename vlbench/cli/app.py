@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from vlbench.cli import data_command, leaderboard_command, list_command, run_command, score_command
+from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, run_command, score_command
 from vlbench.errors import VlbenchError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command("list")(list_command.list_entries)
 app.command("leaderboard")(leaderboard_command.leaderboard)
 app.command("score")(score_command.score)
 app.add_typer(data_command.data_app, name="data")
+app.add_typer(miniworld_command.miniworld_app, name="miniworld")
 
 _debug = {"on": bool(os.environ.get("VLBENCH_DEBUG"))}
 

@@ -1,0 +1,88 @@
+import hashlib
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from conftest import vlbench_cli
+from vlbench.tasks.comvg import ComVGOptions, ComVGTask
+from vlbench.tasks.miniworld.scenes import RELATIONS, Fact, Thing, place_fact, random_fact, swapped
+from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask, MiniVQAv2Options, MiniVQAv2Task, MiniWinogroundOptions, MiniWinogroundTask, generated_root
+from vlbench.tasks.miniworld.writers import Sizes, write_all
+from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
+from vlbench.tasks.vqav2 import VQAv2Options, VQAv2Task
+from vlbench.tasks.winoground import WinogroundOptions, WinogroundTask
+
+SMALL = Sizes(comvg=30, refcocog_images=40, vqav2_images_per_split=20, winoground=10)
+
+
+def digest(root):
+    return hashlib.sha256(b"".join(path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file())).hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_world(tmp_path):
+    write_all(tmp_path / "a", seed=3, sizes=SMALL)
+    write_all(tmp_path / "b", seed=3, sizes=SMALL)
+    write_all(tmp_path / "c", seed=4, sizes=SMALL)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_the_real_loaders_read_every_dataset(tmp_path):
+    write_all(tmp_path, seed=0, sizes=SMALL)
+    comvg = ComVGTask(ComVGOptions(), tmp_path / "comvg").examples(seed=0)
+    assert len(comvg) == 30 and Counter(e.tags["neg_value"] for e in comvg) == {"subject": 10, "object": 10, "verb": 10}
+    refcocog = RefCOCOgTask(RefCOCOgOptions(view="crop"), tmp_path / "refcocog")
+    assert len(refcocog.train_pool(seed=0)) > 0 and len(refcocog.examples(seed=0)) > 0
+    assert refcocog.examples(seed=0)[0].images[0].load().size[0] > 0
+    vqa = VQAv2Task(VQAv2Options(source="official"), tmp_path / "vqav2")
+    assert len(vqa.examples(seed=0)) == 40 and len(vqa.train_pool(seed=0)) == 40
+    assert {e.tags["answer_type"] for e in vqa.examples(seed=0)} <= {"binary", "number", "other"}
+    winoground = WinogroundTask(WinogroundOptions(), tmp_path / "winoground").examples(seed=0)
+    assert len(winoground) == 10 and Counter(e.tags["collapsed_tag"] for e in winoground) == {"Object": 5, "Relation": 5}
+    for example in winoground:
+        assert sorted(example.texts[0].split()) == sorted(example.texts[1].split()) and example.texts[0] != example.texts[1]
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+def test_only_the_stated_relation_holds_in_the_picture(relation):
+    rng = random.Random(relation)
+    for _ in range(50):
+        subject, obj = place_fact(Fact(Thing("red", "circle"), relation, Thing("blue", "square")), 32, rng)
+        dx, dy = obj.x - subject.x, obj.y - subject.y
+        horizontal = abs(dx) > 2 * abs(dy)
+        vertical = abs(dy) > 2 * abs(dx)
+        expected = {"left of": horizontal and dx > 0, "right of": horizontal and dx < 0, "above": vertical and dy > 0, "below": vertical and dy < 0}
+        assert expected[relation], (relation, dx, dy)
+        assert 0 <= subject.x - subject.radius and obj.x + obj.radius <= 32 and 0 <= min(subject.y, obj.y) - subject.radius
+
+
+def test_a_swap_changes_exactly_the_named_part():
+    rng = random.Random(0)
+    for _ in range(100):
+        fact = random_fact(rng)
+        for part, field in (("subject", "subject"), ("object", "object"), ("verb", "relation")):
+            other = swapped(fact, part, rng)
+            changed = [name for name in ("subject", "relation", "object") if getattr(fact, name) != getattr(other, name)]
+            assert changed == [field]
+
+
+def test_mini_tasks_generate_once_into_the_cache():
+    task = MiniComVGTask(MiniComVGOptions(), None)
+    examples = task.examples(seed=0)
+    assert len(examples) == 600
+    root = generated_root(0, 32)
+    assert json.loads((root / "miniworld.json").read_text())["seed"] == 0
+    stamp = (root / "comvg" / "compositional_visual_genome.csv").stat().st_mtime_ns
+    MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)
+    assert (root / "comvg" / "compositional_visual_genome.csv").stat().st_mtime_ns == stamp
+    assert len(MiniVQAv2Task(MiniVQAv2Options(), None).examples(seed=0)) == 600
+    assert len(MiniWinogroundTask(MiniWinogroundOptions(), None).examples(seed=0)) == 200
+
+
+def test_generate_command_writes_layouts_that_pass_data_check(tmp_path):
+    vlbench_cli("miniworld", "generate", "world", "--seed", "1", cwd=tmp_path)
+    for task in ("comvg", "refcocog", "winoground"):
+        assert "ok: the layout is complete" in vlbench_cli("data", "check", "--task", task, "--data-root", f"world/{task}", cwd=tmp_path).stdout
+    (tmp_path / "vqa.yaml").write_text("task_options: {source: official}\n")
+    assert "ok: the layout is complete" in vlbench_cli("data", "check", "--task", "vqav2", "--data-root", "world/vqav2", "--config", "vqa.yaml", cwd=tmp_path).stdout
