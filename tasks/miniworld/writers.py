@@ -105,20 +105,20 @@ def write_vqav2(root: Path, rng: random.Random, size: int, n_images: int) -> Non
     (root / "major_answers.json").write_text(json.dumps({answer: index for index, answer in enumerate(answers)}))
     for split, first_id in (("train", 1), ("val", 500_001)):
         (root / f"{split}2014").mkdir(exist_ok=True)
-        questions, annotations = [], []
+        question_records, annotations = [], []
         for index in range(n_images):
             image_id = first_id + index
             things = [random_thing(rng) for _ in range(rng.randint(1, 4))]
             placed = place_scattered(things, size, rng)
             _save(draw(placed, size), root / f"{split}2014" / f"COCO_{split}2014_{image_id:012d}.jpg")
-            for slot, (question, answer, answer_type) in enumerate(_questions(things, rng)):
+            for slot, (question, answer, answer_type) in enumerate(questions(things, rng)):
                 question_id = image_id * 10 + slot
-                questions.append({"image_id": image_id, "question": question, "question_id": question_id})
+                question_records.append({"image_id": image_id, "question": question, "question_id": question_id})
                 annotations.append({
                     "question_id": question_id, "image_id": image_id, "answer_type": answer_type, "multiple_choice_answer": answer,
                     "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)],
                 })
-        (root / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": questions}))
+        (root / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": question_records}))
         (root / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": annotations}))
 
 
@@ -143,7 +143,7 @@ def write_winoground(root: Path, rng: random.Random, size: int, n: int) -> None:
     (root / "data" / "examples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def _questions(things: list[Thing], rng: random.Random) -> list[tuple[str, str, str]]:
+def questions(things: list[Thing], rng: random.Random) -> list[tuple[str, str, str]]:
     """Two questions about a scene: (question, answer, official answer type)."""
     shapes = [thing.shape for thing in things]
     colors = [thing.color for thing in things]

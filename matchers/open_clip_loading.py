@@ -1,0 +1,79 @@
+"""Loading open_clip models by the `--model` value, with errors that say what to download.
+
+`--model` forms:
+- `mini`: the mini CLIP shipped with vlbench (trained on the mini-world);
+- a directory holding `open_clip_config.json` and weights (an open_clip `local-dir` model);
+- `hf-hub:ORG/NAME`: a Hugging Face hub model, from the local hub cache when offline;
+- `ARCH:TAG`, e.g. `ViT-B-16:openai` (the default): an open_clip architecture and pretrained tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlbench.errors import VlbenchError
+
+DEFAULT_MODEL = "ViT-B-16:openai"
+
+
+@dataclass
+class LoadedClip:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    fingerprint: dict[str, Any]
+
+
+def mini_clip_dir() -> Path:
+    from vlbench.tasks.miniworld import models
+
+    return Path(models.__file__).parent / "mini-clip"
+
+
+def load_open_clip(model: str | None, device: str) -> LoadedClip:
+    """The model, its image preprocessing and tokenizer, and a fingerprint of the weights."""
+    import open_clip
+
+    spec = model or DEFAULT_MODEL
+    path = mini_clip_dir() if spec == "mini" else Path(spec)
+    try:
+        if path.is_dir():
+            if not (path / "open_clip_config.json").exists():
+                raise VlbenchError(f"--model {spec}: {path} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)")
+            name = f"local-dir:{path}"
+            created = open_clip.create_model_and_transforms(name, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
+            weights = sorted(path.glob("open_clip_*model*"))
+            fingerprint = {"model": spec, "weights_sha256": _sha256(weights[0]) if weights else None}
+        elif spec.startswith("hf-hub:"):
+            created = open_clip.create_model_and_transforms(spec, device=device)
+            tokenizer = open_clip.get_tokenizer(spec)
+            fingerprint = {"model": spec}
+        else:
+            architecture, _, tag = spec.partition(":")
+            created = open_clip.create_model_and_transforms(architecture, pretrained=tag or None, device=device)
+            tokenizer = open_clip.get_tokenizer(architecture)
+            fingerprint = {"model": spec}
+    except VlbenchError:
+        raise
+    except Exception as error:  # open_clip raises many kinds for a model it cannot get offline
+        raise VlbenchError(
+            f"--model {spec}: open_clip could not load it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"Offline, download it first on a machine with internet (e.g. `python -c \"import open_clip; "
+            f"open_clip.create_model_and_transforms('{spec.partition(':')[0]}', pretrained='{spec.partition(':')[2] or 'openai'}')\"`) "
+            f"and copy the cache (~/.cache/huggingface), or pass a local-dir model folder; `--model mini` needs nothing."
+        ) from None
+    clip_model, _, preprocess = created
+    clip_model.eval()
+    return LoadedClip(clip_model, preprocess, tokenizer, fingerprint)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
