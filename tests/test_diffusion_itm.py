@@ -1,0 +1,83 @@
+"""diffusion-itm through the real diffusers loading path, on a random tiny SD built in code."""
+
+import pytest
+import torch
+
+from conftest import vlbench_cli
+from vlbench.runtime import Runtime
+from vlbench.types import LoadedImage
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """The mini SD's architecture with random weights, saved in the diffusers folder layout."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from vlbench.tasks.miniworld.tokenizer import write_tokenizer
+    from vlbench.tasks.miniworld.train_sd import SCHEDULER_CONFIG, TEXT_CONFIG, UNET_CONFIG, VAE_CONFIG
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    torch.manual_seed(0)
+    write_tokenizer(root / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TEXT_CONFIG))
+    pipeline = StableDiffusionPipeline(vae=AutoencoderKL(**VAE_CONFIG), text_encoder=text_encoder, tokenizer=tokenizer, unet=UNet2DConditionModel(**UNET_CONFIG), scheduler=DDPMScheduler(**SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline.save_pretrained(root, safe_serialization=True)
+    return root
+
+
+def matcher(model, **options):
+    from vlbench.matchers.diffusion_itm import DiffusionITMMatcher, DiffusionITMOptions
+
+    return DiffusionITMMatcher(DiffusionITMOptions(**options), Runtime("cpu", 0, 4, str(model), None))
+
+
+def images():
+    from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
+
+    example = MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)[0]
+    return [LoadedImage(ref.key, ref.load()) for ref in example.images]
+
+
+def test_scores_do_not_depend_on_candidate_order(tiny_sd):
+    scorer = matcher(tiny_sd, timesteps=[200, 700])
+    pictures, texts = images(), ["a red circle left of a blue square", "a green square above a yellow triangle"]
+    with torch.no_grad():
+        forward = scorer.score(pictures, texts)
+        backward = scorer.score(pictures[::-1], texts[::-1])
+    assert forward.shape == (2, 2)
+    torch.testing.assert_close(backward, forward.flip(0).flip(1), atol=1e-5, rtol=0)
+
+
+def test_normalize_subtracts_the_unconditional_error(tiny_sd, monkeypatch):
+    from vlbench.matchers.diffusion_itm import DiffusionITMMatcher
+
+    # One noise draw for all three calls, so the errors are directly comparable.
+    monkeypatch.setattr(DiffusionITMMatcher, "_noise_seed", lambda self, images, texts: 1234)
+    pictures, texts = images(), ["a red circle left of a blue square"]
+    with torch.no_grad():
+        plain = matcher(tiny_sd, timesteps=[300, 600]).score(pictures, texts)
+        unconditional = matcher(tiny_sd, timesteps=[300, 600]).score(pictures, [""])
+        normalized = matcher(tiny_sd, timesteps=[300, 600], normalize=True).score(pictures, texts)
+    torch.testing.assert_close(normalized, plain - unconditional, atol=1e-6, rtol=0)
+
+
+def test_unavailable_model_says_what_to_download(tmp_path):
+    result = vlbench_cli("run", "--task", "mini-comvg", "--matcher", "diffusion-itm", "--model", "no-such-org/no-such-model", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: --model no-such-org/no-such-model: cannot load a Stable Diffusion checkpoint")
+    assert "huggingface-cli download no-such-org/no-such-model --local-dir DIR" in message
+
+
+def test_every_mini_world_word_is_one_token(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from vlbench.tasks.miniworld.tokenizer import WORDS, write_tokenizer
+
+    write_tokenizer(tmp_path)
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path)
+    for word in WORDS:
+        assert tokenizer.tokenize(word) == [f"{word}</w>"]
+    assert tokenizer.tokenize("zebra") == ["z", "e", "b", "r", "a</w>"]
