@@ -81,3 +81,13 @@ def test_every_mini_world_word_is_one_token(tmp_path):
     for word in WORDS:
         assert tokenizer.tokenize(word) == [f"{word}</w>"]
     assert tokenizer.tokenize("zebra") == ["z", "e", "b", "r", "a</w>"]
+
+
+def test_the_sd_recipe_is_deterministic_for_a_seed(tmp_path):
+    """Covers the slow full retrain: same seed, same bytes (here at a tiny size)."""
+    from vlbench.tasks.miniworld.train_sd import train_mini_sd
+
+    for name in ("a", "b"):
+        train_mini_sd(tmp_path / name, seed=3, vae_steps=2, unet_steps=2, batch_groups=4, n_pairs=300, log=lambda line: None)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "tokenizer/vocab.json"):
+        assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part

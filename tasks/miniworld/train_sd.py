@@ -32,7 +32,7 @@ TEXT_CONFIG = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers":
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 1}
 
 
-def train_mini_sd(out_dir: Path, seed: int = 0, vae_steps: int = 600, unet_steps: int = 3000, batch_groups: int = 32, log=print) -> dict:
+def train_mini_sd(out_dir: Path, seed: int = 0, vae_steps: int = 600, unet_steps: int = 3000, batch_groups: int = 32, n_pairs: int = 40_000, log=print) -> dict:
     """Train all components and save them as a diffusers Stable Diffusion folder."""
     import numpy as np
     import torch
@@ -48,7 +48,7 @@ def train_mini_sd(out_dir: Path, seed: int = 0, vae_steps: int = 600, unet_steps
     started = time.perf_counter()
     write_tokenizer(out_dir / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
-    groups = training_groups(seed, n_pairs=40_000)
+    groups = training_groups(seed, n_pairs=n_pairs)
     items = [pair for group in groups for pair in group]
     pixels = torch.from_numpy(np.stack([np.array(pair.image, dtype=np.uint8) for pair in items])).permute(0, 3, 1, 2).float() / 127.5 - 1
     log(f"{len(items)} training pictures ({time.perf_counter() - started:.0f}s)")
