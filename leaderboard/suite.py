@@ -22,12 +22,13 @@ class Suite:
 
 
 def run_suite(suite_file: Path, runs_dir: Path) -> None:
-    """Run (or resume) every task × run entry × seed of the suite into `runs_dir`."""
+    """Run (or resume) every task × run entry × seed of the suite into `runs_dir`.
+
+    An entry's own `seeds` replace the suite's (for matchers too slow to run three times)."""
     suite = build(Suite, read_yaml(suite_file), str(suite_file))
-    jobs = [(task, entry) for task in suite.tasks for entry in suite.runs]
-    with progress_bar("suite", total=len(jobs) * len(suite.seeds)) as advance:
-        for task, entry in jobs:
-            config = load_run_config(None, {**entry, "task": task, "seeds": suite.seeds, "runs_dir": str(runs_dir)})
+    configs = [load_run_config(None, {"seeds": suite.seeds, **entry, "task": task, "runs_dir": str(runs_dir)}) for task in suite.tasks for entry in suite.runs]
+    with progress_bar("suite", total=sum(len(config.seeds) for config in configs)) as advance:
+        for config in configs:
             prepared = prepare(config)
             for seed in config.seeds:
                 run(prepared, seed)

@@ -72,7 +72,9 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
     config = {"model_cfg": MODEL_CONFIG, "preprocess_cfg": PREPROCESS_CONFIG}
     (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"seed": seed, "steps": steps, "batch_groups": batch_groups, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1)}
+    info = {"seed": seed, "steps": steps, "batch_groups": batch_groups, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1)}
+    (out_dir / "training.json").write_text(json.dumps(info) + "\n")
+    return info
 
 
 def _array(image):

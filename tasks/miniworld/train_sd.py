@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_en
 
 
 def train_mini_sd(out_dir: Path, seed: int = 0, vae_steps: int = 600, unet_steps: int = 3000, batch_groups: int = 32, n_pairs: int = 40_000, log=print) -> dict:
-    """Train all components and save them as a diffusers Stable Diffusion folder."""
+    """Train all components and save them as a diffusers Stable Diffusion folder (settings in `training.json`)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -117,4 +118,6 @@ def train_mini_sd(out_dir: Path, seed: int = 0, vae_steps: int = 600, unet_steps
 
     pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
-    return {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_groups": batch_groups, "vae_scaling_factor": scaling, "train_seconds": round(time.perf_counter() - started, 1)}
+    info = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_groups": batch_groups, "n_pairs": n_pairs, "vae_scaling_factor": round(scaling, 4), "train_seconds": round(time.perf_counter() - started, 1)}
+    (out_dir / "training.json").write_text(json.dumps(info) + "\n")
+    return info
