@@ -1,4 +1,5 @@
-"""`clip`: zero-shot CLIP, the cosine similarity of open_clip image and text embeddings."""
+"""`clip`: zero-shot CLIP, the cosine similarity of open_clip image and text embeddings; and the
+base of the trained CLIP matchers (`clip-ft`, `cocoop`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from vlbench.types import Matcher
 
 @dataclass
 class ClipOptions:
-    pass
+    feature_cache: bool = True  # keep frozen features on disk ($VLBENCH_CACHE/features)
 
 
 class ClipMatcher(Matcher):
-    """score(image, text) = cos(image embedding, text embedding). Each example's images and texts
-    are encoded together, so a score never depends on other examples in a batch."""
+    """score(image, text) = cos(image embedding, text embedding). Features are computed per image
+    and per text, so a score never depends on what else is in a batch."""
 
     name = "clip"
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
@@ -23,23 +24,47 @@ class ClipMatcher(Matcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
+        from vlbench.matchers.clip_features import ClipFeatures
         from vlbench.matchers.open_clip_loading import load_open_clip
 
-        self.clip = load_open_clip(runtime.model, runtime.device)
+        self.features = ClipFeatures(load_open_clip(runtime.model, runtime.device), runtime.device, options.feature_cache)
 
     def score(self, images, texts):
-        import torch
-        import torch.nn.functional as F
-
-        device = self.runtime.device
-        pixels = torch.stack([self.clip.preprocess(image.pixels) for image in images]).to(device)
-        tokens = self.clip.tokenizer(list(texts)).to(device)
-        image_features = F.normalize(self.clip.model.encode_image(pixels).float(), dim=-1)
-        text_features = F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
-        return image_features @ text_features.T
+        image_embeddings, text_embeddings = self.features.embed(self.features.images(images), self.features.texts(texts))
+        return image_embeddings @ text_embeddings.T
 
     def fingerprint(self):
-        return {**super().fingerprint(), **self.clip.fingerprint}
+        return {**super().fingerprint(), **self.features.clip.fingerprint}
 
     def library_versions(self):
         return ["open_clip_torch", "torchvision"]
+
+
+class TrainedClipMatcher(ClipMatcher):
+    """A frozen CLIP plus `self.trained`, a module holding every trainable tensor, among them a
+    rank-neutral `logit_bias` that starts at the training pairs' midpoint so `bce` starts calibrated."""
+
+    trainable = True
+
+    def __init__(self, options, runtime):
+        super().__init__(options, runtime)
+        self.features.require_heads(self.name)
+
+    def trainable_parameters(self):
+        return list(self.trained.parameters())
+
+    def fit(self, examples, train, load_images):
+        import torch
+
+        from vlbench.losses import midpoint_bias
+
+        with torch.no_grad():
+            scores = [self.score(load_images(example), example.texts) for example in examples]
+            self.trained.logit_bias.fill_(midpoint_bias(scores, [example.positives for example in examples]))
+        super().fit(examples, train, load_images)
+
+    def state_dict(self):
+        return {name: tensor.detach().cpu() for name, tensor in self.trained.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.trained.load_state_dict(state)

@@ -33,3 +33,19 @@ def vlbench_cli(*args: str, cwd: Path, env: dict | None = None, check: bool = Tr
     if check and result.returncode != 0:
         raise AssertionError(f"vlbench {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """As on a machine without internet: hub lookups must not be attempted."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def mini_comvg_accuracy(tmp_path: Path, matcher: str, model: str, world_seed: int) -> dict[str, float]:
+    """Accuracy per swap kind (subject, object, verb) of a zero-shot run on a mini ComVG world."""
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare, run
+
+    config = load_run_config(None, {"task": "mini-comvg", "matcher": matcher, "model": model, "runs_dir": str(tmp_path / "runs"), "task_options": {"world_seed": world_seed}})
+    result = run(prepare(config), 0)
+    return {value: group["accuracy"] for value, group in result.results["breakdown"]["neg_value"].items()}

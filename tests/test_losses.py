@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from vlbench.losses import candidate_sets, example_loss
+from vlbench.losses import candidate_sets, example_loss, midpoint_bias
+from vlbench.training import TrainConfig, learning_rate
 
 
 def test_bce_over_all_pairs():
@@ -34,3 +35,17 @@ def test_losses_reach_the_scores_gradient():
     scores = torch.tensor([[0.2, 0.1]], requires_grad=True)
     example_loss(scores, [(0, 0)], "ce").backward()
     assert scores.grad[0, 0] < 0 < scores.grad[0, 1]
+
+
+def test_midpoint_bias_centres_mean_positive_and_mean_negative():
+    # positives 4 and 2 (mean 3); negatives 1, 0, 0, -1, 0 (mean 0): bias -1.5
+    matrices = [torch.tensor([[4.0, 1.0, 0.0]]), torch.tensor([[0.0, -1.0], [0.0, 2.0]])]
+    assert midpoint_bias(matrices, [[(0, 0)], [(1, 1)]]) == pytest.approx(-1.5)
+
+
+def test_warmup_then_cosine_per_step():
+    train = TrainConfig(lr=0.002, epochs=3, schedule="cosine", warmup_epochs=1, warmup_lr=1e-5)
+    rates = [learning_rate(train, step, steps_per_epoch=2) for step in range(6)]
+    decay = [0.5 * 0.002 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert rates == pytest.approx([1e-5, 1e-5, *decay])
+    assert [learning_rate(TrainConfig(lr=0.1), step, 5) for step in (0, 7)] == [0.1, 0.1]

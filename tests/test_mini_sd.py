@@ -4,25 +4,14 @@ import json
 
 import pytest
 
-from vlbench.config import load_run_config
-from vlbench.runner import prepare, run
+from conftest import mini_comvg_accuracy
 
 TARGETS = {"subject": 0.85, "object": 0.85, "verb": 0.65}
-
-
-def mini_comvg_accuracy(tmp_path, model, world_seed):
-    config = load_run_config(None, {"task": "mini-comvg", "matcher": "diffusion-itm", "model": model, "runs_dir": str(tmp_path / "runs"), "task_options": {"world_seed": world_seed}})
-    result = run(prepare(config), 0)
-    return {value: group["accuracy"] for value, group in result.results["breakdown"]["neg_value"].items()}
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def test_shipped_mini_sd_meets_its_targets_on_a_held_out_world(tmp_path):
-    accuracy = mini_comvg_accuracy(tmp_path, "mini", world_seed=7)
+    accuracy = mini_comvg_accuracy(tmp_path, "diffusion-itm", "mini", world_seed=7)
     assert all(accuracy[part] >= target for part, target in TARGETS.items()), accuracy
 
 
@@ -45,6 +34,6 @@ def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
 
     card = json.loads((mini_sd_dir() / "training.json").read_text())
     train_mini_sd(tmp_path / "retrained", seed=card["seed"], vae_steps=card["vae_steps"], unet_steps=card["unet_steps"], batch_groups=card["batch_groups"], log=lambda line: None)
-    shipped = mini_comvg_accuracy(tmp_path / "a", "mini", world_seed=7)
-    retrained = mini_comvg_accuracy(tmp_path / "b", str(tmp_path / "retrained"), world_seed=7)
+    shipped = mini_comvg_accuracy(tmp_path / "a", "diffusion-itm", "mini", world_seed=7)
+    retrained = mini_comvg_accuracy(tmp_path / "b", "diffusion-itm", str(tmp_path / "retrained"), world_seed=7)
     assert all(abs(shipped[part] - retrained[part]) <= 0.02 for part in TARGETS), (shipped, retrained)

@@ -48,3 +48,16 @@ def candidate_sets(scores: torch.Tensor, positives: Sequence[tuple[int, int]]) -
         if n_images > 1:
             sets.append((scores[:, text], image))
     return sets
+
+
+def midpoint_bias(matrices: Sequence[torch.Tensor], positives: Sequence[Sequence[tuple[int, int]]]) -> float:
+    """The bias that centres scores between the mean positive and the mean negative score: a
+    rank-neutral start that keeps `bce` from spending its first steps on calibration alone."""
+    positive, negative = [], []
+    for scores, pairs in zip(matrices, positives):
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        for image, text in pairs:
+            mask[image, text] = True
+        positive.append(scores[mask])
+        negative.append(scores[~mask])
+    return -0.5 * (torch.cat(positive).mean() + torch.cat(negative).mean()).item()

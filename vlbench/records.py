@@ -126,15 +126,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
-def write_atomically(path: Path, write) -> None:
-    """Call `write(binary_handle)` on a temporary file next to `path`, then rename it over `path`."""
+def write_atomically(path: Path, write, durable: bool = True) -> None:
+    """Call `write(binary_handle)` on a temporary file next to `path`, then rename it over `path`
+    (after an fsync unless `durable` is false, as for caches that can be recomputed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

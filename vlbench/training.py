@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of the protocol; a matcher may change the defaults."""
+    """Optimisation settings of the protocol; a matcher may change the defaults.
+
+    `schedule: cosine` decays the learning rate per step to 0 after `warmup_epochs` at the
+    constant `warmup_lr` (CoOp's schedule); `momentum` applies to `sgd` only."""
 
     loss: Literal["bce", "ce", "hinge"] = "bce"
     epochs: int = 5
@@ -24,10 +28,34 @@ class TrainConfig:
     batch_size: int = 8
     margin: float = 0.1
     grad_clip: float | None = 1.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+
+
+def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimiser step `step` (0-based)."""
+    warmup_steps = train.warmup_epochs * steps_per_epoch
+    if step < warmup_steps:
+        return train.warmup_lr
+    if train.schedule == "constant":
+        return train.lr
+    decay_steps = max(1, train.epochs * steps_per_epoch - warmup_steps)
+    return 0.5 * train.lr * (1 + math.cos(math.pi * (step - warmup_steps) / decay_steps))
+
+
+def make_optimizer(parameters: list, train: TrainConfig):
+    import torch
+
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
 
 
 def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainConfig, load_images: Callable) -> None:
-    """AdamW on `matcher.trainable_parameters()`, minimising the protocol loss of `matcher.score`.
+    """Minimise the protocol loss of `matcher.score` over `matcher.trainable_parameters()`.
 
     Examples are shuffled each epoch by a generator seeded from the run's seed; a step averages
     the loss over `train.batch_size` examples.
@@ -37,14 +65,17 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
     from vlbench.losses import example_loss
 
     parameters = matcher.trainable_parameters()
-    optimizer = torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = make_optimizer(parameters, train)
     rng = random.Random(f"vlbench-train:{matcher.runtime.seed}")
     order = list(examples)
     steps_per_epoch = -(-len(order) // train.batch_size)
+    step = 0
     with progress_bar("training", total=train.epochs * steps_per_epoch) as advance:
         for _ in range(train.epochs):
             rng.shuffle(order)
             for start in range(0, len(order), train.batch_size):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(train, step, steps_per_epoch)
                 batch = order[start : start + train.batch_size]
                 losses = [
                     example_loss(matcher.score(load_images(example), example.texts), example.positives, train.loss, train.margin)
@@ -56,4 +87,5 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
                 if train.grad_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
                 optimizer.step()
+                step += 1
                 advance(1)

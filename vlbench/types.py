@@ -6,8 +6,10 @@ A task yields `Example`s; a matcher turns an example's images and texts into a s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -75,6 +77,13 @@ class LoadedImage:
 
     key: str
     pixels: PILImage
+
+    @cached_property
+    def content_hash(self) -> str:
+        """A hash of the decoded pixels (mode, size, bytes): the key of on-disk feature caches."""
+        digest = hashlib.blake2b(f"{self.pixels.mode}:{self.pixels.size}:".encode(), digest_size=16)
+        digest.update(self.pixels.tobytes())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ MODEL_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "patch_size": 4, "head_width": 32, "mlp_ratio": 4.0},
     "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
 }
+PROMPT_PREFIXES = ("a photo of", "a photo of a", "a picture of", "an image of")
 PREPROCESS_CONFIG = {"size": 32, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
@@ -36,6 +37,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CONFIG["text_cfg"]["context_length"])
     groups = training_groups(seed, n_pairs=steps * batch_groups * 3 // 2 // 4 + 1000)
     rng = random.Random(f"mini-clip-batches:{seed}")
+    prompts = random.Random(f"mini-clip-prompts:{seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
     mean, std = torch.tensor(PREPROCESS_CONFIG["mean"]).view(1, 3, 1, 1), torch.tensor(PREPROCESS_CONFIG["std"]).view(1, 3, 1, 1)
@@ -45,7 +47,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
         pixels = torch.stack([torch.from_numpy(_array(pair.image)) for pair in batch]).permute(0, 3, 1, 2).float() / 255
         pixels = (pixels - mean) / std
         extra = [wrong for pair in batch for wrong in pair.wrong_captions]
-        tokens = tokenizer([pair.caption for pair in batch] + extra)
+        tokens = tokenizer([prompted(pair.caption, prompts) for pair in batch] + extra)
         image_features = F.normalize(model.encode_image(pixels), dim=-1)
         text_features = F.normalize(model.encode_text(tokens), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
@@ -75,6 +77,12 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
     info = {"seed": seed, "steps": steps, "batch_groups": batch_groups, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1)}
     (out_dir / "training.json").write_text(json.dumps(info) + "\n")
     return info
+
+
+def prompted(caption: str, rng: random.Random) -> str:
+    """A quarter of the captions get a prompt prefix, as web captions often have one, so the
+    model reads "a photo of a …" (CoCoOp's initial prompt) as it reads the bare caption."""
+    return f"{rng.choice(PROMPT_PREFIXES)} {caption}" if rng.random() < 0.25 else caption
 
 
 def _array(image):

@@ -1,0 +1,119 @@
+"""Frozen open_clip towers as the CLIP matchers use them: pre-projection features (cached on disk)
+and the projection heads that turn them into the joint embedding.
+
+The "last linear heads" are the vision tower's `proj` and the model's `text_projection` (open_clip
+ViT towers with its own text transformer). Other towers (ResNet, timm, Hugging Face text) work
+for zero-shot `clip` through their full encoders; `clip-ft` and `cocoop` need the heads and say so.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from importlib.metadata import version
+
+import torch
+import torch.nn.functional as F
+
+from vlbench.errors import VlbenchError
+from vlbench.feature_cache import FeatureCache, text_hash
+
+FEATURES_VERSION = 1
+
+
+class ClipFeatures:
+    """Image and text features of a frozen open_clip model, before its projection heads."""
+
+    def __init__(self, clip, device: str, cache: bool) -> None:
+        self.clip = clip
+        self.model = clip.model.requires_grad_(False)
+        self.device = device
+        visual_head = getattr(self.model.visual, "proj", None)
+        text_head = getattr(self.model, "text_projection", None)
+        self.has_heads = isinstance(visual_head, torch.nn.Parameter) and isinstance(text_head, torch.nn.Parameter) and hasattr(self.model, "token_embedding")
+        self.image_projection = visual_head if self.has_heads else None
+        self.text_projection = text_head if self.has_heads else None
+        producer = {
+            "features": f"clip-pre-projection-v{FEATURES_VERSION}" if self.has_heads else f"clip-embedding-v{FEATURES_VERSION}",
+            "model": clip.fingerprint,
+            "open_clip": version("open_clip_torch"),
+            "torch": torch.__version__,
+            "device": torch.device(device).type,
+            "preprocess": repr(clip.preprocess),
+        }
+        self.cache = FeatureCache(producer) if cache else None
+
+    def require_heads(self, matcher: str) -> None:
+        if not self.has_heads:
+            raise VlbenchError(
+                f"matcher '{matcher}' trains on open_clip's projection heads (visual.proj, text_projection), "
+                f"which --model {self.clip.fingerprint['model']} does not have; use an open_clip ViT model (e.g. ViT-B-16:openai)"
+            )
+
+    def images(self, images) -> torch.Tensor:
+        """`[n, width]` float32 features of the vision tower before `proj` (the embedding without heads)."""
+        return self._cached("image", [image.content_hash for image in images], lambda indices: self._encode_images([images[i] for i in indices]))
+
+    def texts(self, texts) -> torch.Tensor:
+        """`[n, width]` float32 features of the text tower before `text_projection`."""
+        return self._cached("text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices]))
+
+    def embed(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm joint embeddings through the model's own (frozen) heads."""
+        if self.has_heads:
+            image_features, text_features = image_features @ self.image_projection.float(), text_features @ self.text_projection.float()
+        return F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
+
+    def tokenize(self, texts) -> torch.Tensor:
+        return self.clip.tokenizer(list(texts)).to(self.device)
+
+    def encode_token_embeddings(self, embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The text tower from token embeddings `[n, context, width]`: positions, transformer, final
+        norm, then the feature at the pooling index the model's rule finds in `ids`."""
+        model = self.model
+        cast = model.transformer.get_cast_dtype()
+        x = embeddings.to(cast) + model.positional_embedding.to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        return x[torch.arange(len(x), device=x.device), self.pool_index(ids)].float()
+
+    def pool_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """Where the text tower takes its feature (the EOS token for CLIP's `argmax` pooling)."""
+        pool = self.model.text_pool_type
+        if pool == "argmax":
+            return ids.argmax(dim=-1)
+        if pool == "eos":
+            return (ids == self.model.text_eos_id).int().argmax(dim=-1)
+        if pool == "last":
+            return torch.full((len(ids),), ids.shape[1] - 1, device=ids.device)
+        if pool == "first":
+            return torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+        raise VlbenchError(f"text pooling '{pool}' of --model {self.clip.fingerprint['model']} is not supported by prompt learning")
+
+    def _cached(self, kind, keys, compute) -> torch.Tensor:
+        with torch.inference_mode():
+            features = self.cache.get(kind, keys, compute) if self.cache else compute(list(range(len(keys))))
+        return features.float().to(self.device).clone()  # a normal tensor: usable with autograd
+
+    def _encode_images(self, images) -> torch.Tensor:
+        pixels = torch.stack([self.clip.preprocess(image.pixels) for image in images]).to(self.device)
+        with _without_parameter(self.model.visual, "proj", when=self.has_heads):
+            return self.model.encode_image(pixels).float()
+
+    def _encode_texts(self, texts) -> torch.Tensor:
+        ids = self.tokenize(texts)
+        if not self.has_heads:
+            return self.model.encode_text(ids).float()
+        return self.encode_token_embeddings(self.model.token_embedding(ids), ids)
+
+
+@contextmanager
+def _without_parameter(module: torch.nn.Module, name: str, when: bool):
+    """Run `module` with parameter `name` unset (open_clip then skips that projection)."""
+    if not when:
+        yield
+        return
+    saved = getattr(module, name)
+    setattr(module, name, None)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)

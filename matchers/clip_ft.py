@@ -1,0 +1,44 @@
+"""`clip-ft`: the DSD paper's "CLIP (Fine-tuning)" baseline: only the last linear heads train.
+
+score(image, text) = exp(logit_scale) · cos(f_img · W_img, f_txt · W_txt) + bias, where f are the
+frozen towers' features before their projections (cached on disk), W_img and W_txt start from
+the model's `visual.proj` and `text_projection`, and logit_scale from the model's. The scalar
+bias is rank-neutral: it lets the protocol's `bce` loss calibrate, and starts at the midpoint of
+the training pairs' positive and negative scores.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vlbench.matchers.clip import ClipOptions, TrainedClipMatcher
+
+
+class ProjectionHeads(torch.nn.Module):
+    """The trainable part of `clip-ft`."""
+
+    def __init__(self, image_projection: torch.Tensor, text_projection: torch.Tensor, logit_scale: torch.Tensor) -> None:
+        super().__init__()
+        self.image_projection = torch.nn.Parameter(image_projection.detach().float().clone())
+        self.text_projection = torch.nn.Parameter(text_projection.detach().float().clone())
+        self.logit_scale = torch.nn.Parameter(logit_scale.detach().float().clone().reshape(()))
+        self.logit_bias = torch.nn.Parameter(torch.zeros((), device=logit_scale.device))
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        images = F.normalize(image_features @ self.image_projection, dim=-1)
+        texts = F.normalize(text_features @ self.text_projection, dim=-1)
+        return self.logit_scale.exp() * images @ texts.T + self.logit_bias
+
+
+class ClipFineTuneMatcher(TrainedClipMatcher):
+    name = "clip-ft"
+    summary = "CLIP fine-tuning (DSD paper baseline): only the image/text projections and logit scale train."
+    Options = ClipOptions
+
+    def __init__(self, options, runtime):
+        super().__init__(options, runtime)
+        self.trained = ProjectionHeads(self.features.image_projection, self.features.text_projection, self.features.model.logit_scale)
+
+    def score(self, images, texts):
+        return self.trained(self.features.images(images), self.features.texts(texts))

@@ -1,0 +1,176 @@
+"""clip, clip-ft and cocoop on the shipped mini CLIP: prompts, gradients, feature cache, trained state."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlbench.config import load_run_config
+from vlbench.errors import VlbenchError
+from vlbench.evaluation import load_images
+from vlbench.runner import prepare, run
+from vlbench.runtime import Runtime
+from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
+from vlbench.training import TrainConfig
+
+TEXTS = ["a red circle left of a blue square", "the green triangle"]
+
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+
+@pytest.fixture
+def private_feature_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr("vlbench.feature_cache.cache_root", lambda: tmp_path / "features")
+    return tmp_path / "features"
+
+
+def make(name, **options):
+    from vlbench import registry
+
+    matcher_class = registry.matchers.get(name)
+    return matcher_class(matcher_class.Options(**options), Runtime("cpu", 0, 4, "mini", None))
+
+
+def comvg_examples(n):
+    return MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)[:n]
+
+
+def mini_run(tmp_path, task, matcher, **values):
+    config = load_run_config(None, {"task": task, "matcher": matcher, "model": "mini", "runs_dir": str(tmp_path / "runs"), **values})
+    return run(prepare(config), 0)
+
+
+def test_clip_scores_are_open_clips_cosine_similarities():
+    matcher = make("clip")
+    images = load_images(comvg_examples(1)[0])
+    model, clip = matcher.features.model, matcher.features.clip
+    with torch.no_grad():
+        pixels = torch.stack([clip.preprocess(image.pixels) for image in images])
+        expected = F.normalize(model.encode_image(pixels), dim=-1) @ F.normalize(model.encode_text(clip.tokenizer(TEXTS)), dim=-1).T
+        torch.testing.assert_close(matcher.score(images, TEXTS), expected, atol=1e-6, rtol=0)
+
+
+def test_cocoop_prompt_is_sos_context_text_eos():
+    prompt = make("cocoop").trained
+    tokens = prompt.features[0].tokenize(TEXTS)
+    ids = prompt.prompt_ids(TEXTS)
+    n_ctx, sos, eos = 4, tokens[0, 0].item(), tokens.max().item()
+    for row, text_ids in enumerate(prompt.content_ids(tokens)):
+        k = len(text_ids)
+        assert ids[row, 0] == sos and (ids[row, 1 : 1 + n_ctx] == 0).all()
+        assert ids[row, 1 + n_ctx : 1 + n_ctx + k].tolist() == text_ids.tolist()
+        assert ids[row, 1 + n_ctx + k] == eos and (ids[row, 2 + n_ctx + k :] == 0).all()
+        # The EOS feature is taken where the EOS token now is.
+        assert prompt.features[0].pool_index(ids)[row] == 1 + n_ctx + k
+    image_embeddings = F.normalize(torch.randn(3, prompt.meta_net.linear1.in_features), dim=-1)
+    with torch.no_grad():
+        embeddings = prompt.embeddings(ids, image_embeddings)
+        shift = prompt.meta_net(image_embeddings)
+        plain = prompt.features[0].model.token_embedding(ids)
+    assert embeddings.shape == (3, 2, ids.shape[1], plain.shape[-1])
+    for image in range(3):
+        torch.testing.assert_close(embeddings[image, :, 1 : 1 + n_ctx], (prompt.ctx + shift[image]).expand(2, n_ctx, -1))
+        torch.testing.assert_close(embeddings[image, :, 0], plain[:, 0])
+        torch.testing.assert_close(embeddings[image, :, 1 + n_ctx :], plain[:, 1 + n_ctx :])
+
+
+def test_cocoop_with_its_initial_context_and_no_shift_reads_the_prompted_text():
+    """ctx initialised from "a photo of a" and a zero meta-net shift: the text feature is CLIP's for
+    "a photo of a <text>", so positions, padding and the pooling index all line up."""
+    matcher = make("cocoop")
+    prompt = matcher.trained
+    with torch.no_grad():
+        prompt.meta_net.linear2.weight.zero_()
+        prompt.meta_net.linear2.bias.zero_()
+        ids = prompt.prompt_ids(TEXTS)
+        features = matcher.features.encode_token_embeddings(prompt.embeddings(ids, torch.zeros(1, prompt.meta_net.linear1.in_features)).flatten(0, 1), ids)
+        model, prompted = matcher.features.model, matcher.features.tokenize([f"a photo of a {text}" for text in TEXTS])
+        expected = model.encode_text(prompted)
+    torch.testing.assert_close(features @ matcher.features.text_projection, expected, atol=1e-5, rtol=0)
+
+
+def test_ctx_init_must_match_n_ctx():
+    with pytest.raises(VlbenchError, match="ctx_init 'a photo of a' is 4 tokens but n_ctx is 8"):
+        make("cocoop", n_ctx=8)
+    assert make("cocoop", n_ctx=8, ctx_init="").trained.ctx.shape[0] == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "trainable"),
+    [
+        ("clip-ft", {"image_projection", "text_projection", "logit_scale", "logit_bias"}),
+        ("cocoop", {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias", "logit_bias"}),
+    ],
+)
+def test_only_the_intended_parameters_train_and_clip_stays_bit_identical(name, trainable):
+    matcher = make(name)
+    model = matcher.features.model
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    example = comvg_examples(1)[0]
+    from vlbench.losses import example_loss
+
+    example_loss(matcher.score(load_images(example), example.texts), example.positives, "bce").backward()
+    assert {key for key, value in matcher.trained.named_parameters() if value.grad is not None and value.grad.abs().sum() > 0} == trainable
+    assert [key for key, value in model.named_parameters() if value.requires_grad or value.grad is not None] == []
+    assert {id(tensor) for tensor in matcher.trainable_parameters()} == {id(tensor) for tensor in matcher.trained.parameters()}
+    matcher.fit(comvg_examples(8), TrainConfig(**{**matcher.train_defaults, "epochs": 1}), load_images)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_feature_cache, monkeypatch):
+    first = mini_run(tmp_path / "a", "mini-comvg", "clip", limit=40)
+    examples = comvg_examples(40)
+    pictures = {image.content_hash for example in examples for image in load_images(example)}
+    sentences = {text for example in examples for text in example.texts}
+    assert len(list(private_feature_cache.rglob("image/*/*.npy"))) == len(pictures) > 40
+    assert len(list(private_feature_cache.rglob("text/*/*.npy"))) == len(sentences) > 30
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the image encoder ran again")
+
+    monkeypatch.setattr("open_clip.transformer.VisionTransformer.forward", no_encoder)
+    second = mini_run(tmp_path / "b", "mini-comvg", "clip", limit=40)
+    assert second.results["metrics"] == first.results["metrics"]
+
+
+def test_a_cache_file_cut_short_is_computed_again(tmp_path):
+    from vlbench.feature_cache import FeatureCache
+
+    cache = FeatureCache({"producer": "test"}, root=tmp_path)
+    calls = []
+
+    def compute(indices):
+        calls.append(indices)
+        return torch.tensor([[float(i), 1.0] for i in indices])
+
+    assert cache.get("text", ["aa11", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    (cache.directory / "text" / "bb" / "bb22.npy").write_bytes(b"\x93NUMPY")
+    assert cache.get("text", ["aa11", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert calls == [[0, 1], [1]]  # only the damaged one again
+
+
+def test_trained_state_is_stored_and_reloaded_instead_of_retrained(tmp_path, monkeypatch):
+    values = {"shots": "5%", "limit": 30, "train": {"epochs": 2}}
+    first = mini_run(tmp_path, "mini-comvg", "clip-ft", **values)
+    assert (first.run_dir / "state.pt").exists() and first.results["timings"]["fit_seconds"] > 0
+    (first.run_dir / "scores.jsonl").unlink()  # force re-scoring with the reloaded state
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("vlbench.matchers.clip.TrainedClipMatcher.fit", no_training)
+    second = mini_run(tmp_path, "mini-comvg", "clip-ft", **values)
+    assert second.results["metrics"] == first.results["metrics"]
+    assert second.results["timings"]["fit_seconds"] is None
+
+
+# Chance: ComVG 50, Winoground group 1/6 (16.7), RefCOCOg top-1 and VQAv2 top-1 10 (10 candidates).
+FAR_ABOVE_CHANCE = {"mini-comvg": ("average", 0.80), "mini-winoground": ("group", 0.60), "mini-refcocog": ("top5", 0.70), "mini-vqav2": ("top1", 0.40)}
+
+
+@pytest.mark.parametrize("matcher", ["clip", "clip-ft", "cocoop"])
+@pytest.mark.parametrize("task", sorted(FAR_ABOVE_CHANCE))
+def test_every_clip_matcher_runs_every_mini_task_far_above_chance(tmp_path, task, matcher):
+    result = mini_run(tmp_path, task, matcher, shots="0" if matcher == "clip" else "5%", limit=100)
+    metric, threshold = FAR_ABOVE_CHANCE[task]
+    assert result.results["metrics"][metric] >= threshold, result.results["metrics"]
