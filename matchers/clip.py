@@ -30,8 +30,8 @@ class ClipMatcher(Matcher):
         self.features = ClipFeatures(load_open_clip(runtime.model, runtime.device), runtime.device, options.feature_cache)
 
     def score(self, images, texts):
-        image_embeddings, text_embeddings = self.features.embed(self.features.images(images), self.features.texts(texts))
-        return image_embeddings @ text_embeddings.T
+        features = self.features
+        return features.image_embeddings(features.images(images)) @ features.text_embeddings(features.texts(texts)).T
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.features.clip.fingerprint}

@@ -57,11 +57,13 @@ class ClipFeatures:
         """`[n, width]` float32 features of the text tower before `text_projection`."""
         return self._cached("text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices]))
 
-    def embed(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-norm joint embeddings through the model's own (frozen) heads."""
-        if self.has_heads:
-            image_features, text_features = image_features @ self.image_projection.float(), text_features @ self.text_projection.float()
-        return F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
+    def image_embeddings(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Unit-norm joint embeddings of image features through the model's own (frozen) head."""
+        return F.normalize(image_features @ self.image_projection.float() if self.has_heads else image_features, dim=-1)
+
+    def text_embeddings(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Unit-norm joint embeddings of text features through the model's own (frozen) head."""
+        return F.normalize(text_features @ self.text_projection.float() if self.has_heads else text_features, dim=-1)
 
     def tokenize(self, texts) -> torch.Tensor:
         return self.clip.tokenizer(list(texts)).to(self.device)

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
 from vlbench.matchers.clip import TrainedClipMatcher
@@ -55,16 +54,15 @@ class ConditionalPrompt(torch.nn.Module):
 
     def prompt_ids(self, texts) -> torch.Tensor:
         """`[n_texts, context]` ids: SOS, n_ctx placeholders (0), the text's tokens (cut to fit), EOS, padding."""
-        features = self.features[0]
-        ids = features.tokenize(texts)
-        ends = features.pool_index(ids)
+        ids = self.features[0].tokenize(texts)
         context = ids.shape[1]
         prompts = torch.zeros_like(ids)
-        for row, (tokens, end) in enumerate(zip(ids, ends.tolist())):
-            content = tokens[1:end][: context - self.n_ctx - 2]
-            prompts[row, 0] = tokens[0]
+        for row, content in enumerate(self.content_ids(ids)):
+            eos = ids[row, 1 + len(content)]
+            content = content[: context - self.n_ctx - 2]
+            prompts[row, 0] = ids[row, 0]
             prompts[row, 1 + self.n_ctx : 1 + self.n_ctx + len(content)] = content
-            prompts[row, 1 + self.n_ctx + len(content)] = tokens[end]
+            prompts[row, 1 + self.n_ctx + len(content)] = eos
         return prompts
 
     def embeddings(self, prompt_ids: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
@@ -93,11 +91,11 @@ class CoCoOpMatcher(TrainedClipMatcher):
         self.trained = ConditionalPrompt(self.features, options.n_ctx, options.ctx_init, self.features.image_projection.shape[1])
 
     def score(self, images, texts):
-        image_embeddings = F.normalize(self.features.images(images) @ self.features.image_projection.float(), dim=-1)
+        image_embeddings = self.features.image_embeddings(self.features.images(images))
         ids = self.trained.prompt_ids(texts)
         embeddings = self.trained.embeddings(ids, image_embeddings)
         n_images, n_texts = embeddings.shape[:2]
         text_features = self.features.encode_token_embeddings(embeddings.flatten(0, 1), ids.repeat(n_images, 1))
-        text_embeddings = F.normalize(text_features @ self.features.text_projection.float(), dim=-1).view(n_images, n_texts, -1)
+        text_embeddings = self.features.text_embeddings(text_features).view(n_images, n_texts, -1)
         similarity = torch.einsum("id,itd->it", image_embeddings, text_embeddings)
         return self.features.model.logit_scale.exp().float() * similarity + self.trained.logit_bias

@@ -114,6 +114,12 @@ def resolve_data_root(flag: str | None, from_config: str | None) -> str | None:
     return flag or os.environ.get("VLBENCH_DATA") or from_config
 
 
+def cache_dir() -> Path:
+    """Where vlbench keeps what it can regenerate (mini-world data, features): `VLBENCH_CACHE`,
+    default `~/.cache/vlbench`."""
+    return Path(os.environ.get("VLBENCH_CACHE") or Path.home() / ".cache" / "vlbench")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from `path`, with file and line in any error."""
     import yaml

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlbench.config import cache_dir
 from vlbench.records import write_atomically
 
 
 def cache_root() -> Path:
     """`$VLBENCH_CACHE/features` (default `~/.cache/vlbench/features`)."""
-    return Path(os.environ.get("VLBENCH_CACHE") or Path.home() / ".cache" / "vlbench") / "features"
+    return cache_dir() / "features"
 
 
 def text_hash(text: str) -> str:

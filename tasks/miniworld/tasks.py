@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from vlbench.config import cache_dir
 from vlbench.tasks.comvg import ComVGOptions, ComVGTask
 from vlbench.tasks.miniworld.writers import GENERATOR_VERSION, write_all
 from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
 from vlbench.tasks.vqav2 import VQAv2Options, VQAv2Task
 from vlbench.tasks.winoground import WinogroundOptions, WinogroundTask
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VLBENCH_CACHE") or Path.home() / ".cache" / "vlbench")
 
 
 def generated_root(world_seed: int, image_size: int) -> Path:
