@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
-from vlbench.feature_cache import FeatureCache, text_hash
+from vlbench.feature_cache import FeatureCache, cached_features, text_hash
 
 FEATURES_VERSION = 1
 
@@ -91,9 +91,7 @@ class ClipFeatures:
         raise VlbenchError(f"text pooling '{pool}' of --model {self.clip.fingerprint['model']} is not supported by prompt learning")
 
     def _cached(self, kind, keys, compute) -> torch.Tensor:
-        with torch.inference_mode():
-            features = self.cache.get(kind, keys, compute) if self.cache else compute(list(range(len(keys))))
-        return features.float().to(self.device).clone()  # a normal tensor: usable with autograd
+        return cached_features(self.cache, kind, keys, compute, self.device)
 
     def _encode_images(self, images) -> torch.Tensor:
         pixels = torch.stack([self.clip.preprocess(image.pixels) for image in images]).to(self.device)

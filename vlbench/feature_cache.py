@@ -59,3 +59,11 @@ def _read(path: Path) -> np.ndarray | None:
         return np.load(path)
     except (OSError, ValueError, EOFError):  # absent, or cut short by a crash: compute again
         return None
+
+
+def cached_features(cache: FeatureCache | None, kind: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor], device) -> torch.Tensor:
+    """`cache.get(kind, keys, compute)`, or `compute` of every key when there is no cache: float32
+    on `device`, a normal tensor (usable with autograd)."""
+    with torch.inference_mode():
+        features = cache.get(kind, keys, compute) if cache is not None else compute(list(range(len(keys))))
+    return features.float().to(device).clone()

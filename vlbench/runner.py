@@ -80,7 +80,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         import torch
 
         torch.manual_seed(seed)
-        runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path)
+        runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path, config.task)
         matcher = prepared.matcher_class(prepared.matcher_options, runtime)
         by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
         fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train)

@@ -10,13 +10,15 @@ from vlbench.errors import VlbenchError
 
 @dataclass(frozen=True)
 class Runtime:
-    """Handed to every matcher. `model` is the `--model` value (a hub id, a path, or "mini")."""
+    """Handed to every matcher. `model` is the `--model` value (a hub id, a path, or "mini");
+    `task` names the task being run (matchers with per-task defaults read it)."""
 
     device: str
     seed: int
     batch_size: int
     model: str | None
-    run_dir: Path
+    run_dir: Path | None
+    task: str | None = None
 
 
 def resolve_device(requested: str) -> str:

@@ -1,0 +1,42 @@
+"""Pooling cross-attention into scores. Tensors are `[..., image tokens n, text tokens m]`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Pooling = Literal["lse", "max", "mean"]
+
+
+def pool_image_tokens(attention: torch.Tensor, pooling: Pooling, lam: float) -> torch.Tensor:
+    """`[..., m]`: per text token, the image tokens pooled. `lse` is the paper's
+    `(1/λ)·log Σᵢ exp(λ·A[i, :])`; `max` its λ → ∞ limit; `mean` the plain average."""
+    if pooling == "lse":
+        return torch.logsumexp(lam * attention, dim=-2) / lam
+    if pooling == "max":
+        return attention.amax(dim=-2)
+    return attention.mean(dim=-2)
+
+
+def pooling_attribution(attention: torch.Tensor, pooling: Pooling, lam: float) -> torch.Tensor:
+    """`[..., m]`: `Σᵢ A[i, :] · ∂pool/∂A[i, :]`, the attribution `A ⊙ ∂f/∂A` of paper Eq. 7
+    summed over image tokens, in closed form (no backward pass)."""
+    if pooling == "lse":
+        return (attention * torch.softmax(lam * attention, dim=-2)).sum(dim=-2)
+    if pooling == "max":
+        return attention.amax(dim=-2)
+    return attention.mean(dim=-2)
+
+
+def mean_over_tokens(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`[batch, ...]` from `[batch, ..., m]`: the mean over the text tokens where `mask` `[batch, m]` is set."""
+    mask = mask.to(values.dtype).view(mask.shape[0], *([1] * (values.ndim - 2)), mask.shape[1])
+    return (values * mask).sum(dim=-1) / mask.sum(dim=-1)
+
+
+def text_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """`[..., n]`: LogSumExp of pre-softmax logits over every text token (padding included, λ = 1),
+    the released DSD code's per-pixel score (the log-partition of each pixel's softmax)."""
+    return torch.logsumexp(logits, dim=-1)
+

@@ -1,0 +1,100 @@
+"""What the Stable Diffusion matchers feed a UNet: VAE latents of images and text-encoder states of
+texts (frozen encoders, cached on disk), and seeded noise that never depends on batching or order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import version
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vlbench.feature_cache import FeatureCache, cached_features, text_hash
+
+INPUTS_VERSION = 1
+Resize = Literal["squash", "center_crop"]
+LatentMode = Literal["mean", "sample"]
+
+
+def seeded_generator(*parts) -> torch.Generator:
+    """A CPU generator seeded by a hash of `parts` (run seed, example identity, timestep, …)."""
+    digest = hashlib.blake2b("\1".join(str(part) for part in parts).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
+
+
+def candidate_set_identity(images, texts) -> str:
+    """What identifies an example to its noise: its candidates, in an order-free form."""
+    return "\0".join(sorted(image.content_hash for image in images)) + "\1" + "\0".join(sorted(texts))
+
+
+class DiffusionInputs:
+    """Latents and text states of one Stable Diffusion checkpoint, computed once per image/text.
+
+    `resize`: `squash` (the released DSD code's `resize((512, 512))`) or `center_crop` (shorter
+    side to the UNet's pixel size, then the centre). The cache keeps the VAE's latent
+    distribution (mean and std), so both the mean and seeded samples come from it.
+    """
+
+    def __init__(self, sd, device: str, cache: bool, resize: Resize = "squash") -> None:
+        self.sd = sd
+        self.device = device
+        self.resize = resize
+        vae = sd.vae
+        self.pixel_size = sd.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        producer = {
+            "features": f"sd-inputs-v{INPUTS_VERSION}",
+            "model": sd.fingerprint,
+            "diffusers": version("diffusers"),
+            "transformers": version("transformers"),
+            "torch": torch.__version__,
+            "device": torch.device(device).type,
+            "resize": resize,
+            "pixel_size": self.pixel_size,
+        }
+        self.cache = FeatureCache(producer) if cache else None
+
+    def latents(self, images, mode: LatentMode = "mean", sample_seeds=None) -> torch.Tensor:
+        """`[n, 4, h, w]` latents × the VAE scaling factor: the mean, or a sample drawn with
+        `seeded_generator(*sample_seeds[i])` for image i."""
+        distribution = self._cached("latent", [image.content_hash for image in images], lambda indices: self._encode([images[i] for i in indices]))
+        mean, std = distribution.chunk(2, dim=1)
+        if mode == "sample":
+            noise = torch.stack([torch.randn(mean.shape[1:], generator=seeded_generator(*seed)) for seed in sample_seeds]).to(mean)
+            mean = mean + std * noise
+        return mean * self.sd.vae.config.scaling_factor
+
+    def text_states(self, texts) -> torch.Tensor:
+        """`[n, max_length, width]` text-encoder output, padded to the tokenizer's max length."""
+        return self._cached("text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices]))
+
+    def token_mask(self, texts) -> torch.Tensor:
+        """`[n, max_length]` bool: the tokenizer's real tokens (BOS, the text, EOS), not padding."""
+        return self._tokenize(texts).attention_mask.bool().to(self.device)
+
+    def pixels(self, images) -> torch.Tensor:
+        """`[n, 3, size, size]` in [-1, 1], resized as `resize` says."""
+        from PIL import ImageOps
+
+        size = self.pixel_size
+        if self.resize == "squash":
+            resized = [image.pixels.resize((size, size)) for image in images]
+        else:
+            resized = [ImageOps.fit(image.pixels, (size, size)) for image in images]
+        array = np.stack([np.asarray(picture, dtype=np.float32) for picture in resized])
+        return (torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1).to(self.device)
+
+    def _encode(self, images) -> torch.Tensor:
+        distribution = self.sd.vae.encode(self.pixels(images).to(self.sd.vae.dtype)).latent_dist
+        return torch.cat([distribution.mean, distribution.std], dim=1)
+
+    def _encode_texts(self, texts) -> torch.Tensor:
+        return self.sd.text_encoder(self._tokenize(texts).input_ids.to(self.device)).last_hidden_state
+
+    def _tokenize(self, texts):
+        tokenizer = self.sd.tokenizer
+        return tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+
+    def _cached(self, kind, keys, compute) -> torch.Tensor:
+        return cached_features(self.cache, kind, keys, compute, self.device)

@@ -1,0 +1,166 @@
+"""`dsd-release`: DSD as the official code computes it (github.com/eric-ai-lab/Discffusion).
+
+Per timestep t of the grid `T−1−k, k in range(10, T−10, T // S)` (S per task: ComVG 40, RefCOCOg
+10, VQAv2 200, else the release's default 30), with one noise sample per grid point shared by every
+example and candidate, and a seeded VAE latent *sample* per (image, t):
+- attention term: on the released layers (in each of the down, mid and up stages, the last
+  cross-attention block), the pre-softmax logits `QKᵀ·scale` LogSumExp'ed over all text tokens
+  (padding included, λ = 1), averaged over heads, pixels and layers, and, as released, averaged
+  with the same quantity of the unconditional ("") branch (`include_uncond_attention`);
+- denoising gain: `‖ε − ε̂_uncond‖₂ − ‖ε − ε̂_cond‖₂` (`denoising_gain`).
+The score is their sum, averaged over the grid. The unconditional branch runs once per image and
+timestep. Noising with DDPM's `add_noise` equals the release's Euler `x + σε` followed by
+`scale_model_input` (both are `√ᾱ·x + √(1−ᾱ)·ε`).
+
+Scored per example: the release averages the attention term over its whole batch, so with its
+README's batch of 16 every example sees its batch-mates' attention at each candidate index (and
+the positive is always index 0). That bug is not reproduced.
+
+Training: LoRA (rank 4, `N(0, 1/rank)` down, zero up) on `to_q`, `to_k`, `to_v`, `to_out` of
+every UNet attention, through peft; hinge loss on the hardest negative (margin 0.1), AdamW lr
+1e-4, weight decay 1e-2, grad clip 1, batch 1. Each training step draws `train_timesteps` random
+timesteps and fresh noise, shared by the example's candidates (the release draws them per pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlbench.errors import VlbenchError
+from vlbench.matchers.attention_pooling import text_logsumexp
+from vlbench.matchers.diffusion_inputs import LatentMode, seeded_generator
+from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions
+
+SAMPLING_STEPS = {"comvg": 40, "refcocog": 10, "vqav2": 200}
+DEFAULT_SAMPLING_STEPS = 30
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@dataclass
+class DSDReleaseOptions(UNetOptions):
+    sampling_steps: int | None = None  # S; unset: 40 ComVG, 10 RefCOCOg, 200 VQAv2, else 30
+    denoising_gain: bool = True
+    include_uncond_attention: bool = True
+    latent: LatentMode = "sample"
+    lora_rank: int = 4
+    train_timesteps: int = 1  # random timesteps per training step
+
+
+def timestep_grid(sampling_steps: int, train_steps: int = 1000) -> list[int]:
+    """The release's grid, ascending: `T−1−k` for `k in range(10, T−10, T // S)`."""
+    return sorted(train_steps - 1 - k for k in range(10, train_steps - 10, train_steps // sampling_steps))
+
+
+class DSDReleaseMatcher(StableDiffusionMatcher):
+    name = "dsd-release"
+    summary = "DSD as released: LoRA, hinge loss, LSE over text tokens of logits + denoising gain, timestep grid."
+    trainable = True
+    train_defaults = {"loss": "hinge", "margin": 0.1, "lr": 1e-4, "weight_decay": 1e-2, "grad_clip": 1.0, "batch_size": 1}
+    Options = DSDReleaseOptions
+
+    def __init__(self, options, runtime):
+        super().__init__(options, runtime)
+        steps = options.sampling_steps or SAMPLING_STEPS.get((runtime.task or "").removeprefix("mini-"), DEFAULT_SAMPLING_STEPS)
+        train_steps = self.sd.scheduler.config.num_train_timesteps
+        if not 1 <= steps <= train_steps // 20:
+            raise VlbenchError(f"matcher_options.sampling_steps must be between 1 and {train_steps // 20}, got {steps}")
+        self.grid = timestep_grid(steps, train_steps)
+        self.sampling_steps = steps
+        self.needs_output = options.denoising_gain
+        self.capture("release", self._reduce, stop_early=not self.needs_output)
+        self.training_noise: torch.Generator | None = None
+        self.has_lora = False
+
+    @staticmethod
+    def _reduce(logits, probabilities):
+        return text_logsumexp(logits).mean(dim=(1, 2))
+
+    def score(self, images, texts):
+        return self.score_examples([(images, texts)])[0]
+
+    def score_examples(self, batch):
+        return [self._score_example(images, texts) for images, texts in batch]
+
+    def _score_example(self, images, texts) -> torch.Tensor:
+        grid = self._timesteps()
+        n_images, n_texts, n_steps = len(images), len(texts), len(grid)
+        latents = torch.stack([self.latents(images, self.options.latent, t) for t in grid], dim=1)  # [I, G, 4, h, w]
+        noise = torch.stack([self._noise(t, latents.shape[2:]) for t in grid]).to(latents)
+        timesteps = torch.tensor(grid, device=latents.device)
+        states = self.inputs.text_states(list(texts) + [""])
+        masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
+        image_index = torch.arange(n_images).repeat_interleave(n_steps)
+        step_index = torch.arange(n_steps).repeat(n_images)
+        flat = latents.flatten(0, 1)
+        unconditional = Jobs(flat, noise[step_index], timesteps[step_index], states[-1:].expand(len(flat), -1, -1), masks[-1:].expand(len(flat), -1))
+        conditional = Jobs(
+            flat.repeat_interleave(n_texts, dim=0),
+            noise[step_index].repeat_interleave(n_texts, dim=0),
+            timesteps[step_index].repeat_interleave(n_texts),
+            states[:n_texts].repeat(n_images * n_steps, 1, 1),
+            masks[:n_texts].repeat(n_images * n_steps, 1),
+        )  # jobs in (image, step, text) order
+        needs_unconditional = self.options.include_uncond_attention or self.options.denoising_gain
+        attention_u, predicted_u = self._attention_and_output(unconditional) if needs_unconditional else (None, None)
+        attention_c, predicted_c = self._attention_and_output(conditional)
+        score = attention_c.view(n_images, n_steps, n_texts)
+        if self.options.include_uncond_attention:
+            score = 0.5 * (score + attention_u.view(n_images, n_steps, 1))
+        if self.options.denoising_gain:
+            error_c = (conditional.noise - predicted_c).flatten(1).norm(dim=1).view(n_images, n_steps, n_texts)
+            error_u = (unconditional.noise - predicted_u).flatten(1).norm(dim=1).view(n_images, n_steps, 1)
+            score = score + error_u - error_c
+        return score.mean(dim=1)
+
+    def _attention_and_output(self, jobs: Jobs):
+        per_layer, predicted = self.run_unet(jobs, need_output=self.needs_output)
+        return torch.stack(per_layer).mean(dim=0), predicted
+
+    def _timesteps(self) -> list[int]:
+        if self.training_noise is None:
+            return self.grid
+        high = self.sd.scheduler.config.num_train_timesteps
+        return sorted(torch.randint(0, high, (self.options.train_timesteps,), generator=self.training_noise).tolist())
+
+    def _noise(self, timestep: int, shape) -> torch.Tensor:
+        generator = self.training_noise if self.training_noise is not None else seeded_generator(self.runtime.seed, "dsd-release-noise", timestep)
+        return torch.randn(shape, generator=generator)
+
+    def _ensure_lora(self) -> None:
+        from peft import LoraConfig
+
+        if not self.has_lora:
+            rank = self.options.lora_rank
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.runtime.seed)
+                self.sd.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+            self.has_lora = True
+
+    def trainable_parameters(self):
+        self._ensure_lora()
+        return [parameter for name, parameter in self.sd.unet.named_parameters() if "lora_" in name]
+
+    def fit(self, examples, train, load_images):
+        self._ensure_lora()
+        self.training_noise = torch.Generator().manual_seed(self.runtime.seed)
+        try:
+            super().fit(examples, train, load_images)
+        finally:
+            self.training_noise = None
+
+    def state_dict(self):
+        return {name: tensor.detach().cpu() for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}
+
+    def load_state_dict(self, state):
+        if not state:
+            return
+        self._ensure_lora()
+        result = self.sd.unet.load_state_dict(state, strict=False)
+        missing = [name for name in result.missing_keys if "lora_" in name]
+        if result.unexpected_keys or missing:
+            raise VlbenchError(f"matcher '{self.name}': stored LoRA state does not fit this UNet (first mismatch: {(result.unexpected_keys or missing)[0]})")
+
+    def fingerprint(self):
+        return {**super().fingerprint(), "sampling_steps": self.sampling_steps}

@@ -1,0 +1,187 @@
+"""DSD (paper and release variants): pooling on hand-made attention, invariance to batching,
+order and chunking, agreement with the per-pair implementation, which parameters train, and
+accuracy on the mini-world with the mini SD."""
+
+import math
+
+import pytest
+import torch
+
+from vlbench.matchers.attention_pooling import mean_over_tokens, pool_image_tokens, pooling_attribution, text_logsumexp
+from vlbench.runtime import Runtime
+from vlbench.training import TrainConfig
+from vlbench.types import LoadedImage
+
+TEXTS = ["a red circle left of a blue square", "a green square above a yellow triangle", "a blue triangle"]
+
+
+def make(name, **options):
+    from vlbench import registry
+
+    matcher_class = registry.matchers.get(name)
+    return matcher_class(matcher_class.Options(feature_cache=False, **options), Runtime("cpu", 0, 4, "mini", None, "mini-comvg"))
+
+
+def examples(count):
+    from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
+
+    return MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)[:count]
+
+
+def loaded(example):
+    return [LoadedImage(ref.key, ref.load()) for ref in example.images]
+
+
+# Pooling on hand-made attention: [heads=1, image tokens n=3, text tokens m=2].
+ATTENTION = torch.tensor([[[0.1, 0.9], [0.5, 0.5], [0.7, 0.3]]])
+
+
+def test_lse_pools_over_image_tokens_with_lambda():
+    for lam in (1.0, 10.0):
+        expected = [math.log(sum(math.exp(lam * row[token]) for row in ATTENTION[0].tolist())) / lam for token in range(2)]
+        torch.testing.assert_close(pool_image_tokens(ATTENTION, "lse", lam)[0], torch.tensor(expected), atol=1e-6, rtol=0)
+    torch.testing.assert_close(pool_image_tokens(ATTENTION, "max", 1.0)[0], torch.tensor([0.7, 0.9]))
+    torch.testing.assert_close(pool_image_tokens(ATTENTION, "mean", 1.0)[0], torch.tensor([1.3 / 3, 1.7 / 3]))
+    # Large λ approaches the maximum; λ → 0 approaches mean + log(n)/λ.
+    torch.testing.assert_close(pool_image_tokens(ATTENTION, "lse", 1e4)[0], torch.tensor([0.7, 0.9]), atol=1e-3, rtol=0)
+
+
+def test_attribution_is_attention_times_gradient_of_the_pooled_score():
+    for pooling in ("lse", "max", "mean"):
+        attention = ATTENTION.clone().requires_grad_(True)
+        pooled = pool_image_tokens(attention, pooling, 5.0)
+        gradient = torch.stack([torch.autograd.grad(pooled[0, token], attention, retain_graph=True)[0] for token in range(2)])
+        expected = torch.stack([(attention * gradient[token]).sum(dim=-2)[0, token] for token in range(2)])
+        torch.testing.assert_close(pooling_attribution(ATTENTION, pooling, 5.0)[0], expected.detach(), atol=1e-6, rtol=0)
+
+
+def test_release_lse_runs_over_every_text_token_of_the_logits():
+    logits = torch.tensor([[[1.0, 2.0, -1.0], [0.0, 0.5, 3.0]]])  # [1, n=2, m=3]
+    expected = [math.log(sum(math.exp(value) for value in row)) for row in logits[0].tolist()]
+    torch.testing.assert_close(text_logsumexp(logits)[0], torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+def test_token_average_excludes_masked_padding():
+    values = torch.tensor([[[1.0, 3.0, 1000.0, -1000.0]]])  # [batch, heads, m]; the last two are padding
+    mask = torch.tensor([[True, True, False, False]])
+    assert mean_over_tokens(values, mask).item() == 2.0
+
+
+def test_dsd_averages_over_real_tokens_and_release_over_all_77(monkeypatch):
+    dsd = make("dsd", tokens="real")
+    mask = dsd._token_mask(["a red circle"])
+    n_tokens = len(dsd.sd.tokenizer("a red circle").input_ids)
+    assert mask.shape == (1, 77) and mask.sum().item() == n_tokens and mask[0, :n_tokens].all()
+    assert make("dsd", tokens="words")._token_mask(["a red circle"]).sum().item() == n_tokens - 2
+    # dsd-release: the per-layer value is the LSE over all 77 keys, padding included.
+    release = make("dsd-release", sampling_steps=1)
+    logits = torch.zeros(1, 1, 4, 77)
+    assert release._reduce(logits, None).item() == pytest.approx(math.log(77))
+
+
+@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"heads": "dynamic", "layers": "last-2"}), ("dsd-release", {"sampling_steps": 2}), ("diffusion-itm", {"timesteps": [200, 600]})])
+def test_scores_do_not_depend_on_chunking_batching_or_order(name, options):
+    items = examples(3)
+    batch = [(loaded(example), list(example.texts) + TEXTS[:2]) for example in items]
+    with torch.no_grad():
+        whole = make(name, unet_batch=64, **options).score_examples(batch)
+        chunked = make(name, unet_batch=3, **options)
+        one_by_one = [chunked.score(images, texts) for images, texts in batch]
+        reversed_order = [chunked.score(images[::-1], texts[::-1]).flip(0).flip(1) for images, texts in batch]
+    for a, b, c in zip(whole, one_by_one, reversed_order):
+        assert a.shape == (2, 3)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c, a, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"tokens": "words", "heads": "dynamic"}), ("dsd-release", {"sampling_steps": 2}), ("dsd-release", {"sampling_steps": 1, "include_uncond_attention": False, "latent": "mean"})])
+def test_batched_scores_equal_the_per_pair_implementation(name, options):
+    from vlbench.matchers.dsd_reference import per_pair_dsd_scores, per_pair_release_scores
+
+    matcher = make(name, **options)
+    images, texts = loaded(examples(1)[0]), TEXTS
+    with torch.no_grad():
+        batched = matcher.score(images, texts)
+        reference = (per_pair_dsd_scores if name == "dsd" else per_pair_release_scores)(matcher, images, texts)
+        again = matcher.score(images, texts)  # the matcher's own processors are back in place
+    torch.testing.assert_close(reference, batched, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, batched, atol=0, rtol=0)
+
+
+def frozen_weights(matcher):
+    """The Stable Diffusion weights (LoRA wrappers' base weights under their original names)."""
+    parts = {"unet": matcher.sd.unet, "vae": matcher.sd.vae, "text_encoder": matcher.sd.text_encoder}
+    return {f"{part}.{name.replace('base_layer.', '')}": tensor.clone() for part, module in parts.items() for name, tensor in module.state_dict().items() if "lora_" not in name}
+
+
+@pytest.mark.parametrize("name, trained_marker", [("dsd", "prompts"), ("dsd-release", "lora_")])
+def test_training_changes_only_the_learned_parameters(name, trained_marker):
+    from vlbench.evaluation import load_images
+    from vlbench.losses import example_loss
+
+    matcher = make(name, **({"sampling_steps": 2} if name == "dsd-release" else {}))
+    before = frozen_weights(matcher)
+    items = examples(4)
+    # One backward pass: gradients reach the learned tensors and nothing else.
+    parameters = matcher.trainable_parameters()
+    example = items[0]
+    example_loss(matcher.score(load_images(example), example.texts), example.positives, "ce").backward()  # ce: never exactly zero
+    assert all(parameter.grad is not None for parameter in parameters[:2])
+    assert any(parameter.grad.abs().sum() > 0 for parameter in parameters if parameter.grad is not None)
+    learned = {id(parameter) for parameter in parameters}
+    for module in (matcher.sd.unet, matcher.sd.vae, matcher.sd.text_encoder):
+        for parameter_name, parameter in module.named_parameters():
+            if id(parameter) not in learned:
+                assert parameter.grad is None and not parameter.requires_grad, parameter_name
+    for parameter in parameters:
+        parameter.grad = None
+    initial = {key: value.clone() for key, value in matcher.state_dict().items()}
+    matcher.fit(items, TrainConfig(**{**matcher.train_defaults, "epochs": 2, "lr": 1e-2, "batch_size": 2}), load_images)
+    after = frozen_weights(matcher)
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[key], before[key]) for key in before)
+    state = matcher.state_dict()
+    assert state and any(not torch.equal(state[key], initial[key]) for key in state)
+    assert all(trained_marker in key or name == "dsd" for key in state)
+    # The stored state, loaded into a fresh matcher, reproduces the trained scores.
+    fresh = make(name, **({"sampling_steps": 2} if name == "dsd-release" else {}))
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        images = load_images(items[0])
+        torch.testing.assert_close(fresh.score(images, TEXTS), matcher.score(images, TEXTS), atol=1e-5, rtol=0)
+
+
+def test_unknown_layer_names_are_clear_errors():
+    from vlbench.errors import VlbenchError
+
+    with pytest.raises(VlbenchError, match="'last-K' with 1 <= K <= 4"):
+        make("dsd", layers="last-9")
+    with pytest.raises(VlbenchError, match="is not a cross-attention layer of this UNet; it has down_blocks.1"):
+        make("dsd", layers=["up_blocks.9.attentions.0.transformer_blocks.0.attn2"])
+
+
+def test_release_timestep_grid_matches_the_released_code():
+    from vlbench.matchers.dsd_release import timestep_grid
+
+    assert timestep_grid(10) == list(range(89, 1000, 100))
+    assert len(timestep_grid(40)) == 40 and timestep_grid(40)[:2] == [14, 39] and timestep_grid(40)[-1] == 989
+    assert len(timestep_grid(200)) == 196 and timestep_grid(200)[:2] == [14, 19]
+    assert make("dsd-release").grid == timestep_grid(40)  # mini-comvg: ComVG's S
+
+
+def mini_comvg_average(tmp_path, matcher, shots, **matcher_options):
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare, run
+
+    config = load_run_config(None, {"task": "mini-comvg", "matcher": matcher, "model": "mini", "shots": shots, "runs_dir": str(tmp_path), "matcher_options": matcher_options})
+    return run(prepare(config), 0).results["metrics"]["average"]
+
+
+def test_dsd_release_on_the_mini_world(tmp_path):
+    assert mini_comvg_average(tmp_path, "dsd-release", "0", sampling_steps=4) > 0.85
+
+
+def test_trained_dsd_beats_zero_shot_dsd_on_the_same_examples(tmp_path):
+    zero_shot = mini_comvg_average(tmp_path, "dsd", "0")
+    trained = mini_comvg_average(tmp_path, "dsd", "5%")
+    assert 0.55 < zero_shot < trained
