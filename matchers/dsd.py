@@ -64,7 +64,6 @@ class DSDMatcher(StableDiffusionMatcher):
         self.trained = torch.nn.ModuleDict()  # holds the prompts once trained or loaded
         steps = self.sd.scheduler.config.num_train_timesteps - 1
         self.timesteps = [round(level * steps) for level in options.noise_levels]
-        self.training_noise: torch.Generator | None = None
 
     @property
     def prompts(self):
@@ -157,11 +156,7 @@ class DSDMatcher(StableDiffusionMatcher):
             spread = torch.cat([scores.flatten() for scores in raw]).std().item()
             prompts.log_scale.fill_(-torch.log(torch.tensor(max(spread, 1e-8))).item())
             prompts.bias.fill_(midpoint_bias([prompts.log_scale.exp() * scores for scores in raw], [example.positives for example in examples]))
-        self.training_noise = torch.Generator().manual_seed(self.runtime.seed)
-        try:
-            super().fit(examples, train, load_images)
-        finally:
-            self.training_noise = None
+        super().fit(examples, train, load_images)
 
     def state_dict(self):
         return {} if self.prompts is None else {name: tensor.detach().cpu() for name, tensor in self.prompts.state_dict().items()}

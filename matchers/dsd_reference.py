@@ -29,12 +29,11 @@ def _explicit_attention(matcher, store: AttentionStore) -> dict:
     return previous
 
 
-def _encode(matcher, image, text):
+def _encode_text(matcher, text):
     sd = matcher.sd
-    distribution = sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
     tokens = sd.tokenizer([text], padding="max_length", max_length=sd.tokenizer.model_max_length, truncation=True, return_tensors="pt")
     states = sd.text_encoder(tokens.input_ids.to(matcher.runtime.device)).last_hidden_state
-    return distribution, states, tokens.attention_mask.bool().to(matcher.runtime.device)
+    return states, tokens.attention_mask.bool().to(matcher.runtime.device)
 
 
 def per_pair_dsd_scores(matcher, images, texts) -> torch.Tensor:
@@ -47,7 +46,8 @@ def per_pair_dsd_scores(matcher, images, texts) -> torch.Tensor:
     try:
         for i, image in enumerate(images):
             for j, text in enumerate(texts):
-                distribution, states, mask = _encode(matcher, image, text)
+                distribution = matcher.sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
+                states, mask = _encode_text(matcher, text)
                 if options.tokens == "words":
                     mask = matcher._token_mask([text])
                 latent = distribution.mean * sd.vae.config.scaling_factor
@@ -73,8 +73,8 @@ def per_pair_release_scores(matcher, images, texts) -> torch.Tensor:
     try:
         for i, image in enumerate(images):
             for j, text in enumerate(texts):
-                distribution, states, _ = _encode(matcher, image, text)
-                _, empty, _ = _encode(matcher, image, "")
+                distribution = matcher.sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
+                (states, _), (empty, _) = _encode_text(matcher, text), _encode_text(matcher, "")
                 per_step = []
                 for timestep in matcher.grid:
                     sample = torch.randn(distribution.mean.shape[1:], generator=seeded_generator(matcher.runtime.seed, image.content_hash, timestep)).to(distribution.mean)

@@ -70,7 +70,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.sampling_steps = steps
         self.needs_output = options.denoising_gain
         self.capture("release", self._reduce, stop_early=not self.needs_output)
-        self.training_noise: torch.Generator | None = None
         self.has_lora = False
 
     @staticmethod
@@ -91,7 +90,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         timesteps = torch.tensor(grid, device=latents.device)
         states = self.inputs.text_states(list(texts) + [""])
         masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
-        image_index = torch.arange(n_images).repeat_interleave(n_steps)
         step_index = torch.arange(n_steps).repeat(n_images)
         flat = latents.flatten(0, 1)
         unconditional = Jobs(flat, noise[step_index], timesteps[step_index], states[-1:].expand(len(flat), -1, -1), masks[-1:].expand(len(flat), -1))
@@ -144,11 +142,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
 
     def fit(self, examples, train, load_images):
         self._ensure_lora()
-        self.training_noise = torch.Generator().manual_seed(self.runtime.seed)
-        try:
-            super().fit(examples, train, load_images)
-        finally:
-            self.training_noise = None
+        super().fit(examples, train, load_images)
 
     def state_dict(self):
         return {name: tensor.detach().cpu() for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}

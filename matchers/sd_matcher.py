@@ -68,6 +68,7 @@ class StableDiffusionMatcher(Matcher):
             self.sd.unet.to(DTYPES[options.dtype])
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
         self.store: AttentionStore | None = None
+        self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
 
     def capture(self, layers: str | Sequence[str], reduce: Callable, stop_early: bool, key_value_shift: Callable | None = None) -> list[str]:
         """Capture `reduce(logits, probabilities)` on the chosen `attn2` layers of the UNet."""
@@ -103,6 +104,14 @@ class StableDiffusionMatcher(Matcher):
                 layer_values.append(self.store.take())
         per_layer = [torch.cat(values) for values in zip(*layer_values)]
         return per_layer, torch.cat(outputs) if need_output else None
+
+    def fit(self, examples, train, load_images):
+        """The protocol's training loop, drawing fresh seeded noise (`training_noise`) each step."""
+        self.training_noise = torch.Generator().manual_seed(self.runtime.seed)
+        try:
+            super().fit(examples, train, load_images)
+        finally:
+            self.training_noise = None
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.sd.fingerprint}

@@ -1,0 +1,138 @@
+"""Pairs/second of the batched DSD matchers against the straightforward per-pair implementation of
+the same score (`vlbench.matchers.dsd_reference`), same model and inputs, in one run; checks that
+the scores agree and reports FLOPs per pair and achieved FLOP/s.
+
+    python benchmarks/dsd_speed.py                       # the mini SD, dsd and dsd-release
+    python benchmarks/dsd_speed.py --model sd21-random --variants dsd --noise-levels 0.5 --examples 1
+
+`sd21-random` is a randomly initialised UNet, VAE and text encoder with Stable Diffusion
+2.1-base's shapes (64×64 latents, 1024-wide text states; the mini tokenizer), written once under
+$VLBENCH_CACHE/benchmarks: a realistic cost profile without downloading weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlbench.config import cache_dir
+from vlbench.matchers.dsd_reference import per_pair_dsd_scores, per_pair_release_scores
+from vlbench.runtime import Runtime
+from vlbench.types import LoadedImage
+
+SD21_UNET = {
+    "sample_size": 64, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "use_linear_projection": True, "layers_per_block": 2,
+}
+SD21_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}
+SD21_TEXT = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16, "hidden_act": "gelu", "max_position_embeddings": 77}
+
+
+def sd21_random() -> Path:
+    """The SD-2.1-base-shaped random checkpoint folder (written on first use)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from vlbench.tasks.miniworld.tokenizer import write_tokenizer
+    from vlbench.tasks.miniworld.train_sd import SCHEDULER_CONFIG
+
+    root = cache_dir() / "benchmarks" / "sd21-base-random"
+    if (root / "model_index.json").exists():
+        return root
+    torch.manual_seed(0)
+    write_tokenizer(root / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SD21_TEXT))
+    pipeline = StableDiffusionPipeline(
+        vae=AutoencoderKL(**SD21_VAE), text_encoder=text_encoder, tokenizer=tokenizer, unet=UNet2DConditionModel(**SD21_UNET),
+        scheduler=DDPMScheduler(**SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(root, safe_serialization=True)
+    return root
+
+
+def inputs(n_examples: int, n_texts: int):
+    """Mini RefCOCOg examples: one image and `n_texts` candidate texts each."""
+    from vlbench.tasks.miniworld.tasks import MiniRefCOCOgOptions, MiniRefCOCOgTask
+
+    examples = MiniRefCOCOgTask(MiniRefCOCOgOptions(), None).examples(seed=0)[:n_examples]
+    return [([LoadedImage(ref.key, ref.load()) for ref in example.images], list(example.texts)[:n_texts]) for example in examples]
+
+
+def timed(function, batch) -> tuple[list[torch.Tensor], float, float]:
+    """Scores, seconds and FLOPs (matmuls and convolutions, as PyTorch's flop counter counts them)."""
+    with FlopCounterMode(display=False) as flops:
+        started = time.perf_counter()
+        scores = [function(images, texts) for images, texts in batch]
+        seconds = time.perf_counter() - started
+    return scores, seconds, flops.get_total_flops()
+
+
+def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
+    """Achieved FLOP/s of a large float32 matmul on this device: the peak to compare against."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def measure(name: str, model: str, options: dict, batch) -> dict:
+    from vlbench import registry
+
+    matcher_class = registry.matchers.get(name)
+    matcher = matcher_class(matcher_class.Options(feature_cache=False, **options), Runtime("cpu" if not torch.cuda.is_available() else "cuda", 0, 1, model, None, "mini-refcocog"))
+    reference = per_pair_dsd_scores if name == "dsd" else per_pair_release_scores
+    warm_up = (batch[0][0], batch[0][1][:1])
+    with torch.inference_mode():
+        matcher.score(*warm_up)
+        reference(matcher, *warm_up)
+        batched, batched_seconds, batched_flops = timed(matcher.score, batch)
+        per_pair, per_pair_seconds, per_pair_flops = timed(lambda images, texts: reference(matcher, images, texts), batch)
+    pairs = sum(len(images) * len(texts) for images, texts in batch)
+    difference = max((a - b).abs().max().item() for a, b in zip(batched, per_pair))
+    return {
+        "variant": name, "pairs": pairs,
+        "batched pairs/s": pairs / batched_seconds, "per-pair pairs/s": pairs / per_pair_seconds,
+        "speed-up": per_pair_seconds / batched_seconds, "max |score difference|": difference,
+        "batched GFLOP/pair": batched_flops / pairs / 1e9, "per-pair GFLOP/pair": per_pair_flops / pairs / 1e9,
+        "batched GFLOP/s": batched_flops / batched_seconds / 1e9, "per-pair GFLOP/s": per_pair_flops / per_pair_seconds / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mini", help="mini, sd21-random, or a Stable Diffusion folder")
+    parser.add_argument("--variants", nargs="+", default=["dsd", "dsd-release"])
+    parser.add_argument("--examples", type=int, default=4)
+    parser.add_argument("--texts", type=int, default=10, help="candidate texts per example")
+    parser.add_argument("--noise-levels", type=float, nargs="+", default=None, help="dsd noise levels (default: the matcher's)")
+    parser.add_argument("--sampling-steps", type=int, default=10, help="dsd-release grid size S")
+    args = parser.parse_args()
+    model = str(sd21_random()) if args.model == "sd21-random" else args.model
+    batch = inputs(args.examples, args.texts)
+    print(f"model {args.model}, {args.examples} examples × {args.texts} texts, {torch.get_num_threads()} threads, float32 matmul peak {matmul_peak() / 1e9:.0f} GFLOP/s")
+    for name in args.variants:
+        options = {"noise_levels": args.noise_levels} if name == "dsd" and args.noise_levels else {}
+        if name == "dsd-release":
+            options = {"sampling_steps": args.sampling_steps}
+        result = measure(name, model, options, batch)
+        print("  ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in result.items()), flush=True)
+        tolerance = 1e-3 if args.model != "mini" else 1e-5
+        if result["max |score difference|"] > tolerance:
+            raise SystemExit(f"{name}: batched and per-pair scores differ by {result['max |score difference|']:.3g} (> {tolerance})")
+
+
+if __name__ == "__main__":
+    main()
