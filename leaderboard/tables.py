@@ -1,12 +1,15 @@
 """Leaderboard tables: runs grouped by (task, matcher, configuration, shots), aggregated over seeds.
 
-A pure function of the `results.json` files it is given: no model, no data.
+A pure function of run records (`results.json`, and `scores.jsonl` for the paired bootstrap): no
+model, no data. `build_board` makes the structure; `render_markdown`, `render_csv` and
+`render_json` write it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from vlbench.config import Shots
 from vlbench.errors import VlbenchError
 from vlbench.records import find_results
 from vlbench.stats import mean_and_ci
+
+REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
+OUTLIER_SDS = 3.0  # a seed this many standard deviations (at least 1 point) from the others is flagged
 
 
 @dataclass
@@ -32,9 +38,9 @@ class Row:
         return sorted(record["protocol"]["seed"] for record in self.records)
 
     def values(self, column: tuple[str, ...]) -> list[float]:
-        """The column's value in each seed's record, where present."""
+        """The column's value in each seed's record (in seed order), where present."""
         found = []
-        for record in self.records:
+        for record in sorted(self.records, key=lambda record: record["protocol"]["seed"]):
             value: Any = record
             for key in column:
                 value = value.get(key) if isinstance(value, dict) else None
@@ -43,15 +49,60 @@ class Row:
         return found
 
 
+@dataclass
+class Cell:
+    mean: float  # in %
+    half_width: float | None  # 95% CI half-width in points; None for one seed
+    best: bool = False
+
+
+@dataclass
+class TableRow:
+    label: str
+    shots: str
+    seeds: int | None  # None for reported rows
+    n: str
+    cells: list[Cell | None]
+    outlier_seeds: list[int] = field(default_factory=list)
+    reported: bool = False
+    citation: str = ""
+    config_id: str = ""
+
+
+@dataclass
+class Comparison:
+    """Paired bootstrap of one row against the baseline row with the same shots."""
+
+    label: str
+    shots: str
+    metric: str
+    difference: float  # points
+    low: float
+    high: float
+    p_value: float
+    pairs: int
+
+
+@dataclass
+class TaskTable:
+    task: str
+    columns: list[str]
+    rows: list[TableRow]
+    baseline: str | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+
+
 def load_records(roots: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every `results.json` under `roots`; each record keeps its file's path under `_path`."""
     import json
 
     records = []
     for path in find_results(roots):
         try:
-            records.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise VlbenchError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+        records.append({**record, "_path": str(path)})
     if not records:
         raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}; run `vlbench run` first")
     return records
@@ -66,7 +117,7 @@ def group_rows(records: list[dict[str, Any]]) -> list[Row]:
         if seed in row.seeds:
             raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {seed}); pass each runs directory once")
         row.records.append(record)
-    return sorted(rows.values(), key=lambda row: (row.task, _shots_order(row.shots), row.matcher, row.config_id))
+    return sorted(rows.values(), key=lambda row: (row.task, shots_order(row.shots), row.matcher, row.config_id))
 
 
 def columns_for(rows: list[Row]) -> list[tuple[str, tuple[str, ...]]]:
@@ -79,40 +130,94 @@ def columns_for(rows: list[Row]) -> list[tuple[str, tuple[str, ...]]]:
     return columns
 
 
-def render_markdown(roots: Sequence[Path]) -> str:
-    """The leaderboard of all runs under `roots` as markdown, one table per task."""
+def read_references(path: Path = REFERENCE_NUMBERS) -> list[dict[str, Any]]:
+    from vlbench.config import read_yaml
+
+    return read_yaml(path)["references"]
+
+
+def build_board(roots: Sequence[Path], baseline: str | None = None, references: list[dict[str, Any]] | None = None, resamples: int = 10_000) -> list[TaskTable]:
+    """One table per task: measured rows (best mean per shots setting marked), reported rows for
+    the task from `references`, and with `baseline` (a matcher name) a paired bootstrap of every
+    other row against the baseline's row with the same shots."""
     rows = group_rows(load_records(roots))
-    lines = [
-        "# vlbench leaderboard",
-        "",
-        "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
-        "Rows with one seed have no interval.",
-    ]
+    tables = []
     for task in sorted({row.task for row in rows}):
         task_rows = [row for row in rows if row.task == task]
-        lines += ["", f"## {task}", "", *_table(task_rows)]
-    return "\n".join(lines) + "\n"
+        columns = columns_for(task_rows)
+        table = TaskTable(task, [name for name, _ in columns], _measured_rows(task_rows, columns), baseline)
+        table.rows += [_reported_row(reference, table.columns) for reference in references or [] if reference["task"] == task]
+        if baseline is not None:
+            table.comparisons = _comparisons(task_rows, baseline, resamples)
+        tables.append(table)
+    return tables
 
 
-def _table(rows: list[Row]) -> list[str]:
-    columns = columns_for(rows)
+def _measured_rows(rows: list[Row], columns) -> list[TableRow]:
     labels = _labels(rows)
-    header = ["matcher", "shots", "seeds", "n", *(name for name, _ in columns)]
-    cells = {id(row): [_cell(row.values(path)) for _, path in columns] for row in rows}
-    for shots in {row.shots for row in rows}:
-        same = [row for row in rows if row.shots == shots]
-        for index, (_, path) in enumerate(columns):
-            means = [mean_and_ci(row.values(path))[0] for row in same if row.values(path)]
-            best = max(means, default=None)
-            for row in same:
-                values = row.values(path)
-                if values and len(same) > 1 and mean_and_ci(values)[0] == best:
-                    cells[id(row)][index] = f"**{cells[id(row)][index]}**"
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table_rows = []
     for row in rows:
+        cells = [_cell(row.values(path)) for _, path in columns]
         n = sorted({record["n"] for record in row.records})
-        lines.append("| " + " | ".join([labels[id(row)], row.shots, str(len(row.records)), "/".join(map(str, n)), *cells[id(row)]]) + " |")
-    return lines
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), "/".join(map(str, n)), cells, _outlier_seeds(row, columns[0][1]), config_id=row.config_id))
+    for shots in {row.shots for row in table_rows}:
+        same = [row for row in table_rows if row.shots == shots]
+        for index in range(len(columns)):
+            means = [row.cells[index].mean for row in same if row.cells[index] is not None]
+            for row in same:
+                if row.cells[index] is not None and len(same) > 1 and row.cells[index].mean == max(means):
+                    row.cells[index].best = True
+    return table_rows
+
+
+def _cell(values: list[float]) -> Cell | None:
+    if not values:
+        return None
+    mean, half_width = mean_and_ci(values)
+    return Cell(mean * 100, None if half_width is None else half_width * 100)
+
+
+def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
+    """Seeds whose value is more than `OUTLIER_SDS` standard deviations (at least 1 point) from
+    the mean of the other seeds (needs three seeds)."""
+    values = row.values(column)
+    if len(values) < 3 or len(values) != len(row.records):
+        return []
+    flagged = []
+    for index, seed in enumerate(row.seeds):
+        others = values[:index] + values[index + 1 :]
+        mean = sum(others) / len(others)
+        sd = math.sqrt(sum((value - mean) ** 2 for value in others) / (len(others) - 1))
+        if abs(values[index] - mean) > OUTLIER_SDS * max(sd, 0.01):
+            flagged.append(seed)
+    return flagged
+
+
+def _reported_row(reference: dict[str, Any], columns: list[str]) -> TableRow:
+    values = reference["columns"]
+    unknown = [name for name in values if name not in columns]
+    cells = [Cell(float(values[name]), None) if name in values else None for name in columns]
+    if unknown and not any(cells):
+        raise VlbenchError(f"reference '{reference['method']}' for {reference['task']}: none of its columns ({', '.join(unknown)}) is a column of the table ({', '.join(columns)})")
+    return TableRow(reference["method"], str(reference["shots"]), None, "–", cells, reported=True, citation=reference["citation"])
+
+
+def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Comparison]:
+    from vlbench.leaderboard.bootstrap import paired_bootstrap
+    from vlbench.leaderboard.outcomes import paired_outcomes
+
+    labels = _labels(rows)
+    comparisons = []
+    for row in rows:
+        reference = next((other for other in rows if other.matcher == baseline and other.shots == row.shots), None)
+        if reference is None or reference is row:
+            continue
+        metric, ours, theirs = paired_outcomes(row.records, reference.records)
+        if not ours:
+            continue
+        result = paired_bootstrap(ours, theirs, resamples)
+        comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs))
+    return comparisons
 
 
 def _labels(rows: list[Row]) -> dict[int, str]:
@@ -125,13 +230,68 @@ def _labels(rows: list[Row]) -> dict[int, str]:
     return labels
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean, half_width = mean_and_ci(values)
-    return f"{mean * 100:.2f}" + (f" ± {half_width * 100:.2f}" if half_width is not None else "")
-
-
-def _shots_order(label: str) -> tuple[int, float]:
+def shots_order(label: str) -> tuple[int, float]:
     shots = Shots.parse(label)
     return (0, shots.count or 0) if shots.fraction is None else (1, shots.fraction)
+
+
+def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None = None) -> str:
+    """The board as markdown; `plots` maps a task to image paths to link under its table."""
+    lines = [
+        "# vlbench leaderboard",
+        "",
+        "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
+        "Rows with one seed have no interval. *Reported* rows are published numbers (cited below",
+        f"each table), not measured here. ⚠ marks seeds more than {OUTLIER_SDS:g} SD from the other seeds.",
+    ]
+    for table in tables:
+        header = ["matcher", "shots", "seeds", "n", *table.columns]
+        lines += ["", f"## {table.task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table.rows:
+            label = f"*reported:* {row.label}" if row.reported else row.label
+            seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)
+            lines.append("| " + " | ".join([label, row.shots, seeds, row.n, *(_format(cell) for cell in row.cells)]) + " |")
+        cited = [row for row in table.rows if row.reported]
+        if cited:
+            lines += [""] + [f"- *{row.label}*: {row.citation}" for row in cited]
+        if table.comparisons:
+            lines += [
+                "",
+                f"Paired bootstrap against `{table.baseline}` with the same shots (10,000 resamples of (seed, example) pairs; difference in points):",
+                "",
+                "| matcher | shots | metric | difference | 95% interval | p | pairs |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" for c in table.comparisons]
+        for image in (plots or {}).get(table.task, []):
+            lines += ["", f"![{table.task}]({image})"]
+    return "\n".join(lines) + "\n"
+
+
+def _format(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    text = f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
+    return f"**{text}**" if cell.best else text
+
+
+def render_csv(tables: list[TaskTable]) -> str:
+    """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported, citation."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation"])
+    for table in tables:
+        for row in table.rows:
+            for column, cell in zip(table.columns, row.cells):
+                if cell is not None:
+                    writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation])
+    return buffer.getvalue()
+
+
+def render_json(tables: list[TaskTable]) -> str:
+    import json
+
+    return json.dumps([asdict(table) for table in tables], indent=1) + "\n"

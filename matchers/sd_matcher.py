@@ -7,6 +7,7 @@ per sample), so chunking, batch size and candidate order do not change scores.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +29,8 @@ class UNetOptions:
     resize: Resize = "squash"
     unet_batch: int = 64  # jobs (image, text, timestep) per UNet call; does not change scores
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # the UNet's; half precision is for GPUs
+    attention: Literal["sdpa", "xformers"] = "sdpa"  # the kernel of every layer not captured
+    compile: bool = False  # torch.compile the UNet (GPU; the first calls are slow)
     feature_cache: bool = True  # keep VAE latents and text states on disk ($VLBENCH_CACHE/features)
 
 
@@ -63,9 +66,14 @@ class StableDiffusionMatcher(Matcher):
 
         if options.unet_batch < 1:
             raise VlbenchError(f"matcher_options.unet_batch must be at least 1, got {options.unet_batch}")
+        if options.attention == "xformers" and (torch.device(runtime.device).type != "cuda" or importlib.util.find_spec("xformers") is None):
+            raise VlbenchError("matcher_options.attention: xformers needs a CUDA device and the xformers package (pip install xformers); the default sdpa needs neither")
         self.sd = load_stable_diffusion(runtime.model, runtime.device)
         if options.dtype != "float32":
             self.sd.unet.to(DTYPES[options.dtype])
+        if options.attention == "xformers":
+            self.sd.unet.enable_xformers_memory_efficient_attention()
+        self.unet = torch.compile(self.sd.unet) if options.compile else self.sd.unet
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
         self.store: AttentionStore | None = None
         self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
@@ -88,14 +96,15 @@ class StableDiffusionMatcher(Matcher):
     def run_unet(self, jobs: Jobs, need_output: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Per captured layer, the stored values of every job (concatenated over chunks), and the
         predicted noise `[jobs, 4, h, w]` (float32) when `need_output`."""
-        unet = self.sd.unet
+        unet = self.unet
         layer_values: list[list[torch.Tensor]] = []
         outputs = []
         for start in range(0, len(jobs), self.options.unet_batch):
             chunk = jobs.chunk(start, start + self.options.unet_batch)
             noisy = self.sd.scheduler.add_noise(chunk.latents, chunk.noise, chunk.timesteps)
             try:
-                predicted = unet(noisy.to(unet.dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(unet.dtype)).sample
+                dtype = self.sd.unet.dtype
+                predicted = unet(noisy.to(dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(dtype)).sample
                 outputs.append(predicted.float())
             except StopUNet:
                 if need_output:

@@ -185,3 +185,27 @@ def test_trained_dsd_beats_zero_shot_dsd_on_the_same_examples(tmp_path):
     zero_shot = mini_comvg_average(tmp_path, "dsd", "0")
     trained = mini_comvg_average(tmp_path, "dsd", "5%")
     assert 0.55 < zero_shot < trained
+
+
+def test_half_precision_scores_follow_float32():
+    items = examples(4)
+    with torch.no_grad():
+        full = torch.stack([make("dsd").score(loaded(example), TEXTS) for example in items])
+        half = torch.stack([make("dsd", dtype="bfloat16").score(loaded(example), TEXTS) for example in items])
+    assert not torch.equal(half, full)
+    torch.testing.assert_close(half, full, atol=0.02, rtol=0)
+
+
+def test_xformers_without_a_gpu_is_a_clear_error():
+    from vlbench.errors import VlbenchError
+
+    with pytest.raises(VlbenchError, match="xformers needs a CUDA device and the xformers package"):
+        make("dsd", attention="xformers")
+
+
+def test_compiled_unet_gives_the_same_scores():
+    item = examples(1)[0]
+    with torch.no_grad():
+        eager = make("dsd").score(loaded(item), TEXTS)
+        compiled = make("dsd", compile=True).score(loaded(item), TEXTS)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)

@@ -5,7 +5,8 @@ import pytest
 from scipy import stats
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import group_rows, load_records, render_markdown
+from vlbench.leaderboard.publish import render_board
+from vlbench.leaderboard.tables import group_rows, load_records
 from vlbench.stats import mean_and_ci
 
 EXPECTED = Path(__file__).parent / "expected" / "leaderboard.md"
@@ -52,7 +53,7 @@ def test_rows_group_seeds_of_one_configuration(runs):
 
 
 def test_markdown_matches_the_saved_board(runs):
-    markdown = render_markdown([runs])
+    markdown = render_board([runs])
     # 0.6 ± t(0.975, 2) · 0.1 / √3 = 24.84 points
     assert "| mean-color | 10% | 3 | 100 | **60.00 ± 24.84** |" in markdown
     assert markdown == EXPECTED.read_text()
@@ -65,3 +66,110 @@ def test_a_run_copied_into_two_runs_directories_is_refused(runs, tmp_path_factor
     shutil.copytree(runs / "colors" / "random" / "bbb", copy / "bbb")
     with pytest.raises(VlbenchError, match=r"two records of the same run \(random, config bbb, seed \d\)"):
         group_rows(load_records([runs, copy]))
+
+
+def test_paired_bootstrap_matches_the_normal_closed_form_and_scipy():
+    import numpy as np
+
+    from vlbench.leaderboard.bootstrap import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    baseline = rng.random(400)
+    matcher = baseline + rng.normal(0.04, 0.5, 400)  # continuous, so the normal limit applies
+    differences = matcher - baseline
+    result = paired_bootstrap(matcher, baseline, resamples=20_000, seed=0)
+    assert result.difference == pytest.approx(differences.mean(), abs=1e-12) and result.n_pairs == 400
+    standard_error = differences.std() / np.sqrt(400)  # the bootstrap's own (population) spread
+    expected_p = 2 * stats.norm.sf(abs(differences.mean()) / standard_error)
+    assert result.p_value == pytest.approx(expected_p, abs=0.02)
+    reference = stats.bootstrap((differences,), np.mean, n_resamples=20_000, method="percentile", random_state=1).confidence_interval
+    assert result.low == pytest.approx(reference.low, abs=0.006) and result.high == pytest.approx(reference.high, abs=0.006)
+    # A clear gain has a tiny p-value; no difference at all has p = 1.
+    assert paired_bootstrap([1.0] * 50 + [0.0] * 50, [0.0] * 100).p_value < 1e-3
+    assert paired_bootstrap([1.0, 0.0], [1.0, 0.0]).p_value == 1.0
+
+
+def write_scored_run(root, matcher, seed, correct_ids, ids):
+    """A colors run whose scores make exactly `correct_ids` right (positive image 0 wins)."""
+    run = root / "colors" / matcher / f"cfg-{matcher}" / f"seed-{seed}"
+    run.mkdir(parents=True)
+    lines = [json.dumps({"id": i, "scores": [[1.0], [0.0]] if i in correct_ids else [[0.0], [1.0]], "positives": [[0, 0]], "tags": {"neg_value": "color"}}) for i in ids]
+    (run / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "split.json").write_text(json.dumps({"eval_ids": ids, "train_ids": []}))
+    accuracy = len(correct_ids) / len(ids)
+    record = {
+        "config_id": f"cfg-{matcher}", "task": {"name": "colors", "version": "1", "options": {}},
+        "matcher": {"name": matcher, "fingerprint": {"name": matcher}, "trained": False},
+        "protocol": {"shots": "0", "seed": seed, "limit": None}, "n": len(ids),
+        "metrics": {"accuracy": accuracy}, "breakdown": {"neg_value": {"color": {"n": len(ids), "accuracy": accuracy}}},
+    }
+    (run / "results.json").write_text(json.dumps(record))
+
+
+def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(100)]
+    for seed in (0, 1):
+        write_scored_run(tmp_path, "good", seed, set(ids[:80]), ids)
+        write_scored_run(tmp_path, "plain", seed, set(ids[:60]), ids)
+    (table,) = build_board([tmp_path], baseline="plain")
+    (comparison,) = table.comparisons
+    assert comparison.label == "good" and comparison.metric == "accuracy" and comparison.pairs == 200
+    assert comparison.difference == pytest.approx(20.0)
+    assert comparison.low < 20.0 < comparison.high and comparison.p_value < 1e-3
+    markdown = render_board([tmp_path], baseline="plain")
+    assert "Paired bootstrap against `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
+
+
+def test_outlier_seeds_are_flagged(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    for seed, accuracy in enumerate((0.50, 0.51, 0.50, 0.90)):
+        write_record(tmp_path, "random", "bbb", "0", seed, accuracy, {"color": 0.5})
+    (table,) = build_board([tmp_path])
+    assert table.rows[0].outlier_seeds == [3]
+    assert "| random | 0 | 4 ⚠ seed 3 |" in render_board([tmp_path])
+
+
+def test_reported_rows_are_marked_cited_and_never_bold(runs):
+    from vlbench.leaderboard.tables import build_board, render_markdown
+
+    references = [{"task": "colors", "method": "Paper", "shots": "10%", "citation": "Someone et al. 2024", "columns": {"accuracy": 99.0}}]
+    (table,) = build_board([runs], references=references)
+    reported = [row for row in table.rows if row.reported]
+    assert len(reported) == 1 and reported[0].seeds is None and not reported[0].cells[0].best
+    markdown = render_markdown([table])
+    assert "| *reported:* Paper | 10% | – | – | 99.00 | – | – |" in markdown
+    assert "- *Paper*: Someone et al. 2024" in markdown
+    assert "| mean-color | 10% | 3 | 100 | **60.00 ± 24.84** |" in markdown  # still the best measured
+
+
+def test_shipped_reference_numbers_cite_every_row():
+    from vlbench.leaderboard.tables import read_references
+
+    references = read_references()
+    assert {reference["task"] for reference in references} == {"comvg", "refcocog", "vqav2", "winoground"}
+    assert all(reference["citation"] and reference["columns"] for reference in references)
+    dsd = next(reference for reference in references if reference["task"] == "comvg" and reference["method"] == "DSD")
+    assert dsd["columns"]["average"] == 78.11
+
+
+def test_csv_and_json_carry_the_markdown_numbers(runs):
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(render_board([runs], "csv"))))
+    mean_color = next(row for row in rows if row["matcher"] == "mean-color" and row["column"] == "accuracy")
+    assert (float(mean_color["mean"]), float(mean_color["ci95"]), mean_color["seeds"]) == (pytest.approx(60.0), pytest.approx(24.84, abs=0.005), "3")
+    tables = json.loads(render_board([runs], "json"))
+    assert tables[0]["task"] == "colors" and tables[0]["columns"][0] == "accuracy"
+    assert any(row["label"] == "mean-color" and row["cells"][0]["best"] for row in tables[0]["rows"])
+
+
+def test_plots_are_written_and_linked_from_run_records_alone(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    markdown = render_board([runs], plots=out / "plots", out=out / "board.md")
+    for name in ("colors-shots.png", "colors-tags.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+        assert f"](plots/{name})" in markdown

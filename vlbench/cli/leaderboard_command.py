@@ -1,4 +1,4 @@
-"""`vlbench leaderboard`: markdown tables from run records."""
+"""`vlbench leaderboard`: tables from run records (markdown, CSV or JSON), plots, a paired bootstrap."""
 
 from __future__ import annotations
 
@@ -9,15 +9,22 @@ import typer
 
 def leaderboard(
     runs: list[Path] = typer.Argument(None, help="Run directories or results.json files (default ./runs)."),
-    out: Path = typer.Option(None, "--out", help="Write the markdown here instead of printing it."),
+    out: Path = typer.Option(None, "--out", help="Write the board here instead of printing it."),
+    format: str = typer.Option("markdown", "--format", help="markdown, csv or json."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
+    plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (markdown; needs matplotlib)."),
+    references: bool = typer.Option(True, "--references/--no-references", help="Add the published numbers as reported rows."),
 ) -> None:
     """Per task: matcher × shots rows, each metric as mean ± 95% CI over seeds, best in bold."""
-    from vlbench.leaderboard.tables import render_markdown
+    from vlbench.errors import VlbenchError
+    from vlbench.leaderboard.publish import render_board
     from vlbench.records import atomic_write_text
 
-    markdown = render_markdown(runs or [Path("runs")])
+    if format not in ("markdown", "csv", "json"):
+        raise VlbenchError(f"--format {format}: choose markdown, csv or json")
+    text = render_board(runs or [Path("runs")], format, baseline, plots, references, out)
     if out:
-        atomic_write_text(out, markdown)
+        atomic_write_text(out, text)
         typer.echo(f"leaderboard: {out}")
     else:
-        typer.echo(markdown)
+        typer.echo(text)

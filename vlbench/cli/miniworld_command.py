@@ -47,18 +47,37 @@ def board(
     runs_dir: Path = typer.Option(Path("runs/miniworld"), "--runs-dir", help="Where the suite's runs go (resumed if present)."),
     out: Path = typer.Option(None, "--out", help="Also write the leaderboard markdown here."),
     suite: Path = typer.Option(None, "--suite", help="Suite YAML (default: the shipped mini-world suite)."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
+    plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run the mini-world suite (every mini task × matcher × 3 seeds, offline) and print its leaderboard."""
     from vlbench.leaderboard.suite import DEFAULT_SUITE, run_suite
-    from vlbench.leaderboard.tables import render_markdown
+    from vlbench.leaderboard.publish import render_board
     from vlbench.records import atomic_write_text
 
     run_suite(suite or DEFAULT_SUITE, runs_dir)
-    markdown = render_markdown([runs_dir])
+    markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
     typer.echo(markdown)
     if out:
-        atomic_write_text(out, markdown)
+        options = (f" --suite {suite}" if suite else "") + (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
+        atomic_write_text(out, with_provenance(markdown, f"vlbench miniworld board --out {out}{options}"))
         typer.echo(f"leaderboard: {out}")
+
+
+def with_provenance(markdown: str, command: str) -> str:
+    """The board with the command that regenerates it, the date and the commit under its title."""
+    import datetime
+
+    import vlbench
+    from vlbench.provenance import git_state
+
+    commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
+    stamp = (
+        f"Regenerate from scratch (offline, 2 CPU cores suffice): `{command}`. "
+        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
+    )
+    title, rest = markdown.split("\n\n", 1)
+    return f"{title}\n\n{stamp}\n\n{rest}"
 
 
 @miniworld_app.command("train-sd")

@@ -1,0 +1,70 @@
+"""PNG plots of a board (matplotlib, the `plots` extra): per task, the first metric against shots
+for each matcher, and the per-tag columns as grouped bars. Measured rows only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlbench.errors import VlbenchError
+from vlbench.leaderboard.tables import shots_order
+
+
+def write_plots(tables, directory: Path) -> dict[str, list[Path]]:
+    """Write `{task}-shots.png` and, where the task has tags, `{task}-tags.png`; returns them per task."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise VlbenchError("--plots needs matplotlib: pip install 'vlbench[plots]'") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for table in tables:
+        measured = [row for row in table.rows if not row.reported]
+        written[table.task] = [_shots_plot(plt, table, measured, directory / f"{table.task}-shots.png")]
+        tags = [index for index, column in enumerate(table.columns) if "=" in column]
+        if tags:
+            written[table.task].append(_tags_plot(plt, table, measured, tags, directory / f"{table.task}-tags.png"))
+    return written
+
+
+def _shots_plot(plt, table, rows, path: Path) -> Path:
+    shots = sorted({row.shots for row in rows}, key=shots_order)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label in dict.fromkeys(row.label for row in rows):
+        points = [(shots.index(row.shots), row.cells[0]) for row in rows if row.label == label and row.cells[0] is not None]
+        axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=label)
+    axes.set_xticks(range(len(shots)), shots)
+    axes.set_xlabel("shots")
+    axes.set_ylabel(f"{table.columns[0]} (%)")
+    axes.set_title(table.task)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(max(6, len(tags) * 1.2), 4))
+    width = 0.8 / max(1, len(rows))
+    for offset, row in enumerate(rows):
+        cells = [row.cells[index] for index in tags]
+        axes.bar(
+            [index + offset * width for index in range(len(tags))],
+            [cell.mean if cell else 0 for cell in cells],
+            width,
+            yerr=[(cell.half_width or 0) if cell else 0 for cell in cells],
+            capsize=2,
+            label=f"{row.label} · {row.shots}",
+        )
+    axes.set_xticks([index + 0.4 - width / 2 for index in range(len(tags))], [table.columns[index].split(" ", 1)[1] for index in tags], rotation=20, fontsize=8)
+    axes.set_ylabel(f"{table.columns[tags[0]].split(' ')[0]} (%)")
+    axes.set_title(f"{table.task}: per tag")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
