@@ -1,7 +1,7 @@
 """Paired bootstrap over examples: does a matcher's per-example outcome differ from a baseline's on
 the same examples (same split and seed)?
 
-Pairs are (seed, example id) present in both; a resample draws pairs with replacement. The
+A pair is one example both scored (see `outcomes.paired_outcomes`); a resample draws pairs with replacement. The
 p-value is two-sided, from the resampled differences shifted to mean zero (the null):
 `P(|δ* − δ̂| ≥ |δ̂|)`.
 """

@@ -1,5 +1,5 @@
 """Per-example outcomes of stored runs (from `scores.jsonl`, through the task's `outcomes`), paired
-across two matchers by (seed, example id)."""
+across two matchers by example id (within the same seed, hence the same split)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ def example_outcomes(record: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def paired_outcomes(records: list[dict[str, Any]], baseline_records: list[dict[str, Any]]) -> tuple[str, list[float], list[float]]:
-    """(metric, outcomes, baseline outcomes) over the (seed, example) pairs both have; the metric
-    is the task's first per-example outcome."""
+    """(metric, outcomes, baseline outcomes), one pair per example that both have under some
+    seed, each side averaged over the seeds where both have it (so a zero-shot example scored
+    under three seeds counts once); the metric is the task's first per-example outcome."""
     baseline_by_seed = {record["protocol"]["seed"]: record for record in baseline_records}
-    metric, ours, theirs = "", [], []
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    metric = ""
     for record in sorted(records, key=lambda record: record["protocol"]["seed"]):
         other = baseline_by_seed.get(record["protocol"]["seed"])
         if other is None:
@@ -39,6 +41,7 @@ def paired_outcomes(records: list[dict[str, Any]], baseline_records: list[dict[s
         mine, baseline = example_outcomes(record), example_outcomes(other)
         for example_id in sorted(mine.keys() & baseline.keys()):
             metric = metric or next(iter(mine[example_id]))
-            ours.append(mine[example_id][metric])
-            theirs.append(baseline[example_id][metric])
+            pairs.setdefault(example_id, []).append((mine[example_id][metric], baseline[example_id][metric]))
+    ours = [sum(a for a, _ in values) / len(values) for values in pairs.values()]
+    theirs = [sum(b for _, b in values) / len(values) for values in pairs.values()]
     return metric, ours, theirs

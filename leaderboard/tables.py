@@ -19,7 +19,7 @@ from vlbench.records import find_results
 from vlbench.stats import mean_and_ci
 
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
-OUTLIER_SDS = 3.0  # a seed this many standard deviations (at least 1 point) from the others is flagged
+OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
 
 
 @dataclass
@@ -178,18 +178,22 @@ def _cell(values: list[float]) -> Cell | None:
 
 
 def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
-    """Seeds whose value is more than `OUTLIER_SDS` standard deviations (at least 1 point) from
-    the mean of the other seeds (needs three seeds)."""
+    """Seeds more than `OUTLIER_SDS` standard deviations from the mean of the other seeds (three
+    seeds or more). The SD is the other seeds' SD, but never below the binomial standard error
+    of a proportion at that mean over the run's n examples: two seeds that agree by chance do
+    not make the third an outlier."""
     values = row.values(column)
     if len(values) < 3 or len(values) != len(row.records):
         return []
+    records = sorted(row.records, key=lambda record: record["protocol"]["seed"])
     flagged = []
-    for index, seed in enumerate(row.seeds):
+    for index, record in enumerate(records):
         others = values[:index] + values[index + 1 :]
         mean = sum(others) / len(others)
         sd = math.sqrt(sum((value - mean) ** 2 for value in others) / (len(others) - 1))
-        if abs(values[index] - mean) > OUTLIER_SDS * max(sd, 0.01):
-            flagged.append(seed)
+        binomial = math.sqrt(max(mean * (1 - mean), 0.0) / record["n"]) if 0 <= mean <= 1 else 0.0
+        if abs(values[index] - mean) > OUTLIER_SDS * max(sd, binomial, 1e-9):
+            flagged.append(record["protocol"]["seed"])
     return flagged
 
 
@@ -242,7 +246,8 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         "",
         "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
         "Rows with one seed have no interval. *Reported* rows are published numbers (cited below",
-        f"each table), not measured here. ⚠ marks seeds more than {OUTLIER_SDS:g} SD from the other seeds.",
+        f"each table), not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean",
+        "(SD: the other seeds', at least the binomial standard error at n examples).",
     ]
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]
@@ -257,7 +262,7 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         if table.comparisons:
             lines += [
                 "",
-                f"Paired bootstrap against `{table.baseline}` with the same shots (10,000 resamples of (seed, example) pairs; difference in points):",
+                f"Paired bootstrap against `{table.baseline}` with the same shots (10,000 resamples of the examples both scored, each averaged over the seeds both ran; difference in points):",
                 "",
                 "| matcher | shots | metric | difference | 95% interval | p | pairs |",
                 "|---|---|---|---|---|---|---|",
