@@ -31,7 +31,7 @@ def write_plots(tables, directory: Path) -> dict[str, list[Path]]:
 
 def _shots_plot(plt, table, rows, path: Path) -> Path:
     shots = sorted({row.shots for row in rows}, key=shots_order)
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(figsize=(8, 4))
     for label in dict.fromkeys(row.label for row in rows):
         points = [(shots.index(row.shots), row.cells[0]) for row in rows if row.label == label and row.cells[0] is not None]
         axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=label)
@@ -39,7 +39,7 @@ def _shots_plot(plt, table, rows, path: Path) -> Path:
     axes.set_xlabel("shots")
     axes.set_ylabel(f"{table.columns[0]} (%)")
     axes.set_title(table.task)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -47,7 +47,7 @@ def _shots_plot(plt, table, rows, path: Path) -> Path:
 
 
 def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(max(6, len(tags) * 1.2), 4))
+    figure, axes = plt.subplots(figsize=(max(8, len(tags) * 1.5), 4))
     width = 0.8 / max(1, len(rows))
     for offset, row in enumerate(rows):
         cells = [row.cells[index] for index in tags]
@@ -62,7 +62,7 @@ def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
     axes.set_xticks([index + 0.4 - width / 2 for index in range(len(tags))], [table.columns[index].split(" ", 1)[1] for index in tags], rotation=20, fontsize=8)
     axes.set_ylabel(f"{table.columns[tags[0]].split(' ')[0]} (%)")
     axes.set_title(f"{table.task}: per tag")
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
