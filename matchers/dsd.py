@@ -153,8 +153,8 @@ class DSDMatcher(StableDiffusionMatcher):
         prompts = self._ensure_prompts()
         with torch.no_grad():
             raw = [self.score(load_images(example), example.texts) for example in examples]
-            spread = torch.cat([scores.flatten() for scores in raw]).std().item()
-            prompts.log_scale.fill_(-torch.log(torch.tensor(max(spread, 1e-8))).item())
+            spread = torch.cat([scores.flatten() for scores in raw]).std().nan_to_num(1.0).clamp(min=1e-8)  # nan: a single pair
+            prompts.log_scale.fill_(-spread.log().item())
             prompts.bias.fill_(midpoint_bias([prompts.log_scale.exp() * scores for scores in raw], [example.positives for example in examples]))
         super().fit(examples, train, load_images)
 
