@@ -55,7 +55,7 @@ def per_pair_dsd_scores(matcher, images, texts) -> torch.Tensor:
                 for level, timestep in zip(options.noise_levels, matcher.timesteps):
                     noise = torch.randn(latent.shape[1:], generator=seeded_generator(matcher.runtime.seed, identity, level)).to(latent)
                     t = torch.tensor([timestep], device=latent.device)
-                    sd.unet(sd.scheduler.add_noise(latent, noise[None], t), t, encoder_hidden_states=states)
+                    sd.unet(sd.scheduler.add_noise(latent, noise[None], t).to(sd.unet.dtype), t, encoder_hidden_states=states.to(sd.unet.dtype))
                     maps = store.take()
                     per_level.append(torch.stack([matcher._layer_score(matcher._reduce(*layer), mask) for layer in maps]).mean())
                 scores[i, j] = torch.stack(per_level).mean()
@@ -83,7 +83,7 @@ def per_pair_release_scores(matcher, images, texts) -> torch.Tensor:
                     noise = torch.randn(latent.shape[1:], generator=seeded_generator(matcher.runtime.seed, "dsd-release-noise", timestep)).to(latent)
                     t = torch.tensor([timestep, timestep], device=latent.device)
                     noisy = sd.scheduler.add_noise(latent, noise[None], t[:1]).expand(2, -1, -1, -1)
-                    predicted = sd.unet(noisy, t, encoder_hidden_states=torch.cat([empty, states])).sample
+                    predicted = sd.unet(noisy.to(sd.unet.dtype), t, encoder_hidden_states=torch.cat([empty, states]).to(sd.unet.dtype)).sample.float()
                     layers = [matcher._reduce(logits, None) for logits in store.take()]  # [uncond, cond] per layer
                     attention = torch.stack([layer.mean() if options.include_uncond_attention else layer[1] for layer in layers]).mean()
                     gain = (noise - predicted[0]).norm() - (noise - predicted[1]).norm() if options.denoising_gain else 0.0
