@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
 
 
 @dataclass
@@ -36,9 +36,7 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
         noise = torch.stack([torch.randn(latents.shape[1:], generator=generator) for _ in self.options.timesteps]).to(latents)
         n_images, n_conditions, n_steps = len(images), len(conditions), len(self.options.timesteps)
         # Jobs in (image, condition, timestep) order, all in as few UNet calls as unet_batch allows.
-        image_index = torch.arange(n_images).repeat_interleave(n_conditions * n_steps)
-        condition_index = torch.arange(n_conditions).repeat_interleave(n_steps).repeat(n_images)
-        step_index = torch.arange(n_steps).repeat(n_images * n_conditions)
+        image_index, condition_index, step_index = product_indices(n_images, n_conditions, n_steps)
         timesteps = torch.tensor(self.options.timesteps, device=latents.device)
         masks = torch.ones(n_conditions, conditions.shape[1], dtype=torch.bool, device=latents.device)
         jobs = Jobs(latents[image_index], noise[step_index], timesteps[step_index], conditions[condition_index], masks[condition_index])

@@ -33,7 +33,7 @@ import torch
 from vlbench.errors import VlbenchError
 from vlbench.matchers.attention_pooling import Pooling, mean_over_tokens, pool_image_tokens, pooling_attribution
 from vlbench.matchers.diffusion_inputs import LatentMode, candidate_set_identity, seeded_generator
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
 
 
 @dataclass
@@ -111,10 +111,7 @@ class DSDMatcher(StableDiffusionMatcher):
             torch.randn(shape, generator=self.training_noise if self.training_noise is not None else seeded_generator(self.runtime.seed, identity, level))
             for level in self.options.noise_levels
         ]).to(latents)
-        n_images, n_texts, n_levels = len(images), len(texts), len(self.timesteps)
-        image_index = torch.arange(n_images).repeat_interleave(n_texts * n_levels)
-        text_index = torch.arange(n_texts).repeat_interleave(n_levels).repeat(n_images)
-        level_index = torch.arange(n_levels).repeat(n_images * n_texts)
+        image_index, text_index, level_index = product_indices(len(images), len(texts), len(self.timesteps))
         timesteps = torch.tensor(self.timesteps, device=latents.device)
         return Jobs(latents[image_index], noise[level_index], timesteps[level_index], states[text_index], masks[text_index])
 

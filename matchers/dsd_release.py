@@ -31,7 +31,7 @@ import torch
 from vlbench.errors import VlbenchError
 from vlbench.matchers.attention_pooling import text_logsumexp
 from vlbench.matchers.diffusion_inputs import LatentMode, seeded_generator
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
 
 SAMPLING_STEPS = {"comvg": 40, "refcocog": 10, "vqav2": 200}
 DEFAULT_SAMPLING_STEPS = 30
@@ -90,16 +90,11 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         timesteps = torch.tensor(grid, device=latents.device)
         states = self.inputs.text_states(list(texts) + [""])
         masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
-        step_index = torch.arange(n_steps).repeat(n_images)
-        flat = latents.flatten(0, 1)
+        _, step_index = product_indices(n_images, n_steps)
+        flat = latents.flatten(0, 1)  # rows in (image, step) order
         unconditional = Jobs(flat, noise[step_index], timesteps[step_index], states[-1:].expand(len(flat), -1, -1), masks[-1:].expand(len(flat), -1))
-        conditional = Jobs(
-            flat.repeat_interleave(n_texts, dim=0),
-            noise[step_index].repeat_interleave(n_texts, dim=0),
-            timesteps[step_index].repeat_interleave(n_texts),
-            states[:n_texts].repeat(n_images * n_steps, 1, 1),
-            masks[:n_texts].repeat(n_images * n_steps, 1),
-        )  # jobs in (image, step, text) order
+        image_index, step_of_job, text_index = product_indices(n_images, n_steps, n_texts)
+        conditional = Jobs(flat[image_index * n_steps + step_of_job], noise[step_of_job], timesteps[step_of_job], states[text_index], masks[text_index])
         needs_unconditional = self.options.include_uncond_attention or self.options.denoising_gain
         attention_u, predicted_u = self._attention_and_output(unconditional) if needs_unconditional else (None, None)
         attention_c, predicted_c = self._attention_and_output(conditional)

@@ -55,6 +55,11 @@ class Jobs:
         return Jobs(*(torch.cat([getattr(part, name) for part in parts]) for name in ("latents", "noise", "timesteps", "states", "masks")))
 
 
+def product_indices(*sizes: int) -> tuple[torch.Tensor, ...]:
+    """Index tensors over every combination of `range(size)` for each size, the last varying fastest."""
+    return tuple(grid.flatten() for grid in torch.meshgrid(*(torch.arange(size) for size in sizes), indexing="ij"))
+
+
 class StableDiffusionMatcher(Matcher):
     """Base of `dsd`, `dsd-release` and `diffusion-itm`."""
 
