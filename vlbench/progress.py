@@ -8,11 +8,16 @@ from contextlib import contextmanager
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields `advance(n)`."""
+    """A rich progress bar on stderr (rank 0's only, in a multi-process run); yields `advance(n)`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    from vlbench import distributed
+
+    ranks = distributed.current()
+    if ranks.distributed:
+        description += f" (rank 0's share of {ranks.world_size})"
+    with Progress(*columns, console=Console(stderr=True), transient=False, disable=not ranks.is_main) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)

@@ -5,11 +5,13 @@ Layout (one directory per task, matcher, resolved config, shots and seed)::
     config.yaml    the resolved run configuration
     split.json     training and evaluation ids with their sha256
     scores.jsonl   one line per evaluated example, appended as it is scored
+    scores.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
     results.json   metrics, breakdowns, timings and provenance (schema in the README)
 
-JSON and state files are replaced atomically; `scores.jsonl` is append-only, and a line cut off
-by a crash is dropped when the run resumes.
+JSON and state files are replaced atomically; score files are append-only, and a line cut off
+by a crash is dropped when the run resumes. Readers see the union of `scores.jsonl` and any rank
+shards, by example id, so a run killed before its shards were merged resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -90,35 +92,61 @@ class RunDirectory:
                 raise VlbenchError(f"another process is already running this run ({self.path}); wait for it or stop it") from None
             yield
 
+    def score_shards(self) -> list[Path]:
+        """Rank shards not merged yet, in rank order."""
+        return sorted(self.path.glob("scores.rank-*.jsonl"), key=lambda path: int(path.name.split(".")[1][5:]))
+
     def read_scores(self) -> dict[str, ScoredExample]:
-        """The scored examples so far, by id. A partial last line (a crash mid-write) is cut off."""
-        if not self.scores_path.exists():
-            return {}
-        data = self.scores_path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            with open(self.scores_path, "r+b") as handle:
-                handle.truncate(len(complete))
-        scored = {}
-        for number, line in enumerate(complete.decode().splitlines(), start=1):
-            try:
-                item = json.loads(line)
-                scored[item["id"]] = ScoredExample(item["id"], item["scores"], item["positives"], item["tags"])
-            except (json.JSONDecodeError, KeyError) as error:
-                raise VlbenchError(f"{self.scores_path}, line {number}: damaged score record ({error})") from None
+        """The scored examples so far, by id, from `scores.jsonl` and any rank shards."""
+        scored: dict[str, ScoredExample] = {}
+        for path in (self.scores_path, *self.score_shards()):
+            for item in _read_score_file(path):
+                scored.setdefault(item.id, item)
         return scored
 
+    def merge_score_shards(self) -> None:
+        """Fold the rank shards into `scores.jsonl` (each id once), then delete them. A crash at
+        any point leaves files whose union is unchanged."""
+        shards = self.score_shards()
+        if not shards:
+            return
+        merged = self.read_scores()
+        atomic_write_text(self.scores_path, "".join(item.to_line() for item in merged.values()))
+        for shard in shards:
+            shard.unlink()
+
     @contextmanager
-    def score_appender(self) -> Iterator[Any]:
-        """Yields `append(scored: Sequence[ScoredExample])`; each call is flushed to the OS, so a
-        killed process loses nothing it appended."""
-        with open(self.scores_path, "a") as handle:
+    def score_appender(self, rank: int | None = None) -> Iterator[Any]:
+        """Yields `append(scored: Sequence[ScoredExample])`, writing to `scores.jsonl`, or with
+        `rank` to that rank's shard; each call is flushed to the OS, so a killed process loses
+        nothing it appended."""
+        path = self.scores_path if rank is None else self.path / f"scores.rank-{rank}.jsonl"
+        with open(path, "a") as handle:
             def append(scored: Sequence[ScoredExample]) -> None:
                 handle.write("".join(item.to_line() for item in scored))
                 handle.flush()
 
             yield append
             os.fsync(handle.fileno())
+
+
+def _read_score_file(path: Path) -> list[ScoredExample]:
+    """The records of one score file. A partial last line (a crash mid-write) is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(complete))
+    records = []
+    for number, line in enumerate(complete.decode().splitlines(), start=1):
+        try:
+            item = json.loads(line)
+            records.append(ScoredExample(item["id"], item["scores"], item["positives"], item["tags"]))
+        except (json.JSONDecodeError, KeyError) as error:
+            raise VlbenchError(f"{path}, line {number}: damaged score record ({error})") from None
+    return records
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -2,6 +2,11 @@
 
 Re-running the same configuration resumes: the split is checked against the stored one, trained
 state is loaded instead of retrained, and only examples missing from `scores.jsonl` are scored.
+
+Under `torchrun` / `accelerate launch` every rank draws the same split and trains on its share of
+each batch (gradients summed over ranks); the examples left to score are dealt out by rank, each
+rank appends to its own score shard, and rank 0 merges the shards by example id, computes the
+metrics and writes `results.json`. Rank 0 alone holds the run's lock and writes its files.
 """
 
 from __future__ import annotations
@@ -9,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlbench import registry
+from vlbench import distributed, registry
 from vlbench.config import RunConfig
 from vlbench.errors import VlbenchError
 from vlbench.evaluation import load_images, score_examples
@@ -59,6 +65,7 @@ def prepare(config: RunConfig) -> Prepared:
     if config.train and not trains:
         raise VlbenchError(f"'train:' options given, but matcher '{config.matcher}' does not train with --shots {config.shots}")
     device = resolve_device(config.device)
+    device = distributed.rank_device(device, distributed.join(device))
     task = task_class(task_options, Path(config.data_root) if config.data_root else None)
     return Prepared(config, task, matcher_class, matcher_options, train, device)
 
@@ -74,53 +81,79 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
     identity = run_identity(prepared)
     run_dir = RunDirectory(Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(split.shots)}-{config_id(identity)}" / f"seed-{seed}")
-    with run_dir.lock():
-        _write_or_check_split(run_dir, split)
-        run_dir.write_text("config.yaml", _yaml({**identity, "seed": seed, "data_root": config.data_root, "batch_size": config.batch_size, "device": prepared.device}))
+    ranks = distributed.current()
+    with ExitStack() as held:
+        def open_run() -> set[str]:
+            held.enter_context(run_dir.lock())
+            _write_or_check_split(run_dir, split)
+            run_dir.write_text("config.yaml", _yaml({**identity, "seed": seed, "data_root": config.data_root, "batch_size": config.batch_size, "device": prepared.device}))
+            run_dir.merge_score_shards()
+            return set(run_dir.read_scores())
+
+        # Every rank must deal out the same pending list, so rank 0 reads what is done before any
+        # rank starts appending.
+        already = ranks.on_main(open_run)
         import torch
 
         torch.manual_seed(seed)
         runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path, config.task)
         matcher = prepared.matcher_class(prepared.matcher_options, runtime)
         by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
-        fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train)
+        fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train, ranks)
         evaluation_by_id = {example.id: example for example in pool}
         evaluation = [evaluation_by_id[i] for i in split.eval_ids][: config.limit]
-        already = run_dir.read_scores()
         pending = [example for example in evaluation if example.id not in already]
         skipped: dict[str, str] = {}
         started = time.perf_counter()
-        if pending:
-            with run_dir.score_appender() as append:
-                skipped = score_examples(matcher, pending, config.batch_size, append, config.on_bad_example, config.image_workers)
+        mine = ranks.shard(pending)
+        if mine:
+            with run_dir.score_appender(ranks.rank if ranks.distributed else None) as append:
+                skipped = score_examples(matcher, mine, config.batch_size, append, config.on_bad_example, config.image_workers)
+        skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
         score_seconds = time.perf_counter() - started
-        stored = run_dir.read_scores()
-        scored = [stored[example.id] for example in evaluation if example.id not in skipped]
-        if not scored:
-            raise VlbenchError(f"every evaluation example of '{config.task}' was skipped as unreadable (first: {next(iter(skipped.items()))})")
-        metrics, breakdown = compute_metrics(prepared.task, scored)
-        pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
-        results = {
-            "schema_version": SCHEMA_VERSION,
-            "config_id": config_id(identity),
-            "task": {"name": config.task, "version": prepared.task.version, "options": identity["task_options"]},
-            "matcher": {"name": config.matcher, "fingerprint": matcher.fingerprint(), "trained": prepared.train is not None},
-            "protocol": {**split.summary(), "limit": config.limit, "train": identity["train"]},
-            "n": len(scored),
-            "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
-            "metrics": metrics,
-            "breakdown": breakdown,
-            "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
-            "timings": {
-                "fit_seconds": fit_seconds,
-                "score_seconds": score_seconds,
-                "examples_scored": len(pending) - len(skipped),
-                "examples_resumed": len(evaluation) - len(pending),
-                "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
-            },
-            "provenance": {**provenance(describe_device(prepared.device), matcher.library_versions()), "batch_size": config.batch_size},
-        }
-        run_dir.write_json("results.json", results)
+
+        def finish() -> dict[str, Any]:
+            run_dir.merge_score_shards()
+            stored = run_dir.read_scores()
+            unscored = [example.id for example in evaluation if example.id not in stored and example.id not in skipped]
+            if unscored:
+                raise VlbenchError(
+                    f"{len(unscored)} evaluation examples have no stored scores after merging the ranks' shards "
+                    f"(first: '{unscored[0]}'); with several nodes, --runs-dir must be on a filesystem all of them share"
+                )
+            scored = [stored[example.id] for example in evaluation if example.id not in skipped]
+            if not scored:
+                raise VlbenchError(f"every evaluation example of '{config.task}' was skipped as unreadable (first: {next(iter(skipped.items()))})")
+            metrics, breakdown = compute_metrics(prepared.task, scored)
+            pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
+            results = {
+                "schema_version": SCHEMA_VERSION,
+                "config_id": config_id(identity),
+                "task": {"name": config.task, "version": prepared.task.version, "options": identity["task_options"]},
+                "matcher": {"name": config.matcher, "fingerprint": matcher.fingerprint(), "trained": prepared.train is not None},
+                "protocol": {**split.summary(), "limit": config.limit, "train": identity["train"]},
+                "n": len(scored),
+                "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
+                "metrics": metrics,
+                "breakdown": breakdown,
+                "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
+                "timings": {
+                    "fit_seconds": fit_seconds,
+                    "score_seconds": score_seconds,
+                    "examples_scored": len(pending) - len(skipped),
+                    "examples_resumed": len(evaluation) - len(pending),
+                    "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
+                },
+                "provenance": {
+                    **provenance(describe_device(prepared.device), matcher.library_versions()),
+                    "batch_size": config.batch_size,
+                    "processes": ranks.world_size,
+                },
+            }
+            run_dir.write_json("results.json", results)
+            return results
+
+        results = ranks.on_main(finish)
     return RunResult(run_dir.path, results)
 
 
@@ -155,7 +188,7 @@ def config_id(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None) -> float | None:
+def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks) -> float | None:
     if train is None:
         return None
     import torch
@@ -166,7 +199,7 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     started = time.perf_counter()
     matcher.fit(train_examples, train, load_images)
     seconds = time.perf_counter() - started
-    write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle))
+    ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
     return seconds
 
 

@@ -58,11 +58,16 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
     """Minimise the protocol loss of `matcher.score` over `matcher.trainable_parameters()`.
 
     Examples are shuffled each epoch by a generator seeded from the run's seed; a step averages
-    the loss over `train.batch_size` examples.
+    the loss over `train.batch_size` examples. In a multi-process run each rank takes its share of
+    every batch and the gradients are summed over ranks, so a step's gradient is the mean over the
+    whole batch, as in one process (uneven shares included).
     """
     import torch
 
+    from vlbench import distributed
     from vlbench.losses import example_loss
+
+    ranks = distributed.current()
 
     parameters = matcher.trainable_parameters()
     optimizer = make_optimizer(parameters, train)
@@ -79,11 +84,12 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
                 batch = order[start : start + train.batch_size]
                 losses = [
                     example_loss(matcher.score(load_images(example), example.texts), example.positives, train.loss, train.margin)
-                    for example in batch
+                    for example in ranks.shard(batch)
                 ]
-                loss = torch.stack(losses).mean()
                 optimizer.zero_grad()
-                loss.backward()
+                if losses:
+                    (torch.stack(losses).sum() / len(batch)).backward()
+                ranks.sum_gradients(parameters)
                 if train.grad_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
                 optimizer.step()

@@ -24,7 +24,9 @@ def run(
 ) -> None:
     """Run TASK with MATCHER; prints the metrics and the path of each results.json.
 
-    Re-running the same command resumes: stored scores and trained state are reused."""
+    Re-running the same command resumes: stored scores and trained state are reused. Under
+    `torchrun` or `accelerate launch` the examples are shared out among the processes."""
+    from vlbench import distributed
     from vlbench.cli.display import print_results
     from vlbench.config import load_run_config
     from vlbench.runner import prepare
@@ -39,4 +41,6 @@ def run(
     prepared = prepare(run_config)
     for each_seed in run_config.seeds:
         result = run_seed(prepared, each_seed)
-        print_results(result.results, result.run_dir / "results.json")
+        if distributed.current().is_main:
+            print_results(result.results, result.run_dir / "results.json")
+    distributed.leave()

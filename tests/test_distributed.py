@@ -1,0 +1,159 @@
+"""Multi-process runs on the CPU (gloo): the same metrics as one process, each example scored once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS, vlbench_cli
+
+
+ENVIRONMENT = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+
+
+def torchrun_command(processes: int, *args: str, module: bool = False) -> list[str]:
+    """`torchrun --standalone --nproc-per-node N` on tests/launch.py (test components registered), or with `module` on `-m vlbench`."""
+    target = ["-m", "vlbench"] if module else [str(TESTS / "launch.py")]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *target, *args]
+
+
+def torchrun(processes: int, *args: str, cwd: Path, module: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(torchrun_command(processes, *args, module=module), cwd=cwd, env=ENVIRONMENT, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def counting_args(tmp_path: Path, n_examples: int, delay: float = 0.0) -> list[str]:
+    (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": n_examples}, "matcher_options": {"log": str(tmp_path / "calls.log"), "delay": delay}}))
+    return ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml")]
+
+
+def results_of(runs: Path) -> dict:
+    (path,) = runs.rglob("results.json")
+    return json.loads(path.read_text())
+
+
+def scored_ids(run_dir: Path) -> list[str]:
+    return [json.loads(line)["id"] for path in sorted(run_dir.glob("scores*.jsonl")) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def logged_examples(tmp_path: Path) -> list[str]:
+    # The counting matcher logs the first image key, "<index>-0", of example "colors-<index>".
+    return [f"colors-{key.split('-')[0]}" for key in (tmp_path / "calls.log").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("processes", "n_examples"), [(2, 40), (3, 41)])
+def test_ranks_score_each_example_once_and_match_one_process(tmp_path, processes, n_examples):
+    args = counting_args(tmp_path, n_examples)
+    torchrun(processes, *args, "--runs-dir", "ranked", cwd=tmp_path)
+    calls = logged_examples(tmp_path)
+    assert sorted(calls) == sorted(f"colors-{index}" for index in range(n_examples))
+
+    (tmp_path / "calls.log").unlink()
+    vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
+    ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
+    assert ranked["metrics"] == single["metrics"] and ranked["breakdown"] == single["breakdown"]
+    assert ranked["n"] == n_examples and ranked["provenance"]["processes"] == processes
+    (run_dir,) = {path.parent for path in (tmp_path / "ranked").rglob("results.json")}
+    assert sorted(scored_ids(run_dir)) == sorted(logged_examples(tmp_path)), "merged shards hold each example once"
+    assert not list(run_dir.glob("scores.rank-*")), "rank 0 merged and removed the shards"
+
+
+def test_a_rank_killed_halfway_resumes_without_rescoring(tmp_path):
+    args = [*counting_args(tmp_path, 40, delay=0.05), "--runs-dir", "killed"]
+    launcher = subprocess.Popen(torchrun_command(2, *args), cwd=tmp_path, env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while not (len(list(_run_dir(tmp_path / "killed").glob("scores.rank-*.jsonl"))) == 2 and len(scored_ids(_run_dir(tmp_path / "killed"))) >= 10):
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.02)
+    os.kill(max(_children(launcher.pid)), signal.SIGKILL)  # one rank dies; the launcher stops the other
+    assert launcher.wait(timeout=60) != 0
+    run_dir = _run_dir(tmp_path / "killed")
+    stored_at_kill = set(scored_ids(run_dir))
+    assert 10 <= len(stored_at_kill) < 40
+    calls_before = len(logged_examples(tmp_path))
+
+    torchrun(2, *args, cwd=tmp_path)
+    rescored = logged_examples(tmp_path)[calls_before:]
+    assert len(rescored) == 40 - len(stored_at_kill) and not set(rescored) & stored_at_kill
+    assert sorted(scored_ids(run_dir)) == sorted(f"colors-{index}" for index in range(40))
+
+    vlbench_cli(*counting_args(tmp_path, 40), "--runs-dir", "clean", cwd=tmp_path)
+    killed, clean = results_of(tmp_path / "killed"), results_of(tmp_path / "clean")
+    assert killed["metrics"] == clean["metrics"] and killed["breakdown"] == clean["breakdown"] and killed["n"] == 40
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _run_dir(runs: Path) -> Path:
+    found = list(runs.glob("*/*/*/seed-0"))
+    return found[0] if found else runs
+
+
+def test_data_parallel_training_matches_one_process(tmp_path):
+    """clip-ft trains without noise, so two ranks (each half of every batch, gradients summed)
+    reach the one-process parameters up to float summation order."""
+    import torch
+
+    args = ["run", "--task", "mini-comvg", "--matcher", "clip-ft", "--model", "mini", "--shots", "5%", "--limit", "60"]
+    torchrun(2, *args, "--runs-dir", "ranked", cwd=tmp_path, module=True)
+    vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
+    ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
+    assert ranked["metrics"] == single["metrics"]
+    (ranked_state,), (single_state,) = (list((tmp_path / name).rglob("state.pt")) for name in ("ranked", "single"))
+    ranked_state, single_state = torch.load(ranked_state), torch.load(single_state)
+    assert ranked_state.keys() == single_state.keys()
+    for name, value in single_state.items():
+        torch.testing.assert_close(ranked_state[name], value, rtol=0, atol=1e-6)
+
+
+def test_accelerate_launch_runs_the_same_command(tmp_path):
+    args = ["run", "--task", "mini-comvg", "--matcher", "clip", "--model", "mini", "--limit", "30"]
+    # `--multi_gpu` is accelerate's torchrun launcher; it runs gloo processes on a CPU-only machine.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "vlbench", *args, "--runs-dir", "ranked"]
+    launched = subprocess.run(launch, cwd=tmp_path, env=ENVIRONMENT, capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr
+    vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
+    ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
+    assert ranked["metrics"] == single["metrics"] and ranked["provenance"]["processes"] == 2
+
+
+def test_a_second_launch_on_a_running_run_is_refused_on_every_rank(tmp_path):
+    args = [*counting_args(tmp_path, 40, delay=0.1), "--runs-dir", "runs"]
+    first = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "runs").rglob("scores.jsonl")):
+            assert time.monotonic() < deadline, "the first run never got going"
+            time.sleep(0.02)
+        second = torchrun(2, *args, cwd=tmp_path, check=False)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode != 0
+    refusals = [line for line in second.stderr.splitlines() if line.startswith("error: another process is already running this run")]
+    assert len(refusals) == 2, second.stderr
