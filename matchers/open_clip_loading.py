@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     spec = model or DEFAULT_MODEL
     path = mini_clip_dir() if spec == "mini" else Path(spec)
     try:
+        logging.disable(logging.ERROR)  # open_clip logs the failure it then raises; the raised error is reported below
         if path.is_dir():
             if not (path / "open_clip_config.json").exists():
                 raise VlbenchError(f"--model {spec}: {path} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)")
@@ -54,7 +56,11 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
             fingerprint = {"model": spec}
         else:
             architecture, _, tag = spec.partition(":")
-            created = open_clip.create_model_and_transforms(architecture, pretrained=tag or None, device=device)
+            if architecture not in open_clip.list_models():
+                raise VlbenchError(f"--model {spec}: not a folder, not hf-hub:ORG/NAME, and '{architecture}' is not an open_clip architecture (see open_clip.list_models()); `--model mini` is the shipped mini CLIP")
+            if not tag:
+                raise VlbenchError(_untrained_message(spec, open_clip.list_pretrained_tags_by_model(architecture)))
+            created = open_clip.create_model_and_transforms(architecture, pretrained=tag, device=device)
             tokenizer = open_clip.get_tokenizer(architecture)
             fingerprint = {"model": spec}
     except VlbenchError:
@@ -66,9 +72,16 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
             f"open_clip.create_model_and_transforms('{spec.partition(':')[0]}', pretrained='{spec.partition(':')[2] or 'openai'}')\"`) "
             f"and copy the cache (~/.cache/huggingface), or pass a local-dir model folder; `--model mini` needs nothing."
         ) from None
+    finally:
+        logging.disable(logging.NOTSET)
     clip_model, _, preprocess = created
     clip_model.eval()
     return LoadedClip(clip_model, preprocess, tokenizer, fingerprint)
+
+
+def _untrained_message(spec: str, tags: list[str]) -> str:
+    known = f"its tags: {', '.join(tags)}" if tags else "open_clip knows no pretrained weights for it"
+    return f"--model {spec}: names an architecture without weights (it would score with random ones); add a pretrained tag, ARCH:TAG ({known})"
 
 
 def _sha256(path: Path) -> str:

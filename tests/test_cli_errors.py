@@ -1,8 +1,12 @@
 """Bad input: one line on stderr, exit code 2, no traceback (unless --debug)."""
 
+import os
+import sys
+
 import pytest
 
-from conftest import vlbench_cli
+from conftest import TESTS, vlbench_cli
+from placeholders import comvg_root
 
 
 @pytest.mark.parametrize(
@@ -61,3 +65,107 @@ def test_nan_scores_stop_the_run_and_name_the_example(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: matcher 'counting' returned a NaN or infinite score for example 'colors-3'")
     assert "Traceback" not in result.stderr
+
+
+REAL_COMVG = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+
+
+def comvg_rows(tmp_path, rows, drop_column=None):
+    """A ComVG data root holding the header and `rows` (1-based data rows) of the real csv."""
+    import csv
+
+    with open(REAL_COMVG, newline="") as handle:
+        table = list(csv.reader(handle))
+    header, body = table[0], [table[number] for number in rows]
+    keep = [index for index, name in enumerate(header) if name != drop_column]
+    source = tmp_path / "source.csv"
+    with open(source, "w", newline="") as handle:
+        csv.writer(handle).writerows([[row[index] for index in keep] for row in (header, *body)])
+    return comvg_root(tmp_path / "comvg", source)
+
+
+def broken_questions(tmp_path):
+    root = tmp_path / "vqa"
+    root.mkdir()
+    (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text('{"questions": [\n  {"image_id": 1, "question": "what colour?" "question_id": 5}\n]}\n')
+    (root / "v2_mscoco_val2014_annotations.json").write_text('{"annotations": []}\n')
+    (root / "major_answers.json").write_text('["yes", "no"]\n')
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "comvg", "--data-root", "comvg", "--config", "missing-column.yaml"], "error: comvg/compositional_visual_genome.csv: missing column(s) neg_value; the header has id, sentence, pos_triplet, neg_triplet, pos_image_id, neg_image_id"),
+        (["--task", "vqav2", "--data-root", "vqa", "--config", "official.yaml"], "error: vqa/v2_OpenEnded_mscoco_val2014_questions.json, line 2, column 46: not valid JSON (Expecting ',' delimiter)"),
+        (["--task", "comvg", "--data-root", "comvg", "--config", "duplicated.yaml"], "error: task 'comvg': duplicate example id 'comvg-1' in the evaluation examples"),
+        (["--task", "comvg", "--data-root", "comvg", "--config", "only-verbs.yaml"], "error: task 'comvg' has no evaluation examples (check its data and options)"),
+    ],
+    ids=["csv-missing-column", "json-does-not-parse", "duplicate-ids", "empty-after-filtering"],
+)
+def test_bad_data_is_one_clear_line(tmp_path, args, message):
+    config = args[-1]
+    if config == "missing-column.yaml":
+        comvg_rows(tmp_path, [1, 2], drop_column="neg_value")
+    elif config == "official.yaml":
+        broken_questions(tmp_path)
+        (tmp_path / config).write_text("task_options: {source: official, train_split: null}\n")
+    elif config == "duplicated.yaml":
+        comvg_rows(tmp_path, [1, 2, 1])
+    else:
+        comvg_rows(tmp_path, [1, 2])  # both rows swap the subject
+        (tmp_path / config).write_text("task_options: {neg_value: verb}\n")
+    if not (tmp_path / config).exists():
+        (tmp_path / config).write_text("{}\n")
+    result = vlbench_cli("run", "--matcher", "random", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [message], result.stderr
+    assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("matcher", "model", "message"),
+    [
+        ("clip", "ViT-B-32:openai", "error: --model ViT-B-32:openai: open_clip could not load it (RuntimeError: Failed to download weights for tag 'openai'"),
+        ("clip", "ViT-B-32", "error: --model ViT-B-32: names an architecture without weights (it would score with random ones); add a pretrained tag, ARCH:TAG (its tags: openai, "),
+        ("dsd", "stabilityai/stable-diffusion-2-1-base", "error: --model stabilityai/stable-diffusion-2-1-base: cannot load a Stable Diffusion checkpoint (OSError: "),
+    ],
+)
+def test_a_model_not_available_offline_says_what_to_download(tmp_path, matcher, model, message):
+    result = vlbench_cli("run", "--task", "mini-comvg", "--matcher", matcher, "--model", model, "--limit", "1", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert ("Offline, download it" in lines[0] or model == "ViT-B-32") and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def broken_plugin_site(tmp_path):
+    """An installed distribution whose matcher entry point names a module that does not import."""
+    site = tmp_path / "site"
+    info = site / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlbench.matchers]\nbroken = broken_plugin_module:Matcher\n")
+    (site / "broken_plugin_module.py").write_text("import a_dependency_that_is_not_installed\n")
+    return site
+
+
+def test_a_plugin_that_fails_to_import_is_named_and_the_others_keep_working(tmp_path, broken_plugin_site):
+    import subprocess
+
+    environment = {**os.environ, "PYTHONPATH": str(broken_plugin_site), "COLUMNS": "200"}
+
+    def vlbench(*args):
+        return subprocess.run([sys.executable, "-m", "vlbench", *args], cwd=tmp_path, env=environment, capture_output=True, text=True)
+
+    listing = vlbench("list", "matchers")
+    assert listing.returncode == 0, listing.stderr
+    broken = next(line for line in listing.stdout.splitlines() if " broken " in line)
+    assert "broken-plugin" in broken and "broken: matcher 'broken' (from broken-plugin, broken_plugin_module:Matcher) failed to load" in broken
+    assert "built-in" in next(line for line in listing.stdout.splitlines() if " random " in line)
+
+    failed = vlbench("run", "--task", "colors", "--matcher", "broken")
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines() == [
+        "error: matcher 'broken' (from broken-plugin, broken_plugin_module:Matcher) failed to load: ModuleNotFoundError: No module named 'a_dependency_that_is_not_installed'"
+    ]
+    assert vlbench("run", "--task", "colors", "--matcher", "random").returncode == 0
