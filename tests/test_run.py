@@ -163,3 +163,22 @@ def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(tmp_path):
     clean = json.loads(next((tmp_path / "clean").rglob("results.json")).read_text())
     assert killed["metrics"] == clean["metrics"] and killed["breakdown"] == clean["breakdown"]
     assert killed["n"] == 40
+
+
+def test_concurrent_runs_share_a_runs_directory_and_the_same_run_is_refused(tmp_path):
+    (tmp_path / "slow.yaml").write_text(json.dumps({"task_options": {"n_examples": 30}, "matcher_options": {"delay": 0.25}}))
+    command = [sys.executable, str(TESTS / "launch.py"), "run", "--task", "colors", "--matcher", "counting", "--config", "slow.yaml"]
+    environment = {**os.environ, "COLUMNS": "200"}
+    others = [subprocess.Popen([*command, "--seed", str(seed)], cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.rglob("seed-0/scores.jsonl")):
+        assert time.monotonic() < deadline, "the first run never got going"
+        time.sleep(0.02)
+    same = vlbench_cli("run", "--task", "colors", "--matcher", "counting", "--config", "slow.yaml", "--seed", "0", cwd=tmp_path, check=False)
+    assert same.returncode == 2 and same.stderr.strip().splitlines()[-1].startswith("error: another process is already running this run (runs/colors/counting/")
+    assert [process.wait(timeout=120) for process in others] == [0, 0]
+    for seed in (0, 1):
+        (results,) = tmp_path.rglob(f"seed-{seed}/results.json")
+        record = json.loads(results.read_text())
+        lines = (results.parent / "scores.jsonl").read_text().splitlines()
+        assert record["n"] == 30 and len(lines) == 30 and len({json.loads(line)["id"] for line in lines}) == 30
