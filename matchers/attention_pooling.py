@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import math
+
+import numpy as np
 import torch
 
 Pooling = Literal["lse", "max", "mean"]
@@ -40,3 +43,19 @@ def text_logsumexp(logits: torch.Tensor) -> torch.Tensor:
     the released DSD code's per-pixel score (the log-partition of each pixel's softmax)."""
     return torch.logsumexp(logits, dim=-1)
 
+
+
+def attention_grid(probabilities: torch.Tensor, size: int) -> torch.Tensor:
+    """`[jobs, text tokens, size, size]`: a layer's attention `[jobs, heads, image tokens, text
+    tokens]` averaged over heads, as maps over the (square) latent grid resized to `size`."""
+    mean = probabilities.float().mean(dim=1)
+    side = math.isqrt(mean.shape[1])
+    maps = mean.transpose(1, 2).reshape(mean.shape[0], mean.shape[2], side, side)
+    return torch.nn.functional.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def scaled_to_bytes(maps: torch.Tensor) -> np.ndarray:
+    """`maps` `[n, h, w]` each scaled to 0–255 (min to max) as uint8."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    span = (maps.amax(dim=(1, 2), keepdim=True) - low).clamp(min=1e-12)
+    return ((maps - low) / span * 255).round().to(torch.uint8).cpu().numpy()

@@ -73,6 +73,11 @@ class DiffusionInputs:
         """`[n, max_length]` bool: the tokenizer's real tokens (BOS, the text, EOS), not padding."""
         return self._tokenize(texts).attention_mask.bool().to(self.device)
 
+    def token_strings(self, texts) -> list[list[str]]:
+        """Per text, its `max_length` token strings (word-end marks removed), aligned with `token_mask`."""
+        tokenizer = self.sd.tokenizer
+        return [[token.replace("</w>", "") for token in tokenizer.convert_ids_to_tokens(ids)] for ids in self._tokenize(texts).input_ids.tolist()]
+
     def pixels(self, images) -> torch.Tensor:
         """`[n, 3, size, size]` in [-1, 1], resized as `resize` says."""
         from PIL import ImageOps

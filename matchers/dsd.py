@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from vlbench.errors import VlbenchError
-from vlbench.matchers.attention_pooling import Pooling, mean_over_tokens, pool_image_tokens, pooling_attribution
+from vlbench.matchers.attention_pooling import Pooling, attention_grid, mean_over_tokens, pool_image_tokens, pooling_attribution, scaled_to_bytes
 from vlbench.matchers.diffusion_inputs import LatentMode, candidate_set_identity, seeded_generator
 from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
 
@@ -47,10 +47,14 @@ class DSDOptions(UNetOptions):
     latent: LatentMode = "mean"
 
 
+ATTENTION_GRID = 16  # saved maps are resized to this many cells a side
+
+
 class DSDMatcher(StableDiffusionMatcher):
     name = "dsd"
     summary = "Discriminative Stable Diffusion (paper): LSE-pooled cross-attention, attention prompt learning."
     trainable = True
+    records_attention = True
     train_defaults = {"lr": 1e-2}  # the protocol's AdamW, bce, 5 epochs, batch 8; lr from a sweep on mini-world 7
     Options = DSDOptions
 
@@ -64,6 +68,8 @@ class DSDMatcher(StableDiffusionMatcher):
         self.trained = torch.nn.ModuleDict()  # holds the prompts once trained or loaded
         steps = self.sd.scheduler.config.num_train_timesteps - 1
         self.timesteps = [round(level * steps) for level in options.noise_levels]
+        self.grids: list[torch.Tensor] | None = None  # per captured layer call, while keeping maps
+        self.kept: list[dict] = []
 
     @property
     def prompts(self):
@@ -83,6 +89,8 @@ class DSDMatcher(StableDiffusionMatcher):
         return (key, value) if prompts is None else prompts.shift(layer, hidden_states, key, value)
 
     def _reduce(self, logits, probabilities):
+        if self.grids is not None:
+            self.grids.append(attention_grid(probabilities, ATTENTION_GRID))
         pooled = pool_image_tokens(probabilities, self.options.pooling, self.options.lse_lambda)
         if self.options.heads == "mean":
             return pooled
@@ -93,13 +101,42 @@ class DSDMatcher(StableDiffusionMatcher):
 
     def score_examples(self, batch):
         parts = [self._jobs(images, texts) for images, texts in batch]
-        raw = self.pair_scores(Jobs.concat(parts))
+        keeping = self.runtime.save_attention and self.training_noise is None
+        self.grids = [] if keeping else None
+        try:
+            raw = self.pair_scores(Jobs.concat(parts))
+            if keeping:
+                self.kept = self._attention_records(batch, parts)
+        finally:
+            self.grids = None
         matrices, start = [], 0
         for (images, texts), part in zip(batch, parts):
             per_level = raw[start : start + len(part)].view(len(images), len(texts), len(self.timesteps))
             matrices.append(self._calibrate(per_level.mean(dim=-1)))
             start += len(part)
         return matrices
+
+    def take_attention(self):
+        kept, self.kept = self.kept, []
+        return kept
+
+    def _attention_records(self, batch, parts) -> list[dict]:
+        """Per example, per (image, text) pair: each real token's map, averaged over the captured
+        layers, heads and noise levels (the attention the score pooled)."""
+        per_chunk = len(self.layers)
+        grids = torch.cat([torch.stack(self.grids[at : at + per_chunk]).mean(dim=0) for at in range(0, len(self.grids), per_chunk)])
+        records, start = [], 0
+        for (images, texts), part in zip(batch, parts):
+            maps = grids[start : start + len(part)].view(len(images), len(texts), len(self.timesteps), *grids.shape[1:]).mean(dim=2)
+            masks, tokens = self._token_mask(texts).cpu(), self.inputs.token_strings(texts)
+            pairs = [
+                {"image": i, "text": t, "tokens": [token for token, real in zip(tokens[t], masks[t]) if real], "maps": scaled_to_bytes(maps[i, t][masks[t]])}
+                for i in range(len(images))
+                for t in range(len(texts))
+            ]
+            records.append({"size": ATTENTION_GRID, "pairs": pairs})
+            start += len(part)
+        return records
 
     def _jobs(self, images, texts) -> Jobs:
         """Jobs in (image, text, level) order."""

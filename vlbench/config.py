@@ -77,6 +77,8 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     on_bad_example: Literal["error", "skip"] = "error"
     image_workers: int = 4
+    thumbnails: bool = True
+    save_attention: bool = False
     runs_dir: str = "runs"
     task_options: dict[str, Any] = field(default_factory=dict)
     matcher_options: dict[str, Any] = field(default_factory=dict)

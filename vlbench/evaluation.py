@@ -48,8 +48,10 @@ def score_examples(
     append: Callable[[list[ScoredExample]], None],
     on_bad_example: str = "error",
     workers: int = 4,
+    record: Callable[[list[tuple[Example, list[LoadedImage]]]], None] | None = None,
 ) -> dict[str, str]:
-    """Score `examples` in batches of `batch_size` examples, appending each batch's results.
+    """Score `examples` in batches of `batch_size` examples, appending each batch's results (and
+    passing each scored batch to `record`, if given).
 
     An example whose images cannot be loaded stops the run, or with ``on_bad_example="skip"`` is
     left out; returns the skipped ids with their errors."""
@@ -67,18 +69,21 @@ def score_examples(
                 skipped[example.id] = str(error)
                 advance(1)
             if len(batch) == batch_size:
-                append(_score_batch(matcher, batch))
+                _score_batch(matcher, batch, append, record)
                 advance(len(batch))
                 batch = []
         if batch:
-            append(_score_batch(matcher, batch))
+            _score_batch(matcher, batch, append, record)
             advance(len(batch))
     return skipped
 
 
-def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]]) -> list[ScoredExample]:
+def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]], append: Callable, record: Callable | None) -> None:
     matrices = matcher.score_examples([(images, example.texts) for example, images in batch])
-    return [_checked(matcher, example, matrix) for (example, _), matrix in zip(batch, matrices, strict=True)]
+    scored = [_checked(matcher, example, matrix) for (example, _), matrix in zip(batch, matrices, strict=True)]
+    if record is not None:
+        record(batch)  # before the scores: an example with scores always has its record
+    append(scored)
 
 
 def _checked(matcher: Matcher, example: Example, matrix) -> ScoredExample:

@@ -93,16 +93,23 @@ class RunDirectory:
             yield
 
     def score_shards(self) -> list[Path]:
-        """Rank shards not merged yet, in rank order."""
-        return sorted(self.path.glob("scores.rank-*.jsonl"), key=lambda path: int(path.name.split(".")[1][5:]))
+        """Rank shards of `scores.jsonl` not merged yet, in rank order."""
+        return _shards(self.path, "scores")
 
     def read_scores(self) -> dict[str, ScoredExample]:
         """The scored examples so far, by id, from `scores.jsonl` and any rank shards."""
-        scored: dict[str, ScoredExample] = {}
-        for path in (self.scores_path, *self.score_shards()):
-            for item in _read_score_file(path):
-                scored.setdefault(item.id, item)
-        return scored
+        return {
+            example_id: ScoredExample(item["id"], item["scores"], item["positives"], item["tags"])
+            for example_id, item in self.read_lines("scores", ("id", "scores", "positives", "tags")).items()
+        }
+
+    def read_lines(self, stem: str, required: Sequence[str] = ("id",)) -> dict[str, dict[str, Any]]:
+        """The records of `<stem>.jsonl` and its rank shards, by id (the first of any repeats)."""
+        records: dict[str, dict[str, Any]] = {}
+        for path in (self.path / f"{stem}.jsonl", *_shards(self.path, stem)):
+            for item in _read_jsonl(path, required):
+                records.setdefault(item["id"], item)
+        return records
 
     def merge_score_shards(self) -> None:
         """Fold the rank shards into `scores.jsonl` (each id once), then delete them. A crash at
@@ -120,18 +127,28 @@ class RunDirectory:
         """Yields `append(scored: Sequence[ScoredExample])`, writing to `scores.jsonl`, or with
         `rank` to that rank's shard; each call is flushed to the OS, so a killed process loses
         nothing it appended."""
-        path = self.scores_path if rank is None else self.path / f"scores.rank-{rank}.jsonl"
+        with self.line_appender("scores", rank) as append:
+            yield lambda scored: append([item.to_line() for item in scored])
+
+    @contextmanager
+    def line_appender(self, stem: str, rank: int | None = None) -> Iterator[Any]:
+        """Yields `append(lines: Sequence[str])` onto `<stem>.jsonl`, or `<stem>.rank-R.jsonl`."""
+        path = self.path / (f"{stem}.jsonl" if rank is None else f"{stem}.rank-{rank}.jsonl")
         with open(path, "a") as handle:
-            def append(scored: Sequence[ScoredExample]) -> None:
-                handle.write("".join(item.to_line() for item in scored))
+            def append(lines: Sequence[str]) -> None:
+                handle.write("".join(lines))
                 handle.flush()
 
             yield append
             os.fsync(handle.fileno())
 
 
-def _read_score_file(path: Path) -> list[ScoredExample]:
-    """The records of one score file. A partial last line (a crash mid-write) is cut off."""
+def _shards(directory: Path, stem: str) -> list[Path]:
+    return sorted(directory.glob(f"{stem}.rank-*.jsonl"), key=lambda path: int(path.name.split(".")[1][5:]))
+
+
+def _read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """The records of one append-only JSON-lines file. A partial last line (a crash mid-write) is cut off."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -143,9 +160,12 @@ def _read_score_file(path: Path) -> list[ScoredExample]:
     for number, line in enumerate(complete.decode().splitlines(), start=1):
         try:
             item = json.loads(line)
-            records.append(ScoredExample(item["id"], item["scores"], item["positives"], item["tags"]))
-        except (json.JSONDecodeError, KeyError) as error:
-            raise VlbenchError(f"{path}, line {number}: damaged score record ({error})") from None
+            missing = [key for key in required if key not in item]
+        except json.JSONDecodeError as error:
+            raise VlbenchError(f"{path}, line {number}: damaged record ({error})") from None
+        if missing:
+            raise VlbenchError(f"{path}, line {number}: damaged record (no {', '.join(missing)})")
+        records.append(item)
     return records
 
 

@@ -23,6 +23,7 @@ from vlbench import distributed, registry
 from vlbench.config import RunConfig
 from vlbench.errors import VlbenchError
 from vlbench.evaluation import load_images, score_examples
+from vlbench.example_records import example_recorder
 from vlbench.options import as_dict, build
 from vlbench.provenance import provenance
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
@@ -62,6 +63,9 @@ def prepare(config: RunConfig) -> Prepared:
         raise VlbenchError(f"--model {config.model}: matcher '{config.matcher}' takes no model")
     trains = matcher_class.trainable and not config.shots_parsed.is_zero
     train = build(TrainConfig, {**matcher_class.train_defaults, **config.train}, "train") if trains else None
+    if config.save_attention and not matcher_class.records_attention:
+        keeping = ", ".join(name for name in registry.matchers.names() if getattr(_loaded_or_none(name), "records_attention", False))
+        raise VlbenchError(f"--save-attention: matcher '{config.matcher}' records no attention maps (those that do: {keeping or 'none'})")
     if config.train and not trains:
         raise VlbenchError(f"'train:' options given, but matcher '{config.matcher}' does not train with --shots {config.shots}")
     device = resolve_device(config.device)
@@ -96,7 +100,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         import torch
 
         torch.manual_seed(seed)
-        runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path, config.task)
+        runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path, config.task, config.save_attention)
         matcher = prepared.matcher_class(prepared.matcher_options, runtime)
         by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
         fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train, ranks)
@@ -107,8 +111,9 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         started = time.perf_counter()
         mine = ranks.shard(pending)
         if mine:
-            with run_dir.score_appender(ranks.rank if ranks.distributed else None) as append:
-                skipped = score_examples(matcher, mine, config.batch_size, append, config.on_bad_example, config.image_workers)
+            shard = ranks.rank if ranks.distributed else None
+            with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as record:
+                skipped = score_examples(matcher, mine, config.batch_size, append, config.on_bad_example, config.image_workers, record)
         skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
         score_seconds = time.perf_counter() - started
 
@@ -223,6 +228,13 @@ def _check_ids(task: str, examples: list[Example], which: str) -> None:
         seen.add(example.id)
     if not examples:
         raise VlbenchError(f"task '{task}' has no {which} examples (check its data and options)")
+
+
+def _loaded_or_none(name: str) -> Any:
+    try:
+        return registry.matchers.get(name)
+    except VlbenchError:
+        return None
 
 
 def _path_label(shots: str) -> str:

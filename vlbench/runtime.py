@@ -11,7 +11,8 @@ from vlbench.errors import VlbenchError
 @dataclass(frozen=True)
 class Runtime:
     """Handed to every matcher. `model` is the `--model` value (a hub id, a path, or "mini");
-    `task` names the task being run (matchers with per-task defaults read it)."""
+    `task` names the task being run (matchers with per-task defaults read it); `save_attention`
+    asks matchers with `records_attention` to keep the maps behind their scores."""
 
     device: str
     seed: int
@@ -19,6 +20,7 @@ class Runtime:
     model: str | None
     run_dir: Path | None
     task: str | None = None
+    save_attention: bool = False
 
 
 def resolve_device(requested: str) -> str:

@@ -190,6 +190,7 @@ class Matcher:
     trainable: ClassVar[bool] = False
     uses_model: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
+    records_attention: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, runtime: Runtime) -> None:
@@ -228,6 +229,11 @@ class Matcher:
         from vlbench.options import as_dict
 
         return {"name": self.name, "model": self.runtime.model, "options": as_dict(self.options)}
+
+    def take_attention(self) -> list[dict[str, Any]]:
+        """With `runtime.save_attention` (matchers with `records_attention`): after `score_examples`,
+        per example of that batch, the maps its scores came from (format: `vlbench.example_records`)."""
+        raise NotImplementedError(f"matcher '{self.name}' records no attention maps")
 
     def library_versions(self) -> list[str]:
         """Distributions whose versions the run record should list (beyond torch and numpy)."""

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, run_command, score_command
+from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, report_command, run_command, score_command
 from vlbench.errors import VlbenchError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("run")(run_command.run)
 app.command("list")(list_command.list_entries)
 app.command("leaderboard")(leaderboard_command.leaderboard)
 app.command("score")(score_command.score)
+app.command("report")(report_command.report)
 app.add_typer(data_command.data_app, name="data")
 app.add_typer(miniworld_command.miniworld_app, name="miniworld")
 

@@ -21,6 +21,7 @@ def run(
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
     split: str = typer.Option(None, "--split", help="grouped (default) or paper-release (leaky; reproduction only)."),
     on_bad_example: str = typer.Option(None, "--on-bad-example", help="error (default) or skip: leave out examples whose images cannot be read, listed in results.json."),
+    save_attention: bool = typer.Option(None, "--save-attention", help="Keep the attention maps behind each score in the run record (dsd), for `vlbench report`."),
 ) -> None:
     """Run TASK with MATCHER; prints the metrics and the path of each results.json.
 
@@ -35,7 +36,7 @@ def run(
     overrides = {
         "task": task, "matcher": matcher, "model": model, "data_root": str(data_root) if data_root else None,
         "shots": shots, "seeds": seed, "runs_dir": str(runs_dir) if runs_dir else None, "limit": limit,
-        "batch_size": batch_size, "device": device, "split": split, "on_bad_example": on_bad_example,
+        "batch_size": batch_size, "device": device, "split": split, "on_bad_example": on_bad_example, "save_attention": save_attention,
     }
     run_config = load_run_config(config, overrides)
     prepared = prepare(run_config)

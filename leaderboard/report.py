@@ -1,0 +1,188 @@
+"""`vlbench report --html`: a static site from run records alone (no model, no data root).
+
+`index.html` holds the leaderboard tables and plots, and links one example browser per group of
+runs that evaluated the same split (same task, shots and seed): `browse-<task>-shots-<s>-seed-<k>.html`,
+whose data (each example's texts, thumbnails, every run's scores and outcomes, and attention maps
+where a run saved them) is a script next to it, so the site opens from disk without a server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlbench.errors import VlbenchError
+from vlbench.leaderboard.outcomes import example_outcomes
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, load_records, read_references, shots_order
+from vlbench.records import RunDirectory, atomic_write_text
+
+ASSETS = Path(__file__).parent / "report_assets"
+
+
+@dataclass
+class Group:
+    """Runs that evaluated the same split: their examples can be compared one by one."""
+
+    task: str
+    shots: str
+    seed: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}").replace("%", "pct")
+
+    @property
+    def title(self) -> str:
+        return f"{self.task} · shots {self.shots} · seed {self.seed}"
+
+
+def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True) -> Path:
+    """Write the site into `out`; returns the path of its `index.html`."""
+    from vlbench.leaderboard.plots import write_plots
+
+    tables = build_board(roots, baseline, read_references() if references else None)
+    groups = comparison_groups(load_records(roots))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(exist_ok=True)
+    for asset in ("report.css", "report.js"):
+        shutil.copyfile(ASSETS / asset, out / asset)
+    plots = {task: [path.relative_to(out).as_posix() for path in paths] for task, paths in write_plots(tables, out / "plots").items()}
+    for group in groups:
+        data = group_data(group)
+        atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")
+        atomic_write_text(out / f"{group.slug}.html", _browser_page(group))
+    atomic_write_text(out / "index.html", _index_page(tables, plots, groups))
+    return out / "index.html"
+
+
+def comparison_groups(records: list[dict[str, Any]]) -> list[Group]:
+    """Runs grouped by (task, split): every matcher with the same shots and seed shares a split."""
+    groups: dict[tuple[str, str], Group] = {}
+    for record in records:
+        protocol = record["protocol"]
+        group = groups.setdefault((record["task"]["name"], protocol["split_sha256"]), Group(record["task"]["name"], protocol["shots"], protocol["seed"]))
+        group.records.append(record)
+    for group in groups.values():
+        group.records.sort(key=lambda record: (record["matcher"]["name"], record["config_id"]))
+    return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed))
+
+
+def group_data(group: Group) -> dict[str, Any]:
+    """What a browser page shows: per example, its texts and thumbnails and each run's scores,
+    outcomes and (when saved) attention maps; `null` where a run did not score the example."""
+    runs = []
+    per_run = []
+    names = [record["matcher"]["name"] for record in group.records]
+    for record in group.records:
+        run_dir = RunDirectory(Path(record["_path"]).parent)
+        label = record["matcher"]["name"] + (f" ({record['config_id']})" if names.count(record["matcher"]["name"]) > 1 else "")
+        attention = run_dir.read_lines("attention")
+        runs.append({"label": label, "matcher": record["matcher"]["name"], "config_id": record["config_id"], "has_attention": bool(attention)})
+        per_run.append((example_outcomes(record), run_dir.read_scores(), run_dir.read_lines("examples"), attention))
+    order = RunDirectory(Path(group.records[0]["_path"]).parent).read_json("split.json")["eval_ids"]
+    scored = set().union(*(outcomes.keys() for outcomes, *_ in per_run))
+    examples = []
+    for example_id in [example_id for example_id in order if example_id in scored]:
+        shown = next((views[example_id] for _, _, views, _ in per_run if example_id in views), None)
+        stored = next(scores[example_id] for outcomes, scores, _, _ in per_run if example_id in outcomes)
+        examples.append({
+            "id": example_id,
+            "tags": stored.tags,
+            "positives": stored.positives,
+            "texts": shown["texts"] if shown else None,
+            "images": shown["images"] if shown else None,
+            "runs": [
+                {"scores": scores[example_id].scores, "outcomes": outcomes[example_id], "attention": _without_id(attention.get(example_id))} if example_id in outcomes else None
+                for outcomes, scores, _, attention in per_run
+            ],
+        })
+    if not examples:
+        raise VlbenchError(f"{group.title}: no run of this group has stored scores to browse")
+    metrics = list(examples[0]["runs"][next(i for i, run in enumerate(examples[0]["runs"]) if run)]["outcomes"])
+    return {"title": group.title, "task": group.task, "shots": group.shots, "seed": group.seed, "metrics": metrics, "runs": runs, "examples": examples}
+
+
+def _without_id(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if record is None else {key: value for key, value in record.items() if key != "id"}
+
+
+def _page(title: str, body: str, scripts: Sequence[str] = ()) -> str:
+    tags = "".join(f'<script src="{html.escape(src)}"></script>' for src in scripts)
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+        f"<link rel=\"stylesheet\" href=\"report.css\"></head>\n<body>\n{body}\n{tags}\n</body></html>\n"
+    )
+
+
+def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: list[Group]) -> str:
+    parts = [
+        "<h1>vlbench report</h1>",
+        "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
+        f"<em>Reported</em> rows are published numbers, not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean.</p>",
+    ]
+    for table in tables:
+        parts.append(f"<section><h2>{html.escape(table.task)}</h2>{_table_html(table)}")
+        parts += [f"<img class=\"plot\" src=\"{html.escape(path)}\" alt=\"{html.escape(table.task)} plot\">" for path in plots.get(table.task, [])]
+        browsers = [group for group in groups if group.task == table.task]
+        if browsers:
+            links = "".join(f"<li><a href=\"{group.slug}.html\">{html.escape(group.title)}</a> ({len(group.records)} runs)</li>" for group in browsers)
+            parts.append(f"<h3>Examples</h3><ul class=\"browsers\">{links}</ul>")
+        parts.append("</section>")
+    return _page("vlbench report", "\n".join(parts))
+
+
+def _table_html(table: TaskTable) -> str:
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in ["matcher", "shots", "seeds", "n", *table.columns])
+    rows = []
+    for row in table.rows:
+        label = f"<em>reported:</em> {html.escape(row.label)}" if row.reported else html.escape(row.label)
+        seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)
+        cells = "".join(f"<td>{_cell_html(cell)}</td>" for cell in row.cells)
+        rows.append(f"<tr class=\"{'reported' if row.reported else 'measured'}\"><td>{label}</td><td>{html.escape(row.shots)}</td><td>{seeds}</td><td>{html.escape(row.n)}</td>{cells}</tr>")
+    body = f"<table class=\"board\"><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    cited = [row for row in table.rows if row.reported]
+    if cited:
+        body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in cited) + "</ul>"
+    if table.comparisons:
+        lines = "".join(
+            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
+            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{c.p_value:.4f}</td><td>{c.pairs}</td></tr>"
+            for c in table.comparisons
+        )
+        body += (
+            f"<p>Paired bootstrap against <code>{html.escape(table.baseline or '')}</code> with the same shots (10,000 resamples; difference in points):</p>"
+            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th></tr></thead><tbody>{lines}</tbody></table>"
+        )
+    return body
+
+
+def _cell_html(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    text = f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
+    return f"<strong>{text}</strong>" if cell.best else text
+
+
+def _browser_page(group: Group) -> str:
+    body = f"""<p><a href="index.html">← leaderboard</a></p>
+<h1>{html.escape(group.title)}</h1>
+<form id="filters" class="filters" onsubmit="return false">
+  <label>metric <select id="metric"></select></label>
+  <span id="tag-filters"></span>
+  <label><select id="right"></select> right,</label>
+  <label><select id="wrong"></select> wrong</label>
+</form>
+<p id="shown" class="note"></p>
+<div class="layout">
+  <table id="examples" class="examples"><thead></thead><tbody></tbody></table>
+  <aside id="detail" class="detail"><p class="note">Click an example to see every run's scores and, where a run saved them, its attention maps.</p></aside>
+</div>"""
+    return _page(group.title, body, [f"data/{group.slug}.js", "report.js"])

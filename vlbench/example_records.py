@@ -1,0 +1,66 @@
+"""What a run keeps of each example it scores, so `vlbench report` needs no data and no model.
+
+- `examples.jsonl`: one line per example: its texts and its images' keys with a small JPEG
+  thumbnail each (a data URI, at most `THUMBNAIL_PIXELS` on a side), unless thumbnails are off.
+- `attention.jsonl` (with `--save-attention`, matchers with `records_attention`): one line per
+  example: for each (image, text) pair, the text's tokens and one map per token over the image,
+  `size`×`size` uint8 (each map scaled to 0–255), base64 in token order.
+
+Both are append-only and sharded by rank like `scores.jsonl`; readers take the union by id.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from vlbench.records import RunDirectory
+from vlbench.types import Example, LoadedImage, Matcher
+
+THUMBNAIL_PIXELS = 96
+
+Batch = Sequence[tuple[Example, Sequence[LoadedImage]]]
+
+
+def thumbnail_uri(pixels) -> str:
+    """A JPEG data URI of `pixels` shrunk to at most `THUMBNAIL_PIXELS` on its longer side."""
+    small = pixels.convert("RGB")
+    small.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def example_line(example: Example, images: Sequence[LoadedImage], thumbnails: bool) -> str:
+    shown = [{"key": image.key, "thumbnail": thumbnail_uri(image.pixels) if thumbnails else None} for image in images]
+    return json.dumps({"id": example.id, "texts": list(example.texts), "images": shown}) + "\n"
+
+
+def attention_line(example_id: str, record: dict[str, Any]) -> str:
+    """`record`: {"size": s, "pairs": [{"image", "text", "tokens", "maps": uint8 array [tokens, s, s]}]}."""
+    pairs = [
+        {"image": pair["image"], "text": pair["text"], "tokens": list(pair["tokens"]), "maps": base64.b64encode(pair["maps"].tobytes()).decode()}
+        for pair in record["pairs"]
+    ]
+    return json.dumps({"id": example_id, "size": record["size"], "pairs": pairs}) + "\n"
+
+
+@contextmanager
+def example_recorder(run_dir: RunDirectory, rank: int | None, matcher: Matcher, thumbnails: bool, save_attention: bool) -> Iterator[Callable[[Batch], None]]:
+    """Yields `record(batch)`, to call after each batch is scored: appends its example lines and,
+    when saving attention, the maps the matcher kept of that batch."""
+    with ExitStack() as files:
+        append_example = files.enter_context(run_dir.line_appender("examples", rank))
+        append_attention = files.enter_context(run_dir.line_appender("attention", rank)) if save_attention else None
+
+        def record(batch: Batch) -> None:
+            append_example([example_line(example, images, thumbnails) for example, images in batch])
+            if append_attention is not None:
+                kept = matcher.take_attention()
+                append_attention([attention_line(example.id, maps) for (example, _), maps in zip(batch, kept, strict=True)])
+
+        yield record
