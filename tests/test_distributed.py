@@ -62,7 +62,9 @@ def test_ranks_score_each_example_once_and_match_one_process(tmp_path, processes
     assert ranked["n"] == n_examples and ranked["provenance"]["processes"] == processes
     (run_dir,) = {path.parent for path in (tmp_path / "ranked").rglob("results.json")}
     assert sorted(scored_ids(run_dir)) == sorted(logged_examples(tmp_path)), "merged shards hold each example once"
-    assert not list(run_dir.glob("scores.rank-*")), "rank 0 merged and removed the shards"
+    assert not list(run_dir.glob("*.rank-*")), "rank 0 merged and removed the shards"
+    examples = [json.loads(line)["id"] for line in (run_dir / "examples.jsonl").read_text().splitlines()]
+    assert sorted(examples) == sorted(scored_ids(run_dir))
 
 
 def test_a_rank_killed_halfway_resumes_without_rescoring(tmp_path):

@@ -33,6 +33,11 @@ def right_ids(runs: Path, matcher: str) -> set[str]:
     return {record["id"] for record in map(json.loads, lines) if record["scores"][0][0] > record["scores"][1][0]}
 
 
+def tagged(runs: Path, tag: str, value: str) -> set[str]:
+    lines = (run_dir(runs, "clip") / "scores.jsonl").read_text().splitlines()
+    return {record["id"] for record in map(json.loads, lines) if record["tags"].get(tag) == value}
+
+
 def flat_scores(records: list[dict]) -> list[float]:
     return [value for record in records for row in record["scores"] for value in row]
 
@@ -116,6 +121,11 @@ def test_the_report_in_a_real_browser(mini_runs, tmp_path):
         rows = browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")
         assert {row.get_attribute("data-id") for row in rows} == expected and len(rows) == len(expected)
         assert browser.find_element(By.ID, "shown").text == f"{len(expected)} of {LIMIT} examples shown"
+        Select(browser.find_element(By.CSS_SELECTOR, "select[data-tag='neg_value']")).select_by_visible_text("verb")
+        verbs = expected & tagged(mini_runs, "neg_value", "verb")
+        assert {row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")} == verbs
+        Select(browser.find_element(By.CSS_SELECTOR, "select[data-tag='neg_value']")).select_by_visible_text("any")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")
 
         rows[0].click()
         loaded = "const maps = document.querySelectorAll('#detail img.heatmap'); return maps.length > 0 && [...maps].every((map) => map.complete && map.naturalWidth > 0)"

@@ -5,7 +5,8 @@ Layout (one directory per task, matcher, resolved config, shots and seed)::
     config.yaml    the resolved run configuration
     split.json     training and evaluation ids with their sha256
     scores.jsonl   one line per evaluated example, appended as it is scored
-    scores.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
+    examples.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
+    <file>.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
     results.json   metrics, breakdowns, timings and provenance (schema in the README)
 
@@ -28,6 +29,7 @@ from typing import Any
 from vlbench.errors import VlbenchError
 
 RESULTS = "results.json"
+SHARDED = ("scores", "examples", "attention")  # append-only files a multi-process run writes per rank
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,6 @@ class RunDirectory:
                 raise VlbenchError(f"another process is already running this run ({self.path}); wait for it or stop it") from None
             yield
 
-    def score_shards(self) -> list[Path]:
-        """Rank shards of `scores.jsonl` not merged yet, in rank order."""
-        return _shards(self.path, "scores")
-
     def read_scores(self) -> dict[str, ScoredExample]:
         """The scored examples so far, by id, from `scores.jsonl` and any rank shards."""
         return {
@@ -111,16 +109,16 @@ class RunDirectory:
                 records.setdefault(item["id"], item)
         return records
 
-    def merge_score_shards(self) -> None:
-        """Fold the rank shards into `scores.jsonl` (each id once), then delete them. A crash at
-        any point leaves files whose union is unchanged."""
-        shards = self.score_shards()
-        if not shards:
-            return
-        merged = self.read_scores()
-        atomic_write_text(self.scores_path, "".join(item.to_line() for item in merged.values()))
-        for shard in shards:
-            shard.unlink()
+    def merge_shards(self) -> None:
+        """Fold each file's rank shards into it (each id once), then delete them. A crash at any
+        point leaves files whose union is unchanged."""
+        for stem in SHARDED:
+            shards = _shards(self.path, stem)
+            if shards:
+                merged = self.read_lines(stem)
+                atomic_write_text(self.path / f"{stem}.jsonl", "".join(json.dumps(item) + "\n" for item in merged.values()))
+                for shard in shards:
+                    shard.unlink()
 
     @contextmanager
     def score_appender(self, rank: int | None = None) -> Iterator[Any]:

@@ -91,7 +91,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
             held.enter_context(run_dir.lock())
             _write_or_check_split(run_dir, split)
             run_dir.write_text("config.yaml", _yaml({**identity, "seed": seed, "data_root": config.data_root, "batch_size": config.batch_size, "device": prepared.device}))
-            run_dir.merge_score_shards()
+            run_dir.merge_shards()
             return set(run_dir.read_scores())
 
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
@@ -118,7 +118,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         score_seconds = time.perf_counter() - started
 
         def finish() -> dict[str, Any]:
-            run_dir.merge_score_shards()
+            run_dir.merge_shards()
             stored = run_dir.read_scores()
             unscored = [example.id for example in evaluation if example.id not in stored and example.id not in skipped]
             if unscored:
