@@ -117,49 +117,63 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
         score_seconds = time.perf_counter() - started
 
+        pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
+        timings = {
+            "fit_seconds": fit_seconds,
+            "score_seconds": score_seconds,
+            "examples_scored": len(pending) - len(skipped),
+            "examples_resumed": len(evaluation) - len(pending),
+            "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
+        }
+
         def finish() -> dict[str, Any]:
-            run_dir.merge_shards()
-            stored = run_dir.read_scores()
-            unscored = [example.id for example in evaluation if example.id not in stored and example.id not in skipped]
-            if unscored:
-                raise VlbenchError(
-                    f"{len(unscored)} evaluation examples have no stored scores after merging the ranks' shards "
-                    f"(first: '{unscored[0]}'); with several nodes, --runs-dir must be on a filesystem all of them share"
-                )
-            scored = [stored[example.id] for example in evaluation if example.id not in skipped]
-            if not scored:
-                raise VlbenchError(f"every evaluation example of '{config.task}' was skipped as unreadable (first: {next(iter(skipped.items()))})")
-            metrics, breakdown = compute_metrics(prepared.task, scored)
-            pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
-            results = {
-                "schema_version": SCHEMA_VERSION,
-                "config_id": config_id(identity),
-                "task": {"name": config.task, "version": prepared.task.version, "options": identity["task_options"]},
-                "matcher": {"name": config.matcher, "fingerprint": matcher.fingerprint(), "trained": prepared.train is not None},
-                "protocol": {**split.summary(), "limit": config.limit, "train": identity["train"]},
-                "n": len(scored),
-                "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
-                "metrics": metrics,
-                "breakdown": breakdown,
-                "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
-                "timings": {
-                    "fit_seconds": fit_seconds,
-                    "score_seconds": score_seconds,
-                    "examples_scored": len(pending) - len(skipped),
-                    "examples_resumed": len(evaluation) - len(pending),
-                    "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
-                },
-                "provenance": {
-                    **provenance(describe_device(prepared.device), matcher.library_versions()),
-                    "batch_size": config.batch_size,
-                    "processes": ranks.world_size,
-                },
-            }
+            scored = _merged_scores(run_dir, config.task, evaluation, skipped)
+            results = _results_record(prepared, identity, split, matcher, scored, skipped, timings, ranks.world_size)
             run_dir.write_json("results.json", results)
             return results
 
         results = ranks.on_main(finish)
     return RunResult(run_dir.path, results)
+
+
+def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], skipped: dict[str, str]) -> list[ScoredExample]:
+    """The stored scores of the evaluation examples not skipped, after merging any rank shards."""
+    run_dir.merge_shards()
+    stored = run_dir.read_scores()
+    unscored = [example.id for example in evaluation if example.id not in stored and example.id not in skipped]
+    if unscored:
+        raise VlbenchError(
+            f"{len(unscored)} evaluation examples have no stored scores after merging the ranks' shards "
+            f"(first: '{unscored[0]}'); with several nodes, --runs-dir must be on a filesystem all of them share"
+        )
+    scored = [stored[example.id] for example in evaluation if example.id not in skipped]
+    if not scored:
+        raise VlbenchError(f"every evaluation example of '{task}' was skipped as unreadable (first: {next(iter(skipped.items()))})")
+    return scored
+
+
+def _results_record(prepared: Prepared, identity: dict[str, Any], split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], processes: int) -> dict[str, Any]:
+    """The content of `results.json`."""
+    config = prepared.config
+    metrics, breakdown = compute_metrics(prepared.task, scored)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config_id": config_id(identity),
+        "task": {"name": config.task, "version": prepared.task.version, "options": identity["task_options"]},
+        "matcher": {"name": config.matcher, "fingerprint": matcher.fingerprint(), "trained": prepared.train is not None},
+        "protocol": {**split.summary(), "limit": config.limit, "train": identity["train"]},
+        "n": len(scored),
+        "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
+        "metrics": metrics,
+        "breakdown": breakdown,
+        "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
+        "timings": timings,
+        "provenance": {
+            **provenance(describe_device(prepared.device), matcher.library_versions()),
+            "batch_size": config.batch_size,
+            "processes": processes,
+        },
+    }
 
 
 def compute_metrics(task: Task, scored: list[ScoredExample]) -> tuple[dict[str, float], dict[str, Any]]:
