@@ -65,6 +65,18 @@ def test_saved_attention_holds_a_map_per_real_token_and_leaves_scores_unchanged(
             assert all(min(values) == 0 and max(values) == 255 for values in per_token)
 
 
+def test_save_attention_on_a_run_scored_without_it_says_so(mini_runs, tmp_path):
+    shutil.copytree(mini_runs, tmp_path / "runs")
+    (run,) = (tmp_path / "runs" / "mini-comvg" / "dsd").glob("*/seed-0")
+    (run / "attention.jsonl").unlink()
+    result = vlbench_cli("run", "--task", "mini-comvg", "--matcher", "dsd", "--model", "mini", "--limit", LIMIT, "--save-attention", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --save-attention: {run.relative_to(tmp_path)} already holds scores of {LIMIT} examples scored without keeping their maps, "
+        "and finished examples are not scored again; use another --runs-dir"
+    ]
+
+
 def test_save_attention_is_refused_for_a_matcher_without_maps(tmp_path):
     result = vlbench_cli("run", "--task", "colors", "--matcher", "random", "--save-attention", cwd=tmp_path, check=False)
     assert result.returncode == 2

@@ -92,7 +92,10 @@ def run(prepared: Prepared, seed: int) -> RunResult:
             _write_or_check_split(run_dir, split)
             run_dir.write_text("config.yaml", _yaml({**identity, "seed": seed, "data_root": config.data_root, "batch_size": config.batch_size, "device": prepared.device}))
             run_dir.merge_shards()
-            return set(run_dir.read_scores())
+            done = set(run_dir.read_scores())
+            if config.save_attention:
+                _check_attention_kept(run_dir, done)
+            return done
 
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
         # rank starts appending.
@@ -134,6 +137,15 @@ def run(prepared: Prepared, seed: int) -> RunResult:
 
         results = ranks.on_main(finish)
     return RunResult(run_dir.path, results)
+
+
+def _check_attention_kept(run_dir: RunDirectory, done: set[str]) -> None:
+    without = done - set(run_dir.read_lines("attention"))
+    if without:
+        raise VlbenchError(
+            f"--save-attention: {run_dir.path} already holds scores of {len(without)} examples scored without "
+            "keeping their maps, and finished examples are not scored again; use another --runs-dir"
+        )
 
 
 def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], skipped: dict[str, str]) -> list[ScoredExample]:
