@@ -128,6 +128,7 @@ def test_the_report_in_a_real_browser(mini_runs, tmp_path):
     try:
         browser.get((tmp_path / "site" / "index.html").as_uri())
         browser.find_element(By.LINK_TEXT, "mini-comvg · shots 0 · seed 0").click()
+        WebDriverWait(browser, 30).until(lambda driver: driver.execute_script("const shown = document.getElementById('shown'); return shown !== null && shown.textContent !== ''"))
         Select(browser.find_element(By.ID, "right")).select_by_visible_text("clip")
         Select(browser.find_element(By.ID, "wrong")).select_by_visible_text("dsd")
         rows = browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")
