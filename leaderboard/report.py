@@ -43,22 +43,28 @@ class Group:
         return f"{self.task} · shots {self.shots} · seed {self.seed}"
 
 
-def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True) -> Path:
+def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True, plots: bool = True) -> Path:
     """Write the site into `out`; returns the path of its `index.html`."""
     from vlbench.leaderboard.plots import write_plots
 
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise VlbenchError("vlbench report draws its plots with matplotlib: pip install 'vlbench[plots]', or pass --no-plots") from None
     tables = build_board(roots, baseline, read_references() if references else None)
     groups = comparison_groups(load_records(roots))
     out.mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
     for asset in ("report.css", "report.js"):
         shutil.copyfile(ASSETS / asset, out / asset)
-    plots = {task: [path.relative_to(out).as_posix() for path in paths] for task, paths in write_plots(tables, out / "plots").items()}
+    drawn = write_plots(tables, out / "plots") if plots else {}
+    images = {task: [path.relative_to(out).as_posix() for path in paths] for task, paths in drawn.items()}
     for group in groups:
         data = group_data(group)
         atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")
         atomic_write_text(out / f"{group.slug}.html", _browser_page(group))
-    atomic_write_text(out / "index.html", _index_page(tables, plots, groups))
+    atomic_write_text(out / "index.html", _index_page(tables, images, groups))
     return out / "index.html"
 
 
