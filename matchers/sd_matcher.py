@@ -120,8 +120,11 @@ class StableDiffusionMatcher(Matcher):
         return per_layer, torch.cat(outputs) if need_output else None
 
     def fit(self, examples, train, load_images):
-        """The protocol's training loop, drawing fresh seeded noise (`training_noise`) each step."""
-        self.training_noise = torch.Generator().manual_seed(self.runtime.seed)
+        """The protocol's training loop, drawing fresh seeded noise (`training_noise`) each step;
+        in a multi-process run each rank draws its own stream (rank 0's is the one-process stream)."""
+        from vlbench import distributed
+
+        self.training_noise = torch.Generator().manual_seed(self.runtime.seed + 1_000_003 * distributed.current().rank)
         try:
             super().fit(examples, train, load_images)
         finally:

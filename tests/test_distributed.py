@@ -116,13 +116,15 @@ def _run_dir(runs: Path) -> Path:
     return found[0] if found else runs
 
 
-def test_data_parallel_training_matches_one_process(tmp_path):
-    """clip-ft trains without noise, so two ranks (each half of every batch, gradients summed)
-    reach the one-process parameters up to float summation order."""
+@pytest.mark.parametrize("processes", [2, 3])
+def test_data_parallel_training_matches_one_process(tmp_path, processes):
+    """clip-ft trains without noise, so ranks that each score their share of every batch (3/3/2
+    of a batch of 8 with three ranks) and sum gradients reach the one-process parameters up to
+    float summation order."""
     import torch
 
     args = ["run", "--task", "mini-comvg", "--matcher", "clip-ft", "--model", "mini", "--shots", "5%", "--limit", "60"]
-    torchrun(2, *args, "--runs-dir", "ranked", cwd=tmp_path, module=True)
+    torchrun(processes, *args, "--runs-dir", "ranked", cwd=tmp_path, module=True)
     vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
     ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
     assert ranked["metrics"] == single["metrics"]
