@@ -9,6 +9,7 @@ where a run saved them) is a script next to it, so the site opens from disk with
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 import shutil
@@ -47,11 +48,8 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
     """Write the site into `out`; returns the path of its `index.html`."""
     from vlbench.leaderboard.plots import write_plots
 
-    if plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise VlbenchError("vlbench report draws its plots with matplotlib: pip install 'vlbench[plots]', or pass --no-plots") from None
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        raise VlbenchError("vlbench report draws its plots with matplotlib: pip install 'vlbench[plots]', or pass --no-plots")
     tables = build_board(roots, baseline, read_references() if references else None)
     groups = comparison_groups(load_records(roots))
     out.mkdir(parents=True, exist_ok=True)
