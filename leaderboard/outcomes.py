@@ -9,11 +9,12 @@ from typing import Any
 from vlbench import registry
 from vlbench.errors import VlbenchError
 from vlbench.options import build
-from vlbench.records import RunDirectory
+from vlbench.records import RunDirectory, ScoredExample
 
 
-def example_outcomes(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Outcomes by example id of one run (its evaluation examples only)."""
+def example_outcomes(record: dict[str, Any], stored: dict[str, ScoredExample] | None = None) -> dict[str, dict[str, float]]:
+    """Outcomes by example id of one run (its evaluation examples only), from `stored` when the
+    caller has already read the run's scores."""
     path = Path(record["_path"])
     run_dir = RunDirectory(path.parent)
     if not run_dir.scores_path.exists():
@@ -22,7 +23,7 @@ def example_outcomes(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     task = task_class(build(task_class.Options, record["task"]["options"], f"{path} task.options"), None)
     split = run_dir.read_json("split.json")
     skipped = {item["id"] for item in record.get("skipped", [])}
-    stored = run_dir.read_scores()
+    stored = run_dir.read_scores() if stored is None else stored
     evaluated = [example_id for example_id in split["eval_ids"][: record["protocol"]["limit"]] if example_id not in skipped]
     return {example_id: task.outcomes(stored[example_id].scores, stored[example_id].positives) for example_id in evaluated if example_id in stored}
 

@@ -21,7 +21,7 @@ from typing import Any
 from vlbench.errors import VlbenchError
 from vlbench.leaderboard.outcomes import example_outcomes
 from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, load_records, read_references, shots_order
-from vlbench.records import RunDirectory, atomic_write_text
+from vlbench.records import RunDirectory, ScoredExample, atomic_write_text
 
 ASSETS = Path(__file__).parent / "report_assets"
 
@@ -78,38 +78,57 @@ def comparison_groups(records: list[dict[str, Any]]) -> list[Group]:
     return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed))
 
 
+@dataclass
+class _RunRecords:
+    """What one run of a group stored, by example id."""
+
+    scores: dict[str, ScoredExample]
+    outcomes: dict[str, dict[str, float]]
+    shown: dict[str, dict[str, Any]]  # examples.jsonl: texts and thumbnails
+    attention: dict[str, dict[str, Any]]
+
+    @classmethod
+    def read(cls, record: dict[str, Any]) -> _RunRecords:
+        run_dir = RunDirectory(Path(record["_path"]).parent)
+        scores = run_dir.read_scores()
+        return cls(scores, example_outcomes(record, scores), run_dir.read_lines("examples"), run_dir.read_lines("attention"))
+
+    def view(self, example_id: str) -> dict[str, Any] | None:
+        """This run's scores, outcomes and maps of the example, or None if it did not score it."""
+        if example_id not in self.outcomes:
+            return None
+        return {"scores": self.scores[example_id].scores, "outcomes": self.outcomes[example_id], "attention": _without_id(self.attention.get(example_id))}
+
+
 def group_data(group: Group) -> dict[str, Any]:
     """What a browser page shows: per example, its texts and thumbnails and each run's scores,
     outcomes and (when saved) attention maps; `null` where a run did not score the example."""
-    runs = []
-    per_run = []
     names = [record["matcher"]["name"] for record in group.records]
+    runs, stored = [], []
     for record in group.records:
-        run_dir = RunDirectory(Path(record["_path"]).parent)
+        run = _RunRecords.read(record)
         label = record["matcher"]["name"] + (f" ({record['config_id']})" if names.count(record["matcher"]["name"]) > 1 else "")
-        attention = run_dir.read_lines("attention")
-        runs.append({"label": label, "matcher": record["matcher"]["name"], "config_id": record["config_id"], "has_attention": bool(attention)})
-        per_run.append((example_outcomes(record), run_dir.read_scores(), run_dir.read_lines("examples"), attention))
+        runs.append({"label": label, "matcher": record["matcher"]["name"], "config_id": record["config_id"], "has_attention": bool(run.attention)})
+        stored.append(run)
     order = RunDirectory(Path(group.records[0]["_path"]).parent).read_json("split.json")["eval_ids"]
-    scored = set().union(*(outcomes.keys() for outcomes, *_ in per_run))
     examples = []
-    for example_id in [example_id for example_id in order if example_id in scored]:
-        shown = next((views[example_id] for _, _, views, _ in per_run if example_id in views), None)
-        stored = next(scores[example_id] for outcomes, scores, _, _ in per_run if example_id in outcomes)
+    for example_id in order:
+        scoring = [run for run in stored if example_id in run.outcomes]
+        if not scoring:
+            continue
+        shown = next((run.shown[example_id] for run in stored if example_id in run.shown), None)
+        first = scoring[0].scores[example_id]
         examples.append({
             "id": example_id,
-            "tags": stored.tags,
-            "positives": stored.positives,
+            "tags": first.tags,
+            "positives": first.positives,
             "texts": shown["texts"] if shown else None,
             "images": shown["images"] if shown else None,
-            "runs": [
-                {"scores": scores[example_id].scores, "outcomes": outcomes[example_id], "attention": _without_id(attention.get(example_id))} if example_id in outcomes else None
-                for outcomes, scores, _, attention in per_run
-            ],
+            "runs": [run.view(example_id) for run in stored],
         })
     if not examples:
         raise VlbenchError(f"{group.title}: no run of this group has stored scores to browse")
-    metrics = list(examples[0]["runs"][next(i for i, run in enumerate(examples[0]["runs"]) if run)]["outcomes"])
+    metrics = list(next(view for view in examples[0]["runs"] if view)["outcomes"])
     return {"title": group.title, "task": group.task, "shots": group.shots, "seed": group.seed, "metrics": metrics, "runs": runs, "examples": examples}
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,7 +41,6 @@ def text_logsumexp(logits: torch.Tensor) -> torch.Tensor:
     """`[..., n]`: LogSumExp of pre-softmax logits over every text token (padding included, λ = 1),
     the released DSD code's per-pixel score (the log-partition of each pixel's softmax)."""
     return torch.logsumexp(logits, dim=-1)
-
 
 
 def attention_grid(probabilities: torch.Tensor, size: int) -> torch.Tensor:

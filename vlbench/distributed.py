@@ -38,12 +38,6 @@ class Ranks:
         """This rank's share of `items`: every `world_size`-th item from `rank`, none padded or repeated."""
         return list(items[self.rank :: self.world_size])
 
-    def barrier(self) -> None:
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def from_main(self, value: Any) -> Any:
         """Rank 0's `value`, on every rank."""
         if not self.distributed:

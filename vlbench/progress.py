@@ -12,9 +12,9 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     from vlbench import distributed
 
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     ranks = distributed.current()
     if ranks.distributed:
         description += f" (rank 0's share of {ranks.world_size})"
