@@ -20,7 +20,7 @@ from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.leaderboard.outcomes import example_outcomes
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, load_records, read_references, shots_order
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, load_records, read_references, shots_order
 from vlbench.records import RunDirectory, ScoredExample, atomic_write_text
 
 ASSETS = Path(__file__).parent / "report_assets"
@@ -190,8 +190,7 @@ def _table_html(table: TaskTable) -> str:
 def _cell_html(cell: Cell | None) -> str:
     if cell is None:
         return "–"
-    text = f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
-    return f"<strong>{text}</strong>" if cell.best else text
+    return f"<strong>{cell_text(cell)}</strong>" if cell.best else cell_text(cell)
 
 
 def _browser_page(group: Group) -> str:

@@ -273,11 +273,15 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
     return "\n".join(lines) + "\n"
 
 
+def cell_text(cell: Cell) -> str:
+    """`mean ± half-width` (just the mean for one seed), in points."""
+    return f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
+
+
 def _format(cell: Cell | None) -> str:
     if cell is None:
         return "–"
-    text = f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
-    return f"**{text}**" if cell.best else text
+    return f"**{cell_text(cell)}**" if cell.best else cell_text(cell)
 
 
 def render_csv(tables: list[TaskTable]) -> str:
