@@ -6,6 +6,7 @@ import csv
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from vlbench.metrics import image_choice_correct
 from vlbench.types import Example, ImageRef, Matcher, Task
@@ -14,28 +15,37 @@ from vlbench.types import Example, ImageRef, Matcher, Task
 @dataclass
 class CountingOptions:
     log: str = ""
-    delay: float = 0.0
     nan_key: str = ""
+    gate: str = ""  # a directory: after `pause_after` scoring calls, wait until `<gate>/open` exists
+    pause_after: int = 0
 
 
 class CountingMatcher(Matcher):
     """Scores a pair by text length minus image key length; appends each example's first image
-    key to `log` (one line per scoring call) and sleeps `delay` seconds per example. An example
-    whose first image key is `nan_key` gets NaN scores."""
+    key to `log` (one line per scoring call). An example whose first image key is `nan_key` gets
+    NaN scores. With `gate`, the process stops before its scoring call number `pause_after + 1`,
+    leaves `<gate>/waiting-<pid>` and goes on once the test creates `<gate>/open`: tests act on a
+    run at a known point instead of guessing how long it takes."""
 
     name = "counting"
     summary = "Test matcher that logs every scoring call."
     Options = CountingOptions
 
+    def __init__(self, options, runtime):
+        super().__init__(options, runtime)
+        self.calls = 0
+
     def score(self, images, texts):
         import torch
 
+        if self.options.gate and self.calls == self.options.pause_after:
+            wait_at_gate(Path(self.options.gate))
+        self.calls += 1
         if self.options.log:
             with open(self.options.log, "a") as handle:
                 handle.write(images[0].key + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-        time.sleep(self.options.delay)
         if images[0].key == self.options.nan_key:
             return torch.full((len(images), len(texts)), float("nan"))
         return torch.tensor([[float(len(text) - len(image.key)) for text in texts] for image in images])
@@ -63,6 +73,26 @@ class TinyFilesTask(Task):
 
     def describe(self):
         return "<root>/pairs.csv (id,text,pos_image,neg_image) and <root>/images/<name>"
+
+
+def wait_at_gate(gate: Path) -> None:
+    """Announce this process at `gate`, then block until the test opens it."""
+    (gate / f"waiting-{os.getpid()}").touch()
+    while not (gate / "open").exists():
+        time.sleep(0.01)
+
+
+def wait_until_paused(gate: Path, count: int, processes) -> None:
+    """Block until `count` processes wait at `gate`; fail at once if one of `processes` exits first."""
+    while len(list(gate.glob("waiting-*"))) < count:
+        ended = [process for process in processes if process.poll() is not None]
+        if ended:
+            raise AssertionError(f"a process ended (exit code {ended[0].returncode}) before {count} reached the gate {gate}")
+        time.sleep(0.01)
+
+
+def open_gate(gate: Path) -> None:
+    (gate / "open").touch()
 
 
 def register_all() -> None:

@@ -5,12 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import TESTS, vlbench_cli
+from support import open_gate, wait_until_paused
 
 
 ENVIRONMENT = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
@@ -29,8 +29,14 @@ def torchrun(processes: int, *args: str, cwd: Path, module: bool = False, check:
     return result
 
 
-def counting_args(tmp_path: Path, n_examples: int, delay: float = 0.0) -> list[str]:
-    (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": n_examples}, "matcher_options": {"log": str(tmp_path / "calls.log"), "delay": delay}}))
+def counting_args(tmp_path: Path, n_examples: int, pause_after: int | None = None) -> list[str]:
+    """A colors run with the counting matcher; with `pause_after`, each process waits at the gate
+    `tmp_path/gate` after that many scoring calls."""
+    options = {"log": str(tmp_path / "calls.log")}
+    if pause_after is not None:
+        (tmp_path / "gate").mkdir(exist_ok=True)
+        options.update(gate=str(tmp_path / "gate"), pause_after=pause_after)
+    (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": n_examples}, "matcher_options": options}))
     return ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml")]
 
 
@@ -68,25 +74,24 @@ def test_ranks_score_each_example_once_and_match_one_process(tmp_path, processes
 
 
 def test_a_rank_killed_halfway_resumes_without_rescoring(tmp_path):
-    args = [*counting_args(tmp_path, 40, delay=0.05), "--runs-dir", "killed"]
+    # Batches of one example: each rank has appended 5 scores when it stops at the gate.
+    args = [*counting_args(tmp_path, 40, pause_after=5), "--runs-dir", "killed", "--batch-size", "1"]
     launcher = subprocess.Popen(torchrun_command(2, *args), cwd=tmp_path, env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while not (len(list(_run_dir(tmp_path / "killed").glob("scores.rank-*.jsonl"))) == 2 and len(scored_ids(_run_dir(tmp_path / "killed"))) >= 10):
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.02)
+    wait_until_paused(tmp_path / "gate", 2, [launcher])
     os.kill(max(_children(launcher.pid)), signal.SIGKILL)  # one rank dies; the launcher stops the other
-    assert launcher.wait(timeout=60) != 0
+    assert launcher.wait() != 0
     run_dir = _run_dir(tmp_path / "killed")
     stored_at_kill = set(scored_ids(run_dir))
-    assert 10 <= len(stored_at_kill) < 40
+    assert len(stored_at_kill) == 10
     calls_before = len(logged_examples(tmp_path))
+    open_gate(tmp_path / "gate")
 
     torchrun(2, *args, cwd=tmp_path)
     rescored = logged_examples(tmp_path)[calls_before:]
     assert len(rescored) == 40 - len(stored_at_kill) and not set(rescored) & stored_at_kill
     assert sorted(scored_ids(run_dir)) == sorted(f"colors-{index}" for index in range(40))
 
-    vlbench_cli(*counting_args(tmp_path, 40), "--runs-dir", "clean", cwd=tmp_path)
+    vlbench_cli(*args[:-4], "--runs-dir", "clean", cwd=tmp_path)
     killed, clean = results_of(tmp_path / "killed"), results_of(tmp_path / "clean")
     assert killed["metrics"] == clean["metrics"] and killed["breakdown"] == clean["breakdown"] and killed["n"] == 40
 
@@ -147,17 +152,17 @@ def test_accelerate_launch_runs_the_same_command(tmp_path):
 
 
 def test_a_second_launch_on_a_running_run_is_refused_on_every_rank(tmp_path):
-    args = [*counting_args(tmp_path, 40, delay=0.1), "--runs-dir", "runs"]
-    first = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The first run holds the run's lock while it waits at the gate, before its first score.
+    args = [*counting_args(tmp_path, 40, pause_after=0), "--runs-dir", "runs"]
+    first = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not list((tmp_path / "runs").rglob("scores.jsonl")):
-            assert time.monotonic() < deadline, "the first run never got going"
-            time.sleep(0.02)
+        wait_until_paused(tmp_path / "gate", 1, [first])
         second = torchrun(2, *args, cwd=tmp_path, check=False)
     finally:
-        first.kill()
-        first.wait()
+        open_gate(tmp_path / "gate")
+        _, first_errors = first.communicate()
     assert second.returncode != 0
     refusals = [line for line in second.stderr.splitlines() if line.startswith("error: another process is already running this run")]
     assert len(refusals) == 2, second.stderr
+    assert first.returncode == 0, first_errors
+    assert len(scored_ids(_run_dir(tmp_path / "runs"))) == 40

@@ -3,12 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import TESTS, vlbench_cli
+from support import open_gate, wait_until_paused
 from vlbench import registry
 from vlbench.config import load_run_config
 from vlbench.rescore import rescore
@@ -127,30 +127,22 @@ def test_only_the_declared_parameters_train(tmp_path, mean_color):
 
 
 def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(tmp_path):
-    args = ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml")]
-    def write_config(log: Path, delay: float):
-        (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": 40}, "matcher_options": {"log": str(log), "delay": delay}}))
-
-    # Every phase uses the same options (so the same run identity); the uninterrupted reference
-    # run goes to its own runs directory.
-    log = tmp_path / "calls.log"
-    write_config(log, 0.05)
+    # Every phase uses the same options (so the same run identity); the process stops at the gate
+    # after 10 scoring calls, that is two whole batches of 5 appended, and is killed there.
+    log, gate = tmp_path / "calls.log", tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": 40}, "matcher_options": {"log": str(log), "gate": str(gate), "pause_after": 10}}))
+    args = ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml"), "--batch-size", "5"]
     environment = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args, "--runs-dir", "killed"], cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    scores = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = list((tmp_path / "killed").rglob("scores.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 10:
-            scores = found[0]
-            break
-        time.sleep(0.02)
+    wait_until_paused(gate, 1, [process])
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert scores is not None, "the run never got going"
+    (scores,) = (tmp_path / "killed").rglob("scores.jsonl")
     stored_at_kill = {json.loads(line)["id"] for line in scores.read_text().splitlines() if line.endswith("}")}
-    assert 10 <= len(stored_at_kill) < 40
+    assert len(stored_at_kill) == 10
     calls_before = len(log.read_text().splitlines())
+    open_gate(gate)
 
     vlbench_cli(*args, "--runs-dir", "killed", cwd=tmp_path)
     rescored = log.read_text().splitlines()[calls_before:]
@@ -166,17 +158,20 @@ def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_concurrent_runs_share_a_runs_directory_and_the_same_run_is_refused(tmp_path):
-    (tmp_path / "slow.yaml").write_text(json.dumps({"task_options": {"n_examples": 30}, "matcher_options": {"delay": 0.25}}))
-    command = [sys.executable, str(TESTS / "launch.py"), "run", "--task", "colors", "--matcher", "counting", "--config", "slow.yaml"]
+    # Both runs stop at the gate after 3 examples, so both hold their runs at once.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "gated.yaml").write_text(json.dumps({"task_options": {"n_examples": 30}, "matcher_options": {"gate": str(gate), "pause_after": 3}}))
+    command = [sys.executable, str(TESTS / "launch.py"), "run", "--task", "colors", "--matcher", "counting", "--config", "gated.yaml"]
     environment = {**os.environ, "COLUMNS": "200"}
     others = [subprocess.Popen([*command, "--seed", str(seed)], cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.rglob("seed-0/scores.jsonl")):
-        assert time.monotonic() < deadline, "the first run never got going"
-        time.sleep(0.02)
-    same = vlbench_cli("run", "--task", "colors", "--matcher", "counting", "--config", "slow.yaml", "--seed", "0", cwd=tmp_path, check=False)
+    try:
+        wait_until_paused(gate, 2, others)
+        same = vlbench_cli("run", "--task", "colors", "--matcher", "counting", "--config", "gated.yaml", "--seed", "0", cwd=tmp_path, check=False)
+    finally:
+        open_gate(gate)
     assert same.returncode == 2 and same.stderr.strip().splitlines()[-1].startswith("error: another process is already running this run (runs/colors/counting/")
-    assert [process.wait(timeout=120) for process in others] == [0, 0]
+    assert [process.wait() for process in others] == [0, 0]
     for seed in (0, 1):
         (results,) = tmp_path.rglob(f"seed-{seed}/results.json")
         record = json.loads(results.read_text())
