@@ -29,9 +29,9 @@ class LoadedClip:
 
 
 def mini_clip_dir() -> Path:
-    from vlbench.tasks.miniworld import models
+    from vlbench.matchers.mini_models import mini_model_dir
 
-    return Path(models.__file__).parent / "mini-clip"
+    return mini_model_dir("mini-clip")
 
 
 def load_open_clip(model: str | None, device: str) -> LoadedClip:

@@ -27,9 +27,9 @@ class StableDiffusionParts:
 
 
 def mini_sd_dir() -> Path:
-    from vlbench.tasks.miniworld import models
+    from vlbench.matchers.mini_models import mini_model_dir
 
-    return Path(models.__file__).parent / "mini-sd"
+    return mini_model_dir("mini-sd")
 
 
 def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionParts:

@@ -1,1 +1,0 @@
-"""The tiny models trained on the mini-world, shipped with vlbench (`--model mini`)."""
