@@ -1,48 +1,43 @@
-"""Per-example outcomes of stored runs (from `scores.jsonl`, through the task's `outcomes`), paired
-across two matchers by example id (within the same seed, hence the same split)."""
+"""Per-example outcomes of two rows of runs, paired by example id for the paired bootstrap."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from vlbench import registry
-from vlbench.errors import VlbenchError
-from vlbench.options import build
-from vlbench.records import RunDirectory, ScoredExample
+from vlbench.stored_runs import StoredRun
 
 
-def example_outcomes(record: dict[str, Any], stored: dict[str, ScoredExample] | None = None) -> dict[str, dict[str, float]]:
-    """Outcomes by example id of one run (its evaluation examples only), from `stored` when the
-    caller has already read the run's scores."""
-    path = Path(record["_path"])
-    run_dir = RunDirectory(path.parent)
-    if not run_dir.scores_path.exists():
-        raise VlbenchError(f"{run_dir.scores_path} not found: the paired bootstrap needs each run's scores, not only results.json")
-    task_class = registry.tasks.get(record["task"]["name"])
-    task = task_class(build(task_class.Options, record["task"]["options"], f"{path} task.options"), None)
-    split = run_dir.read_json("split.json")
-    skipped = {item["id"] for item in record.get("skipped", [])}
-    stored = run_dir.read_scores() if stored is None else stored
-    evaluated = [example_id for example_id in split["eval_ids"][: record["protocol"]["limit"]] if example_id not in skipped]
-    return {example_id: task.outcomes(stored[example_id].scores, stored[example_id].positives) for example_id in evaluated if example_id in stored}
+def compared_metric(runs: Sequence[StoredRun]) -> str:
+    """The per-example metric a comparison uses: the task's headline where it is one (Winoground's
+    `group`), else the first outcome (ComVG's `accuracy`: its `average` is not per example)."""
+    outcomes = next(iter(runs[0].outcomes.values()))
+    headline = runs[0].record.headline
+    return headline if headline in outcomes else next(iter(outcomes))
 
 
-def paired_outcomes(records: list[dict[str, Any]], baseline_records: list[dict[str, Any]]) -> tuple[str, list[float], list[float]]:
-    """(metric, outcomes, baseline outcomes), one pair per example that both have under some
-    seed, each side averaged over the seeds where both have it (so a zero-shot example scored
-    under three seeds counts once); the metric is the task's first per-example outcome."""
-    baseline_by_seed = {record["protocol"]["seed"]: record for record in baseline_records}
-    pairs: dict[str, list[tuple[float, float]]] = {}
-    metric = ""
-    for record in sorted(records, key=lambda record: record["protocol"]["seed"]):
-        other = baseline_by_seed.get(record["protocol"]["seed"])
-        if other is None:
-            continue
-        mine, baseline = example_outcomes(record), example_outcomes(other)
-        for example_id in sorted(mine.keys() & baseline.keys()):
-            metric = metric or next(iter(mine[example_id]))
-            pairs.setdefault(example_id, []).append((mine[example_id][metric], baseline[example_id][metric]))
-    ours = [sum(a for a, _ in values) / len(values) for values in pairs.values()]
-    theirs = [sum(b for _, b in values) / len(values) for values in pairs.values()]
-    return metric, ours, theirs
+def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun], same_seeds: bool = True) -> tuple[str, list[float], list[float]]:
+    """(metric, outcomes, baseline outcomes), one pair per example both rows scored.
+
+    With `same_seeds` (rows of the same shots, hence the same splits per seed), an example pairs
+    within each seed both ran and each side is averaged over those seeds; otherwise (a trained row
+    against a zero-shot one) each side is averaged over its own seeds that scored the example. So
+    an example scored under three seeds counts once."""
+    metric = compared_metric(runs)
+    ours: dict[str, list[float]] = {}
+    theirs: dict[str, list[float]] = {}
+    if same_seeds:
+        baseline_by_seed = {run.record.seed: run for run in baseline_runs}
+        for run in runs:
+            other = baseline_by_seed.get(run.record.seed)
+            if other is None:
+                continue
+            for example_id in run.outcomes.keys() & other.outcomes.keys():
+                ours.setdefault(example_id, []).append(run.outcomes[example_id][metric])
+                theirs.setdefault(example_id, []).append(other.outcomes[example_id][metric])
+    else:
+        for side, group in ((ours, runs), (theirs, baseline_runs)):
+            for run in group:
+                for example_id, outcome in run.outcomes.items():
+                    side.setdefault(example_id, []).append(outcome[metric])
+    shared = sorted(ours.keys() & theirs.keys())
+    return metric, [sum(ours[i]) / len(ours[i]) for i in shared], [sum(theirs[i]) / len(theirs[i]) for i in shared]

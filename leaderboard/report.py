@@ -19,29 +19,32 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.outcomes import example_outcomes
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, load_records, read_references, shots_order
-from vlbench.records import RunDirectory, ScoredExample, atomic_write_text
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, read_references, shots_order
+from vlbench.records import atomic_write_text
+from vlbench.stored_runs import StoredRun, find_runs
 
 ASSETS = Path(__file__).parent / "report_assets"
 
 
 @dataclass
 class Group:
-    """Runs that evaluated the same split: their examples can be compared one by one."""
+    """Runs that evaluated the same examples (same split, same limit): their examples can be
+    compared one by one."""
 
     task: str
     shots: str
     seed: int
-    records: list[dict[str, Any]] = field(default_factory=list)
+    limit: int | None
+    runs: list[StoredRun] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}").replace("%", "pct")
+        limited = f"-limit-{self.limit}" if self.limit is not None else ""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}{limited}".replace("%", "pct"))
 
     @property
     def title(self) -> str:
-        return f"{self.task} · shots {self.shots} · seed {self.seed}"
+        return f"{self.task} · shots {self.shots} · seed {self.seed}" + (f" · limit {self.limit}" if self.limit is not None else "")
 
 
 def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True, plots: bool = True) -> Path:
@@ -50,8 +53,9 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
 
     if plots and importlib.util.find_spec("matplotlib") is None:
         raise VlbenchError("vlbench report draws its plots with matplotlib: pip install 'vlbench[plots]', or pass --no-plots")
+    _check_destination(out)
     tables = build_board(roots, baseline, read_references() if references else None)
-    groups = comparison_groups(load_records(roots))
+    groups = comparison_groups(find_runs(roots))
     out.mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
     for asset in ("report.css", "report.js"):
@@ -66,58 +70,62 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
     return out / "index.html"
 
 
-def comparison_groups(records: list[dict[str, Any]]) -> list[Group]:
-    """Runs grouped by (task, split): every matcher with the same shots and seed shares a split."""
-    groups: dict[tuple[str, str], Group] = {}
-    for record in records:
-        protocol = record["protocol"]
-        group = groups.setdefault((record["task"]["name"], protocol["split_sha256"]), Group(record["task"]["name"], protocol["shots"], protocol["seed"]))
-        group.records.append(record)
+def comparison_groups(runs: list[StoredRun]) -> list[Group]:
+    """Runs grouped by (task, split, limit): every matcher with the same shots, seed and limit
+    evaluated the same examples. Zero-shot runs of different seeds share a split but are never
+    grouped: a seed can change a zero-shot matcher's scores (noise, sampled negatives)."""
+    groups: dict[tuple[str, str, int, int | None], Group] = {}
+    for run in runs:
+        record = run.record
+        key = (record.task, record.protocol.split_sha256, record.seed, record.protocol.limit)
+        groups.setdefault(key, Group(record.task, record.shots, record.seed, record.protocol.limit)).runs.append(run)
     for group in groups.values():
-        group.records.sort(key=lambda record: (record["matcher"]["name"], record["config_id"]))
-    return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed))
+        group.runs.sort(key=lambda run: (run.record.matcher, run.record.config_id))
+    return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed, group.limit or 0))
 
 
 @dataclass
-class _RunRecords:
-    """What one run of a group stored, by example id."""
+class _Shown:
+    """What one run of a group stored for the browser, by example id."""
 
-    scores: dict[str, ScoredExample]
-    outcomes: dict[str, dict[str, float]]
+    run: StoredRun
     shown: dict[str, dict[str, Any]]  # examples.jsonl: texts and thumbnails
     attention: dict[str, dict[str, Any]]
 
     @classmethod
-    def read(cls, record: dict[str, Any]) -> _RunRecords:
-        run_dir = RunDirectory(Path(record["_path"]).parent)
-        scores = run_dir.read_scores()
-        return cls(scores, example_outcomes(record, scores), run_dir.read_lines("examples"), run_dir.read_lines("attention"))
+    def read(cls, run: StoredRun) -> _Shown:
+        return cls(run, run.files.read_lines("examples"), run.files.read_lines("attention"))
 
     def view(self, example_id: str) -> dict[str, Any] | None:
         """This run's scores, outcomes and maps of the example, or None if it did not score it."""
-        if example_id not in self.outcomes:
+        if example_id not in self.run.outcomes:
             return None
-        return {"scores": self.scores[example_id].scores, "outcomes": self.outcomes[example_id], "attention": _without_id(self.attention.get(example_id))}
+        return {"scores": self.run.scores[example_id].scores, "outcomes": self.run.outcomes[example_id], "attention": _without_id(self.attention.get(example_id))}
+
+
+def _run_labels(group: Group) -> list[str]:
+    """Each run's column label: its matcher, and where the group has several runs of one matcher
+    the configuration id."""
+    names = [run.record.matcher for run in group.runs]
+    return [run.record.matcher + (f" ({run.record.config_id})" if names.count(run.record.matcher) > 1 else "") for run in group.runs]
 
 
 def group_data(group: Group) -> dict[str, Any]:
     """What a browser page shows: per example, its texts and thumbnails and each run's scores,
     outcomes and (when saved) attention maps; `null` where a run did not score the example."""
-    names = [record["matcher"]["name"] for record in group.records]
     runs, stored = [], []
-    for record in group.records:
-        run = _RunRecords.read(record)
-        label = record["matcher"]["name"] + (f" ({record['config_id']})" if names.count(record["matcher"]["name"]) > 1 else "")
-        runs.append({"label": label, "matcher": record["matcher"]["name"], "config_id": record["config_id"], "has_attention": bool(run.attention)})
-        stored.append(run)
-    order = RunDirectory(Path(group.records[0]["_path"]).parent).read_json("split.json")["eval_ids"]
+    for run, label in zip(group.runs, _run_labels(group)):
+        shown = _Shown.read(run)
+        runs.append({"label": label, "matcher": run.record.matcher, "config_id": run.record.config_id, "has_attention": bool(shown.attention)})
+        stored.append(shown)
+    order = group.runs[0].split["eval_ids"]
     examples = []
     for example_id in order:
-        scoring = [run for run in stored if example_id in run.outcomes]
+        scoring = [shown for shown in stored if example_id in shown.run.outcomes]
         if not scoring:
             continue
         shown = next((run.shown[example_id] for run in stored if example_id in run.shown), None)
-        first = scoring[0].scores[example_id]
+        first = scoring[0].run.scores[example_id]
         examples.append({
             "id": example_id,
             "tags": first.tags,
@@ -130,6 +138,18 @@ def group_data(group: Group) -> dict[str, Any]:
         raise VlbenchError(f"{group.title}: no run of this group has stored scores to browse")
     metrics = list(next(view for view in examples[0]["runs"] if view)["outcomes"])
     return {"title": group.title, "task": group.task, "shots": group.shots, "seed": group.seed, "metrics": metrics, "runs": runs, "examples": examples}
+
+
+def _check_destination(out: Path) -> None:
+    """The site goes into a new or empty directory, or one holding an earlier report; anything else
+    (a file, someone's directory, no write permission) is refused before writing."""
+    from vlbench.records import writable_directory
+
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists():
+        raise VlbenchError(f"--html {out}: the directory holds other files; give a new or empty directory (or one holding an earlier report)")
+    problem = writable_directory(out)
+    if problem:
+        raise VlbenchError(f"--html {out}: {problem}")
 
 
 def _without_id(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -156,7 +176,7 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
         parts += [f"<img class=\"plot\" src=\"{html.escape(path)}\" alt=\"{html.escape(table.task)} plot\">" for path in plots.get(table.task, [])]
         browsers = [group for group in groups if group.task == table.task]
         if browsers:
-            links = "".join(f"<li><a href=\"{group.slug}.html\">{html.escape(group.title)}</a> ({len(group.records)} runs)</li>" for group in browsers)
+            links = "".join(f"<li><a href=\"{group.slug}.html\">{html.escape(group.title)}</a> ({len(group.runs)} runs)</li>" for group in browsers)
             parts.append(f"<h3>Examples</h3><ul class=\"browsers\">{links}</ul>")
         parts.append("</section>")
     return _page("vlbench report", "\n".join(parts))
@@ -176,13 +196,13 @@ def _table_html(table: TaskTable) -> str:
         body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in cited) + "</ul>"
     if table.comparisons:
         lines = "".join(
-            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
+            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.against)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
             f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{c.p_value:.4f}</td><td>{c.pairs}</td></tr>"
             for c in table.comparisons
         )
         body += (
-            f"<p>Paired bootstrap against <code>{html.escape(table.baseline or '')}</code> with the same shots (10,000 resamples; difference in points):</p>"
-            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th></tr></thead><tbody>{lines}</tbody></table>"
+            f"<p>{html.escape(comparison_caption(table.baseline))}</p>"
+            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>against</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th></tr></thead><tbody>{lines}</tbody></table>"
         )
     return body
 

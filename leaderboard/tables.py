@@ -1,8 +1,10 @@
 """Leaderboard tables: runs grouped by (task, matcher, configuration, shots), aggregated over seeds.
 
-A pure function of run records (`results.json`, and `scores.jsonl` for the paired bootstrap): no
-model, no data. `build_board` makes the structure; `render_markdown`, `render_csv` and
-`render_json` write it.
+A pure function of run records (`results.json`, and `scores.jsonl` for the paired bootstrap), read
+through `vlbench.stored_runs`: no model, no data. `build_board` makes the structure;
+`render_markdown`, `render_csv` and `render_json` write it. A run limited to a sample of its
+evaluation examples (`--limit`) is shown as such (`n` = "300 of 5400") and ranked and compared
+only with runs of the same limit.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any
 
 from vlbench.config import Shots
 from vlbench.errors import VlbenchError
-from vlbench.records import find_results
 from vlbench.stats import mean_and_ci
+from vlbench.stored_runs import RunRecord, StoredRun, find_runs
 
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
@@ -24,25 +26,36 @@ OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' 
 
 @dataclass
 class Row:
-    """One (task, matcher, configuration, shots) group and its per-seed records."""
+    """One (task, matcher, configuration, shots) group and its per-seed runs."""
 
     task: str
     matcher: str
     model: str | None
     config_id: str
     shots: str
-    records: list[dict[str, Any]] = field(default_factory=list)
+    limit: int | None
+    runs: list[StoredRun] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[RunRecord]:
+        """The seeds' records, in seed order."""
+        return sorted((run.record for run in self.runs), key=lambda record: record.seed)
 
     @property
     def seeds(self) -> list[int]:
-        return sorted(record["protocol"]["seed"] for record in self.records)
+        return [record.seed for record in self.records]
+
+    @property
+    def cohort(self) -> tuple[str, int | None]:
+        """Rows ranked and compared together: the same shots and the same evaluation limit."""
+        return (self.shots, self.limit)
 
     def values(self, column: tuple[str, ...]) -> list[float]:
         """The column's value in each seed's record (in seed order), where present."""
         found = []
-        for record in sorted(self.records, key=lambda record: record["protocol"]["seed"]):
-            value: Any = record
-            for key in column:
+        for record in self.records:
+            value: Any = record.metrics if column[0] == "metrics" else record.breakdown
+            for key in column[1:]:
                 value = value.get(key) if isinstance(value, dict) else None
             if isinstance(value, (int, float)):
                 found.append(float(value))
@@ -71,7 +84,7 @@ class TableRow:
 
 @dataclass
 class Comparison:
-    """Paired bootstrap of one row against the baseline row with the same shots."""
+    """Paired bootstrap of one row against its baseline row (`against`)."""
 
     label: str
     shots: str
@@ -81,6 +94,7 @@ class Comparison:
     high: float
     p_value: float
     pairs: int
+    against: str = ""
 
 
 @dataclass
@@ -92,41 +106,29 @@ class TaskTable:
     comparisons: list[Comparison] = field(default_factory=list)
 
 
-def load_records(roots: Sequence[Path]) -> list[dict[str, Any]]:
-    """Every `results.json` under `roots`; each record keeps its file's path under `_path`."""
-    import json
-
-    records = []
-    for path in find_results(roots):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VlbenchError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
-        records.append({**record, "_path": str(path)})
-    if not records:
-        raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}; run `vlbench run` first")
-    return records
-
-
-def group_rows(records: list[dict[str, Any]]) -> list[Row]:
+def group_rows(runs: list[StoredRun]) -> list[Row]:
     rows: dict[tuple[str, str], Row] = {}
-    for record in records:
-        key = (record["task"]["name"], record["config_id"])
-        row = rows.setdefault(key, Row(record["task"]["name"], record["matcher"]["name"], record["matcher"]["fingerprint"].get("model"), record["config_id"], record["protocol"]["shots"]))
-        seed = record["protocol"]["seed"]
-        if seed in row.seeds:
-            raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {seed}); pass each runs directory once")
-        row.records.append(record)
-    return sorted(rows.values(), key=lambda row: (row.task, shots_order(row.shots), row.matcher, row.config_id))
+    for run in runs:
+        record = run.record
+        row = rows.setdefault((record.task, record.config_id), Row(record.task, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit))
+        if record.seed in row.seeds:
+            raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}); pass each runs directory once")
+        row.runs.append(run)
+    return sorted(rows.values(), key=lambda row: (row.task, shots_order(row.shots), row.limit or 0, row.matcher, row.config_id))
 
 
 def columns_for(rows: list[Row]) -> list[tuple[str, tuple[str, ...]]]:
-    """(header, path into results.json): overall metrics, then the first metric per tag value."""
-    first = rows[0].records[0]
-    metrics = list(first["metrics"])
+    """(header, path into the record): the headline metric, the other overall metrics, then per
+    tag value the first of them that the breakdown has (a per-example metric)."""
+    records = [record for row in rows for record in row.records]
+    first = records[0]
+    metrics = sorted(first.metrics, key=lambda name: name != first.headline)
     columns = [(name, ("metrics", name)) for name in metrics]
-    tags = sorted({(tag, value) for row in rows for record in row.records for tag, values in record["breakdown"].items() for value in values})
-    columns += [(f"{metrics[0]} {tag}={value}", ("breakdown", tag, value, metrics[0])) for tag, value in tags]
+    groups = [group for record in records for values in record.breakdown.values() for group in values.values()]
+    tagged = next((name for name in metrics if any(name in group for group in groups)), None)
+    if tagged is not None:
+        tags = sorted({(tag, value) for record in records for tag, values in record.breakdown.items() for value in values})
+        columns += [(f"{tagged} {tag}={value}", ("breakdown", tag, value, tagged)) for tag, value in tags]
     return columns
 
 
@@ -138,9 +140,10 @@ def read_references(path: Path = REFERENCE_NUMBERS) -> list[dict[str, Any]]:
 
 def build_board(roots: Sequence[Path], baseline: str | None = None, references: list[dict[str, Any]] | None = None, resamples: int = 10_000) -> list[TaskTable]:
     """One table per task: measured rows (best mean per shots setting marked), reported rows for
-    the task from `references`, and with `baseline` (a matcher name) a paired bootstrap of every
-    other row against the baseline's row with the same shots."""
-    rows = group_rows(load_records(roots))
+    the task from `references`, and with `baseline` a paired bootstrap of rows against a baseline
+    row: a matcher name compares every other row with that matcher's row of the same shots and
+    limit; `zero-shot` compares every trained row with the same matcher's zero-shot row."""
+    rows = group_rows(find_runs(roots))
     tables = []
     for task in sorted({row.task for row in rows}):
         task_rows = [row for row in rows if row.task == task]
@@ -156,18 +159,26 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
 def _measured_rows(rows: list[Row], columns) -> list[TableRow]:
     labels = _labels(rows)
     table_rows = []
+    cohorts = {}
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
-        n = sorted({record["n"] for record in row.records})
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), "/".join(map(str, n)), cells, _outlier_seeds(row, columns[0][1]), config_id=row.config_id))
-    for shots in {row.shots for row in table_rows}:
-        same = [row for row in table_rows if row.shots == shots]
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, columns[0][1]), config_id=row.config_id))
+        cohorts.setdefault(row.cohort, []).append(table_rows[-1])
+    for same in cohorts.values():
         for index in range(len(columns)):
             means = [row.cells[index].mean for row in same if row.cells[index] is not None]
             for row in same:
                 if row.cells[index] is not None and len(same) > 1 and row.cells[index].mean == max(means):
                     row.cells[index].best = True
     return table_rows
+
+
+def _n_label(row: Row) -> str:
+    """Evaluated examples per seed; a limited run says of how many ("300 of 5400")."""
+    n = "/".join(str(value) for value in sorted({record.n for record in row.records}))
+    if row.limit is not None and any(record.limited for record in row.records):
+        n += " of " + "/".join(str(value) for value in sorted({record.protocol.n_eval for record in row.records}))
+    return n
 
 
 def _cell(values: list[float]) -> Cell | None:
@@ -185,15 +196,14 @@ def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
     values = row.values(column)
     if len(values) < 3 or len(values) != len(row.records):
         return []
-    records = sorted(row.records, key=lambda record: record["protocol"]["seed"])
     flagged = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(row.records):
         others = values[:index] + values[index + 1 :]
         mean = sum(others) / len(others)
         sd = math.sqrt(sum((value - mean) ** 2 for value in others) / (len(others) - 1))
-        binomial = math.sqrt(max(mean * (1 - mean), 0.0) / record["n"]) if 0 <= mean <= 1 else 0.0
+        binomial = math.sqrt(max(mean * (1 - mean), 0.0) / record.n) if 0 <= mean <= 1 else 0.0
         if abs(values[index] - mean) > OUTLIER_SDS * max(sd, binomial, 1e-9):
-            flagged.append(record["protocol"]["seed"])
+            flagged.append(record.seed)
     return flagged
 
 
@@ -213,15 +223,34 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
     labels = _labels(rows)
     comparisons = []
     for row in rows:
-        reference = next((other for other in rows if other.matcher == baseline and other.shots == row.shots), None)
+        reference = _baseline_row(row, rows, baseline)
         if reference is None or reference is row:
             continue
-        metric, ours, theirs = paired_outcomes(row.records, reference.records)
+        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
         if not ours:
             continue
         result = paired_bootstrap(ours, theirs, resamples)
-        comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs))
+        against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
+        comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against))
     return comparisons
+
+
+ZERO_SHOT = "zero-shot"
+
+
+def _baseline_row(row: Row, rows: list[Row], baseline: str) -> Row | None:
+    """The row `row` is compared with: `baseline`'s in the same cohort, or for `zero-shot` the
+    same matcher, model and options at shots 0 (same limit)."""
+    if baseline != ZERO_SHOT:
+        return next((other for other in rows if other.matcher == baseline and other.cohort == row.cohort), None)
+    if row.shots == "0":
+        return None
+    options = _matcher_options(row)
+    return next((other for other in rows if other.shots == "0" and other.limit == row.limit and other.matcher == row.matcher and other.model == row.model and _matcher_options(other) == options), None)
+
+
+def _matcher_options(row: Row) -> Any:
+    return row.records[0].data["matcher"]["fingerprint"].get("options")
 
 
 def _labels(rows: list[Row]) -> dict[int, str]:
@@ -260,17 +289,20 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         if cited:
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in cited]
         if table.comparisons:
-            lines += [
-                "",
-                f"Paired bootstrap against `{table.baseline}` with the same shots (10,000 resamples of the examples both scored, each averaged over the seeds both ran; difference in points):",
-                "",
-                "| matcher | shots | metric | difference | 95% interval | p | pairs |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" for c in table.comparisons]
+            lines += ["", comparison_caption(table.baseline), "", "| matcher | shots | against | metric | difference | 95% interval | p | pairs |", "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {c.label} | {c.shots} | {c.against} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" for c in table.comparisons]
         for image in (plots or {}).get(table.task, []):
             lines += ["", f"![{table.task}]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def comparison_caption(baseline: str | None) -> str:
+    """What the bootstrap table under a board compares (markdown and HTML share it)."""
+    which = "each trained row against the same matcher's zero-shot row" if baseline == ZERO_SHOT else f"each row against `{baseline}` with the same shots"
+    return (
+        f"Paired bootstrap of {which} (10,000 resamples of the examples both scored, each averaged over the seeds "
+        "that scored it, within the same seed where both rows have the same shots; difference in points):"
+    )
 
 
 def cell_text(cell: Cell) -> str:

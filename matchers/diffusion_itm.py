@@ -1,25 +1,48 @@
-"""`diffusion-itm`: the denoising-error score of a Stable Diffusion UNet (Krojer et al., 2023).
+"""`diffusion-itm`: the denoising-error score of a Stable Diffusion UNet (Krojer et al., 2023), with
+upstream's defaults (github.com/McGill-NLP/diffusion-itm, `pipeline_stable_diffusion_img2img.py`).
 
-score(image, text) = -mean over timesteps of ||eps - eps_hat(x_t, t, text)||^2 / numel, with
-the image's VAE latent (mean × scaling factor) noised at each timestep. One noise tensor per
-timestep is drawn from a generator seeded by (run seed, timestep, the example's candidate set),
-and shared by every candidate (common random numbers); it does not depend on batching or order.
-With `normalize`, the unconditional error (empty text) is subtracted, so images of different
+score(image, text) = −mean over timesteps t of ‖ε_t − ε̂(x_t, t, text)‖₂, where x_t is the image's
+VAE latent (a sample, seeded per image and timestep, × the scaling factor) noised at t with the
+run's noise for t, shared by every image and candidate (upstream: one noise sample per timestep
+for everything). Timesteps: upstream's `range(10, T − 10, T // S)` with `sampling_steps` S = 10,
+i.e. t = 10, 110, …, 910 for T = 1000, unless `timesteps` lists them. With `normalize` (upstream's
+`--img_retrieval`), the unconditional error (empty text) is subtracted, so images of different
 difficulty compare fairly.
+
+Options kept from earlier vlbench versions, not upstream's: `error: mse` (the mean squared error
+per element; its average over timesteps ranks pairs differently from the L2 norm's) and
+`latent: mean` (the latent distribution's mean instead of a sample).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+import torch
+
+from vlbench.matchers.stable_diffusion.inputs import LatentMode
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.options import check
 
 
 @dataclass
 class DiffusionITMOptions(UNetOptions):
-    timesteps: list[int] = field(default_factory=lambda: [100, 300, 500, 700, 900])
+    sampling_steps: int = 10  # S: upstream's grid range(10, T − 10, T // S)
+    timesteps: list[int] | None = None  # explicit timesteps instead of the grid
+    error: Literal["l2", "mse"] = "l2"
+    latent: LatentMode = "sample"
     normalize: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.sampling_steps >= 1, "sampling_steps", f"must be at least 1, got {self.sampling_steps}")
+        check(self.timesteps is None or (bool(self.timesteps) and all(t >= 0 for t in self.timesteps)), "timesteps", f"must be a non-empty list of timesteps >= 0, got {self.timesteps}")
+
+
+def upstream_grid(sampling_steps: int, train_steps: int = 1000) -> list[int]:
+    """diffusion-itm's timesteps: `range(10, T − 10, T // S)`."""
+    return list(range(10, train_steps - 10, max(1, train_steps // sampling_steps)))
 
 
 class DiffusionITMMatcher(StableDiffusionMatcher):
@@ -27,25 +50,25 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
     summary = "Denoising-error score of a Stable Diffusion UNet (optionally minus the unconditional error)."
     Options = DiffusionITMOptions
 
-    def score(self, images, texts):
-        import torch
+    def __init__(self, options, runtime):
+        super().__init__(options, runtime)
+        self.timesteps = options.timesteps or upstream_grid(options.sampling_steps, self.sd.scheduler.config.num_train_timesteps)
 
-        latents = self.latents(images, "mean")
+    def score(self, images, texts):
+        n_images, n_steps = len(images), len(self.timesteps)
+        latents = torch.stack([self.latents(images, self.options.latent, t) for t in self.timesteps], dim=1).flatten(0, 1)  # (image, step) rows
         conditions = self.inputs.text_states(list(texts) + ([""] if self.options.normalize else []))
-        generator = torch.Generator().manual_seed(self._noise_seed(images, texts))
-        noise = torch.stack([torch.randn(latents.shape[1:], generator=generator) for _ in self.options.timesteps]).to(latents)
-        n_images, n_conditions, n_steps = len(images), len(conditions), len(self.options.timesteps)
+        noise = torch.stack([self.noise(t, latents.shape[1:]) for t in self.timesteps]).to(latents)
+        n_conditions = len(conditions)
         # Jobs in (image, condition, timestep) order, all in as few UNet calls as unet_batch allows.
         image_index, condition_index, step_index = product_indices(n_images, n_conditions, n_steps)
-        timesteps = torch.tensor(self.options.timesteps, device=latents.device)
+        timesteps = torch.tensor(self.timesteps, device=latents.device)
         masks = torch.ones(n_conditions, conditions.shape[1], dtype=torch.bool, device=latents.device)
-        jobs = Jobs(latents[image_index], noise[step_index], timesteps[step_index], conditions[condition_index], masks[condition_index])
-        _, predicted = self.run_unet(jobs, need_output=True)
-        errors = (predicted - jobs.noise).pow(2).mean(dim=(1, 2, 3)).view(n_images, n_conditions, n_steps).mean(dim=-1).double()
+        jobs = Jobs(latents[image_index * n_steps + step_index], noise[step_index], timesteps[step_index], conditions[condition_index], masks[condition_index])
+        _, predicted = self.run_unet(jobs)
+        difference = (predicted - jobs.noise).flatten(1)
+        per_job = difference.norm(dim=1) if self.options.error == "l2" else difference.pow(2).mean(dim=1)
+        errors = per_job.view(n_images, n_conditions, n_steps).mean(dim=-1).double()
         if self.options.normalize:
             errors = errors[:, :-1] - errors[:, -1:]
         return -errors
-
-    def _noise_seed(self, images, texts) -> int:
-        candidates = "\0".join(sorted(image.key for image in images)) + "\1" + "\0".join(sorted(texts))
-        return int.from_bytes(hashlib.blake2b(f"{self.runtime.seed}\1{candidates}".encode(), digest_size=8).digest(), "big") >> 1

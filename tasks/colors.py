@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from vlbench.metrics import image_choice_correct
+from vlbench.options import check
 from vlbench.types import Example, ImageRef, Task
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 205, 40)}
@@ -24,6 +25,10 @@ class ColorsOptions:
     n_examples: int = 200
     image_size: int = 32
     dataset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.n_examples >= 1, "n_examples", f"must be at least 1, got {self.n_examples}")
+        check(self.image_size >= 8, "image_size", f"must be at least 8 pixels, got {self.image_size}")
 
 
 def draw(color: str, shape: str, size: int, jitter: int) -> "PIL.Image.Image":  # noqa: F821
@@ -49,7 +54,6 @@ class ColorsTask(Task):
     name = "colors"
     version = "1"
     summary = "Embedded demo: pick which of two drawn shapes matches 'a <colour> <shape>' (offline, no data)."
-    metric_names = ("accuracy",)
     Options = ColorsOptions
 
     def examples(self, seed: int) -> list[Example]:

@@ -11,6 +11,7 @@ column matches neither exactly (CLIP fine-tuning: 80.77 / 82.49 / 60.50 gives 74
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from vlbench.errors import VlbenchError
 from vlbench.metrics import image_choice_correct
@@ -25,14 +26,14 @@ NEG_VALUES = ("subject", "object", "verb")
 class ComVGOptions:
     csv: str = "compositional_visual_genome.csv"
     images: str = "vg_concept"
-    neg_value: str | None = None  # keep only one kind of negative (subject, object or verb)
+    neg_value: Literal["subject", "object", "verb"] | None = None  # keep only one kind of negative
 
 
 class ComVGTask(Task):
     name = "comvg"
     version = "1"
     summary = "ComVG: pick the image matching a sentence against one differing in subject, object or predicate."
-    metric_names = ("accuracy", "average")
+    headline = "average"
     Options = ComVGOptions
 
     def examples(self, seed: int) -> list[Example]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from vlbench.errors import VlbenchError
 from vlbench.metrics import text_top_k
+from vlbench.options import check, finite
 from vlbench.readers import read_json, require_keys
 from vlbench.types import Example, ImageRef, Task
 
@@ -35,12 +36,14 @@ class RefCOCOgOptions:
     view: Literal["whole", "crop"] = "whole"
     crop_padding: float = 0.1
 
+    def __post_init__(self) -> None:
+        check(finite(self.crop_padding) and self.crop_padding >= 0, "crop_padding", f"must be a number >= 0, got {self.crop_padding}")
+
 
 class RefCOCOgTask(Task):
     name = "refcocog"
     version = "1"
     summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
-    metric_names = ("top1", "top5")
     Options = RefCOCOgOptions
 
     def examples(self, seed: int) -> list[Example]:

@@ -43,7 +43,6 @@ class VQAv2Task(Task):
     name = "vqav2"
     version = "1"
     summary = "VQAv2 as text matching: rank 'question answer' for the true answer among 10 candidates."
-    metric_names = ("top1", "top5")
     Options = VQAv2Options
 
     def examples(self, seed: int) -> list[Example]:

@@ -32,15 +32,13 @@ class WinogroundTask(Task):
     name = "winoground"
     version = "1"
     summary = "Winoground: match 2 images to 2 captions with the same words reordered (text/image/group)."
-    metric_names = ("text", "image", "group")
+    headline = "group"
     Options = WinogroundOptions
 
     def examples(self, seed: int) -> list[Example]:
         root = self.require_data_root()
-        layout = self.options.layout
+        layout = self._layout()
         parquet_files = sorted(root.rglob("*.parquet"))
-        if layout == "auto":
-            layout = "parquet" if parquet_files else "jsonl"
         if layout == "parquet":
             if not parquet_files:
                 raise VlbenchError(f"task 'winoground': no .parquet file under {root}. Expected layout: {self.describe()}")
@@ -54,10 +52,25 @@ class WinogroundTask(Task):
             examples.append(_example(record, refs))
         return examples
 
+    def data_fingerprint(self, examples) -> str:
+        """The examples' fingerprint, plus the content hash of each parquet file (the pixels are
+        in them, where the examples do not name them)."""
+        from vlbench.hashing import file_sha256
+        from vlbench.identity import examples_fingerprint
+
+        root = self.require_data_root()
+        parquet = sorted(root.rglob("*.parquet")) if self._layout() == "parquet" else []
+        return examples_fingerprint(examples) + "".join(f":{file_sha256(path)}" for path in parquet)
+
     def outcomes(self, scores, positives) -> dict[str, float]:
         if sorted(map(tuple, positives)) != [(0, 0), (1, 1)]:
             raise VlbenchError(f"winoground scores need matching pairs (0,0) and (1,1), got {positives}")
         return winoground_outcomes(scores)
+
+    def _layout(self) -> str:
+        if self.options.layout != "auto":
+            return self.options.layout
+        return "parquet" if any(self.require_data_root().rglob("*.parquet")) else "jsonl"
 
     def describe(self) -> str:
         return (

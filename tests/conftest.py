@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,3 +50,25 @@ def mini_comvg_accuracy(tmp_path: Path, matcher: str, model: str, world_seed: in
     config = load_run_config(None, {"task": "mini-comvg", "matcher": matcher, "model": model, "runs_dir": str(tmp_path / "runs"), "task_options": {"world_seed": world_seed}})
     result = run(prepare(config), 0)
     return {value: group["accuracy"] for value, group in result.results["breakdown"]["neg_value"].items()}
+
+
+@pytest.fixture
+def vlbench_here(capsys, monkeypatch):
+    """`vlbench ARGS` in this process: (exit code, stdout, stderr)."""
+    from vlbench.cli.app import main
+
+    def call(*args, cwd):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["vlbench", *args])
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call

@@ -22,7 +22,7 @@ def comvg_root(root: Path, csv_source: Path) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "compositional_visual_genome.csv").write_bytes(csv_source.read_bytes())
-    with open(csv_source, newline="") as handle:
+    with open(csv_source, newline="", encoding="utf-8-sig", errors="replace") as handle:  # any encoding: the ids are ASCII
         ids = {row[key] for row in csv.DictReader(handle) for key in ("pos_image_id", "neg_image_id")}
     write_images(root / "vg_concept" / f"{image_id}.jpg" for image_id in ids)
     return root

@@ -36,9 +36,18 @@ def test_skip_records_the_skipped_examples(small_comvg, tmp_path):
     assert record["n"] == 20 - len(skipped)
 
 
-def test_data_check_lists_missing_images(small_comvg, tmp_path):
-    (small_comvg / "vg_concept" / "2358258.jpg").unlink()
+def test_data_check_opens_every_image_and_names_each_broken_one(small_comvg, tmp_path):
+    images = small_comvg / "vg_concept"
+    (images / "2358258.jpg").unlink()  # missing
+    (images / "2416600.jpg").write_bytes(b"")  # empty
+    (images / "2400993.jpg").unlink()
+    (images / "2400993.jpg").mkdir()  # a directory where the file should be
+    # 2357994.jpg is truncated (the fixture)
     result = vlbench_cli("data", "check", "--task", "comvg", "--data-root", str(small_comvg), cwd=tmp_path, check=False)
     assert result.returncode == 1
-    assert "problem: 1 of" in result.stdout and "missing: " in result.stdout and "2358258.jpg" in result.stdout
-    assert "expected layout: <root>/compositional_visual_genome.csv" in result.stdout.replace("\n", " ")
+    output = result.stdout.replace("\n", " ")
+    total = len(list(images.iterdir())) + 1
+    assert f"problem: 4 of {total} image files cannot be used" in output
+    for name, reason in (("2358258.jpg", "missing"), ("2416600.jpg", "empty (0 bytes)"), ("2400993.jpg", "a directory, not an image file"), ("2357994.jpg", "cannot be decoded")):
+        assert f"{name}: {reason}" in output, name
+    assert "expected layout: <root>/compositional_visual_genome.csv" in output

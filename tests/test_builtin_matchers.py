@@ -9,7 +9,7 @@ from vlbench.types import LoadedImage, NoOptions
 
 
 def runtime(seed=0):
-    return Runtime("cpu", seed, 4, None, None)
+    return Runtime("cpu", seed)
 
 
 def test_color_words_fraction_by_hand():

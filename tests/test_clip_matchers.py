@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vlbench
+
 from vlbench.config import load_run_config
 from vlbench.errors import VlbenchError
 from vlbench.evaluation import load_images
 from vlbench.runner import prepare, run
-from vlbench.runtime import Runtime
 from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
 from vlbench.training import TrainConfig
 
@@ -25,10 +26,7 @@ def private_feature_cache(monkeypatch, tmp_path):
 
 
 def make(name, **options):
-    from vlbench import registry
-
-    matcher_class = registry.matchers.get(name)
-    return matcher_class(matcher_class.Options(**options), Runtime("cpu", 0, 4, "mini", None))
+    return vlbench.create_matcher(name, model="mini", device="cpu", **options)
 
 
 def comvg_examples(n):
@@ -158,7 +156,7 @@ def test_trained_state_is_stored_and_reloaded_instead_of_retrained(tmp_path, mon
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr("vlbench.matchers.clip.TrainedClipMatcher.fit", no_training)
+    monkeypatch.setattr("vlbench.matchers.clip.zero_shot.TrainedClipMatcher.fit", no_training)
     second = mini_run(tmp_path, "mini-comvg", "clip-ft", **values)
     assert second.results["metrics"] == first.results["metrics"]
     assert second.results["timings"]["fit_seconds"] is None

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+import vlbench
 from conftest import vlbench_cli
-from vlbench.runtime import Runtime
 from vlbench.types import LoadedImage
 
 
@@ -28,9 +28,7 @@ def tiny_sd(tmp_path_factory):
 
 
 def matcher(model, **options):
-    from vlbench.matchers.diffusion_itm import DiffusionITMMatcher, DiffusionITMOptions
-
-    return DiffusionITMMatcher(DiffusionITMOptions(**options), Runtime("cpu", 0, 4, str(model), None))
+    return vlbench.create_matcher("diffusion-itm", model=str(model), device="cpu", **options)
 
 
 def images():
@@ -50,11 +48,8 @@ def test_scores_do_not_depend_on_candidate_order(tiny_sd):
     torch.testing.assert_close(backward, forward.flip(0).flip(1), atol=1e-5, rtol=0)
 
 
-def test_normalize_subtracts_the_unconditional_error(tiny_sd, monkeypatch):
-    from vlbench.matchers.diffusion_itm import DiffusionITMMatcher
-
-    # One noise draw for all three calls, so the errors are directly comparable.
-    monkeypatch.setattr(DiffusionITMMatcher, "_noise_seed", lambda self, images, texts: 1234)
+def test_normalize_subtracts_the_unconditional_error(tiny_sd):
+    # The run's noise is shared by every call, so the three errors are directly comparable.
     pictures, texts = images(), ["a red circle left of a blue square"]
     with torch.no_grad():
         plain = matcher(tiny_sd, timesteps=[300, 600]).score(pictures, texts)

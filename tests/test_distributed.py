@@ -65,7 +65,7 @@ def test_ranks_score_each_example_once_and_match_one_process(tmp_path, processes
     vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
     ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
     assert ranked["metrics"] == single["metrics"] and ranked["breakdown"] == single["breakdown"]
-    assert ranked["n"] == n_examples and ranked["provenance"]["processes"] == processes
+    assert ranked["n"] == n_examples and ranked["provenance"]["sessions"][-1]["processes"] == processes
     (run_dir,) = {path.parent for path in (tmp_path / "ranked").rglob("results.json")}
     assert sorted(scored_ids(run_dir)) == sorted(logged_examples(tmp_path)), "merged shards hold each example once"
     assert not list(run_dir.glob("*.rank-*")), "rank 0 merged and removed the shards"
@@ -148,7 +148,7 @@ def test_accelerate_launch_runs_the_same_command(tmp_path):
     assert launched.returncode == 0, launched.stderr
     vlbench_cli(*args, "--runs-dir", "single", cwd=tmp_path)
     ranked, single = results_of(tmp_path / "ranked"), results_of(tmp_path / "single")
-    assert ranked["metrics"] == single["metrics"] and ranked["provenance"]["processes"] == 2
+    assert ranked["metrics"] == single["metrics"] and ranked["provenance"]["sessions"][-1]["processes"] == 2
 
 
 def test_a_second_launch_on_a_running_run_is_refused_on_every_rank(tmp_path):

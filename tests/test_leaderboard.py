@@ -4,24 +4,18 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from support import results_record
 from vlbench.errors import VlbenchError
 from vlbench.leaderboard.publish import render_board
-from vlbench.leaderboard.tables import group_rows, load_records
+from vlbench.leaderboard.tables import group_rows
 from vlbench.stats import mean_and_ci
+from vlbench.stored_runs import find_runs
 
 EXPECTED = Path(__file__).parent / "expected" / "leaderboard.md"
 
 
 def write_record(root: Path, matcher: str, config_id: str, shots: str, seed: int, accuracy: float, by_tag: dict, model=None, task="colors"):
-    record = {
-        "config_id": config_id,
-        "task": {"name": task, "version": "1", "options": {}},
-        "matcher": {"name": matcher, "fingerprint": {"name": matcher, "model": model}, "trained": shots != "0"},
-        "protocol": {"shots": shots, "seed": seed},
-        "n": 100,
-        "metrics": {"accuracy": accuracy},
-        "breakdown": {"neg_value": {tag: {"n": 50, "accuracy": value} for tag, value in by_tag.items()}},
-    }
+    record = results_record(task, matcher, config_id, shots, seed, {"accuracy": accuracy}, {"neg_value": {tag: {"n": 50, "accuracy": value} for tag, value in by_tag.items()}}, 100, model=model)
     path = root / task / matcher / config_id / f"seed-{seed}" / "results.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(record))
@@ -48,7 +42,7 @@ def test_confidence_interval_matches_scipy():
 
 
 def test_rows_group_seeds_of_one_configuration(runs):
-    rows = group_rows(load_records([runs]))
+    rows = group_rows(find_runs([runs]))
     assert [(row.matcher, row.shots, row.seeds) for row in rows] == [("color-words", "0", [0]), ("random", "0", [0]), ("mean-color", "10%", [0, 1, 2]), ("random", "10%", [0, 1])]
 
 
@@ -65,7 +59,7 @@ def test_a_run_copied_into_two_runs_directories_is_refused(runs, tmp_path_factor
     copy = tmp_path_factory.mktemp("copy")
     shutil.copytree(runs / "colors" / "random" / "bbb", copy / "bbb")
     with pytest.raises(VlbenchError, match=r"two records of the same run \(random, config bbb, seed \d\)"):
-        group_rows(load_records([runs, copy]))
+        group_rows(find_runs([runs, copy]))
 
 
 def test_paired_bootstrap_matches_the_normal_closed_form_and_scipy():
@@ -97,12 +91,7 @@ def write_scored_run(root, matcher, seed, correct_ids, ids):
     (run / "scores.jsonl").write_text("\n".join(lines) + "\n")
     (run / "split.json").write_text(json.dumps({"eval_ids": ids, "train_ids": []}))
     accuracy = len(correct_ids) / len(ids)
-    record = {
-        "config_id": f"cfg-{matcher}", "task": {"name": "colors", "version": "1", "options": {}},
-        "matcher": {"name": matcher, "fingerprint": {"name": matcher}, "trained": False},
-        "protocol": {"shots": "0", "seed": seed, "limit": None}, "n": len(ids),
-        "metrics": {"accuracy": accuracy}, "breakdown": {"neg_value": {"color": {"n": len(ids), "accuracy": accuracy}}},
-    }
+    record = results_record("colors", matcher, f"cfg-{matcher}", "0", seed, {"accuracy": accuracy}, {"neg_value": {"color": {"n": len(ids), "accuracy": accuracy}}}, len(ids))
     (run / "results.json").write_text(json.dumps(record))
 
 
@@ -119,7 +108,7 @@ def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     assert comparison.difference == pytest.approx(20.0)
     assert comparison.low < 20.0 < comparison.high and comparison.p_value < 1e-3
     markdown = render_board([tmp_path], baseline="plain")
-    assert "Paired bootstrap against `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
+    assert "Paired bootstrap of each row against `plain`" in markdown and "| good | 0 | plain | accuracy | +20.00 |" in markdown
 
 
 def test_outlier_seeds_are_flagged(tmp_path):

@@ -17,12 +17,11 @@ def test_shipped_mini_clip_meets_its_targets_on_a_held_out_world(tmp_path):
 
 
 def test_scores_do_not_depend_on_candidate_order():
-    from vlbench.matchers.clip import ClipMatcher, ClipOptions
-    from vlbench.runtime import Runtime
+    import vlbench
     from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
     from vlbench.types import LoadedImage
 
-    matcher = ClipMatcher(ClipOptions(), Runtime("cpu", 0, 4, "mini", None))
+    matcher = vlbench.create_matcher("clip", model="mini", device="cpu")
     example = MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)[0]
     images = [LoadedImage(ref.key, ref.load()) for ref in example.images]
     texts = ["a red circle above a blue square", example.texts[0], "a green triangle left of a yellow circle"]
@@ -41,10 +40,10 @@ def test_a_model_that_is_not_available_offline_says_what_to_do(tmp_path):
 
 def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     """The recipe (4 minutes on 2 cores) retrained with the same seed lands within 2 points."""
-    from vlbench.matchers.open_clip_loading import mini_clip_dir
+    from vlbench.matchers.mini_models import mini_model_dir
     from vlbench.tasks.miniworld.train_clip import train_mini_clip
 
-    card = json.loads((mini_clip_dir() / "training.json").read_text())
+    card = json.loads((mini_model_dir("mini-clip") / "training.json").read_text())
     train_mini_clip(tmp_path / "retrained", seed=card["seed"], steps=card["steps"], log=lambda line: None)
     shipped = mini_comvg_accuracy(tmp_path / "a", "clip", "mini", world_seed=7)
     retrained = mini_comvg_accuracy(tmp_path / "b", "clip", str(tmp_path / "retrained"), world_seed=7)

@@ -18,21 +18,21 @@ def test_shipped_mini_sd_meets_its_targets_on_a_held_out_world(tmp_path):
 def test_shipped_mini_sd_is_a_stable_diffusion_folder():
     from diffusers import StableDiffusionPipeline
 
-    from vlbench.matchers.stable_diffusion import mini_sd_dir
+    from vlbench.matchers.mini_models import mini_model_dir
 
-    pipeline = StableDiffusionPipeline.from_pretrained(mini_sd_dir(), safety_checker=None, local_files_only=True)
+    pipeline = StableDiffusionPipeline.from_pretrained(mini_model_dir("mini-sd"), safety_checker=None, local_files_only=True)
     attention_blocks = [name for name, _ in pipeline.unet.named_modules() if name.endswith("attn2")]
     assert len(attention_blocks) >= 3, attention_blocks
-    assert json.loads((mini_sd_dir() / "training.json").read_text())["seed"] == 0
+    assert json.loads((mini_model_dir("mini-sd") / "training.json").read_text())["seed"] == 0
 
 
 @pytest.mark.slow
 def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     """The full recipe (about 24 minutes on 2 cores); `test_the_sd_recipe_is_deterministic_for_a_seed` covers it fast."""
-    from vlbench.matchers.stable_diffusion import mini_sd_dir
+    from vlbench.matchers.mini_models import mini_model_dir
     from vlbench.tasks.miniworld.train_sd import train_mini_sd
 
-    card = json.loads((mini_sd_dir() / "training.json").read_text())
+    card = json.loads((mini_model_dir("mini-sd") / "training.json").read_text())
     train_mini_sd(tmp_path / "retrained", seed=card["seed"], vae_steps=card["vae_steps"], unet_steps=card["unet_steps"], batch_groups=card["batch_groups"], log=lambda line: None)
     shipped = mini_comvg_accuracy(tmp_path / "a", "diffusion-itm", "mini", world_seed=7)
     retrained = mini_comvg_accuracy(tmp_path / "b", "diffusion-itm", str(tmp_path / "retrained"), world_seed=7)

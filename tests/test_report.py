@@ -73,7 +73,7 @@ def test_save_attention_on_a_run_scored_without_it_says_so(mini_runs, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --save-attention: {run.relative_to(tmp_path)} already holds scores of {LIMIT} examples scored without keeping their maps, "
-        "and finished examples are not scored again; use another --runs-dir"
+        "and finished examples are not scored again; use another --runs-dir, or --restart"
     ]
 
 
@@ -90,9 +90,9 @@ def test_the_report_needs_only_the_run_records(mini_runs, tmp_path):
     vlbench_cli("report", str(records), "--html", "site", cwd=tmp_path, env={"VLBENCH_CACHE": str(tmp_path / "empty-cache")})
     assert not (tmp_path / "empty-cache" / "miniworld").exists()
     index = (tmp_path / "site" / "index.html").read_text()
-    assert "<h2>mini-comvg</h2>" in index and 'href="browse-mini-comvg-shots-0-seed-0.html"' in index
+    assert "<h2>mini-comvg</h2>" in index and f'href="browse-mini-comvg-shots-0-seed-0-limit-{LIMIT}.html"' in index
     assert "plots/mini-comvg-shots.png" in index and (tmp_path / "site" / "plots" / "mini-comvg-shots.png").exists()
-    script = (tmp_path / "site" / "data" / "browse-mini-comvg-shots-0-seed-0.js").read_text()
+    script = (tmp_path / "site" / "data" / f"browse-mini-comvg-shots-0-seed-0-limit-{LIMIT}.js").read_text()
     group = json.loads(script.removeprefix("window.VLBENCH_GROUP = ").removesuffix(";\n"))
     assert [run["label"] for run in group["runs"]] == ["clip", "dsd"] and [run["has_attention"] for run in group["runs"]] == [False, True]
     assert len(group["examples"]) == int(LIMIT)
@@ -127,7 +127,7 @@ def test_the_report_in_a_real_browser(mini_runs, tmp_path):
     browser = chromium()
     try:
         browser.get((tmp_path / "site" / "index.html").as_uri())
-        browser.find_element(By.LINK_TEXT, "mini-comvg · shots 0 · seed 0").click()
+        browser.find_element(By.LINK_TEXT, f"mini-comvg · shots 0 · seed 0 · limit {LIMIT}").click()
         WebDriverWait(browser, 30).until(lambda driver: driver.execute_script("const shown = document.getElementById('shown'); return shown !== null && shown.textContent !== ''"))
         Select(browser.find_element(By.ID, "right")).select_by_visible_text("clip")
         Select(browser.find_element(By.ID, "wrong")).select_by_visible_text("dsd")

@@ -54,8 +54,9 @@ def test_results_record_the_protocol_and_provenance(tmp_path):
     split = json.loads((result.run_dir / "split.json").read_text())
     assert split["split_sha256"] == record["protocol"]["split_sha256"] and len(split["train_ids"]) == 4
     assert record["matcher"]["fingerprint"]["name"] == "random"
-    assert set(record["provenance"]) >= {"vlbench_version", "git_commit", "libraries", "device", "python"}
-    assert record["provenance"]["libraries"]["torch"]
+    (session,) = record["provenance"]["sessions"]
+    assert set(session) >= {"vlbench_version", "git_commit", "libraries", "device", "python", "data_root", "examples_scored"}
+    assert session["libraries"]["torch"] and session["examples_scored"] == 36
     assert record["timings"]["examples_scored"] == 36 and record["timings"]["pairs_per_second"] > 0
 
 
@@ -110,20 +111,24 @@ def test_training_through_the_shared_loop_beats_zero_shot_and_is_reused(tmp_path
     assert again.results["metrics"] == trained.results["metrics"]
 
 
-def test_only_the_declared_parameters_train(tmp_path, mean_color):
+def test_trainable_state_derives_from_the_one_trained_module(tmp_path, mean_color):
     import torch
 
+    import vlbench
     from vlbench.evaluation import load_images
-    from vlbench.runtime import Runtime
     from vlbench.training import TrainConfig
-    from vlbench_mean_color import MeanColorMatcher, MeanColorOptions
 
-    matcher = MeanColorMatcher(MeanColorOptions(), Runtime("cpu", 0, 1, None, None))
-    before = {name: value.clone() for name, value in vars(matcher).items() if isinstance(value, torch.Tensor)}
-    examples = registry.tasks.get("colors")(registry.tasks.get("colors").Options(n_examples=8), None).examples(seed=0)
+    matcher = vlbench.create_matcher("mean-color", device="cpu")
+    assert matcher.trainable_parameters() == [matcher.trained["word_colors"]]
+    before = matcher.state_dict()
+    examples = vlbench.create_task("colors", n_examples=8).examples(seed=0)
     matcher.fit(examples, TrainConfig(epochs=1), load_images)
-    changed = [name for name, value in vars(matcher).items() if isinstance(value, torch.Tensor) and not torch.equal(value, before[name])]
-    assert changed == ["word_colors"]
+    after = matcher.state_dict()
+    assert list(after) == ["word_colors"] and not torch.equal(after["word_colors"], before["word_colors"])
+    fresh = vlbench.create_matcher("mean-color", device="cpu")
+    fresh.load_state_dict(after)
+    images = load_images(examples[0])
+    assert torch.equal(fresh.score(images, examples[0].texts), matcher.score(images, examples[0].texts))
 
 
 def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(tmp_path):
@@ -177,3 +182,24 @@ def test_concurrent_runs_share_a_runs_directory_and_the_same_run_is_refused(tmp_
         record = json.loads(results.read_text())
         lines = (results.parent / "scores.jsonl").read_text().splitlines()
         assert record["n"] == 30 and len(lines) == 30 and len({json.loads(line)["id"] for line in lines}) == 30
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, stop):
+    # The process waits at the gate after 10 scoring calls (two batches of 5 appended); the signal
+    # arrives there.
+    log, gate = tmp_path / "calls.log", tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": 40}, "matcher_options": {"log": str(log), "gate": str(gate), "pause_after": 10}}))
+    args = ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml"), "--batch-size", "5"]
+    environment = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until_paused(gate, 1, [process])
+    process.send_signal(stop)
+    _, errors = process.communicate()
+    assert process.returncode == 130 and errors.strip().splitlines()[-1] == "interrupted after 10 of 40 examples; run the same command to resume", errors
+    assert "Traceback" not in errors
+    open_gate(gate)
+    resumed = vlbench_cli(*args, cwd=tmp_path)
+    assert "resumed 10 stored examples, scored 30" in resumed.stdout
+    assert len(log.read_text().splitlines()) == 40

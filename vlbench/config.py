@@ -7,6 +7,7 @@ Precedence: CLI flag, then the YAML file, then the defaults below. The data root
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,11 +75,12 @@ class RunConfig:
     split: Literal["grouped", "paper-release"] = "grouped"
     limit: int | None = None
     batch_size: int = 16
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
     on_bad_example: Literal["error", "skip"] = "error"
     image_workers: int = 4
     thumbnails: bool = True
     save_attention: bool = False
+    restart: bool = False
     runs_dir: str = "runs"
     task_options: dict[str, Any] = field(default_factory=dict)
     matcher_options: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +96,10 @@ class RunConfig:
             raise VlbenchError(f"image_workers {self.image_workers}: must be at least 1")
         if not self.seeds:
             raise VlbenchError("no seeds given: pass --seed at least once")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise VlbenchError(f"seeds {self.seeds}: each seed once")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise VlbenchError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N")
 
 
 def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:

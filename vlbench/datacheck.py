@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
@@ -17,20 +19,21 @@ class DataReport:
     counts: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    missing_images: list[str] = field(default_factory=list)
-    n_missing_images: int = 0
+    bad_images: list[str] = field(default_factory=list)  # "path: what is wrong", the first few
+    n_bad_images: int = 0
 
 
-def check_data(task: Task, seed: int = 0, show_missing: int = 10) -> DataReport:
-    """Load the task's examples and check every image file they reference exists."""
+def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> DataReport:
+    """Load the task's examples and open every image file they reference (decoding it), in a
+    bounded pool of threads: a missing file, a 0-byte file, a directory where a file should be and
+    an undecodable file are each reported with its path."""
     report = DataReport()
     try:
         examples = task.examples(seed)
     except VlbenchError as error:
         report.problems.append(str(error))
         return report
-    paths = {ref.path for example in examples for ref in example.images if ref.path is not None}
-    missing = sorted(str(path) for path in paths if not path.exists())
+    paths = sorted({ref.path for example in examples for ref in example.images if ref.path is not None})
     report.counts = {"examples": len(examples), "distinct image files": len(paths), **task.statistics(examples)}
     try:
         train_pool = task.train_pool(seed)
@@ -43,8 +46,28 @@ def check_data(task: Task, seed: int = 0, show_missing: int = 10) -> DataReport:
         for tag, value in example.tags.items():
             tags.setdefault(tag, Counter())[value] += 1
     report.tags = {tag: dict(sorted(counter.items())) for tag, counter in sorted(tags.items())}
-    if missing:
-        report.n_missing_images = len(missing)
-        report.missing_images = missing[:show_missing]
-        report.problems.append(f"{len(missing)} of {len(paths)} image files are missing")
+    with ThreadPoolExecutor(workers) as pool:
+        bad = [problem for problem in pool.map(image_problem, paths) if problem]
+    if bad:
+        report.n_bad_images = len(bad)
+        report.bad_images = bad[:show]
+        report.problems.append(f"{len(bad)} of {len(paths)} image files cannot be used")
     return report
+
+
+def image_problem(path: Path) -> str | None:
+    """What is wrong with the image file at `path` ("path: reason"), or None if it decodes."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        return f"{path}: missing"
+    if path.is_dir():
+        return f"{path}: a directory, not an image file"
+    if path.stat().st_size == 0:
+        return f"{path}: empty (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        return f"{path}: cannot be decoded ({error})"
+    return None

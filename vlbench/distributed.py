@@ -128,5 +128,6 @@ def leave() -> None:
 
 
 def rank_device(device: str, ranks: Ranks) -> str:
-    """`cuda` becomes this rank's GPU, `cuda:<local rank>`; other devices are unchanged."""
+    """`cuda` becomes this rank's GPU, `cuda:<local rank>`; other devices (`cuda:N` named by the
+    user included) are unchanged."""
     return f"cuda:{ranks.local_rank}" if device == "cuda" and ranks.distributed else device

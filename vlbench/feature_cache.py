@@ -4,7 +4,8 @@ A cache directory is keyed by what produced the features (the `producer`: model 
 library versions, device type, …); inside it, each item is one `.npy` file named by the item's
 content hash (an image's pixels, a text's characters). Files are renamed into place whole, so
 concurrent or killed runs never leave a half-written feature; one that cannot be read (a crash
-before the data reached the disk) is computed again.
+before the data reached the disk) is computed again. A cache directory that cannot be written is
+not an error: the run goes on without the cache, after one warning.
 """
 
 from __future__ import annotations
@@ -31,12 +32,30 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> FeatureCache | None:
+    """The cache of `producer`'s features, or None when disabled or not writable (with a warning)."""
+    if not enabled:
+        return None
+    try:
+        return FeatureCache(producer)
+    except OSError as error:
+        _warn_unwritable(error)
+        return None
+
+
+def _warn_unwritable(error: OSError) -> None:
+    import sys
+
+    print(f"warning: the feature cache cannot be written ({error.strerror}: {error.filename}); going on without it. Set VLBENCH_CACHE to a writable directory to keep features.", file=sys.stderr)
+
+
 class FeatureCache:
     """One directory of features per producer; `get` computes only what is missing."""
 
     def __init__(self, producer: dict[str, Any], root: Path | None = None) -> None:
         identity = json.dumps(producer, sort_keys=True, default=str)
         self.directory = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:20]
+        self.writable = True
         if not (self.directory / "producer.json").exists():
             write_atomically(self.directory / "producer.json", lambda handle: handle.write(identity.encode()), durable=False)
 
@@ -50,7 +69,12 @@ class FeatureCache:
             computed = compute(missing).detach().float().cpu().numpy()
             for index, features in zip(missing, computed):
                 found[index] = features
-                write_atomically(paths[index], lambda handle, features=features: np.save(handle, features), durable=False)
+                if self.writable:
+                    try:
+                        write_atomically(paths[index], lambda handle, features=features: np.save(handle, features), durable=False)
+                    except OSError as error:  # e.g. the disk filled up: keep scoring, stop caching
+                        self.writable = False
+                        _warn_unwritable(error)
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
 
 

@@ -1,11 +1,14 @@
 """Fill typed dataclasses from plain mappings (YAML, CLI), validated once.
 
-Unknown keys and values outside a `Literal` are errors that list what is allowed.
+Unknown keys and values outside a `Literal` are errors that list what is allowed. A dataclass
+checks its own ranges in `__post_init__` with `check`, so a bad value is refused while the
+configuration is resolved, before anything is written or loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +18,25 @@ from vlbench.errors import VlbenchError
 from vlbench.suggest import unknown_name_message
 
 T = TypeVar("T")
+
+
+class OptionError(ValueError):
+    """A value outside its allowed range, raised by an options dataclass's `__post_init__`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def check(condition: bool, field: str, problem: str) -> None:
+    """Refuse the value of `field` with `problem` (e.g. "must be at least 1, got -3") unless `condition`."""
+    if not condition:
+        raise OptionError(field, problem)
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def build(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -28,6 +50,8 @@ def build(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
     converted = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
     try:
         return cls(**converted)
+    except OptionError as error:
+        raise VlbenchError(f"{where}.{error.field}: {error.problem}") from None
     except (TypeError, ValueError) as error:
         raise VlbenchError(f"{where}: {error}") from None
 
@@ -85,6 +109,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
+        if not isinstance(value, Mapping):
+            raise VlbenchError(f"{where}: expected a mapping, got {value!r}")
         return build(annotation, value, where)
     return value
 

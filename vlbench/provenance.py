@@ -14,18 +14,28 @@ import vlbench
 ALWAYS_LISTED = ("torch", "numpy", "pillow")
 
 
-def provenance(device_description: str, libraries: list[str]) -> dict[str, Any]:
-    """The provenance block of `results.json`."""
+def session_record(prepared, matcher, processes: int, examples_scored: int, trained: bool) -> dict[str, Any]:
+    """One invocation's line of `sessions.jsonl`: the code, machine and data root that scored
+    `examples_scored` examples (and trained, if `trained`). A resumed run lists every session, so
+    its provenance always describes what produced its scores."""
+    from vlbench.runtime import describe_device
+
     commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
+    config = prepared.config
     return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "vlbench_version": vlbench.__version__,
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "device": device_description,
-        "libraries": {name: library_version(name) for name in (*ALWAYS_LISTED, *libraries)},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": describe_device(prepared.device),
+        "libraries": {name: library_version(name) for name in (*ALWAYS_LISTED, *matcher.library_versions())},
+        "data_root": str(prepared.task.data_root.absolute()) if prepared.task.data_root else None,
+        "batch_size": config.batch_size,
+        "processes": processes,
+        "examples_scored": examples_scored,
+        "trained": trained,
     }
 
 

@@ -3,11 +3,13 @@
 Layout (one directory per task, matcher, resolved config, shots and seed)::
 
     config.yaml    the resolved run configuration
+    identity.json  what the scores are a function of (see `vlbench.identity`)
     split.json     training and evaluation ids with their sha256
     scores.jsonl   one line per evaluated example, appended as it is scored
     examples.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
     <file>.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
+    sessions.jsonl one line per invocation that trained or scored (code, machine, data root)
     results.json   metrics, breakdowns, timings and provenance (schema in the README)
 
 JSON and state files are replaced atomically; score files are append-only, and a line cut off
@@ -17,6 +19,7 @@ shards, by example id, so a run killed before its shards were merged resumes whe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -30,6 +33,7 @@ from vlbench.errors import VlbenchError
 
 RESULTS = "results.json"
 SHARDED = ("scores", "examples", "attention")  # append-only files a multi-process run writes per rank
+RECORDS = ("results.json", "state.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,25 @@ class RunDirectory:
             except BlockingIOError:
                 raise VlbenchError(f"another process is already running this run ({self.path}); wait for it or stop it") from None
             yield
+
+    def holds_records(self) -> bool:
+        """Whether a run was stored here: scores (or their shards), trained state or results."""
+        return any(self.exists(name) for name in ("scores.jsonl", "state.pt", RESULTS)) or any(_shards(self.path, "scores"))
+
+    def discard_records(self) -> None:
+        """Delete everything a run stored here (`--restart`), keeping the lock held by the caller."""
+        for stem in SHARDED:
+            for path in (self.path / f"{stem}.jsonl", *_shards(self.path, stem)):
+                path.unlink(missing_ok=True)
+        for name in RECORDS:
+            (self.path / name).unlink(missing_ok=True)
+
+    def append_session(self, session: dict[str, Any]) -> None:
+        with self.line_appender("sessions") as append:
+            append([json.dumps(session) + "\n"])
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.path / "sessions.jsonl", ())
 
     def read_scores(self) -> dict[str, ScoredExample]:
         """The scored examples so far, by id, from `scores.jsonl` and any rank shards."""
@@ -174,10 +197,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_atomically(path: Path, write, durable: bool = True) -> None:
     """Call `write(binary_handle)` on a temporary file next to `path`, then rename it over `path`
-    (after an fsync unless `durable` is false, as for caches that can be recomputed)."""
+    (after an fsync unless `durable` is false, as for caches that can be recomputed). The file
+    gets the mode a plain `open` would give it (the umask's), not the temporary file's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             if durable:
@@ -189,15 +214,34 @@ def write_atomically(path: Path, write, durable: bool = True) -> None:
         raise
 
 
-def find_results(roots: Sequence[Path]) -> list[Path]:
-    """Every `results.json` under `roots` (files or directories), sorted."""
-    found: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if root.is_file() and root.name == RESULTS:
-            found.add(root)
-        elif root.is_dir():
-            found.update(root.rglob(RESULTS))
-        else:
-            raise VlbenchError(f"{root}: no such run directory or results file")
-    return sorted(found)
+def writable_directory(path: Path) -> str | None:
+    """Why files cannot be written into `path` (created if missing), or None: the nearest existing
+    ancestor must be a directory where a probe file can be created (permissions, a read-only
+    mount, …). Nothing is left behind."""
+    path = Path(path).absolute()
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror}); choose a directory you can write to"
+    return None
+
+
+def writable_file(path: Path, flag: str) -> None:
+    """Refuse (naming `flag`) an output file that is a directory or cannot be written."""
+    if Path(path).is_dir():
+        raise VlbenchError(f"{flag} {path}: is a directory; give a file name")
+    problem = writable_directory(Path(path).absolute().parent)
+    if problem:
+        raise VlbenchError(f"{flag} {path}: {problem}")
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask (reading it means setting it; done once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -2,14 +2,18 @@
 
 Built-ins and third-party plugins are found the same way: through the entry-point groups
 `vlbench.tasks` and `vlbench.matchers`. Nothing is imported until an entry is asked for, so
-`vlbench --help` stays fast and one broken plugin does not take the others down.
+`vlbench --help` stays fast and one broken plugin does not take the others down; `summary` reads
+an entry's one-line summary from its source without importing it (no torch to list matchers).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
@@ -20,11 +24,14 @@ BUILT_IN = "built-in"
 
 @dataclass
 class Entry:
-    """One registered name: where it points, who provides it, and (once loaded) the class."""
+    """One registered name: where it points, who provides it (the distribution and its version;
+    "built-in" is vlbench's own), and (once loaded) the class."""
 
     name: str
     target: str
     origin: str
+    distribution: str | None = None
+    version: str | None = None
     loaded: Any = None
     rivals: tuple[str, ...] = ()
 
@@ -45,6 +52,34 @@ class Entry:
                 ) from error
             self.loaded = obj
         return self.loaded
+
+    def summary(self, kind: str) -> str:
+        """The class's `summary`, read from its source when it is a plain string there (no import),
+        else from the loaded class."""
+        if self.loaded is None:
+            found = _summary_in_source(self.target)
+            if found is not None:
+                return found
+        return self.load(kind).summary
+
+
+def _summary_in_source(target: str) -> str | None:
+    module_name, _, attribute = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin and spec.origin.endswith(".py") else None
+    except (ImportError, ValueError, OSError):
+        return None
+    if source is None:
+        return None
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == attribute:
+            for statement in node.body:
+                target_node = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else getattr(statement, "target", None)
+                value = getattr(statement, "value", None)
+                if isinstance(target_node, ast.Name) and target_node.id == "summary" and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return value.value
+    return None
 
 
 class Registry:
@@ -67,12 +102,12 @@ class Registry:
                     known.rivals += (entry.origin,)
         return self._entries
 
-    def register(self, name: str, target: Any, origin: str = "runtime") -> None:
+    def register(self, name: str, target: Any, origin: str = "runtime", version: str | None = None) -> None:
         """Add `name` at run time; `target` is a class or a ``"module:attr"`` string."""
         if isinstance(target, str):
-            self._discover()[name] = Entry(name, target, origin)
+            self._discover()[name] = Entry(name, target, origin, origin, version)
         else:
-            self._discover()[name] = Entry(name, f"{target.__module__}:{target.__qualname__}", origin, target)
+            self._discover()[name] = Entry(name, f"{target.__module__}:{target.__qualname__}", origin, origin, version, target)
 
     def unregister(self, name: str) -> None:
         self._discover().pop(name, None)
@@ -93,8 +128,9 @@ class Registry:
 
 def _entry_from(entry_point: EntryPoint) -> Entry:
     distribution = entry_point.dist.name if entry_point.dist is not None else "unknown"
+    version = getattr(entry_point.dist, "version", None) if entry_point.dist is not None else None
     origin = BUILT_IN if distribution == "vlbench" else distribution
-    return Entry(entry_point.name, entry_point.value, origin)
+    return Entry(entry_point.name, entry_point.value, origin, distribution, version)
 
 
 tasks = Registry("task", "vlbench.tasks")

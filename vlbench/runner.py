@@ -1,7 +1,13 @@
 """One benchmark run per seed: split, fit (if trainable and shots > 0), score, metrics, record.
 
-Re-running the same configuration resumes: the split is checked against the stored one, trained
-state is loaded instead of retrained, and only examples missing from `scores.jsonl` are scored.
+Nothing is written before everything that can fail early has: options are validated when the
+configuration is resolved (`prepare`), and the task's examples are read, the split drawn and the
+matcher built (its model loaded and hashed) before the run directory is touched.
+
+Re-running the same configuration resumes: the stored inputs (`identity.json`: code versions,
+weights hash, data fingerprint) must match the current ones, trained state is loaded instead of
+retrained, and only examples missing from `scores.jsonl` are scored. `--restart` discards a run's
+stored records first.
 
 Under `torchrun` / `accelerate launch` every rank draws the same split and trains on its share of
 each batch (gradients summed over ranks); the examples left to score are dealt out by rank, each
@@ -11,8 +17,6 @@ metrics and writes `results.json`. Rank 0 alone holds the run's lock and writes 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,23 +25,23 @@ from typing import Any
 
 from vlbench import distributed, registry
 from vlbench.config import RunConfig
-from vlbench.errors import VlbenchError
+from vlbench.errors import Interrupted, VlbenchError
 from vlbench.evaluation import load_images, score_examples
 from vlbench.example_records import example_recorder
+from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.options import as_dict, build
-from vlbench.provenance import provenance
+from vlbench.provenance import session_record
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, describe_device, resolve_device
-from vlbench.splits import Split, make_split
+from vlbench.splits import Split, evaluation_ids, make_split
+from vlbench.stored_runs import SCHEMA_VERSION, RunRecord
 from vlbench.training import TrainConfig
 from vlbench.types import Example, Matcher, Task
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
 class Prepared:
-    """A validated configuration with its task loaded, shared by all seeds."""
+    """A validated configuration with its task built, shared by all seeds."""
 
     config: RunConfig
     task: Task
@@ -52,9 +56,13 @@ class RunResult:
     run_dir: Path
     results: dict[str, Any]
 
+    @property
+    def record(self) -> RunRecord:
+        return RunRecord.parse(self.results, self.run_dir)
+
 
 def prepare(config: RunConfig) -> Prepared:
-    """Resolve names and validate options; every error is a `VlbenchError`."""
+    """Resolve names and validate every option; every error is a `VlbenchError`. Writes nothing."""
     task_class = registry.tasks.get(config.task)
     matcher_class = registry.matchers.get(config.matcher)
     task_options = build(task_class.Options, config.task_options, "task_options")
@@ -64,10 +72,10 @@ def prepare(config: RunConfig) -> Prepared:
     trains = matcher_class.trainable and not config.shots_parsed.is_zero
     train = build(TrainConfig, {**matcher_class.train_defaults, **config.train}, "train") if trains else None
     if config.save_attention and not matcher_class.records_attention:
-        keeping = ", ".join(name for name in registry.matchers.names() if getattr(_loaded_or_none(name), "records_attention", False))
-        raise VlbenchError(f"--save-attention: matcher '{config.matcher}' records no attention maps (those that do: {keeping or 'none'})")
+        raise VlbenchError(f"--save-attention: matcher '{config.matcher}' records no attention maps (those that do: {', '.join(_attention_matchers()) or 'none'})")
     if config.train and not trains:
         raise VlbenchError(f"'train:' options given, but matcher '{config.matcher}' does not train with --shots {config.shots}")
+    _check_runs_dir(Path(config.runs_dir))
     device = resolve_device(config.device)
     device = distributed.rank_device(device, distributed.join(device))
     task = task_class(task_options, Path(config.data_root) if config.data_root else None)
@@ -83,14 +91,21 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     if train_pool is not None:
         _check_ids(config.task, train_pool, "training")
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
-    identity = run_identity(prepared)
-    run_dir = RunDirectory(Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(split.shots)}-{config_id(identity)}" / f"seed-{seed}")
+    import torch
+
+    torch.manual_seed(seed)
+    matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
+    identity = run_identity(prepared, matcher, pool + (train_pool or []))
+    run_dir = RunDirectory(Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(split.shots)}-{identity.config_id}" / f"seed-{seed}")
+    evaluation_by_id = {example.id: example for example in pool}
+    evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
     ranks = distributed.current()
     with ExitStack() as held:
         def open_run() -> set[str]:
             held.enter_context(run_dir.lock())
-            _write_or_check_split(run_dir, split)
-            run_dir.write_text("config.yaml", _yaml({**identity, "seed": seed, "data_root": config.data_root, "batch_size": config.batch_size, "device": prepared.device}))
+            if config.restart:
+                run_dir.discard_records()
+            _open_or_check(run_dir, identity, split, config, seed, prepared.device)
             run_dir.merge_shards()
             done = set(run_dir.read_scores())
             if config.save_attention:
@@ -100,23 +115,27 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
         # rank starts appending.
         already = ranks.on_main(open_run)
-        import torch
-
-        torch.manual_seed(seed)
-        runtime = Runtime(prepared.device, seed, config.batch_size, config.model, run_dir.path, config.task, config.save_attention)
-        matcher = prepared.matcher_class(prepared.matcher_options, runtime)
         by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
-        fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train, ranks)
-        evaluation_by_id = {example.id: example for example in pool}
-        evaluation = [evaluation_by_id[i] for i in split.eval_ids][: config.limit]
+        try:
+            fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train, ranks)
+        except KeyboardInterrupt:
+            raise Interrupted(0, len(evaluation), training=True) from None
         pending = [example for example in evaluation if example.id not in already]
         skipped: dict[str, str] = {}
         started = time.perf_counter()
         mine = ranks.shard(pending)
+        appended = [len(evaluation) - len(pending)]
         if mine:
             shard = ranks.rank if ranks.distributed else None
             with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as record:
-                skipped = score_examples(matcher, mine, config.batch_size, append, config.on_bad_example, config.image_workers, record)
+                def counted(scored: list[ScoredExample]) -> None:
+                    append(scored)
+                    appended[0] += len(scored)
+
+                try:
+                    skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, record)
+                except KeyboardInterrupt:
+                    raise Interrupted(appended[0], len(evaluation)) from None
         skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
         score_seconds = time.perf_counter() - started
 
@@ -131,7 +150,9 @@ def run(prepared: Prepared, seed: int) -> RunResult:
 
         def finish() -> dict[str, Any]:
             scored = _merged_scores(run_dir, config.task, evaluation, skipped)
-            results = _results_record(prepared, identity, split, matcher, scored, skipped, timings, ranks.world_size)
+            if fit_seconds is not None or timings["examples_scored"]:
+                run_dir.append_session(session_record(prepared, matcher, ranks.world_size, timings["examples_scored"], fit_seconds is not None))
+            results = _results_record(prepared, identity, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
 
@@ -139,12 +160,52 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     return RunResult(run_dir.path, results)
 
 
+def run_identity(prepared: Prepared, matcher: Matcher, examples: list[Example]) -> RunIdentity:
+    """The run's configuration (names its directory) and inputs (checked on resume)."""
+    config = prepared.config
+    task = prepared.task
+    configuration = {
+        "task": config.task,
+        "task_options": as_dict(task.options),
+        "matcher": config.matcher,
+        "matcher_options": as_dict(prepared.matcher_options),
+        "model": config.model,
+        "shots": config.shots_parsed.label(),
+        "split": config.split,
+        "limit": config.limit,
+        "train": as_dict(prepared.train) if prepared.train else None,
+    }
+    inputs = {
+        "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher.fingerprint()),
+        "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=task.data_fingerprint(examples)),
+    }
+    return RunIdentity(configuration, inputs)
+
+
+def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int, device: str) -> None:
+    """A new run gets its split, configuration and identity written; a run with stored records must
+    have been made from the same inputs, or it is refused (and nothing of it is rewritten)."""
+    if not run_dir.holds_records():
+        run_dir.write_json("split.json", split.to_record())
+        run_dir.write_text("config.yaml", _yaml({**identity.config, "seed": seed, "data_root": config.data_root and str(Path(config.data_root).absolute()), "batch_size": config.batch_size, "device": device}))
+        run_dir.write_json("identity.json", identity.to_record())
+        return
+    if not run_dir.exists("identity.json"):
+        raise VlbenchError(f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench); {RESTART_HINT}")
+    stored = run_dir.read_json("identity.json")
+    change = changed_inputs(stored.get("inputs", {}), identity.inputs, config.model)
+    if change is not None:
+        raise VlbenchError(f"{change}, in {run_dir.path}; {RESTART_HINT}")
+    if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:
+        raise VlbenchError(f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed); {RESTART_HINT}")
+
+
 def _check_attention_kept(run_dir: RunDirectory, done: set[str]) -> None:
     without = done - set(run_dir.read_lines("attention"))
     if without:
         raise VlbenchError(
             f"--save-attention: {run_dir.path} already holds scores of {len(without)} examples scored without "
-            "keeping their maps, and finished examples are not scored again; use another --runs-dir"
+            "keeping their maps, and finished examples are not scored again; use another --runs-dir, or --restart"
         )
 
 
@@ -164,28 +225,30 @@ def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], 
     return scored
 
 
-def _results_record(prepared: Prepared, identity: dict[str, Any], split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], processes: int) -> dict[str, Any]:
-    """The content of `results.json`."""
+def _results_record(prepared: Prepared, identity: RunIdentity, split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The content of `results.json` (schema in the README)."""
     config = prepared.config
-    metrics, breakdown = compute_metrics(prepared.task, scored)
+    task = prepared.task
+    metrics, breakdown = compute_metrics(task, scored)
+    inputs = identity.inputs
     return {
         "schema_version": SCHEMA_VERSION,
-        "config_id": config_id(identity),
-        "task": {"name": config.task, "version": prepared.task.version, "options": identity["task_options"]},
-        "matcher": {"name": config.matcher, "fingerprint": matcher.fingerprint(), "trained": prepared.train is not None},
-        "protocol": {**split.summary(), "limit": config.limit, "train": identity["train"]},
+        "config_id": identity.config_id,
+        "task": {**_component(inputs["task"]), "options": identity.config["task_options"], "headline": task.headline_metric(metrics), "data_fingerprint": inputs["task"]["data"]},
+        "matcher": {**_component(inputs["matcher"]), "fingerprint": inputs["matcher"]["fingerprint"], "trained": prepared.train is not None},
+        "protocol": {**split.summary(), "limit": config.limit, "train": identity.config["train"]},
         "n": len(scored),
         "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
         "metrics": metrics,
         "breakdown": breakdown,
         "skipped": [{"id": example_id, "error": error} for example_id, error in skipped.items()],
         "timings": timings,
-        "provenance": {
-            **provenance(describe_device(prepared.device), matcher.library_versions()),
-            "batch_size": config.batch_size,
-            "processes": processes,
-        },
+        "provenance": {"sessions": sessions},
     }
+
+
+def _component(identity: dict[str, Any]) -> dict[str, Any]:
+    return {key: identity[key] for key in ("name", "version", "distribution", "distribution_version")}
 
 
 def compute_metrics(task: Task, scored: list[ScoredExample]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -196,27 +259,6 @@ def compute_metrics(task: Task, scored: list[ScoredExample]) -> tuple[dict[str, 
     metrics, breakdown = aggregate(outcomes, [item.tags for item in scored])
     metrics.update(task.summarize({"metrics": metrics, "breakdown": breakdown}))
     return metrics, breakdown
-
-
-def run_identity(prepared: Prepared) -> dict[str, Any]:
-    """Everything that can change scores (batch size and device must not, so they are left out)."""
-    config = prepared.config
-    return {
-        "task": config.task,
-        "task_version": prepared.task.version,
-        "task_options": as_dict(prepared.task.options),
-        "matcher": config.matcher,
-        "matcher_options": as_dict(prepared.matcher_options),
-        "model": config.model,
-        "shots": config.shots_parsed.label(),
-        "split": config.split,
-        "limit": config.limit,
-        "train": as_dict(prepared.train) if prepared.train else None,
-    }
-
-
-def config_id(identity: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks) -> float | None:
@@ -234,18 +276,6 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     return seconds
 
 
-def _write_or_check_split(run_dir: RunDirectory, split: Split) -> None:
-    if run_dir.exists("split.json"):
-        stored = run_dir.read_json("split.json")
-        if stored.get("split_sha256") != split.sha256:
-            raise VlbenchError(
-                f"{run_dir.path / 'split.json'} holds a different split than this run draws: the "
-                f"task's data changed since it was written. Use another --runs-dir or delete {run_dir.path}."
-            )
-        return
-    run_dir.write_json("split.json", split.to_record())
-
-
 def _check_ids(task: str, examples: list[Example], which: str) -> None:
     seen: set[str] = set()
     for example in examples:
@@ -256,11 +286,24 @@ def _check_ids(task: str, examples: list[Example], which: str) -> None:
         raise VlbenchError(f"task '{task}' has no {which} examples (check its data and options)")
 
 
-def _loaded_or_none(name: str) -> Any:
-    try:
-        return registry.matchers.get(name)
-    except VlbenchError:
-        return None
+def _check_runs_dir(runs_dir: Path) -> None:
+    """A runs directory that cannot hold runs is refused before any work."""
+    from vlbench.records import writable_directory
+
+    problem = writable_directory(runs_dir)
+    if problem:
+        raise VlbenchError(f"--runs-dir {runs_dir}: {problem}")
+
+
+def _attention_matchers() -> list[str]:
+    names = []
+    for name in registry.matchers.names():
+        try:
+            if registry.matchers.get(name).records_attention:
+                names.append(name)
+        except VlbenchError:
+            pass
+    return names
 
 
 def _path_label(shots: str) -> str:

@@ -1,9 +1,8 @@
-"""Where and how a matcher runs: device, seed, batch size, model."""
+"""Where and how a matcher runs: device, seed, model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from vlbench.errors import VlbenchError
 
@@ -11,27 +10,28 @@ from vlbench.errors import VlbenchError
 @dataclass(frozen=True)
 class Runtime:
     """Handed to every matcher. `model` is the `--model` value (a hub id, a path, or "mini");
-    `task` names the task being run (matchers with per-task defaults read it); `save_attention`
-    asks matchers with `records_attention` to keep the maps behind their scores."""
+    `save_attention` asks matchers with `records_attention` to keep the maps behind their scores."""
 
-    device: str
-    seed: int
-    batch_size: int
-    model: str | None
-    run_dir: Path | None
-    task: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    model: str | None = None
     save_attention: bool = False
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an error."""
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` or ``cuda:N`` without
+    that GPU is an error."""
     import torch
 
     available = torch.cuda.is_available()
     if requested == "auto":
         return "cuda" if available else "cpu"
-    if requested == "cuda" and not available:
-        raise VlbenchError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or auto")
+    if requested.startswith("cuda"):
+        if not available:
+            raise VlbenchError(f"--device {requested}: no CUDA device is visible to PyTorch; use --device cpu or auto")
+        index = int(requested.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise VlbenchError(f"--device {requested}: PyTorch sees {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return requested
 
 

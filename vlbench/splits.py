@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,11 @@ def make_split(
     if shots.is_zero:
         return Split((), _ids(pool), protocol, shots.label(), seed)
     rng = random.Random(f"vlbench-split:{task_name}:{seed}")
+    if train_pool is not None and protocol == "paper-release":
+        raise VlbenchError(
+            f"--split paper-release: task '{task_name}' has an official train split, so the released code's cut of the "
+            "evaluation file's first rows has no meaning here; leave --split out"
+        )
     if train_pool is not None:
         size = _checked_size(shots, len(train_pool), len(train_pool), "the task's train split")
         chosen = sorted(rng.sample(range(len(train_pool)), size))
@@ -104,6 +110,16 @@ def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:
     dropped = len(pool) - len(train) - len(evaluation)
     train_ids = tuple(e.id for e in pool if e.id in train)
     return Split(train_ids, tuple(evaluation), protocol, shots_label, seed, dropped)
+
+
+def evaluation_ids(eval_ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
+    """The evaluation examples a run scores: all of `eval_ids`, or with `limit` a sample of that
+    many drawn with the run's seed, kept in split order. A sample, not the first rows: files are
+    often sorted by kind (ComVG's first 1,536 rows are all subject swaps)."""
+    if limit is None or limit >= len(eval_ids):
+        return list(eval_ids)
+    chosen = sorted(random.Random(f"vlbench-limit:{seed}").sample(range(len(eval_ids)), limit))
+    return [eval_ids[index] for index in chosen]
 
 
 def _checked_size(shots: Shots, pool_size: int, most: int, pool_name: str) -> int:

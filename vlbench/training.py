@@ -34,6 +34,19 @@ class TrainConfig:
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
 
+    def __post_init__(self) -> None:
+        from vlbench.options import check, finite
+
+        check(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        check(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        check(finite(self.lr) and self.lr > 0, "lr", f"must be a positive number, got {self.lr}")
+        check(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", f"must be a number >= 0, got {self.weight_decay}")
+        check(finite(self.margin) and self.margin >= 0, "margin", f"must be a number >= 0, got {self.margin}")
+        check(self.grad_clip is None or (finite(self.grad_clip) and self.grad_clip > 0), "grad_clip", f"must be a positive number or null, got {self.grad_clip}")
+        check(finite(self.momentum) and 0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        check(finite(self.warmup_lr) and self.warmup_lr > 0, "warmup_lr", f"must be a positive number, got {self.warmup_lr}")
+
 
 def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate of optimiser step `step` (0-based)."""

@@ -117,14 +117,17 @@ class NoOptions:
 class Task:
     """A benchmark: its examples, where few-shot examples come from, and its metrics.
 
-    Subclasses set the class attributes, define `Options` (a dataclass; YAML fills it) and
-    implement `examples`, `outcomes` and `describe`.
+    Subclasses set `name` and `summary`, define `Options` (a dataclass; YAML fills it, its
+    `__post_init__` may check ranges with `vlbench.options.check`) and implement `examples`,
+    `outcomes` and `describe`. `headline` names the metric boards lead with and compare on (default:
+    the first one `outcomes` returns); `version` is bumped when a change to the code changes what
+    the examples or metrics are (stored runs then refuse to resume).
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ""
-    metric_names: ClassVar[tuple[str, ...]]
+    headline: ClassVar[str | None] = None
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, data_root: Path | None) -> None:
@@ -143,6 +146,8 @@ class Task:
                 f"task '{self.name}' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set "
                 f"data_root in --config. Expected layout: {self.describe()}"
             )
+        if self.data_root.is_file():
+            raise VlbenchError(f"task '{self.name}': data root {self.data_root} is a file; pass the directory that holds the data. Expected layout: {self.describe()}")
         if not self.data_root.is_dir():
             raise VlbenchError(f"task '{self.name}': data root {self.data_root} does not exist. Expected layout: {self.describe()}")
         return self.data_root
@@ -168,6 +173,18 @@ class Task:
         """Metrics derived from the aggregated ones (e.g. an average over tags); none by default."""
         return {}
 
+    def headline_metric(self, metrics: dict[str, float]) -> str:
+        """The metric boards lead with: `headline`, else the first of `metrics`."""
+        return self.headline if self.headline in metrics else next(iter(metrics))
+
+    def data_fingerprint(self, examples: Sequence[Example]) -> str:
+        """What identifies the data a run reads (part of its identity): by default a hash of the
+        examples' ids, texts, matching pairs, tags, image keys and image file sizes. A task whose
+        pixels live somewhere the examples do not name (e.g. packed in parquet files) adds it."""
+        from vlbench.identity import examples_fingerprint
+
+        return examples_fingerprint(examples)
+
     def statistics(self, examples: list[Example]) -> dict[str, Any]:
         """Task-specific counts that `vlbench data check` reports (e.g. known shortcuts)."""
         return {}
@@ -181,11 +198,18 @@ class Matcher:
     """Scores how well images match texts.
 
     Subclasses set `name` and `summary`, define `Options` (a dataclass) and implement `score`.
-    Trainable matchers set `trainable = True` and implement `trainable_parameters`; the default
-    `fit` then runs the protocol's shared training loop over `score`.
+    Trainable matchers set `trainable = True` and keep every tensor they train in one
+    `torch.nn.Module`, `self.trained` (or return it from `trained_module`); the parameters the
+    loop optimises and the state stored in the run record derive from it, and the default `fit`
+    runs the protocol's shared training loop over `score`.
+
+    Class attributes: `uses_model` (takes `--model`), `train_defaults` (this matcher's `train:`
+    defaults), `records_attention` (can keep attention maps for the report), `version` (bump it
+    when a change to the code changes scores: stored runs then refuse to resume).
     """
 
     name: ClassVar[str]
+    version: ClassVar[str] = "1"
     summary: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
     uses_model: ClassVar[bool] = False
@@ -206,9 +230,16 @@ class Matcher:
         """Score several examples at once; override to batch across examples (same results)."""
         return [self.score(images, texts) for images, texts in batch]
 
+    def trained_module(self) -> torch.nn.Module:
+        """The module holding every tensor `fit` trains (trainable matchers): `self.trained`."""
+        trained = getattr(self, "trained", None)
+        if not self.trainable or trained is None:
+            raise NotImplementedError(f"matcher '{self.name}' has no trained module (a trainable matcher sets self.trained)")
+        return trained
+
     def trainable_parameters(self) -> list[torch.Tensor]:
-        """The tensors `fit` optimises (trainable matchers only)."""
-        raise NotImplementedError(f"matcher '{self.name}' is not trainable")
+        """The tensors `fit` optimises: the trained module's parameters that require gradients."""
+        return [parameter for parameter in self.trained_module().parameters() if parameter.requires_grad]
 
     def fit(self, examples: Sequence[Example], train: TrainConfig, load_images: Callable) -> None:
         """Train on few-shot `examples` with the protocol's loss (trainable matchers only)."""
@@ -217,12 +248,18 @@ class Matcher:
         fit_by_scores(self, examples, train, load_images)
 
     def state_dict(self) -> dict[str, Any]:
-        """Trained state to store in the run record; empty for matchers that do not train."""
-        return {}
+        """Trained state to store in the run record (CPU tensors); empty for matchers that do not train."""
+        if not self.trainable:
+            return {}
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.trained_module().state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise VlbenchError(f"matcher '{self.name}' has no trained state to load")
+        """Load a state that `state_dict` returned."""
+        if not self.trainable:
+            if state:
+                raise VlbenchError(f"matcher '{self.name}' has no trained state to load")
+            return
+        self.trained_module().load_state_dict(state)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this matcher's scores: name, model id and revision, options."""

@@ -6,12 +6,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlbench.options import check
 from vlbench.types import Matcher
 
 
 @dataclass
 class MeanColorOptions:
     buckets: int = 512  # words are hashed into this many learned colour vectors
+
+    def __post_init__(self):
+        check(self.buckets >= 1, "buckets", f"must be at least 1, got {self.buckets}")
 
 
 class MeanColorMatcher(Matcher):
@@ -25,22 +29,15 @@ class MeanColorMatcher(Matcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
-        self.word_colors = torch.zeros(options.buckets, 3, requires_grad=True)
+        # Everything that trains lives in one module: vlbench optimises its parameters and
+        # stores its state_dict in the run record.
+        self.trained = torch.nn.ParameterDict({"word_colors": torch.nn.Parameter(torch.zeros(options.buckets, 3))})
 
     def score(self, images, texts):
         means = torch.stack([torch.from_numpy(np.asarray(image.pixels, dtype=np.float32)).mean((0, 1)) / 255 - 0.5 for image in images])
-        words = torch.stack([self.word_colors[[self._bucket(word) for word in text.lower().split()]].sum(0) for text in texts])
+        colors = self.trained["word_colors"]
+        words = torch.stack([colors[[self._bucket(word) for word in text.lower().split()]].sum(0) for text in texts])
         return means @ words.T
 
     def _bucket(self, word):
         return zlib.crc32(word.encode()) % self.options.buckets
-
-    def trainable_parameters(self):
-        return [self.word_colors]
-
-    def state_dict(self):
-        return {"word_colors": self.word_colors.detach().clone()}
-
-    def load_state_dict(self, state):
-        with torch.no_grad():
-            self.word_colors.copy_(state["word_colors"])

@@ -10,9 +10,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from vlbench.config import cache_dir
+from vlbench.errors import VlbenchError
+from vlbench.options import check
 from vlbench.tasks.comvg import ComVGOptions, ComVGTask
 from vlbench.tasks.miniworld.writers import GENERATOR_VERSION, write_all
 from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
@@ -27,12 +29,33 @@ def generated_root(world_seed: int, image_size: int) -> Path:
         return root
     staging = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    write_all(staging, world_seed, image_size)
+    try:
+        write_all(staging, world_seed, image_size)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise VlbenchError(
+            f"the mini-world is generated into $VLBENCH_CACHE on first use, but {error.filename} cannot be written ({error.strerror}); "
+            "set VLBENCH_CACHE to a writable directory"
+        ) from None
     try:
         os.replace(staging, root)  # atomic: readers see the whole world or none of it
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+@dataclass
+class WorldOptions:
+    """Which mini-world: its seed and picture size."""
+
+    world_seed: int = 0
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        check(self.image_size >= 24, "image_size", f"must be at least 24 pixels (scenes need the room), got {self.image_size}")
 
 
 class GeneratedData:
@@ -45,28 +68,23 @@ class GeneratedData:
 
 
 @dataclass
-class MiniComVGOptions(ComVGOptions):
-    world_seed: int = 0
-    image_size: int = 32
+class MiniComVGOptions(WorldOptions, ComVGOptions):
+    pass
 
 
 @dataclass
-class MiniRefCOCOgOptions(RefCOCOgOptions):
-    world_seed: int = 0
-    image_size: int = 32
+class MiniRefCOCOgOptions(WorldOptions, RefCOCOgOptions):
+    pass
 
 
 @dataclass
-class MiniVQAv2Options(VQAv2Options):
-    source: str = "official"
-    world_seed: int = 0
-    image_size: int = 32
+class MiniVQAv2Options(WorldOptions, VQAv2Options):
+    source: Literal["csv", "official"] = "official"
 
 
 @dataclass
-class MiniWinogroundOptions(WinogroundOptions):
-    world_seed: int = 0
-    image_size: int = 32
+class MiniWinogroundOptions(WorldOptions, WinogroundOptions):
+    pass
 
 
 class MiniComVGTask(GeneratedData, ComVGTask):

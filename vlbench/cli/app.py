@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
 
 from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, report_command, run_command, score_command
-from vlbench.errors import VlbenchError
+from vlbench.errors import Interrupted, VlbenchError
 
 app = typer.Typer(
     name="vlbench",
@@ -34,6 +35,7 @@ def options(debug: bool = typer.Option(False, "--debug", help="Show full traceba
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C
     try:
         app()
     except VlbenchError as error:
@@ -41,3 +43,13 @@ def main() -> None:
             raise
         typer.secho(f"error: {error}", err=True, fg="red")
         sys.exit(2)
+    except Interrupted as interrupted:
+        from vlbench import distributed
+
+        if distributed.current().is_main:
+            typer.secho(str(interrupted), err=True, fg="yellow")
+        sys.exit(130)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -15,9 +15,10 @@ def check(
     data_root: Path = typer.Option(None, "--data-root", help="Dataset root (else $VLBENCH_DATA, else the config file)."),
     config: Path = typer.Option(None, "--config", help="YAML file; its data_root and task_options are used."),
 ) -> None:
-    """Print the task's counts (examples, images, tags), or exactly what is missing and how to get it.
+    """Print the task's counts (examples, images, tags), or exactly what is missing or broken and how
+    to get it: every image file is opened and decoded.
 
-    Exits with 1 when something is missing."""
+    Exits with 1 when something is missing or broken."""
     from rich.console import Console
 
     from vlbench import registry
@@ -42,10 +43,10 @@ def check(
         return
     for problem in report.problems:
         console.print(f"[red]problem:[/red] {problem}")
-    for path in report.missing_images:
-        console.print(f"  missing: {path}")
-    if report.n_missing_images > len(report.missing_images):
-        console.print(f"  … and {report.n_missing_images - len(report.missing_images)} more")
+    for problem in report.bad_images:
+        console.print(f"  {problem}")
+    if report.n_bad_images > len(report.bad_images):
+        console.print(f"  … and {report.n_bad_images - len(report.bad_images)} more")
     layout = task_object.describe()
     if not any(layout in problem for problem in report.problems):
         console.print(f"expected layout: {layout}")

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from vlbench.stored_runs import RunRecord
 
 
-def print_results(results: dict[str, Any], path: Path) -> None:
+def print_results(record: RunRecord) -> None:
     """The metrics (overall and per tag) of one run, then where its results.json is."""
     from rich.console import Console
     from rich.table import Table
 
-    protocol = results["protocol"]
-    title = f"{results['task']['name']} · {results['matcher']['name']} · shots {protocol['shots']} · seed {protocol['seed']} · n={results['n']}"
-    table = Table(title=title)
+    protocol = record.protocol
+    n = f"n={record.n}"
+    if record.limited:
+        n += f" of {protocol.n_eval} (a seeded sample, --limit)"
+    if protocol.dropped_for_shared_images:
+        n += f", {protocol.dropped_for_shared_images} evaluation examples dropped for sharing an image with training"
+    table = Table(title=f"{record.task} · {record.matcher} · shots {protocol.shots} · seed {protocol.seed} · {n}")
     table.add_column("group")
     table.add_column("n", justify="right")
-    names = list(results["metrics"])
+    names = list(record.metrics)
     for name in names:
         table.add_column(name, justify="right")
-    table.add_row("all", str(results["n"]), *(f"{results['metrics'][name] * 100:.2f}" for name in names))
-    for tag, values in results["breakdown"].items():
+    table.add_row("all", str(record.n), *(f"{record.metrics[name] * 100:.2f}" for name in names))
+    for tag, values in record.breakdown.items():
         for value, metrics in values.items():
             table.add_row(f"{tag}={value}", str(metrics["n"]), *(f"{metrics[name] * 100:.2f}" if name in metrics else "" for name in names))
     console = Console()
     console.print(table)
-    timings = results["timings"]
+    timings = record.data["timings"]
     if timings["examples_resumed"]:
         console.print(f"resumed {timings['examples_resumed']} stored examples, scored {timings['examples_scored']}")
-    console.print(f"results: {path}")
+    console.print(f"results: {record.directory / 'results.json'}")

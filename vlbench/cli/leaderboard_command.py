@@ -18,10 +18,12 @@ def leaderboard(
     """Per task: matcher × shots rows, each metric as mean ± 95% CI over seeds, best in bold."""
     from vlbench.errors import VlbenchError
     from vlbench.leaderboard.publish import render_board
-    from vlbench.records import atomic_write_text
+    from vlbench.records import atomic_write_text, writable_file
 
     if format not in ("markdown", "csv", "json"):
         raise VlbenchError(f"--format {format}: choose markdown, csv or json")
+    if out is not None:
+        writable_file(out, "--out")
     text = render_board(runs or [Path("runs")], format, baseline, plots, references, out)
     if out:
         atomic_write_text(out, text)

@@ -13,9 +13,9 @@ class Kind(str, Enum):
 
 
 def list_entries(kind: Kind = typer.Argument(..., help="tasks or matchers")) -> None:
-    """List registered tasks or matchers: name, origin (built-in or plugin distribution), summary.
-
-    A plugin that fails to import is listed with its error; the others still work."""
+    """List registered tasks or matchers: name, origin (built-in or the plugin's distribution and
+    version), summary. Summaries are read from the source, so listing imports no model library;
+    an entry whose summary needs its module imported and fails is listed with its error."""
     from rich.console import Console
     from rich.table import Table
 
@@ -29,8 +29,9 @@ def list_entries(kind: Kind = typer.Argument(..., help="tasks or matchers")) -> 
     for name in chosen.names():
         entry = chosen.entry(name)
         try:
-            summary = entry.load(chosen.kind).summary
+            summary = entry.summary(chosen.kind)
         except VlbenchError as error:
             summary = f"[red]broken: {error}[/red]"
-        table.add_row(name, entry.origin, summary)
+        origin = entry.origin if entry.origin == "built-in" or entry.version is None else f"{entry.origin} {entry.version}"
+        table.add_row(name, origin, summary)
     Console(width=200).print(table)

@@ -51,10 +51,12 @@ def board(
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run the mini-world suite (every mini task × matcher × 3 seeds, offline) and print its leaderboard."""
-    from vlbench.leaderboard.suite import DEFAULT_SUITE, run_suite
     from vlbench.leaderboard.publish import render_board
-    from vlbench.records import atomic_write_text
+    from vlbench.leaderboard.suite import DEFAULT_SUITE, run_suite
+    from vlbench.records import atomic_write_text, writable_file
 
+    if out is not None:
+        writable_file(out, "--out")
     run_suite(suite or DEFAULT_SUITE, runs_dir)
     markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
     typer.echo(markdown)

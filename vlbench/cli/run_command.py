@@ -22,11 +22,14 @@ def run(
     split: str = typer.Option(None, "--split", help="grouped (default) or paper-release (leaky; reproduction only)."),
     on_bad_example: str = typer.Option(None, "--on-bad-example", help="error (default) or skip: leave out examples whose images cannot be read, listed in results.json."),
     save_attention: bool = typer.Option(None, "--save-attention", help="Keep the attention maps behind each score in the run record (dsd), for `vlbench report`."),
+    restart: bool = typer.Option(None, "--restart", help="Discard what the run stored (scores, trained state, results) and run it again."),
 ) -> None:
     """Run TASK with MATCHER; prints the metrics and the path of each results.json.
 
-    Re-running the same command resumes: stored scores and trained state are reused. Under
-    `torchrun` or `accelerate launch` the examples are shared out among the processes."""
+    Re-running the same command resumes: stored scores and trained state are reused, as long as
+    the code, weights and data that made them are unchanged (else the run is refused; --restart
+    discards them). Under `torchrun` or `accelerate launch` the examples are shared out among the
+    processes. Ctrl-C or SIGTERM stops cleanly (exit 130) and the same command resumes."""
     from vlbench import distributed
     from vlbench.cli.display import print_results
     from vlbench.config import load_run_config
@@ -37,11 +40,12 @@ def run(
         "task": task, "matcher": matcher, "model": model, "data_root": str(data_root) if data_root else None,
         "shots": shots, "seeds": seed, "runs_dir": str(runs_dir) if runs_dir else None, "limit": limit,
         "batch_size": batch_size, "device": device, "split": split, "on_bad_example": on_bad_example, "save_attention": save_attention,
+        "restart": restart,
     }
     run_config = load_run_config(config, overrides)
     prepared = prepare(run_config)
     for each_seed in run_config.seeds:
         result = run_seed(prepared, each_seed)
         if distributed.current().is_main:
-            print_results(result.results, result.run_dir / "results.json")
+            print_results(result.record)
     distributed.leave()

@@ -11,6 +11,6 @@ def score(run_dir: Path = typer.Argument(..., help="A run directory (holds resul
     """Recompute a run's metrics from its stored per-example scores and update its results.json."""
     from vlbench.cli.display import print_results
     from vlbench.rescore import rescore
+    from vlbench.stored_runs import RunRecord
 
-    results = rescore(run_dir)
-    print_results(results, run_dir / "results.json")
+    print_results(RunRecord.parse(rescore(run_dir), run_dir))

@@ -1,4 +1,5 @@
-"""Loading open_clip models by the `--model` value, with errors that say what to download.
+"""Loading open_clip models by the `--model` value, with errors that say what to download, and a
+content hash of the weights loaded (part of every run's identity).
 
 `--model` forms:
 - `mini`: the mini CLIP shipped with vlbench (trained on the mini-world);
@@ -9,13 +10,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
+from vlbench.hashing import files_sha256
+from vlbench.matchers.mini_models import mini_model_dir
 
 DEFAULT_MODEL = "ViT-B-16:openai"
 
@@ -28,18 +30,12 @@ class LoadedClip:
     fingerprint: dict[str, Any]
 
 
-def mini_clip_dir() -> Path:
-    from vlbench.matchers.mini_models import mini_model_dir
-
-    return mini_model_dir("mini-clip")
-
-
 def load_open_clip(model: str | None, device: str) -> LoadedClip:
     """The model, its image preprocessing and tokenizer, and a fingerprint of the weights."""
     import open_clip
 
     spec = model or DEFAULT_MODEL
-    path = mini_clip_dir() if spec == "mini" else Path(spec)
+    path = mini_model_dir("mini-clip") if spec == "mini" else Path(spec)
     try:
         logging.disable(logging.ERROR)  # open_clip logs the failure it then raises; the raised error is reported below
         if path.is_dir():
@@ -48,12 +44,11 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
             name = f"local-dir:{path}"
             created = open_clip.create_model_and_transforms(name, device=device)
             tokenizer = open_clip.get_tokenizer(name)
-            weights = sorted(path.glob("open_clip_*model*"))
-            fingerprint = {"model": spec, "weights_sha256": _sha256(weights[0]) if weights else None}
+            checkpoint = (path, [path / "open_clip_config.json", *path.glob("open_clip_*model*")])
         elif spec.startswith("hf-hub:"):
             created = open_clip.create_model_and_transforms(spec, device=device)
             tokenizer = open_clip.get_tokenizer(spec)
-            fingerprint = {"model": spec}
+            checkpoint = _hub_snapshot(spec.removeprefix("hf-hub:"))
         else:
             architecture, _, tag = spec.partition(":")
             if architecture not in open_clip.list_models():
@@ -62,7 +57,8 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
                 raise VlbenchError(_untrained_message(spec, open_clip.list_pretrained_tags_by_model(architecture)))
             created = open_clip.create_model_and_transforms(architecture, pretrained=tag, device=device)
             tokenizer = open_clip.get_tokenizer(architecture)
-            fingerprint = {"model": spec}
+            weights = Path(open_clip.pretrained.download_pretrained(open_clip.pretrained.get_pretrained_cfg(architecture, tag)))
+            checkpoint = (weights.parent, [weights])
     except VlbenchError:
         raise
     except Exception as error:  # open_clip raises many kinds for a model it cannot get offline
@@ -76,7 +72,8 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
         logging.disable(logging.NOTSET)
     clip_model, _, preprocess = created
     clip_model.eval()
-    return LoadedClip(clip_model, preprocess, tokenizer, fingerprint)
+    root, files = checkpoint
+    return LoadedClip(clip_model, preprocess, tokenizer, {"model": spec, "weights_sha256": files_sha256(files, root)})
 
 
 def _untrained_message(spec: str, tags: list[str]) -> str:
@@ -84,9 +81,9 @@ def _untrained_message(spec: str, tags: list[str]) -> str:
     return f"--model {spec}: names an architecture without weights (it would score with random ones); add a pretrained tag, ARCH:TAG ({known})"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _hub_snapshot(repo: str) -> tuple[Path, list[Path]]:
+    """The cached snapshot of an open_clip hub model and its config and weight files."""
+    from huggingface_hub import snapshot_download
+
+    root = Path(snapshot_download(repo, local_files_only=True))
+    return root, [*root.glob("open_clip_config.json"), *root.glob("open_clip_*model*")]

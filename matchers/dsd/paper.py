@@ -1,8 +1,8 @@
 """`dsd`: Discriminative Stable Diffusion as the paper describes it (He et al., 2023).
 
 For an (image, text) pair and each noise level ℓ: the image's VAE latent is noised at timestep
-`round(ℓ·(T−1))` with one noise tensor per (example, level), drawn from a generator seeded by
-(run seed, the example's candidate set, ℓ) and shared by all its candidates. On each captured
+`round(ℓ·(T−1))` with the run's noise for that timestep, shared by every image and candidate
+(`stable_diffusion.inputs`). On each captured
 `attn2` layer the probabilities `A = softmax(QKᵀ/√d)` `[heads, image tokens, text tokens]` are
 pooled over image tokens (`lse`: `(1/λ)·log Σᵢ exp(λ·A[i, :])`), averaged over the text's tokens,
 then over heads (mean, or dynamic weights), layers and noise levels. The UNet stops after the
@@ -31,9 +31,12 @@ from typing import Literal
 import torch
 
 from vlbench.errors import VlbenchError
-from vlbench.matchers.attention_pooling import Pooling, attention_grid, mean_over_tokens, pool_image_tokens, pooling_attribution, scaled_to_bytes
-from vlbench.matchers.diffusion_inputs import LatentMode, candidate_set_identity, seeded_generator
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.matchers.dsd.pooling import PooledAttention, Pooling, mean_over_tokens, scaled_to_bytes
+from vlbench.matchers.dsd.prompts import DSDPrompts
+from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, check_layer_spec, select_layers
+from vlbench.matchers.stable_diffusion.inputs import LatentMode
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.options import check, finite
 
 
 @dataclass
@@ -45,6 +48,13 @@ class DSDOptions(UNetOptions):
     lse_lambda: float = 10.0
     tokens: Literal["real", "words"] = "real"
     latent: LatentMode = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(self.noise_levels) and all(0 < level < 1 for level in self.noise_levels), "noise_levels", f"must be a non-empty list of values in (0, 1), got {self.noise_levels}")
+        check(finite(self.lse_lambda) and self.lse_lambda > 0, "lse_lambda", f"must be a positive number, got {self.lse_lambda}")
+        problem = check_layer_spec(self.layers)
+        check(problem is None, "layers", problem or "")
 
 
 ATTENTION_GRID = 16  # saved maps are resized to this many cells a side
@@ -59,42 +69,31 @@ class DSDMatcher(StableDiffusionMatcher):
     Options = DSDOptions
 
     def __init__(self, options, runtime):
-        if not options.noise_levels or not all(0 < level < 1 for level in options.noise_levels):
-            raise VlbenchError(f"matcher_options.noise_levels must be a non-empty list of values in (0, 1), got {options.noise_levels}")
-        if options.lse_lambda <= 0:
-            raise VlbenchError(f"matcher_options.lse_lambda must be positive, got {options.lse_lambda}")
         super().__init__(options, runtime)
-        self.layers = self.capture(options.layers, self._reduce, stop_early=True, key_value_shift=self._shift)
-        self.trained = torch.nn.ModuleDict()  # holds the prompts once trained or loaded
+        try:
+            self.layers = select_layers(self.sd.unet, options.layers)
+        except ValueError as error:
+            raise VlbenchError(f"matcher_options.{error}") from None
+        self.readout = PooledAttention(options.pooling, options.lse_lambda, attribution=options.heads == "dynamic")
+        self.zero_shot = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(self.readout) for layer in self.layers})
+        self.prompts: DSDPrompts | None = None  # made when training starts or a trained state is loaded
         steps = self.sd.scheduler.config.num_train_timesteps - 1
         self.timesteps = [round(level * steps) for level in options.noise_levels]
-        self.grids: list[torch.Tensor] | None = None  # per captured layer call, while keeping maps
         self.kept: list[dict] = []
 
-    @property
-    def prompts(self):
-        return self.trained["prompts"] if "prompts" in self.trained else None
-
-    def _ensure_prompts(self):
-        from vlbench.matchers.dsd_prompts import AttentionPrompts
-
+    def trained_module(self) -> DSDPrompts:
         if self.prompts is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.runtime.seed)
-                self.trained["prompts"] = AttentionPrompts(self.sd.unet, self.layers, self.sd.tokenizer.model_max_length)
+                self.prompts = DSDPrompts(self.sd.unet, self.layers, self.readout, self.sd.tokenizer.model_max_length)
         return self.prompts
 
-    def _shift(self, layer, hidden_states, key, value):
-        prompts = self.prompts
-        return (key, value) if prompts is None else prompts.shift(layer, hidden_states, key, value)
-
-    def _reduce(self, logits, probabilities):
-        if self.grids is not None:
-            self.grids.append(attention_grid(probabilities, ATTENTION_GRID))
-        pooled = pool_image_tokens(probabilities, self.options.pooling, self.options.lse_lambda)
-        if self.options.heads == "mean":
-            return pooled
-        return torch.stack([pooled, pooling_attribution(probabilities, self.options.pooling, self.options.lse_lambda)], dim=-1)
+    @property
+    def capture(self) -> CrossAttentionCapture:
+        """The zero-shot capture, or once prompts exist, the one that applies them."""
+        if self.prompts is None:
+            return self.zero_shot
+        return CrossAttentionCapture(self.sd.unet, dict(zip(self.layers, self.prompts.processors)))
 
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]
@@ -102,13 +101,14 @@ class DSDMatcher(StableDiffusionMatcher):
     def score_examples(self, batch):
         parts = [self._jobs(images, texts) for images, texts in batch]
         keeping = self.runtime.save_attention and self.training_noise is None
-        self.grids = [] if keeping else None
+        self.readout.grid_size = ATTENTION_GRID if keeping else None
         try:
-            raw = self.pair_scores(Jobs.concat(parts))
-            if keeping:
-                self.kept = self._attention_records(batch, parts)
+            per_layer = self.layer_readouts(Jobs.concat(parts))
         finally:
-            self.grids = None
+            self.readout.grid_size = None
+        raw = torch.stack([self._layer_score(values, torch.cat([part.masks for part in parts])) for values in per_layer]).mean(dim=0)
+        if keeping:
+            self.kept = self._attention_records(batch, parts, [values["grid"] for values in per_layer])
         matrices, start = [], 0
         for (images, texts), part in zip(batch, parts):
             per_level = raw[start : start + len(part)].view(len(images), len(texts), len(self.timesteps))
@@ -120,14 +120,13 @@ class DSDMatcher(StableDiffusionMatcher):
         kept, self.kept = self.kept, []
         return kept
 
-    def _attention_records(self, batch, parts) -> list[dict]:
+    def _attention_records(self, batch, parts, grids) -> list[dict]:
         """Per example, per (image, text) pair: each real token's map, averaged over the captured
         layers, heads and noise levels (the attention the score pooled)."""
-        per_chunk = len(self.layers)
-        grids = torch.cat([torch.stack(self.grids[at : at + per_chunk]).mean(dim=0) for at in range(0, len(self.grids), per_chunk)])
+        grid = torch.stack(grids).mean(dim=0)
         records, start = [], 0
         for (images, texts), part in zip(batch, parts):
-            maps = grids[start : start + len(part)].view(len(images), len(texts), len(self.timesteps), *grids.shape[1:]).mean(dim=2)
+            maps = grid[start : start + len(part)].view(len(images), len(texts), len(self.timesteps), *grid.shape[1:]).mean(dim=2)
             masks, tokens = self._token_mask(texts).cpu(), self.inputs.token_strings(texts)
             pairs = [
                 {"image": i, "text": t, "tokens": [token for token, real in zip(tokens[t], masks[t]) if real], "maps": scaled_to_bytes(maps[i, t][masks[t]])}
@@ -142,12 +141,7 @@ class DSDMatcher(StableDiffusionMatcher):
         """Jobs in (image, text, level) order."""
         latents = self.latents(images, self.options.latent)
         states, masks = self.inputs.text_states(texts), self._token_mask(texts)
-        identity = candidate_set_identity(images, texts)
-        shape = latents.shape[1:]
-        noise = torch.stack([
-            torch.randn(shape, generator=self.training_noise if self.training_noise is not None else seeded_generator(self.runtime.seed, identity, level))
-            for level in self.options.noise_levels
-        ]).to(latents)
+        noise = torch.stack([self.noise(timestep, latents.shape[1:]) for timestep in self.timesteps]).to(latents)
         image_index, text_index, level_index = product_indices(len(images), len(texts), len(self.timesteps))
         timesteps = torch.tensor(self.timesteps, device=latents.device)
         return Jobs(latents[image_index], noise[level_index], timesteps[level_index], states[text_index], masks[text_index])
@@ -162,39 +156,31 @@ class DSDMatcher(StableDiffusionMatcher):
                 raise VlbenchError("matcher_options.tokens: words needs texts with at least one word; an empty text was given")
         return mask
 
-    def pair_scores(self, jobs: Jobs) -> torch.Tensor:
-        """`[jobs]`: the uncalibrated score of each job (mean over layers of the head-combined,
-        token-averaged pooled attention)."""
-        per_layer, _ = self.run_unet(jobs, need_output=False)
-        return torch.stack([self._layer_score(values, jobs.masks) for values in per_layer]).mean(dim=0)
+    def layer_readouts(self, jobs: Jobs) -> list[dict[str, torch.Tensor]]:
+        """Per captured layer, the readout of every job."""
+        with self.capture as capture:
+            per_layer, _ = self.run_unet(jobs, capture)
+        return per_layer
 
-    def _layer_score(self, values, masks) -> torch.Tensor:
+    def _layer_score(self, values: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        """`[jobs]`: one layer's pooled attention averaged over the text's tokens, then over heads
+        (mean, or weighted by each head's attribution)."""
+        per_head = mean_over_tokens(values["pooled"], masks)
         if self.options.heads == "mean":
-            return mean_over_tokens(values, masks).mean(dim=-1)
-        per_head = mean_over_tokens(values[..., 0], masks)
-        weights = mean_over_tokens(values[..., 1], masks)
+            return per_head.mean(dim=-1)
+        weights = mean_over_tokens(values["attribution"], masks)
         return (weights * per_head).sum(dim=-1) / weights.sum(dim=-1)
 
     def _calibrate(self, scores):
         return scores if self.prompts is None else self.prompts.calibrate(scores)
 
-    def trainable_parameters(self):
-        return list(self._ensure_prompts().parameters())
-
     def fit(self, examples, train, load_images):
         from vlbench.losses import midpoint_bias
 
-        prompts = self._ensure_prompts()
+        prompts = self.trained_module()
         with torch.no_grad():
             raw = [self.score(load_images(example), example.texts) for example in examples]
             spread = torch.cat([scores.flatten() for scores in raw]).std().nan_to_num(1.0).clamp(min=1e-8)  # nan: a single pair
             prompts.log_scale.fill_(-spread.log().item())
             prompts.bias.fill_(midpoint_bias([prompts.log_scale.exp() * scores for scores in raw], [example.positives for example in examples]))
         super().fit(examples, train, load_images)
-
-    def state_dict(self):
-        return {} if self.prompts is None else {name: tensor.detach().cpu() for name, tensor in self.prompts.state_dict().items()}
-
-    def load_state_dict(self, state):
-        if state:
-            self._ensure_prompts().load_state_dict(state)

@@ -1,8 +1,9 @@
 """`dsd-release`: DSD as the official code computes it (github.com/eric-ai-lab/Discffusion).
 
-Per timestep t of the grid `T−1−k, k in range(10, T−10, T // S)` (S per task: ComVG 40, RefCOCOg
-10, VQAv2 200, else the release's default 30), with one noise sample per grid point shared by every
-example and candidate, and a seeded VAE latent *sample* per (image, t):
+Per timestep t of the grid `T−1−k, k in range(10, T−10, T // S)` (`sampling_steps` S: the
+release's default is 30; its README runs ComVG with 40, RefCOCOg with 10 and VQA with 200, which
+the suites set per task), with one noise sample per grid point shared by every example and
+candidate, and a seeded VAE latent *sample* per (image, t):
 - attention term: on the released layers (in each of the down, mid and up stages, the last
   cross-attention block), the pre-softmax logits `QKᵀ·scale` LogSumExp'ed over all text tokens
   (padding included, λ = 1), averaged over heads, pixels and layers, and, as released, averaged
@@ -29,23 +30,29 @@ from dataclasses import dataclass
 import torch
 
 from vlbench.errors import VlbenchError
-from vlbench.matchers.attention_pooling import text_logsumexp
-from vlbench.matchers.diffusion_inputs import LatentMode, seeded_generator
-from vlbench.matchers.sd_matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.matchers.dsd.pooling import release_readout
+from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, released_layers
+from vlbench.matchers.stable_diffusion.inputs import LatentMode
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.options import check
 
-SAMPLING_STEPS = {"comvg": 40, "refcocog": 10, "vqav2": 200}
-DEFAULT_SAMPLING_STEPS = 30
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 @dataclass
 class DSDReleaseOptions(UNetOptions):
-    sampling_steps: int | None = None  # S; unset: 40 ComVG, 10 RefCOCOg, 200 VQAv2, else 30
+    sampling_steps: int = 30  # S, the release's default; its README: ComVG 40, RefCOCOg 10, VQA 200
     denoising_gain: bool = True
     include_uncond_attention: bool = True
     latent: LatentMode = "sample"
     lora_rank: int = 4
     train_timesteps: int = 1  # random timesteps per training step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.sampling_steps >= 1, "sampling_steps", f"must be at least 1, got {self.sampling_steps}")
+        check(self.lora_rank >= 1, "lora_rank", f"must be at least 1, got {self.lora_rank}")
+        check(self.train_timesteps >= 1, "train_timesteps", f"must be at least 1, got {self.train_timesteps}")
 
 
 def timestep_grid(sampling_steps: int, train_steps: int = 1000) -> list[int]:
@@ -62,19 +69,13 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
-        steps = options.sampling_steps or SAMPLING_STEPS.get((runtime.task or "").removeprefix("mini-"), DEFAULT_SAMPLING_STEPS)
         train_steps = self.sd.scheduler.config.num_train_timesteps
-        if not 1 <= steps <= train_steps // 20:
-            raise VlbenchError(f"matcher_options.sampling_steps must be between 1 and {train_steps // 20}, got {steps}")
-        self.grid = timestep_grid(steps, train_steps)
-        self.sampling_steps = steps
-        self.needs_output = options.denoising_gain
-        self.capture("release", self._reduce, stop_early=not self.needs_output)
+        if options.sampling_steps > train_steps:
+            raise VlbenchError(f"matcher_options.sampling_steps: at most the scheduler's {train_steps} timesteps, got {options.sampling_steps}")
+        self.grid = timestep_grid(options.sampling_steps, train_steps)
+        self.layers = released_layers(self.sd.unet)
+        self.capture = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(release_readout) for layer in self.layers})
         self.has_lora = False
-
-    @staticmethod
-    def _reduce(logits, probabilities):
-        return text_logsumexp(logits).mean(dim=(1, 2))
 
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]
@@ -86,7 +87,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         grid = self._timesteps()
         n_images, n_texts, n_steps = len(images), len(texts), len(grid)
         latents = torch.stack([self.latents(images, self.options.latent, t) for t in grid], dim=1)  # [I, G, 4, h, w]
-        noise = torch.stack([self._noise(t, latents.shape[2:]) for t in grid]).to(latents)
+        noise = torch.stack([self.noise(t, latents.shape[2:]) for t in grid]).to(latents)
         timesteps = torch.tensor(grid, device=latents.device)
         states = self.inputs.text_states(list(texts) + [""])
         masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
@@ -96,8 +97,9 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         image_index, step_of_job, text_index = product_indices(n_images, n_steps, n_texts)
         conditional = Jobs(flat[image_index * n_steps + step_of_job], noise[step_of_job], timesteps[step_of_job], states[text_index], masks[text_index])
         needs_unconditional = self.options.include_uncond_attention or self.options.denoising_gain
-        attention_u, predicted_u = self._attention_and_output(unconditional) if needs_unconditional else (None, None)
-        attention_c, predicted_c = self._attention_and_output(conditional)
+        with self.capture:
+            attention_u, predicted_u = self._attention_and_output(unconditional) if needs_unconditional else (None, None)
+            attention_c, predicted_c = self._attention_and_output(conditional)
         score = attention_c.view(n_images, n_steps, n_texts)
         if self.options.include_uncond_attention:
             score = 0.5 * (score + attention_u.view(n_images, n_steps, 1))
@@ -108,7 +110,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         return score.mean(dim=1)
 
     def _attention_and_output(self, jobs: Jobs):
-        per_layer, predicted = self.run_unet(jobs, need_output=self.needs_output)
+        per_layer, predicted = self.run_unet(jobs, self.capture)
         return torch.stack(per_layer).mean(dim=0), predicted
 
     def _timesteps(self) -> list[int]:
@@ -116,10 +118,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
             return self.grid
         high = self.sd.scheduler.config.num_train_timesteps
         return sorted(torch.randint(0, high, (self.options.train_timesteps,), generator=self.training_noise).tolist())
-
-    def _noise(self, timestep: int, shape) -> torch.Tensor:
-        generator = self.training_noise if self.training_noise is not None else seeded_generator(self.runtime.seed, "dsd-release-noise", timestep)
-        return torch.randn(shape, generator=generator)
 
     def _ensure_lora(self) -> None:
         from peft import LoraConfig
@@ -140,7 +138,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         super().fit(examples, train, load_images)
 
     def state_dict(self):
-        return {name: tensor.detach().cpu() for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}
 
     def load_state_dict(self, state):
         if not state:
@@ -151,5 +149,3 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         if result.unexpected_keys or missing:
             raise VlbenchError(f"matcher '{self.name}': stored LoRA state does not fit this UNet (first mismatch: {(result.unexpected_keys or missing)[0]})")
 
-    def fingerprint(self):
-        return {**super().fingerprint(), "sampling_steps": self.sampling_steps}

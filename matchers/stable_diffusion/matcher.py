@@ -1,5 +1,5 @@
-"""The plumbing the Stable Diffusion matchers share: loading, cached inputs, and UNet calls over
-many (latent, timestep, text) jobs in chunks, optionally capturing cross-attention.
+"""The base of the Stable Diffusion matchers: the loaded checkpoint, its cached inputs, and UNet
+calls over many (latent, noise, timestep, text) jobs in chunks, optionally reading cross-attention.
 
 A job's result depends on its own inputs only (GroupNorm, attention and the prompt meta-nets are
 per sample), so chunking, batch size and candidate order do not change scores.
@@ -8,15 +8,16 @@ per sample), so chunking, batch size and candidate order do not change scores.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from vlbench.errors import VlbenchError
-from vlbench.matchers.cross_attention import AttentionStore, StopUNet, install_capture, select_layers
-from vlbench.matchers.diffusion_inputs import DiffusionInputs, LatentMode, Resize
+from vlbench.matchers.stable_diffusion.capture import CrossAttentionCapture
+from vlbench.matchers.stable_diffusion.inputs import DiffusionInputs, LatentMode, Resize, shared_noise
+from vlbench.options import check
 from vlbench.types import Matcher
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -32,6 +33,9 @@ class UNetOptions:
     attention: Literal["sdpa", "xformers"] = "sdpa"  # the kernel of every layer not captured
     compile: bool = False  # torch.compile the UNet (GPU; the first calls are slow)
     feature_cache: bool = True  # keep VAE latents and text states on disk ($VLBENCH_CACHE/features)
+
+    def __post_init__(self) -> None:
+        check(self.unet_batch >= 1, "unet_batch", f"must be at least 1, got {self.unet_batch}")
 
 
 @dataclass
@@ -67,10 +71,8 @@ class StableDiffusionMatcher(Matcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
-        from vlbench.matchers.stable_diffusion import load_stable_diffusion
+        from vlbench.matchers.stable_diffusion.loading import load_stable_diffusion
 
-        if options.unet_batch < 1:
-            raise VlbenchError(f"matcher_options.unet_batch must be at least 1, got {options.unet_batch}")
         if options.attention == "xformers" and (torch.device(runtime.device).type != "cuda" or importlib.util.find_spec("xformers") is None):
             raise VlbenchError("matcher_options.attention: xformers needs a CUDA device and the xformers package (pip install xformers); the default sdpa needs neither")
         self.sd = load_stable_diffusion(runtime.model, runtime.device)
@@ -80,44 +82,32 @@ class StableDiffusionMatcher(Matcher):
             self.sd.unet.enable_xformers_memory_efficient_attention()
         self.unet = torch.compile(self.sd.unet) if options.compile else self.sd.unet
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
-        self.store: AttentionStore | None = None
         self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
 
-    def capture(self, layers: str | Sequence[str], reduce: Callable, stop_early: bool, key_value_shift: Callable | None = None) -> list[str]:
-        """Capture `reduce(logits, probabilities)` on the chosen `attn2` layers of the UNet."""
-        try:
-            chosen = select_layers(self.sd.unet, layers)
-        except ValueError as error:
-            raise VlbenchError(f"matcher_options.{error}") from None
-        self.store = AttentionStore(chosen, reduce, stop_early)
-        install_capture(self.sd.unet, chosen, self.store, key_value_shift)
-        return chosen
+    def noise(self, timestep: int, shape) -> torch.Tensor:
+        """The run's shared noise for `timestep` (see `inputs`), or while training a fresh draw."""
+        if self.training_noise is not None:
+            return torch.randn(tuple(shape), generator=self.training_noise)
+        return shared_noise(self.runtime.seed, timestep, shape)
 
     def latents(self, images, mode: LatentMode, *seed_parts) -> torch.Tensor:
         """Latents of `images`; a `sample` is seeded by (run seed, image content, `seed_parts`)."""
         seeds = [(self.runtime.seed, image.content_hash, *seed_parts) for image in images]
         return self.inputs.latents(images, mode, seeds)
 
-    def run_unet(self, jobs: Jobs, need_output: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Per captured layer, the stored values of every job (concatenated over chunks), and the
-        predicted noise `[jobs, 4, h, w]` (float32) when `need_output`."""
-        unet = self.unet
-        layer_values: list[list[torch.Tensor]] = []
+    def run_unet(self, jobs: Jobs, capture: CrossAttentionCapture | None = None) -> tuple[list[Any], torch.Tensor]:
+        """Per layer of `capture`, the readouts of every job (concatenated over chunks), and the
+        predicted noise `[jobs, 4, h, w]` (float32). The capture must be entered by the caller."""
+        layer_values: list[list[Any]] = []
         outputs = []
+        dtype = self.sd.unet.dtype
         for start in range(0, len(jobs), self.options.unet_batch):
             chunk = jobs.chunk(start, start + self.options.unet_batch)
             noisy = self.sd.scheduler.add_noise(chunk.latents, chunk.noise, chunk.timesteps)
-            try:
-                dtype = self.sd.unet.dtype
-                predicted = unet(noisy.to(dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(dtype)).sample
-                outputs.append(predicted.float())
-            except StopUNet:
-                if need_output:
-                    raise
-            if self.store is not None:
-                layer_values.append(self.store.take())
-        per_layer = [torch.cat(values) for values in zip(*layer_values)]
-        return per_layer, torch.cat(outputs) if need_output else None
+            outputs.append(self.unet(noisy.to(dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(dtype)).sample.float())
+            if capture is not None:
+                layer_values.append(capture.take())
+        return [_concatenated(values) for values in zip(*layer_values)], torch.cat(outputs)
 
     def fit(self, examples, train, load_images):
         """The protocol's training loop, drawing fresh seeded noise (`training_noise`) each step;
@@ -135,3 +125,10 @@ class StableDiffusionMatcher(Matcher):
 
     def library_versions(self):
         return ["diffusers", "transformers"]
+
+
+def _concatenated(values: Sequence[Any]) -> Any:
+    """Chunks' readouts joined along the job axis (tensors, or dicts of tensors)."""
+    if isinstance(values[0], dict):
+        return {key: torch.cat([value[key] for value in values]) for key in values[0]}
+    return torch.cat(values)

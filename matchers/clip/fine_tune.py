@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlbench.matchers.clip import ClipOptions, TrainedClipMatcher
+from vlbench.matchers.clip.zero_shot import ClipOptions, TrainedClipMatcher
 
 
 class ProjectionHeads(torch.nn.Module):

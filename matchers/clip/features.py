@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
-from vlbench.feature_cache import FeatureCache, cached_features, text_hash
+from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
 
 FEATURES_VERSION = 1
 
@@ -40,7 +40,7 @@ class ClipFeatures:
             "device": torch.device(device).type,
             "preprocess": repr(clip.preprocess),
         }
-        self.cache = FeatureCache(producer) if cache else None
+        self.cache = open_feature_cache(producer, cache)
 
     def require_heads(self, matcher: str) -> None:
         if not self.has_heads:

@@ -57,3 +57,29 @@ def scaled_to_bytes(maps: torch.Tensor) -> np.ndarray:
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = (maps.amax(dim=(1, 2), keepdim=True) - low).clamp(min=1e-12)
     return ((maps - low) / span * 255).round().to(torch.uint8).cpu().numpy()
+
+
+class PooledAttention:
+    """`dsd`'s readout of a captured layer: `{"pooled": [jobs, heads, m]}` (image tokens pooled),
+    with `attribution` also `{"attribution": …}` (for dynamic head weights), and while `grid_size`
+    is set also `{"grid": [jobs, m, size, size]}` (the head-averaged maps that are saved)."""
+
+    def __init__(self, pooling: Pooling, lam: float, attribution: bool) -> None:
+        self.pooling = pooling
+        self.lam = lam
+        self.attribution = attribution
+        self.grid_size: int | None = None
+
+    def __call__(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        kept = {"pooled": pool_image_tokens(probabilities, self.pooling, self.lam)}
+        if self.attribution:
+            kept["attribution"] = pooling_attribution(probabilities, self.pooling, self.lam)
+        if self.grid_size is not None:
+            kept["grid"] = attention_grid(probabilities, self.grid_size)
+        return kept
+
+
+def release_readout(logits: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """`dsd-release`'s readout: `[jobs]`, the text-token LogSumExp of the logits averaged over
+    heads and pixels."""
+    return text_logsumexp(logits).mean(dim=(1, 2))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from vlbench.errors import VlbenchError
-from vlbench.matchers.clip import TrainedClipMatcher
+from vlbench.options import check
+from vlbench.matchers.clip.zero_shot import TrainedClipMatcher
 
 
 @dataclass
@@ -25,6 +26,9 @@ class CoCoOpOptions:
     n_ctx: int = 4
     ctx_init: str = "a photo of a"  # "" for random context vectors (normal, std 0.02)
     feature_cache: bool = True  # keep frozen image features on disk ($VLBENCH_CACHE/features)
+
+    def __post_init__(self) -> None:
+        check(self.n_ctx >= 1, "n_ctx", f"must be at least 1, got {self.n_ctx}")
 
 
 class ConditionalPrompt(torch.nn.Module):
@@ -88,7 +92,9 @@ class CoCoOpMatcher(TrainedClipMatcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
-        self.trained = ConditionalPrompt(self.features, options.n_ctx, options.ctx_init, self.features.image_projection.shape[1])
+        with torch.random.fork_rng(devices=[]):  # the meta-net's initialisation is a function of the run's seed
+            torch.manual_seed(runtime.seed)
+            self.trained = ConditionalPrompt(self.features, options.n_ctx, options.ctx_init, self.features.image_projection.shape[1])
 
     def score(self, images, texts):
         image_embeddings = self.features.image_embeddings(self.features.images(images))

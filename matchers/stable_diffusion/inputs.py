@@ -1,5 +1,10 @@
 """What the Stable Diffusion matchers feed a UNet: VAE latents of images and text-encoder states of
-texts (frozen encoders, cached on disk), and seeded noise that never depends on batching or order.
+texts (frozen encoders, cached on disk), and one seeded noise bank per run.
+
+The noise bank: one noise tensor per (run seed, timestep, latent shape), shared by every image and
+every candidate of the run (common random numbers, as diffusion-itm upstream shares one noise
+sample per timestep). So a pair's score is a function of (image, text, seed) alone: it does not
+depend on the other candidates, on batching, on ranks or on order, and can be memoised.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vlbench.feature_cache import FeatureCache, cached_features, text_hash
+from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
 
 INPUTS_VERSION = 1
 Resize = Literal["squash", "center_crop"]
@@ -24,9 +29,10 @@ def seeded_generator(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
 
 
-def candidate_set_identity(images, texts) -> str:
-    """What identifies an example to its noise: its candidates, in an order-free form."""
-    return "\0".join(sorted(image.content_hash for image in images)) + "\1" + "\0".join(sorted(texts))
+def shared_noise(seed: int, timestep: int, shape) -> torch.Tensor:
+    """The run's noise for `timestep` at latent `shape` (CPU float32): the same for every image,
+    text and example."""
+    return torch.randn(tuple(shape), generator=seeded_generator(seed, "noise", timestep, tuple(shape)))
 
 
 class DiffusionInputs:
@@ -53,7 +59,7 @@ class DiffusionInputs:
             "resize": resize,
             "pixel_size": self.pixel_size,
         }
-        self.cache = FeatureCache(producer) if cache else None
+        self.cache = open_feature_cache(producer, cache)
 
     def latents(self, images, mode: LatentMode = "mean", sample_seeds=None) -> torch.Tensor:
         """`[n, 4, h, w]` latents × the VAE scaling factor: the mean, or a sample drawn with

@@ -24,8 +24,8 @@ class ClipMatcher(Matcher):
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
-        from vlbench.matchers.clip_features import ClipFeatures
-        from vlbench.matchers.open_clip_loading import load_open_clip
+        from vlbench.matchers.clip.features import ClipFeatures
+        from vlbench.matchers.clip.loading import load_open_clip
 
         self.features = ClipFeatures(load_open_clip(runtime.model, runtime.device), runtime.device, options.feature_cache)
 
@@ -50,9 +50,6 @@ class TrainedClipMatcher(ClipMatcher):
         super().__init__(options, runtime)
         self.features.require_heads(self.name)
 
-    def trainable_parameters(self):
-        return list(self.trained.parameters())
-
     def fit(self, examples, train, load_images):
         import torch
 
@@ -62,9 +59,3 @@ class TrainedClipMatcher(ClipMatcher):
             scores = [self.score(load_images(example), example.texts) for example in examples]
             self.trained.logit_bias.fill_(midpoint_bias(scores, [example.positives for example in examples]))
         super().fit(examples, train, load_images)
-
-    def state_dict(self):
-        return {name: tensor.detach().cpu() for name, tensor in self.trained.state_dict().items()}
-
-    def load_state_dict(self, state):
-        self.trained.load_state_dict(state)

@@ -1,25 +1,23 @@
-"""Reading a diffusers UNet's cross-attention: which `attn2` layers exist, in forward order, and an
-attention processor that hands their logits and probabilities to a store.
+"""Reading a diffusers UNet's cross-attention: which `attn2` layers exist, in forward order; an
+attention processor that keeps a readout of their logits and probabilities; and a scoped capture
+that installs such processors on the chosen layers and restores the previous ones on exit.
 
-The processor is set on the chosen `attn2` modules only (`UNet2DConditionModel.set_attn_processor`
-with a dict); every other layer keeps the processor it had (SDPA, or xformers where enabled). When
-only attention is needed, the store raises `StopUNet` after the last chosen layer, so the rest of
-the UNet never runs.
+Every other layer keeps the processor it had (PyTorch SDPA, or xformers where enabled).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 STAGES = ("down_blocks", "mid_block", "up_blocks")
 
-
-class StopUNet(Exception):
-    """Raised by `AttentionStore` after the last captured layer when the UNet output is not needed."""
+Readout = Callable[[torch.Tensor, torch.Tensor], Any]
+"""What a capturing processor keeps of a layer: `readout(logits, probabilities)`, both
+`[batch, heads, image tokens, text tokens]` (probabilities are the softmax of the logits)."""
 
 
 def cross_attention_layers(unet) -> list[str]:
@@ -56,6 +54,17 @@ def _attention_of(name: str) -> str:
     return name.split(".transformer_blocks.")[0]
 
 
+LAYER_SPEC = re.compile(r"all|release|last-[1-9]\d*")
+
+
+def check_layer_spec(spec: str | Sequence[str]) -> str | None:
+    """Why `spec` cannot name layers of any UNet, or None; the names themselves are checked
+    against the model once it is loaded (`select_layers`)."""
+    if isinstance(spec, str):
+        return None if LAYER_SPEC.fullmatch(spec) else f"{spec!r} is not 'all', 'release', 'last-K' (K >= 1) or a list of attn2 module names"
+    return None if spec else "an empty list names no layer"
+
+
 def select_layers(unet, spec: str | Sequence[str]) -> list[str]:
     """`all`, `last-K` (the last K in forward order), `release`, or a list of `attn2` module names."""
     available = cross_attention_layers(unet)
@@ -74,44 +83,30 @@ def select_layers(unet, spec: str | Sequence[str]) -> list[str]:
     return sorted(spec, key=_forward_position)
 
 
-class AttentionStore:
-    """What `reduce(logits, probabilities)` keeps of each captured layer, for one UNet call.
+class CapturingCrossAttention(torch.nn.Module):
+    """A diffusers attention processor for one `attn2` layer: explicit softmax attention
+    (`softmax(QKᵀ·scale)V`) that keeps `readout(logits, probabilities)` of its last call.
 
-    With `stop_early`, recording the last of `layers` raises `StopUNet`."""
+    A module, so subclasses can own learned tensors (DSD's prompts) that `shift_keys_values`
+    adds to the keys and values; diffusers registers a module processor under its layer."""
 
-    def __init__(self, layers: Sequence[str], reduce: Callable[[torch.Tensor, torch.Tensor], Any], stop_early: bool) -> None:
-        self.layers = list(layers)
-        self.reduce = reduce
-        self.stop_early = stop_early
-        self.values: dict[str, Any] = {}
+    def __init__(self, readout: Readout) -> None:
+        super().__init__()
+        self.readout = readout
+        self.kept: Any = None
 
-    def record(self, layer: str, logits: torch.Tensor, probabilities: torch.Tensor) -> None:
-        self.values[layer] = self.reduce(logits, probabilities)
-        if self.stop_early and len(self.values) == len(self.layers):
-            raise StopUNet
+    def shift_keys_values(self, hidden_states: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `[batch, text tokens, inner]` as the layer attends to them."""
+        return key, value
 
-    def take(self) -> list[Any]:
-        """The recorded values in `layers` order; the store is then empty for the next call."""
-        missing = [layer for layer in self.layers if layer not in self.values]
-        if missing:
-            raise RuntimeError(f"the UNet call did not reach the captured layer {missing[0]}")
-        values, self.values = [self.values[layer] for layer in self.layers], {}
-        return values
+    def take(self) -> Any:
+        """The readout of the last call; the processor then holds nothing until the next one."""
+        if self.kept is None:
+            raise RuntimeError("the UNet call did not reach a captured cross-attention layer")
+        kept, self.kept = self.kept, None
+        return kept
 
-
-class CapturingCrossAttention:
-    """A diffusers attention processor: explicit softmax attention (`softmax(QKᵀ·scale)V`) whose
-    logits `[batch, heads, image tokens, text tokens]` and probabilities go to `store`.
-
-    `key_value_shift(layer, hidden_states, key, value)`, when given, returns shifted keys and values
-    (DSD's attention prompts)."""
-
-    def __init__(self, layer: str, store: AttentionStore, key_value_shift: Callable | None = None) -> None:
-        self.layer = layer
-        self.store = store
-        self.key_value_shift = key_value_shift
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if attention_mask is not None:
             raise ValueError("CapturingCrossAttention does not support attention masks")
         residual = hidden_states
@@ -125,12 +120,11 @@ class CapturingCrossAttention:
         if attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        if self.key_value_shift is not None:
-            key, value = self.key_value_shift(self.layer, hidden_states, key, value)
+        key, value = self.shift_keys_values(hidden_states, key, value)
         query, key, value = (tensor.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for tensor in (query, key, value))
         logits = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
         probabilities = logits.softmax(dim=-1)
-        self.store.record(self.layer, logits, probabilities)
+        self.kept = self.readout(logits, probabilities)
         output = (probabilities.to(value.dtype) @ value).transpose(1, 2).flatten(2)
         output = attn.to_out[1](attn.to_out[0](output))
         if spatial:
@@ -140,9 +134,27 @@ class CapturingCrossAttention:
         return output / attn.rescale_output_factor
 
 
-def install_capture(unet, layers: Sequence[str], store: AttentionStore, key_value_shift: Callable | None = None) -> dict:
-    """Set capturing processors on `layers`; returns the previous processors (for `restore`)."""
-    previous = dict(unet.attn_processors)
-    chosen = {f"{layer}.processor" for layer in layers}
-    unet.set_attn_processor({name: CapturingCrossAttention(name.removesuffix(".processor"), store, key_value_shift) if name in chosen else processor for name, processor in previous.items()})
-    return previous
+class CrossAttentionCapture:
+    """`with capture:` sets `processors` (layer name → capturing processor) on their layers and,
+    on exit, puts back every processor the UNet had. `take()` returns the readouts of the last
+    UNet call, in the layers' forward order."""
+
+    def __init__(self, unet, processors: Mapping[str, CapturingCrossAttention]) -> None:
+        self.unet = unet
+        self.layers = sorted(processors, key=_forward_position)
+        self.processors = dict(processors)
+        self._saved: dict[str, Any] | None = None
+
+    def __enter__(self) -> CrossAttentionCapture:
+        saved = dict(self.unet.attn_processors)
+        # set_attn_processor wants an entry for every layer, and empties the dict it is given.
+        self.unet.set_attn_processor({name: self.processors.get(name.removesuffix(".processor"), processor) for name, processor in saved.items()})
+        self._saved = saved
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.unet.set_attn_processor(dict(self._saved))
+        self._saved = None
+
+    def take(self) -> list[Any]:
+        return [self.processors[layer].take() for layer in self.layers]

@@ -1,0 +1,157 @@
+"""A stored score is a function of its inputs: a run made from other weights, another plugin version
+or other data refuses to resume (one line naming what changed, the stored record untouched), and
+`--restart` scores again. Identical inputs (a copy of the data elsewhere) resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TESTS
+from placeholders import comvg_root
+
+REAL_COMVG = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+HINT = "; use another --runs-dir, or --restart to discard them"
+
+
+def stored(tmp_path):
+    """The bytes of the one run's results.json and scores.jsonl."""
+    (results,) = (tmp_path / "runs").rglob("results.json")
+    return results.read_bytes(), results.with_name("scores.jsonl").read_bytes()
+
+
+def results_of(tmp_path):
+    (results,) = (tmp_path / "runs").rglob("results.json")
+    return json.loads(results.read_text())
+
+
+def test_changed_weights_at_the_same_path_refuse_to_resume(tmp_path, vlbench_here):
+    from safetensors.torch import load_file, save_file
+
+    from vlbench.matchers.mini_models import mini_model_dir
+
+    shutil.copytree(mini_model_dir("mini-clip"), tmp_path / "model")
+    args = ("run", "--task", "mini-comvg", "--matcher", "clip", "--model", "model", "--limit", "20", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    before = stored(tmp_path)
+    weights = tmp_path / "model" / "open_clip_model.safetensors"
+    state = load_file(weights)
+    state["text_projection"] = -state["text_projection"]  # same shapes, other weights
+    save_file(state, weights)
+
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: weights of --model model changed since these scores were stored (sha256 ") and line.endswith(HINT), err
+    assert stored(tmp_path) == before, "a refused attempt rewrites nothing"
+
+    assert vlbench_here(*args, "--restart", cwd=tmp_path)[0] == 0
+    record = results_of(tmp_path)
+    assert record["timings"]["examples_scored"] == 20 and record["timings"]["examples_resumed"] == 0
+    assert record["matcher"]["fingerprint"]["weights_sha256"] != json.loads(before[0])["matcher"]["fingerprint"]["weights_sha256"]
+    assert len(record["provenance"]["sessions"]) == 1, "the discarded run's sessions went with it"
+
+
+def plugin_source(root, version, sign):
+    """A one-file matcher distribution, `vlbench-signed`: it prefers the first image (sign 1) or the
+    second (sign -1), so the two versions' accuracies on `colors` add up to 1."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "vlbench-signed"\nversion = "{version}"\n'
+        '[project.entry-points."vlbench.matchers"]\nsigned = "vlbench_signed:Signed"\n'
+    )
+    (root / "vlbench_signed.py").write_text(
+        "import torch\nfrom vlbench.types import Matcher\n\n"
+        "class Signed(Matcher):\n"
+        "    name = 'signed'\n    summary = 'Test plugin: prefers one image slot.'\n\n"
+        "    def score(self, images, texts):\n"
+        f"        return {sign} * torch.tensor([[float(i.key.endswith('-0')) for t in texts] for i in images])\n"
+    )
+    return root
+
+
+def test_an_upgraded_plugin_refuses_to_resume(tmp_path):
+    site = tmp_path / "site"
+    environment = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200"}
+
+    def install(version, sign):
+        source = plugin_source(tmp_path / f"src-{version}", version, sign)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--upgrade", "--target", str(site), str(source)], check=True, capture_output=True)
+
+    def vlbench(*extra):
+        return subprocess.run([sys.executable, "-m", "vlbench", "run", "--task", "colors", "--matcher", "signed", "--runs-dir", "runs", *extra], cwd=tmp_path, env=environment, capture_output=True, text=True)
+
+    install("0.1.0", 1)
+    assert vlbench().returncode == 0
+    before = stored(tmp_path)
+    install("0.2.0", -1)
+    refused = vlbench()
+    run_dir = next((tmp_path / "runs").rglob("results.json")).parent.relative_to(tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"error: matcher 'signed' comes from vlbench-signed 0.2.0 now, from vlbench-signed 0.1.0 when these scores were stored, in {run_dir}{HINT}"
+    ]
+    assert stored(tmp_path) == before
+    assert vlbench("--restart").returncode == 0
+    old, new = json.loads(before[0]), results_of(tmp_path)
+    assert new["matcher"]["distribution_version"] == "0.2.0"
+    assert new["metrics"]["accuracy"] == pytest.approx(1 - old["metrics"]["accuracy"]) and old["metrics"]["accuracy"] == 0.495
+
+
+def comvg_copy(root, caption_change=None):
+    """A ComVG data root: the real csv's first 12 rows (optionally one caption changed)."""
+    lines = REAL_COMVG.read_text().splitlines()[:13]
+    if caption_change:
+        lines[3] = lines[3].replace(*caption_change)
+    source = root.parent / f"{root.name}.csv"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text("\n".join(lines) + "\n")
+    return comvg_root(root, source)
+
+
+@pytest.mark.parametrize("where", ["in place", "another root"])
+def test_changed_data_under_the_same_ids_refuses_to_resume(tmp_path, vlbench_here, where):
+    comvg_copy(tmp_path / "data")
+    args = ("run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, "--data-root", "data", cwd=tmp_path)[0] == 0
+    before = stored(tmp_path)
+    changed = comvg_copy(tmp_path / ("data" if where == "in place" else "other"), caption_change=("a man is sitting", "a man is standing"))
+    code, _, err = vlbench_here(*args, "--data-root", changed.name, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
+    assert stored(tmp_path) == before
+
+
+def test_a_copy_of_the_same_data_elsewhere_resumes_and_both_roots_are_recorded(tmp_path, vlbench_here):
+    comvg_copy(tmp_path / "data")
+    args = ("run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, "--data-root", "data", "--limit", "6", cwd=tmp_path)[0] == 0
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    (scores,) = (tmp_path / "runs").rglob("scores.jsonl")
+    kept = scores.read_text().splitlines()[:3]
+    scores.write_text("\n".join(kept) + "\n")  # as if killed after 3 examples
+    (scores.parent / "results.json").unlink()
+    assert vlbench_here(*args, "--data-root", "copy", "--limit", "6", cwd=tmp_path)[0] == 0
+    record = results_of(tmp_path)
+    assert record["timings"]["examples_resumed"] == 3 and record["timings"]["examples_scored"] == 3
+    roots = [session["data_root"] for session in record["provenance"]["sessions"]]
+    assert roots == [str(tmp_path / "data"), str(tmp_path / "copy")]
+
+
+def test_scores_stored_without_a_record_of_their_inputs_are_refused(tmp_path, vlbench_here):
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    next((tmp_path / "runs").rglob("identity.json")).unlink()
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    assert code == 2 and "stored without a record of their inputs (an older vlbench)" in err
+
+
+def test_files_get_the_umask_s_mode_not_0600(tmp_path, vlbench_here):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert vlbench_here("run", "--task", "colors", "--matcher", "clip-ft", "--model", "mini", "--shots", "5%", "--limit", "4", "--runs-dir", "runs", cwd=tmp_path)[0] == 0
+    (run_dir,) = {path.parent for path in (tmp_path / "runs").rglob("results.json")}
+    for name in ("results.json", "config.yaml", "split.json", "state.pt", "identity.json"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -1,0 +1,89 @@
+"""What a run's stored scores are a function of, and the check that refuses to resume when it changed.
+
+A run has two parts of identity:
+- its configuration (task, task options, matcher, matcher options, `--model`, shots, split
+  protocol, limit, training settings): hashed into `config_id`, which names the run directory;
+- its inputs: the code that scores (the distribution and version providing the matcher and the
+  task, and their own `version`), the model's weights (a content hash), and the task's data (a
+  fingerprint of the examples read). Stored in `identity.json`; a resumed run whose inputs differ
+  is refused with one line naming what changed.
+
+Batch size, device and number of processes are in neither: they must not change scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlbench.hashing import short
+
+RESTART_HINT = "use another --runs-dir, or --restart to discard them"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    config: dict[str, Any]
+    inputs: dict[str, Any]
+
+    @property
+    def config_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_record(self) -> dict[str, Any]:
+        """The content of `identity.json`."""
+        return {"config_id": self.config_id, "config": self.config, "inputs": self.inputs}
+
+
+def component_identity(name: str, component: type, entry, **details: Any) -> dict[str, Any]:
+    """Who provides a task or matcher and at which version (`entry`: its registry entry)."""
+    return {"name": name, "distribution": entry.distribution, "distribution_version": entry.version, "version": component.version, **details}
+
+
+def examples_fingerprint(examples: Sequence) -> str:
+    """A hash of what the examples are: ids, texts, matching pairs, tags, image keys and crops, and
+    the size of each image file (a stat, no pixels read: cheap on any dataset)."""
+    digest = hashlib.sha256()
+    sizes: dict[Any, int] = {}
+    for example in examples:
+        images = []
+        for ref in example.images:
+            if ref.path is not None and ref.path not in sizes:
+                try:
+                    sizes[ref.path] = ref.path.stat().st_size
+                except OSError:
+                    sizes[ref.path] = -1
+            images.append([ref.key, list(ref.crop) if ref.crop else None, sizes.get(ref.path)])
+        line = [example.id, list(example.texts), [list(pair) for pair in example.positives], dict(sorted(example.tags.items())), images]
+        digest.update(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str | None) -> str | None:
+    """What differs first between the stored and the current inputs (`inputs` of `identity.json`),
+    as a phrase for the refusal; None when they agree."""
+    for kind in ("matcher", "task"):
+        old, new = stored.get(kind, {}), current[kind]
+        name = f"{kind} '{new['name']}'"
+        if (old.get("distribution"), old.get("distribution_version")) != (new["distribution"], new["distribution_version"]):
+            return f"{name} comes from {new['distribution']} {new['distribution_version']} now, from {old.get('distribution')} {old.get('distribution_version')} when these scores were stored"
+        if old.get("version") != new["version"]:
+            return f"{name} changed how it scores (version {old.get('version')} → {new['version']}) since these scores were stored"
+    old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
+    if old_data != new_data:
+        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(old_data)} → {short(new_data)})"
+    old_print, new_print = stored.get("matcher", {}).get("fingerprint", {}), current["matcher"]["fingerprint"]
+    if old_print.get("weights_sha256") != new_print.get("weights_sha256"):
+        return f"weights of --model {model} changed since these scores were stored (sha256 {short(old_print.get('weights_sha256'))} → {short(new_print.get('weights_sha256'))})"
+    for key in sorted(old_print.keys() | new_print.keys()):
+        if old_print.get(key) != new_print.get(key):
+            return f"matcher '{current['matcher']['name']}': its {key} changed since these scores were stored ({_brief(old_print.get(key))} → {_brief(new_print.get(key))})"
+    return None
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "…"

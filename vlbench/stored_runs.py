@@ -1,0 +1,154 @@
+"""The one reader of stored runs: a run directory's `results.json` as a typed record, the ids it
+evaluated, its scores and its per-example outcomes. The runner, `vlbench score`, the leaderboard
+and the report all read runs through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from vlbench.errors import VlbenchError
+from vlbench.records import RESULTS, RunDirectory, ScoredExample
+from vlbench.splits import evaluation_ids
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """`results.json` → `protocol`: how the split was made, its sizes, and the training settings."""
+
+    split: str
+    shots: str
+    seed: int
+    n_train: int
+    n_eval: int
+    dropped_for_shared_images: int
+    split_sha256: str
+    limit: int | None
+    train: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's `results.json` (schema in the README), typed."""
+
+    directory: Path
+    config_id: str
+    task: str
+    task_options: dict[str, Any]
+    headline: str
+    matcher: str
+    model: str | None
+    trained: bool
+    protocol: Protocol
+    n: int
+    metrics: dict[str, float]
+    breakdown: dict[str, dict[str, dict[str, float]]]
+    skipped_ids: tuple[str, ...]
+    data: dict[str, Any]  # the whole document, for fields no reader needs typed
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], directory: Path) -> RunRecord:
+        where = directory / RESULTS
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise VlbenchError(f"{where}: schema version {data.get('schema_version')}, but this vlbench reads {SCHEMA_VERSION}; re-run the run with --restart (its scores cannot be trusted to match this code)")
+        try:
+            protocol = data["protocol"]
+            return cls(
+                directory=directory,
+                config_id=data["config_id"],
+                task=data["task"]["name"],
+                task_options=data["task"]["options"],
+                headline=data["task"]["headline"],
+                matcher=data["matcher"]["name"],
+                model=data["matcher"]["fingerprint"].get("model"),
+                trained=data["matcher"]["trained"],
+                protocol=Protocol(**{name: protocol[name] for name in Protocol.__dataclass_fields__}),
+                n=data["n"],
+                metrics=data["metrics"],
+                breakdown=data["breakdown"],
+                skipped_ids=tuple(item["id"] for item in data["skipped"]),
+                data=data,
+            )
+        except (KeyError, TypeError) as error:
+            raise VlbenchError(f"{where}: not a vlbench results record (missing {error})") from None
+
+    @property
+    def seed(self) -> int:
+        return self.protocol.seed
+
+    @property
+    def shots(self) -> str:
+        return self.protocol.shots
+
+    @property
+    def limited(self) -> bool:
+        """Whether the run evaluated a sample of its split's evaluation examples (`--limit`)."""
+        return self.protocol.limit is not None and self.protocol.limit < self.protocol.n_eval
+
+
+class StoredRun:
+    """One run directory, read lazily: its record, split, scores and outcomes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.files = RunDirectory(directory)
+
+    @property
+    def directory(self) -> Path:
+        return self.files.path
+
+    @cached_property
+    def record(self) -> RunRecord:
+        return RunRecord.parse(self.files.read_json(RESULTS), self.directory)
+
+    @cached_property
+    def split(self) -> dict[str, Any]:
+        return self.files.read_json("split.json")
+
+    def evaluated_ids(self) -> list[str]:
+        """The evaluation examples this run's metrics cover, in split order."""
+        skipped = set(self.record.skipped_ids)
+        chosen = evaluation_ids(self.split["eval_ids"], self.record.protocol.limit, self.record.seed)
+        return [example_id for example_id in chosen if example_id not in skipped]
+
+    @cached_property
+    def scores(self) -> dict[str, ScoredExample]:
+        return self.files.read_scores()
+
+    def evaluated_scores(self) -> list[ScoredExample]:
+        """The stored scores of every evaluated example; an example without them is an error."""
+        missing = [example_id for example_id in self.evaluated_ids() if example_id not in self.scores]
+        if missing:
+            raise VlbenchError(f"{self.files.scores_path} lacks {len(missing)} evaluation examples (first: '{missing[0]}'); re-run the run to finish it")
+        return [self.scores[example_id] for example_id in self.evaluated_ids()]
+
+    @cached_property
+    def outcomes(self) -> dict[str, dict[str, float]]:
+        """Per evaluated example, the task's per-example metric values."""
+        from vlbench import registry
+        from vlbench.options import build
+
+        task_class = registry.tasks.get(self.record.task)
+        task = task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
+        return {item.id: task.outcomes(item.scores, item.positives) for item in self.evaluated_scores()}
+
+
+def find_runs(roots: Sequence[Path]) -> list[StoredRun]:
+    """Every run (a directory holding `results.json`) under `roots`, sorted by path."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if root.is_file() and root.name == RESULTS:
+            found.add(root.parent)
+        elif root.is_dir():
+            found.update(path.parent for path in root.rglob(RESULTS))
+        else:
+            raise VlbenchError(f"{root}: no such run directory or results file")
+    if not found:
+        raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}; run `vlbench run` first")
+    return [StoredRun(directory) for directory in sorted(found)]

@@ -1,0 +1,177 @@
+"""Conformance checks for matchers and tasks: what every entry must do so the protocol's numbers mean
+something. A plugin author calls them from their own tests; vlbench's suite runs them over every
+registered entry.
+
+    from vlbench.testing import check_matcher, check_task
+
+    def test_my_matcher_conforms():
+        examples = vlbench.create_task("colors", n_examples=4).examples(seed=0)
+        check_matcher("my-matcher", examples)
+
+    def test_my_task_conforms():
+        check_task(vlbench.create_task("my-task", data_root="tests/data"))
+
+Each check raises `AssertionError` naming the rule broken and the example it broke on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vlbench.errors import VlbenchError
+from vlbench.types import Example, LoadedImage, Matcher, Task
+
+
+def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Example], *, model: str | None = None, tolerance: float = 1e-5, **options: Any) -> None:
+    """Check a matcher on a few examples (two or three suffice; at least two):
+
+    - its options: a dataclass whose defaults build, round-trip through plain data, refuse an
+      unknown key;
+    - scores: a finite `[n_images, n_texts]` tensor per example;
+    - batching: `score_examples` of several examples equals `score` of each;
+    - candidate order: reversing the images and texts reverses the matrix;
+    - companions: a pair scores the same alone, and next to another example's candidates;
+    - determinism: a second matcher built the same way gives the same scores;
+    - trained state (trainable matchers): perturbed parameters survive `state_dict` →
+      `load_state_dict` into a fresh matcher, and change the scores; others store nothing;
+    - a JSON-serialisable `fingerprint` and a one-line `summary`.
+
+    `matcher` is a registered name (built with `vlbench.create_matcher(name, model, **options)`
+    on the CPU) or a function returning a new matcher."""
+    import torch
+
+    make = matcher if callable(matcher) else _factory(matcher, model, options)
+    first = make()
+    _check_options(type(first).Options, f"matcher '{first.name}'")
+    assert first.summary and "\n" not in first.summary, f"matcher '{first.name}': give a one-line summary"
+    json.dumps(first.fingerprint())
+    if len(examples) < 2:
+        raise ValueError("check_matcher needs at least two examples")
+    loaded = [(_load(example), list(example.texts)) for example in examples]
+    with torch.no_grad():
+        alone = [first.score(images, texts) for images, texts in loaded]
+        for (images, texts), scores, example in zip(loaded, alone, examples):
+            _check_matrix(first, example, scores, len(images), len(texts))
+        batched = first.score_examples(loaded)
+        _close(batched, alone, tolerance, f"matcher '{first.name}': score_examples of several examples differs from score of each")
+        for (images, texts), scores, example in zip(loaded, alone, examples):
+            reverse = first.score(images[::-1], texts[::-1]).flip(0).flip(1)
+            _close([reverse], [scores], tolerance, f"matcher '{first.name}': reversing the candidates of '{example.id}' changed its scores")
+        (images, texts), (others, other_texts) = loaded[0], loaded[1]
+        for i, image in enumerate(images):
+            for t, text in enumerate(texts):
+                single = first.score([image], [text])
+                _close([single], [alone[0][i : i + 1, t : t + 1]], tolerance, f"matcher '{first.name}': pair ({i}, {t}) of '{examples[0].id}' scores differently alone")
+                mixed = first.score([image, *others], [text, *other_texts])
+                _close([mixed[:1, :1]], [alone[0][i : i + 1, t : t + 1]], tolerance, f"matcher '{first.name}': pair ({i}, {t}) of '{examples[0].id}' scores differently next to other candidates")
+        again = make()
+        _close([again.score(images, texts) for images, texts in loaded], alone, tolerance, f"matcher '{first.name}': a second matcher built the same way scores differently")
+        _check_state(first, make, loaded, tolerance)
+
+
+def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
+    """Check a task (built with its data root):
+
+    - options: a dataclass whose defaults build and round-trip, refusing an unknown key;
+    - examples: a non-empty list of `Example`s with unique string ids, at least one image (with a
+      key) and one text each, matching pairs inside the matrix; the same list on a second call;
+    - the train pool, if any: examples whose ids are not evaluation ids;
+    - metrics: on the first `sample` examples, a matrix that scores every matching pair 1 and every
+      other pair 0 gets every per-example metric 1, and an all-tied matrix gets 0 (ties count as
+      wrong); values are in [0, 1]; `headline_metric` names one of the aggregated metrics;
+    - images: the first example's images load as RGB;
+    - the data fingerprint is the same for the same examples; `describe()` says something."""
+    name = task.name
+    _check_options(type(task).Options, f"task '{name}'")
+    examples = task.examples(seed)
+    assert isinstance(examples, list) and examples, f"task '{name}': examples() must return a non-empty list"
+    ids = [example.id for example in examples]
+    assert all(isinstance(example, Example) for example in examples), f"task '{name}': examples() must return vlbench.types.Example objects"
+    assert all(isinstance(example_id, str) and example_id for example_id in ids), f"task '{name}': example ids must be non-empty strings"
+    assert len(set(ids)) == len(ids), f"task '{name}': example ids must be unique"
+    for example in examples:
+        assert example.images and all(ref.key for ref in example.images), f"task '{name}': example '{example.id}' needs images with keys"
+        assert example.texts and all(isinstance(text, str) for text in example.texts), f"task '{name}': example '{example.id}' needs texts"
+        assert example.positives and all(0 <= i < len(example.images) and 0 <= t < len(example.texts) for i, t in example.positives), f"task '{name}': example '{example.id}' has matching pairs outside its matrix"
+    again = task.examples(seed)
+    assert [(example.id, example.texts, example.image_keys) for example in again] == [(example.id, example.texts, example.image_keys) for example in examples], f"task '{name}': examples() gives another list the second time"
+    train_pool = task.train_pool(seed)
+    if train_pool is not None:
+        assert not {example.id for example in train_pool} & set(ids), f"task '{name}': train pool and evaluation examples share ids"
+    outcomes = []
+    for example in examples[:sample]:
+        perfect = [[1.0 if (i, t) in example.positives else 0.0 for t in range(len(example.texts))] for i in range(len(example.images))]
+        tied = [[0.0] * len(example.texts) for _ in example.images]
+        best, ties = task.outcomes(perfect, example.positives), task.outcomes(tied, example.positives)
+        assert best and all(value == 1.0 for value in best.values()), f"task '{name}': a perfect score matrix of '{example.id}' gets {best}"
+        assert all(value == 0.0 for value in ties.values()), f"task '{name}': an all-tied matrix of '{example.id}' gets {ties} (ties count as wrong)"
+        outcomes.append(best)
+    from vlbench.metrics import aggregate
+
+    metrics, breakdown = aggregate(outcomes, [example.tags for example in examples[:sample]])
+    metrics.update(task.summarize({"metrics": metrics, "breakdown": breakdown}))
+    assert task.headline_metric(metrics) in metrics, f"task '{name}': its headline metric is not one of {list(metrics)}"
+    images = [LoadedImage(ref.key, ref.load()) for ref in examples[0].images]
+    assert all(image.pixels.mode == "RGB" for image in images), f"task '{name}': images must load as RGB"
+    assert task.data_fingerprint(examples) == task.data_fingerprint(again), f"task '{name}': the data fingerprint changes between calls"
+    assert task.describe(), f"task '{name}': describe() must say what data it reads"
+
+
+def _factory(name: str, model: str | None, options: dict[str, Any]) -> Callable[[], Matcher]:
+    from vlbench.api import create_matcher
+
+    return lambda: create_matcher(name, model, device="cpu", **options)
+
+
+def _check_options(options_class: type, who: str) -> None:
+    from vlbench.options import as_dict, build
+
+    assert dataclasses.is_dataclass(options_class), f"{who}: Options must be a dataclass"
+    defaults = build(options_class, {}, "options")
+    assert build(options_class, as_dict(defaults), "options") == defaults, f"{who}: options must round-trip through plain data (YAML)"
+    try:
+        build(options_class, {"no_such_option_anywhere": 1}, "options")
+    except VlbenchError:
+        return
+    raise AssertionError(f"{who}: an unknown option key must be refused")
+
+
+def _load(example: Example) -> list[LoadedImage]:
+    return [LoadedImage(ref.key, ref.load()) for ref in example.images]
+
+
+def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_texts: int) -> None:
+    assert tuple(scores.shape) == (n_images, n_texts), f"matcher '{matcher.name}': scores of '{example.id}' have shape {tuple(scores.shape)}, expected {(n_images, n_texts)}"
+    assert scores.is_floating_point(), f"matcher '{matcher.name}': scores must be floating point"
+    assert all(math.isfinite(value) for value in scores.flatten().tolist()), f"matcher '{matcher.name}': scores of '{example.id}' are not all finite"
+
+
+def _close(actual, expected, tolerance: float, message: str) -> None:
+    for a, b in zip(actual, expected, strict=True):
+        difference = (a.double() - b.double()).abs().max().item()
+        assert difference <= tolerance, f"{message} (by {difference:.3g})"
+
+
+def _check_state(matcher: Matcher, make: Callable[[], Matcher], loaded, tolerance: float) -> None:
+    import torch
+
+    if not matcher.trainable:
+        assert matcher.state_dict() == {}, f"matcher '{matcher.name}' does not train but returns a state"
+        return
+    parameters = matcher.trainable_parameters()
+    assert parameters and all(parameter.requires_grad for parameter in parameters), f"matcher '{matcher.name}': trainable_parameters() must return tensors that require gradients"
+    before = [matcher.score(images, texts) for images, texts in loaded]
+    generator = torch.Generator().manual_seed(0)
+    for parameter in parameters:
+        parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator).to(parameter))
+    after = [matcher.score(images, texts) for images, texts in loaded]
+    assert any(not torch.allclose(a, b) for a, b in zip(after, before)), f"matcher '{matcher.name}': changing its trainable parameters does not change its scores"
+    state = matcher.state_dict()
+    assert state and all(isinstance(value, torch.Tensor) and value.device.type == "cpu" for value in state.values()), f"matcher '{matcher.name}': state_dict() must hold CPU tensors"
+    fresh = make()
+    fresh.load_state_dict(state)
+    _close([fresh.score(images, texts) for images, texts in loaded], after, tolerance, f"matcher '{matcher.name}': scores after load_state_dict differ from the scores of the state saved")
