@@ -1,5 +1,5 @@
 """Pairs/second of the batched DSD matchers against the straightforward per-pair implementation of
-the same score (`vlbench.matchers.dsd_reference`), same model and inputs, in one run; checks that
+the same score (`tests/per_pair_reference.py`), same model and inputs, in one run; checks that
 the scores agree and reports FLOPs per pair and achieved FLOP/s.
 
     python benchmarks/dsd_speed.py                       # the mini SD, dsd and dsd-release
@@ -13,16 +13,19 @@ $VLBENCH_CACHE/benchmarks: a realistic cost profile without downloading weights.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import vlbench
 from vlbench.config import cache_dir
-from vlbench.matchers.dsd_reference import per_pair_dsd_scores, per_pair_release_scores
-from vlbench.runtime import Runtime
 from vlbench.types import LoadedImage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from per_pair_reference import per_pair_dsd_scores, per_pair_release_scores  # noqa: E402
 
 SD21_UNET = {
     "sample_size": 64, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
@@ -94,10 +97,7 @@ def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
 
 
 def measure(name: str, model: str, options: dict, batch) -> dict:
-    from vlbench import registry
-
-    matcher_class = registry.matchers.get(name)
-    matcher = matcher_class(matcher_class.Options(feature_cache=False, **options), Runtime("cpu" if not torch.cuda.is_available() else "cuda", 0, 1, model, None, "mini-refcocog"))
+    matcher = vlbench.create_matcher(name, model=model, feature_cache=False, **options)
     reference = per_pair_dsd_scores if name == "dsd" else per_pair_release_scores
     images, texts = batch[0]
     with torch.inference_mode():

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from vlbench import registry
+import vlbench
 from vlbench.evaluation import load_images, score_examples
 from vlbench.records import RunDirectory
-from vlbench.runtime import Runtime
 
 
 def main() -> None:
@@ -28,10 +27,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
-    task_class = registry.tasks.get("colors")
-    examples = task_class(task_class.Options(n_examples=args.examples), None).examples(seed=0)
-    matcher_class = registry.matchers.get(args.matcher)
-    matcher = matcher_class(matcher_class.Options(), Runtime("cpu", 0, args.batch_size, None, None))
+    examples = vlbench.create_task("colors", n_examples=args.examples).examples(seed=0)
+    matcher = vlbench.create_matcher(args.matcher, device="cpu")
 
     started = time.perf_counter()
     with torch.inference_mode():
