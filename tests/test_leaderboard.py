@@ -166,3 +166,22 @@ def test_plots_are_written_and_linked_from_run_records_alone(runs, tmp_path_fact
     for name in ("colors-shots.png", "colors-tags.png"):
         assert (out / "plots" / name).stat().st_size > 1000
         assert f"](plots/{name})" in markdown
+
+
+def test_zero_shot_browsers_keep_seeds_apart_and_winoground_compares_on_group(tmp_path):
+    from vlbench.leaderboard.outcomes import compared_metric
+    from vlbench.leaderboard.report import comparison_groups
+
+    ids = [f"colors-{i}" for i in range(10)]
+    for seed in (0, 1, 2):
+        write_scored_run(tmp_path, "plain", seed, set(ids[:5]), ids)
+    groups = comparison_groups(find_runs([tmp_path]))
+    assert [(group.seed, len(group.runs)) for group in groups] == [(0, 1), (1, 1), (2, 1)]
+
+    run = tmp_path / "wino" / "run"
+    run.mkdir(parents=True)
+    (run / "scores.jsonl").write_text(json.dumps({"id": "w-1", "scores": [[1.0, 0.0], [0.0, 1.0]], "positives": [[0, 0], [1, 1]], "tags": {}}) + "\n")
+    (run / "split.json").write_text(json.dumps({"eval_ids": ["w-1"], "train_ids": []}))
+    metrics = {"text": 1.0, "image": 1.0, "group": 1.0}
+    (run / "results.json").write_text(json.dumps(results_record("winoground", "clip", "cfg", "0", 0, metrics, {}, 1, headline="group")))
+    assert compared_metric(find_runs([tmp_path / "wino"])) == "group"

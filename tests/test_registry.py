@@ -28,17 +28,20 @@ def test_a_broken_entry_is_named_and_the_others_still_load():
     assert matchers.get("random").name == "random"
 
 
-def test_cli_start_imports_no_heavy_library():
+@pytest.mark.parametrize("args", [["--help"], ["list", "matchers"], ["list", "tasks"]])
+def test_cli_start_and_listing_import_no_heavy_library(args):
     code = (
         "import sys\n"
-        "sys.argv = ['vlbench', '--help']\n"
+        f"sys.argv = ['vlbench', *{args!r}]\n"
         "from vlbench.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [name for name in ('torch', 'diffusers', 'open_clip', 'transformers', 'numpy') if name in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**__import__("os").environ, "COLUMNS": "200"}).stdout
     assert "HEAVY []" in output
+    if args[0] == "list":
+        assert "Discriminative Stable Diffusion" in output or "ComVG" in output
 
 
 def test_two_distributions_declaring_one_name_is_an_error(monkeypatch):

@@ -203,3 +203,15 @@ def test_a_signal_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, s
     resumed = vlbench_cli(*args, cwd=tmp_path)
     assert "resumed 10 stored examples, scored 30" in resumed.stdout
     assert len(log.read_text().splitlines()) == 40
+
+
+def test_the_console_shows_how_many_evaluation_examples_the_split_dropped(tmp_path):
+    from placeholders import comvg_root
+
+    source = tmp_path / "source.csv"
+    source.write_text("\n".join((TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv").read_text().splitlines()[:41]) + "\n")
+    comvg_root(tmp_path / "comvg", source)
+    result = vlbench_cli("run", "--task", "comvg", "--matcher", "random", "--data-root", "comvg", "--shots", "4", cwd=tmp_path)
+    record = json.loads(next(tmp_path.rglob("results.json")).read_text())
+    dropped = record["protocol"]["dropped_for_shared_images"]
+    assert dropped > 0 and f"{dropped} evaluation examples dropped for sharing an image with training" in result.stdout.replace("\n", " ")

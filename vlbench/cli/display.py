@@ -14,8 +14,6 @@ def print_results(record: RunRecord) -> None:
     n = f"n={record.n}"
     if record.limited:
         n += f" of {protocol.n_eval} (a seeded sample, --limit)"
-    if protocol.dropped_for_shared_images:
-        n += f", {protocol.dropped_for_shared_images} evaluation examples dropped for sharing an image with training"
     table = Table(title=f"{record.task} · {record.matcher} · shots {protocol.shots} · seed {protocol.seed} · {n}")
     table.add_column("group")
     table.add_column("n", justify="right")
@@ -28,6 +26,8 @@ def print_results(record: RunRecord) -> None:
             table.add_row(f"{tag}={value}", str(metrics["n"]), *(f"{metrics[name] * 100:.2f}" if name in metrics else "" for name in names))
     console = Console()
     console.print(table)
+    if protocol.dropped_for_shared_images:
+        console.print(f"{protocol.dropped_for_shared_images} evaluation examples dropped for sharing an image with training (grouped split)")
     timings = record.data["timings"]
     if timings["examples_resumed"]:
         console.print(f"resumed {timings['examples_resumed']} stored examples, scored {timings['examples_scored']}")
