@@ -1,5 +1,6 @@
-"""PNG plots of a board (matplotlib, the `plots` extra): per task, the first metric against shots
-for each matcher, and the per-tag columns as grouped bars. Measured rows only."""
+"""PNG plots of a board (matplotlib, the `plots` extra): per task, the headline metric (ComVG's
+average, Winoground's group, …) against shots for each matcher, and the per-tag columns as grouped
+bars. Measured rows only."""
 
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ def write_plots(tables, directory: Path) -> dict[str, list[Path]]:
 def _shots_plot(plt, table, rows, path: Path) -> Path:
     shots = sorted({row.shots for row in rows}, key=shots_order)
     figure, axes = plt.subplots(figsize=(8, 4))
+    column = table.columns.index(table.headline) if table.headline in table.columns else 0
     for label in dict.fromkeys(row.label for row in rows):
-        points = [(shots.index(row.shots), row.cells[0]) for row in rows if row.label == label and row.cells[0] is not None]
+        points = [(shots.index(row.shots), row.cells[column]) for row in rows if row.label == label and row.cells[column] is not None]
         axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=label)
     axes.set_xticks(range(len(shots)), shots)
     axes.set_xlabel("shots")
-    axes.set_ylabel(f"{table.columns[0]} (%)")
+    axes.set_ylabel(f"{table.columns[column]} (%)")
     axes.set_title(table.task)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     figure.tight_layout()

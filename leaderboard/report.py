@@ -196,13 +196,13 @@ def _table_html(table: TaskTable) -> str:
         body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in cited) + "</ul>"
     if table.comparisons:
         lines = "".join(
-            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.against)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
-            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{c.p_value:.4f}</td><td>{c.pairs}</td></tr>"
+            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
+            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{c.p_value:.4f}</td><td>{c.pairs}</td><td>{html.escape(c.against)}</td></tr>"
             for c in table.comparisons
         )
         body += (
             f"<p>{html.escape(comparison_caption(table.baseline))}</p>"
-            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>against</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th></tr></thead><tbody>{lines}</tbody></table>"
+            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
         )
     return body
 

@@ -104,6 +104,7 @@ class TaskTable:
     rows: list[TableRow]
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
+    headline: str = ""  # the column plots draw (the task's headline metric)
 
 
 def group_rows(runs: list[StoredRun]) -> list[Row]:
@@ -118,17 +119,12 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
 
 
 def columns_for(rows: list[Row]) -> list[tuple[str, tuple[str, ...]]]:
-    """(header, path into the record): the headline metric, the other overall metrics, then per
-    tag value the first of them that the breakdown has (a per-example metric)."""
+    """(header, path into the record): the overall metrics, then the first metric per tag value."""
     records = [record for row in rows for record in row.records]
-    first = records[0]
-    metrics = sorted(first.metrics, key=lambda name: name != first.headline)
+    metrics = list(records[0].metrics)
     columns = [(name, ("metrics", name)) for name in metrics]
-    groups = [group for record in records for values in record.breakdown.values() for group in values.values()]
-    tagged = next((name for name in metrics if any(name in group for group in groups)), None)
-    if tagged is not None:
-        tags = sorted({(tag, value) for record in records for tag, values in record.breakdown.items() for value in values})
-        columns += [(f"{tagged} {tag}={value}", ("breakdown", tag, value, tagged)) for tag, value in tags]
+    tags = sorted({(tag, value) for record in records for tag, values in record.breakdown.items() for value in values})
+    columns += [(f"{metrics[0]} {tag}={value}", ("breakdown", tag, value, metrics[0])) for tag, value in tags]
     return columns
 
 
@@ -148,7 +144,7 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
     for task in sorted({row.task for row in rows}):
         task_rows = [row for row in rows if row.task == task]
         columns = columns_for(task_rows)
-        table = TaskTable(task, [name for name, _ in columns], _measured_rows(task_rows, columns), baseline)
+        table = TaskTable(task, [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
         table.rows += [_reported_row(reference, table.columns) for reference in references or [] if reference["task"] == task]
         if baseline is not None:
             table.comparisons = _comparisons(task_rows, baseline, resamples)
@@ -289,8 +285,10 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         if cited:
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in cited]
         if table.comparisons:
-            lines += ["", comparison_caption(table.baseline), "", "| matcher | shots | against | metric | difference | 95% interval | p | pairs |", "|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {c.label} | {c.shots} | {c.against} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" for c in table.comparisons]
+            against = table.baseline == ZERO_SHOT  # the baseline row differs per row only then
+            header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", *(["against"] if against else [])]
+            lines += ["", comparison_caption(table.baseline), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
         for image in (plots or {}).get(table.task, []):
             lines += ["", f"![{table.task}]({image})"]
     return "\n".join(lines) + "\n"
@@ -298,10 +296,14 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
 
 def comparison_caption(baseline: str | None) -> str:
     """What the bootstrap table under a board compares (markdown and HTML share it)."""
-    which = "each trained row against the same matcher's zero-shot row" if baseline == ZERO_SHOT else f"each row against `{baseline}` with the same shots"
+    if baseline == ZERO_SHOT:
+        return (
+            "Paired bootstrap of each trained row against the same matcher's zero-shot row (10,000 resamples of the examples "
+            "both scored, each side averaged over its seeds that scored the example; difference in points):"
+        )
     return (
-        f"Paired bootstrap of {which} (10,000 resamples of the examples both scored, each averaged over the seeds "
-        "that scored it, within the same seed where both rows have the same shots; difference in points):"
+        f"Paired bootstrap against `{baseline}` with the same shots (10,000 resamples of the examples both scored, "
+        "each averaged over the seeds both ran; difference in points):"
     )
 
 

@@ -56,7 +56,7 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
 
     def score(self, images, texts):
         n_images, n_steps = len(images), len(self.timesteps)
-        latents = torch.stack([self.latents(images, self.options.latent, t) for t in self.timesteps], dim=1).flatten(0, 1)  # (image, step) rows
+        latents = self.latents(images, self.options.latent, self.timesteps).flatten(0, 1)  # (image, step) rows
         conditions = self.inputs.text_states(list(texts) + ([""] if self.options.normalize else []))
         noise = torch.stack([self.noise(t, latents.shape[1:]) for t in self.timesteps]).to(latents)
         n_conditions = len(conditions)

@@ -205,3 +205,12 @@ def test_compiled_unet_gives_the_same_scores():
         eager = make("dsd").score(loaded(item), TEXTS)
         compiled = make("dsd", compile=True).score(loaded(item), TEXTS)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+
+
+def test_dsd_release_runs_on_vqa_with_the_release_s_200(tmp_path):
+    """The release runs VQA with S = 200, a grid of 196 timesteps (it was refused above S = 50)."""
+    from vlbench.matchers.dsd.release import timestep_grid
+
+    result = vlbench.evaluate(task="mini-vqav2", matcher="dsd-release", model="mini", limit=2, matcher_options={"sampling_steps": 200, "feature_cache": False}, runs_dir=tmp_path)
+    assert result.runs[0].results["n"] == 2
+    assert make("dsd-release", sampling_steps=200).grid == timestep_grid(200) and len(timestep_grid(200)) == 196

@@ -108,7 +108,7 @@ def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     assert comparison.difference == pytest.approx(20.0)
     assert comparison.low < 20.0 < comparison.high and comparison.p_value < 1e-3
     markdown = render_board([tmp_path], baseline="plain")
-    assert "Paired bootstrap of each row against `plain`" in markdown and "| good | 0 | plain | accuracy | +20.00 |" in markdown
+    assert "Paired bootstrap against `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
 
 
 def test_outlier_seeds_are_flagged(tmp_path):

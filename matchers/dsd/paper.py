@@ -139,7 +139,7 @@ class DSDMatcher(StableDiffusionMatcher):
 
     def _jobs(self, images, texts) -> Jobs:
         """Jobs in (image, text, level) order."""
-        latents = self.latents(images, self.options.latent)
+        latents = self.latents(images, self.options.latent)[:, 0]
         states, masks = self.inputs.text_states(texts), self._token_mask(texts)
         noise = torch.stack([self.noise(timestep, latents.shape[1:]) for timestep in self.timesteps]).to(latents)
         image_index, text_index, level_index = product_indices(len(images), len(texts), len(self.timesteps))

@@ -86,7 +86,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     def _score_example(self, images, texts) -> torch.Tensor:
         grid = self._timesteps()
         n_images, n_texts, n_steps = len(images), len(texts), len(grid)
-        latents = torch.stack([self.latents(images, self.options.latent, t) for t in grid], dim=1)  # [I, G, 4, h, w]
+        latents = self.latents(images, self.options.latent, grid)  # [I, G, 4, h, w]
         noise = torch.stack([self.noise(t, latents.shape[2:]) for t in grid]).to(latents)
         timesteps = torch.tensor(grid, device=latents.device)
         states = self.inputs.text_states(list(texts) + [""])

@@ -62,14 +62,17 @@ class DiffusionInputs:
         self.cache = open_feature_cache(producer, cache)
 
     def latents(self, images, mode: LatentMode = "mean", sample_seeds=None) -> torch.Tensor:
-        """`[n, 4, h, w]` latents × the VAE scaling factor: the mean, or a sample drawn with
-        `seeded_generator(*sample_seeds[i])` for image i."""
+        """`[n, k, 4, h, w]` latents × the VAE scaling factor, each image encoded once: k copies of
+        the mean, or k samples, the j-th drawn with `seeded_generator(*sample_seeds[i][j])` for image i."""
         distribution = self._cached("latent", [image.content_hash for image in images], lambda indices: self._encode([images[i] for i in indices]))
         mean, std = distribution.chunk(2, dim=1)
+        copies = len(sample_seeds[0]) if sample_seeds else 1
         if mode == "sample":
-            noise = torch.stack([torch.randn(mean.shape[1:], generator=seeded_generator(*seed)) for seed in sample_seeds]).to(mean)
-            mean = mean + std * noise
-        return mean * self.sd.vae.config.scaling_factor
+            noise = torch.stack([torch.stack([torch.randn(mean.shape[1:], generator=seeded_generator(*seed)) for seed in seeds]) for seeds in sample_seeds]).to(mean)
+            latents = mean.unsqueeze(1) + std.unsqueeze(1) * noise
+        else:
+            latents = mean.unsqueeze(1).expand(-1, copies, -1, -1, -1)
+        return latents * self.sd.vae.config.scaling_factor
 
     def text_states(self, texts) -> torch.Tensor:
         """`[n, max_length, width]` text-encoder output, padded to the tokenizer's max length."""

@@ -90,9 +90,11 @@ class StableDiffusionMatcher(Matcher):
             return torch.randn(tuple(shape), generator=self.training_noise)
         return shared_noise(self.runtime.seed, timestep, shape)
 
-    def latents(self, images, mode: LatentMode, *seed_parts) -> torch.Tensor:
-        """Latents of `images`; a `sample` is seeded by (run seed, image content, `seed_parts`)."""
-        seeds = [(self.runtime.seed, image.content_hash, *seed_parts) for image in images]
+    def latents(self, images, mode: LatentMode, timesteps=(None,)) -> torch.Tensor:
+        """`[images, timesteps, 4, h, w]` latents of `images`, one per timestep; a `sample` is
+        seeded by (run seed, image content, timestep), so a pair's latent never depends on what
+        else is scored. Each image goes through the VAE once."""
+        seeds = [[(self.runtime.seed, image.content_hash, *(() if t is None else (t,))) for t in timesteps] for image in images]
         return self.inputs.latents(images, mode, seeds)
 
     def run_unet(self, jobs: Jobs, capture: CrossAttentionCapture | None = None) -> tuple[list[Any], torch.Tensor]:
