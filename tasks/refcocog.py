@@ -4,7 +4,11 @@ One example = one referring sentence's image against 10 texts: the sentence and 
 drawn with the run's seed from the sentences of refs on *other* images of the same split (no
 negative equals the positive). `view=whole` scores the whole image, as the DSD release does;
 `view=crop` scores the referred box, padded by `crop_padding` of its size on each side. The
-dataset's own split field decides training (`train`) and evaluation (`eval_split`).
+dataset's own split field decides training (`train`) and evaluation (`eval_split`); with Google's
+split (`refs(google).p`) train and val share images, so the few-shot split drops the evaluation
+examples whose image a drawn training example shows. `eval_split: all` takes every ref of every
+split and no train pool, as the DSD release does; few-shot examples are then split off by image,
+or with `--split paper-release` taken from the first rows (the release's cut).
 
 The refs file is a Python pickle, as published: only load files from a source you trust.
 Metrics: top-1 and top-5.
@@ -24,6 +28,7 @@ from vlbench.readers import read_json, require_keys
 from vlbench.types import Example, ImageRef, Task
 
 N_CANDIDATES = 10
+ALL_SPLITS = "all"
 REF_FIELDS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
@@ -37,6 +42,7 @@ class RefCOCOgOptions:
     crop_padding: float = 0.1
 
     def __post_init__(self) -> None:
+        check(self.eval_split != "train", "eval_split", "'train' is the few-shot train pool; choose 'val', 'test' or 'all'")
         check(finite(self.crop_padding) and self.crop_padding >= 0, "crop_padding", f"must be a number >= 0, got {self.crop_padding}")
 
 
@@ -44,13 +50,14 @@ class RefCOCOgTask(Task):
     name = "refcocog"
     version = "1"
     summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
+    release_cut = True
     Options = RefCOCOgOptions
 
     def examples(self, seed: int) -> list[Example]:
         return self._split(self.options.eval_split, seed)
 
     def train_pool(self, seed: int) -> list[Example] | None:
-        return self._split("train", seed)
+        return None if self.options.eval_split == ALL_SPLITS else self._split("train", seed)
 
     def outcomes(self, scores, positives) -> dict[str, float]:
         (image, text), = positives
@@ -65,7 +72,7 @@ class RefCOCOgTask(Task):
         )
 
     def _split(self, split: str, seed: int) -> list[Example]:
-        refs = [ref for ref in self._refs() if ref["split"] == split]
+        refs = [ref for ref in self._refs() if split in (ALL_SPLITS, ref["split"])]
         boxes = self._boxes() if self.options.view == "crop" else {}
         sentences = [(ref["image_id"], sentence["sent"]) for ref in refs for sentence in ref["sentences"]]
         images = self.require_data_root() / self.options.images

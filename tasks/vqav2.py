@@ -9,6 +9,11 @@ Two sources:
   answers drawn with the run's seed from `major_answers.json`, excluding the question's valid
   answers. The answer type is the annotation's.
 
+With `source: csv`, `train_file` names a training csv in the same format (the release's
+`vqa_text_train.csv`, built from VQAv2 train; images `train_images`/COCO_train2014_*.jpg): few-shot
+examples are drawn from it and the whole test csv is evaluated, as in the paper. Without it,
+few-shot examples are split off the test csv by image.
+
 Metrics: top-1 and top-5 over the ten texts, overall and per `answer_type` (binary, number, other).
 """
 
@@ -21,6 +26,7 @@ from typing import Any, Literal
 
 from vlbench.errors import VlbenchError
 from vlbench.metrics import text_top_k
+from vlbench.options import check
 from vlbench.readers import read_csv, read_json, require_keys
 from vlbench.types import Example, ImageRef, Task
 
@@ -34,9 +40,14 @@ class VQAv2Options:
     source: Literal["csv", "official"] = "csv"
     csv: str = "vqa_text_test.csv"
     csv_images: str = "val2014"
+    train_file: str | None = None  # with source csv: a training csv (the release's vqa_text_train.csv)
+    train_images: str = "train2014"
     eval_split: str = "val"
     train_split: str | None = "train"
     major_answers: str = "major_answers.json"
+
+    def __post_init__(self) -> None:
+        check(self.train_file is None or self.source == "csv", "train_file", "is read with source: csv; with source: official, few-shot examples come from train_split")
 
 
 class VQAv2Task(Task):
@@ -47,13 +58,13 @@ class VQAv2Task(Task):
 
     def examples(self, seed: int) -> list[Example]:
         if self.options.source == "csv":
-            return self._from_csv()
+            return self._from_csv(self.options.csv, self.options.csv_images, "val2014", "vqav2")
         return self._official(self.options.eval_split, seed)
 
     def train_pool(self, seed: int) -> list[Example] | None:
-        if self.options.source == "csv" or self.options.train_split is None:
-            return None
-        return self._official(self.options.train_split, seed)
+        if self.options.source == "csv":
+            return None if self.options.train_file is None else self._from_csv(self.options.train_file, self.options.train_images, "train2014", "vqav2-train")
+        return None if self.options.train_split is None else self._official(self.options.train_split, seed)
 
     def outcomes(self, scores, positives) -> dict[str, float]:
         (image, text), = positives
@@ -69,6 +80,11 @@ class VQAv2Task(Task):
                 f"<root>/{self.options.csv} (columns {','.join(CSV_COLUMNS)}) and images "
                 f"<root>/{self.options.csv_images}/COCO_val2014_<12-digit image id>.jpg. The csv ships "
                 "with the DSD release (data/vqa_text_test.csv); the images are COCO val2014 (cocodataset.org)."
+                + (
+                    f" Training: <root>/{self.options.train_file} (same columns; the release's data/vqa_text_train.csv from its "
+                    f"Google Drive link) and images <root>/{self.options.train_images}/COCO_train2014_<12-digit image id>.jpg."
+                    if self.options.train_file else ""
+                )
             )
         return (
             "<root>/v2_OpenEnded_mscoco_<split>2014_questions.json, <root>/v2_mscoco_<split>2014_annotations.json "
@@ -76,15 +92,15 @@ class VQAv2Task(Task):
             "utils/major_answers.json) and images <root>/<split>2014/COCO_<split>2014_<12-digit image id>.jpg (cocodataset.org)."
         )
 
-    def _from_csv(self) -> list[Example]:
-        path = self.data_file(self.options.csv)
-        images = self.require_data_root() / self.options.csv_images
+    def _from_csv(self, csv: str, image_folder: str, coco_split: str, id_prefix: str) -> list[Example]:
+        path = self.data_file(csv)
+        images = self.require_data_root() / image_folder
         examples = []
         for line, row in enumerate(read_csv(path, CSV_COLUMNS), start=2):
             texts = (row["sentence"], *(row[f"neg_sentence_{i}"] for i in range(1, 10)))
             answer = _answer(row["sentence"], texts)
-            image = ImageRef(row["pos_image_id"], images / f"COCO_val2014_{int(row['pos_image_id']):012d}.jpg")
-            examples.append(Example(f"vqav2-{line - 1}", (image,), texts, ((0, 0),), {"answer_type": _answer_type(answer)}))
+            image = ImageRef(row["pos_image_id"], images / f"COCO_{coco_split}_{int(row['pos_image_id']):012d}.jpg")
+            examples.append(Example(f"{id_prefix}-{line - 1}", (image,), texts, ((0, 0),), {"answer_type": _answer_type(answer)}))
         return examples
 
     def _official(self, split: str, seed: int) -> list[Example]:

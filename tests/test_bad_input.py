@@ -71,7 +71,9 @@ RUN_CASES = [
     ("no data root", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs"], {}, "error: task 'comvg' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set data_root in --config."),
     ("data root missing", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "nowhere"], {}, "error: task 'comvg': data root nowhere does not exist."),
     ("data root is a file", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "a-file"], {"a-file": "x"}, "error: task 'comvg': data root a-file is a file; pass the directory that holds the data."),
-    ("paper-release with a train split", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: task 'mini-refcocog' has an official train split"),
+    ("paper-release with a train split", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: task 'mini-refcocog' trains on its train pool with these options"),
+    ("paper-release on ComVG", ["run", "--task", "mini-comvg", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: the released DSD code does not cut task 'mini-comvg''s evaluation rows"),
+    ("paper-release zero-shot", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--split", "paper-release", "--config", "run.yaml"], {"run.yaml": "task_options: {eval_split: all}\n"}, "error: --split paper-release: with --shots 0 nothing is cut off"),
 ]
 
 

@@ -33,7 +33,7 @@ from vlbench.options import as_dict, build
 from vlbench.provenance import session_record
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, describe_device, resolve_device
-from vlbench.splits import Split, evaluation_ids, make_split
+from vlbench.splits import Split, check_protocol, evaluation_ids, make_split
 from vlbench.stored_runs import SCHEMA_VERSION, RunRecord
 from vlbench.training import TrainConfig
 from vlbench.types import Example, Matcher, Task
@@ -90,6 +90,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     _check_ids(config.task, pool, "evaluation")
     if train_pool is not None:
         _check_ids(config.task, train_pool, "training")
+    check_protocol(config.task, prepared.task.release_cut, train_pool is not None, config.shots_parsed, config.split)
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
     import torch
 

@@ -1,13 +1,17 @@
 """Seeded few-shot splits, shared by every matcher with the same (task, shots, seed, protocol).
 
-- A task with an official train split: the few-shot examples are drawn from it; every
-  evaluation example is kept.
+- A task with a train pool (an official train split, or a training file): the few-shot examples
+  are drawn from it; evaluation examples that show an image of a drawn training example leave the
+  evaluation side (RefCOCOg's Google split divides objects, not images), counted like the grouped
+  split's.
 - A task without one (`grouped`, the default): images are drawn in a seeded order and an example
   joins the training side once all its images are drawn; examples that share an image with the
   training side leave the evaluation side, so no evaluation image is seen in training. The
   split records how many examples that drops.
-- `paper-release`: the first rows train and the rest evaluate, as the released DSD code does.
-  Training and evaluation then share images; offered only to reproduce the paper.
+- `paper-release`: the first rows train and the rest evaluate, as the released DSD code does on
+  RefCOCOg (all refs of all splits). Training and evaluation then share images; offered only to
+  reproduce the paper, and only on tasks whose evaluation pool the release cut this way
+  (`Task.release_cut`).
 """
 
 from __future__ import annotations
@@ -65,23 +69,40 @@ def make_split(
     seed: int,
     protocol: str,
 ) -> Split:
-    """The few-shot split of `pool` (the evaluation examples) for this seed."""
+    """The few-shot split of `pool` (the evaluation examples) for this seed. Call
+    `check_protocol` first: this assumes the protocol applies."""
     if shots.is_zero:
         return Split((), _ids(pool), protocol, shots.label(), seed)
     rng = random.Random(f"vlbench-split:{task_name}:{seed}")
-    if train_pool is not None and protocol == "paper-release":
-        raise VlbenchError(
-            f"--split paper-release: task '{task_name}' has an official train split, so the released code's cut of the "
-            "evaluation file's first rows has no meaning here; leave --split out"
-        )
     if train_pool is not None:
-        size = _checked_size(shots, len(train_pool), len(train_pool), "the task's train split")
-        chosen = sorted(rng.sample(range(len(train_pool)), size))
-        return Split(tuple(train_pool[i].id for i in chosen), _ids(pool), protocol, shots.label(), seed)
+        size = _checked_size(shots, len(train_pool), len(train_pool), "the task's train pool")
+        chosen = [train_pool[i] for i in sorted(rng.sample(range(len(train_pool)), size))]
+        seen = {key for example in chosen for key in example.image_keys}
+        evaluation = [example.id for example in pool if not seen.intersection(example.image_keys)]
+        if not evaluation:
+            raise VlbenchError(f"--shots {shots.label()}: every evaluation example shows an image of a drawn training example; ask for fewer shots")
+        return Split(_ids(chosen), tuple(evaluation), protocol, shots.label(), seed, len(pool) - len(evaluation))
     size = _checked_size(shots, len(pool), len(pool) - 1, "the evaluation pool")
     if protocol == "paper-release":
         return Split(_ids(pool[:size]), _ids(pool[size:]), protocol, shots.label(), seed)
     return _grouped_by_image(pool, size, rng, protocol, shots.label(), seed)
+
+
+def check_protocol(task_name: str, release_cut: bool, has_train_pool: bool, shots: Shots, protocol: str) -> None:
+    """Refuse `paper-release` where it would not do what it records: on a task the released code
+    does not cut positionally, on a task (or task options) with a train pool, and without shots."""
+    if protocol != "paper-release":
+        return
+    if not release_cut:
+        raise VlbenchError(
+            f"--split paper-release: the released DSD code does not cut task '{task_name}''s evaluation rows into training "
+            "and evaluation (it trains on separate files, or cannot run this task); leave --split out"
+            + ("" if task_name not in ("comvg", "vqav2") else ", and give the release's training csv as the task option train_file")
+        )
+    if has_train_pool:
+        raise VlbenchError(f"--split paper-release: task '{task_name}' trains on its train pool with these options, so the release's cut of the evaluation rows has no meaning; leave --split out")
+    if shots.is_zero:
+        raise VlbenchError("--split paper-release: with --shots 0 nothing is cut off for training; leave --split out")
 
 
 def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:

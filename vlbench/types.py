@@ -121,13 +121,16 @@ class Task:
     `__post_init__` may check ranges with `vlbench.options.check`) and implement `examples`,
     `outcomes` and `describe`. `headline` names the metric boards lead with and compare on (default:
     the first one `outcomes` returns); `version` is bumped when a change to the code changes what
-    the examples or metrics are (stored runs then refuse to resume).
+    the examples or metrics are (stored runs then refuse to resume). `release_cut` says that the
+    released DSD code cut this task's evaluation pool positionally into training and evaluation
+    rows, so `--split paper-release` may reproduce it.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ""
     headline: ClassVar[str | None] = None
+    release_cut: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, data_root: Path | None) -> None:

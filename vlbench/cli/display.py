@@ -27,7 +27,7 @@ def print_results(record: RunRecord) -> None:
     console = Console()
     console.print(table)
     if protocol.dropped_for_shared_images:
-        console.print(f"{protocol.dropped_for_shared_images} evaluation examples dropped for sharing an image with training (grouped split)")
+        console.print(f"{protocol.dropped_for_shared_images} evaluation examples dropped for showing an image seen in training")
     timings = record.data["timings"]
     if timings["examples_resumed"]:
         console.print(f"resumed {timings['examples_resumed']} stored examples, scored {timings['examples_scored']}")
