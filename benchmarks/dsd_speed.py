@@ -6,8 +6,7 @@ the scores agree and reports FLOPs per pair and achieved FLOP/s.
     python benchmarks/dsd_speed.py --model sd21-random --variants dsd --noise-levels 0.5 --examples 1
 
 `sd21-random` is a randomly initialised UNet, VAE and text encoder with Stable Diffusion
-2.1-base's shapes (64×64 latents, 1024-wide text states; the mini tokenizer), written once under
-$VLBENCH_CACHE/benchmarks: a realistic cost profile without downloading weights.
+2.1-base's shapes (`benchmarks/sd21.py`): a realistic cost profile without downloading weights.
 """
 
 from __future__ import annotations
@@ -21,43 +20,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import vlbench
-from vlbench.config import cache_dir
 from vlbench.types import LoadedImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from per_pair_reference import per_pair_dsd_scores, per_pair_release_scores  # noqa: E402
-
-SD21_UNET = {
-    "sample_size": 64, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    "use_linear_projection": True, "layers_per_block": 2,
-}
-SD21_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}
-SD21_TEXT = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16, "hidden_act": "gelu", "max_position_embeddings": 77}
-
-
-def sd21_random() -> Path:
-    """The SD-2.1-base-shaped random checkpoint folder (written on first use)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from vlbench.tasks.miniworld.tokenizer import write_tokenizer
-    from vlbench.tasks.miniworld.train_sd import SCHEDULER_CONFIG
-
-    root = cache_dir() / "benchmarks" / "sd21-base-random"
-    if (root / "model_index.json").exists():
-        return root
-    torch.manual_seed(0)
-    write_tokenizer(root / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SD21_TEXT))
-    pipeline = StableDiffusionPipeline(
-        vae=AutoencoderKL(**SD21_VAE), text_encoder=text_encoder, tokenizer=tokenizer, unet=UNet2DConditionModel(**SD21_UNET),
-        scheduler=DDPMScheduler(**SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(root, safe_serialization=True)
-    return root
-
+from sd21 import sd21_random  # noqa: E402
 
 def inputs(n_examples: int, n_texts: int):
     """Mini RefCOCOg examples: one image and `n_texts` candidate texts each."""

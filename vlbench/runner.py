@@ -32,7 +32,7 @@ from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, componen
 from vlbench.options import as_dict, build
 from vlbench.provenance import session_record
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
-from vlbench.runtime import Runtime, describe_device, resolve_device
+from vlbench.runtime import Runtime, resolve_device
 from vlbench.splits import Split, check_protocol, evaluation_ids, make_split
 from vlbench.stored_runs import SCHEMA_VERSION, RunRecord
 from vlbench.training import TrainConfig

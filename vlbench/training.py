@@ -71,7 +71,8 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
     """Minimise the protocol loss of `matcher.score` over `matcher.trainable_parameters()`.
 
     Examples are shuffled each epoch by a generator seeded from the run's seed; a step averages
-    the loss over `train.batch_size` examples. In a multi-process run each rank takes its share of
+    the loss over `train.batch_size` examples, accumulating each example's gradient as soon as it
+    is scored, so memory holds one example's graph, not the batch's. In a multi-process run each rank takes its share of
     every batch and the gradients are summed over ranks, so a step's gradient is the mean over the
     whole batch, as in one process (uneven shares included).
     """
@@ -95,13 +96,11 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(train, step, steps_per_epoch)
                 batch = order[start : start + train.batch_size]
-                losses = [
-                    example_loss(matcher.score(load_images(example), example.texts), example.positives, train.loss, train.margin)
-                    for example in ranks.shard(batch)
-                ]
                 optimizer.zero_grad()
-                if losses:
-                    (torch.stack(losses).sum() / len(batch)).backward()
+                for example in ranks.shard(batch):
+                    # One example's graph at a time: its share of the batch mean, accumulated.
+                    loss = example_loss(matcher.score(load_images(example), example.texts), example.positives, train.loss, train.margin)
+                    (loss / len(batch)).backward()
                 ranks.sum_gradients(parameters)
                 if train.grad_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)

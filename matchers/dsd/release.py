@@ -77,6 +77,9 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.capture = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(release_readout) for layer in self.layers})
         self.has_lora = False
 
+    def training_capture(self) -> CrossAttentionCapture:
+        return self.capture
+
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]
 

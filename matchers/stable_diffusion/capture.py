@@ -136,25 +136,29 @@ class CapturingCrossAttention(torch.nn.Module):
 
 class CrossAttentionCapture:
     """`with capture:` sets `processors` (layer name → capturing processor) on their layers and,
-    on exit, puts back every processor the UNet had. `take()` returns the readouts of the last
+    on exit, puts back every processor the UNet had (scopes nest). `take()` returns the readouts of the last
     UNet call, in the layers' forward order."""
 
     def __init__(self, unet, processors: Mapping[str, CapturingCrossAttention]) -> None:
         self.unet = unet
         self.layers = sorted(processors, key=_forward_position)
         self.processors = dict(processors)
-        self._saved: dict[str, Any] | None = None
+        self._saved: list[dict[str, Any]] = []  # one entry per enclosing `with`: scopes nest
 
     def __enter__(self) -> CrossAttentionCapture:
         saved = dict(self.unet.attn_processors)
         # set_attn_processor wants an entry for every layer, and empties the dict it is given.
         self.unet.set_attn_processor({name: self.processors.get(name.removesuffix(".processor"), processor) for name, processor in saved.items()})
-        self._saved = saved
+        self._saved.append(saved)
         return self
 
     def __exit__(self, *exception) -> None:
-        self.unet.set_attn_processor(dict(self._saved))
-        self._saved = None
+        self.unet.set_attn_processor(dict(self._saved.pop()))
 
     def take(self) -> list[Any]:
         return [self.processors[layer].take() for layer in self.layers]
+
+    def clear(self) -> None:
+        """Forget every kept readout, so `take` after the next call sees that call's only."""
+        for processor in self.processors.values():
+            processor.kept = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ class UNetOptions:
     attention: Literal["sdpa", "xformers"] = "sdpa"  # the kernel of every layer not captured
     compile: bool = False  # torch.compile the UNet (GPU; the first calls are slow)
     feature_cache: bool = True  # keep VAE latents and text states on disk ($VLBENCH_CACHE/features)
+    gradient_checkpointing: bool = False  # training recomputes UNet activations in backward: less memory, more time
 
     def __post_init__(self) -> None:
         check(self.unet_batch >= 1, "unet_batch", f"must be at least 1, got {self.unet_batch}")
@@ -80,6 +82,8 @@ class StableDiffusionMatcher(Matcher):
             self.sd.unet.to(DTYPES[options.dtype])
         if options.attention == "xformers":
             self.sd.unet.enable_xformers_memory_efficient_attention()
+        if options.gradient_checkpointing:
+            self.sd.unet.enable_gradient_checkpointing()  # diffusers checkpoints only while gradients are on
         self.unet = torch.compile(self.sd.unet) if options.compile else self.sd.unet
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
         self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
@@ -106,21 +110,34 @@ class StableDiffusionMatcher(Matcher):
         for start in range(0, len(jobs), self.options.unet_batch):
             chunk = jobs.chunk(start, start + self.options.unet_batch)
             noisy = self.sd.scheduler.add_noise(chunk.latents, chunk.noise, chunk.timesteps)
+            if capture is not None:
+                capture.clear()  # a checkpointed backward re-runs the processors and leaves readouts behind
+            self.before_unet_call(chunk)
             outputs.append(self.unet(noisy.to(dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(dtype)).sample.float())
             if capture is not None:
                 layer_values.append(capture.take())
         return [_concatenated(values) for values in zip(*layer_values)], torch.cat(outputs)
 
+    def before_unet_call(self, chunk: Jobs) -> None:
+        """Called with each chunk's jobs just before the UNet runs them (nothing by default)."""
+
     def fit(self, examples, train, load_images):
         """The protocol's training loop, drawing fresh seeded noise (`training_noise`) each step;
-        in a multi-process run each rank draws its own stream (rank 0's is the one-process stream)."""
+        in a multi-process run each rank draws its own stream (rank 0's is the one-process stream).
+        The training capture stays installed through every backward, where gradient checkpointing
+        runs the layers again."""
         from vlbench import distributed
 
         self.training_noise = torch.Generator().manual_seed(self.runtime.seed + 1_000_003 * distributed.current().rank)
         try:
-            super().fit(examples, train, load_images)
+            with self.training_capture():
+                super().fit(examples, train, load_images)
         finally:
             self.training_noise = None
+
+    def training_capture(self) -> AbstractContextManager:
+        """The capture that scoring installs while training (none by default)."""
+        return nullcontext()
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.sd.fingerprint}
