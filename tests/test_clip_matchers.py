@@ -172,3 +172,13 @@ def test_every_clip_matcher_runs_every_mini_task_far_above_chance(tmp_path, task
     result = mini_run(tmp_path, task, matcher, shots="0" if matcher == "clip" else "5%", limit=100)
     metric, threshold = FAR_ABOVE_CHANCE[task]
     assert result.results["metrics"][metric] >= threshold, result.results["metrics"]
+
+
+def test_cocoop_trains_with_cross_entropy_over_the_candidates_as_coco_op_does():
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare
+
+    config = load_run_config(None, {"task": "colors", "matcher": "cocoop", "model": "mini", "shots": "5%"})
+    assert prepare(config).train.loss == "ce"
+    config = load_run_config(None, {"task": "colors", "matcher": "cocoop", "model": "mini", "shots": "5%", "train": {"loss": "bce"}})
+    assert prepare(config).train.loss == "bce"  # the protocol's loss stays one option away

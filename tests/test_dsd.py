@@ -4,6 +4,7 @@ accuracy on the mini-world with the mini SD."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,7 +76,7 @@ def test_dsd_averages_over_real_tokens_and_release_over_all_77(monkeypatch):
     assert release_readout(logits, None).item() == pytest.approx(math.log(77))
 
 
-@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"heads": "dynamic", "layers": "last-2"}), ("dsd-release", {"sampling_steps": 2}), ("diffusion-itm", {"timesteps": [200, 600]})])
+@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"heads": "mean", "layers": "last-2"}), ("dsd-release", {"sampling_steps": 2}), ("diffusion-itm", {"timesteps": [200, 600]})])
 def test_scores_do_not_depend_on_chunking_batching_or_order(name, options):
     items = examples(3)
     batch = [(loaded(example), list(example.texts) + TEXTS[:2]) for example in items]
@@ -90,7 +91,7 @@ def test_scores_do_not_depend_on_chunking_batching_or_order(name, options):
         torch.testing.assert_close(c, a, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"tokens": "words", "heads": "dynamic"}), ("dsd-release", {"sampling_steps": 2}), ("dsd-release", {"sampling_steps": 1, "include_uncond_attention": False, "latent": "mean"})])
+@pytest.mark.parametrize("name, options", [("dsd", {}), ("dsd", {"tokens": "words", "heads": "mean"}), ("dsd-release", {"sampling_steps": 2}), ("dsd-release", {"sampling_steps": 1, "include_uncond_attention": False, "latent": "mean"})])
 def test_batched_scores_equal_the_per_pair_implementation(name, options):
     from per_pair_reference import per_pair_dsd_scores, per_pair_release_scores
 
@@ -214,3 +215,41 @@ def test_dsd_release_runs_on_vqa_with_the_release_s_200(tmp_path):
     result = vlbench.evaluate(task="mini-vqav2", matcher="dsd-release", model="mini", limit=2, matcher_options={"sampling_steps": 200, "feature_cache": False}, runs_dir=tmp_path)
     assert result.runs[0].results["n"] == 2
     assert make("dsd-release", sampling_steps=200).grid == timestep_grid(200) and len(timestep_grid(200)) == 196
+
+
+def test_clip_224_resize_shows_the_unet_clip_s_224_pixel_centre_upsampled():
+    from PIL import Image, ImageOps
+
+    matcher = make("dsd", resize="clip_224")
+    size = matcher.inputs.pixel_size
+    pixels = np.full((300, 600, 3), 255, dtype=np.uint8)
+    pixels[:, :150] = 0  # a black quarter on the left, outside the centre square
+    image = LoadedImage("quarter", Image.fromarray(pixels))
+    seen = matcher.inputs.pixels([image])[0]
+    clip_input = ImageOps.fit(image.pixels, (224, 224), method=Image.Resampling.BICUBIC)
+    expected = torch.from_numpy(np.asarray(clip_input.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    torch.testing.assert_close(seen, expected)
+    squashed = make("dsd").inputs.pixels([image])[0]
+    assert seen.min() > 0.9 and squashed.min() < -0.9  # the white centre square, not the whole squashed picture
+
+
+@pytest.mark.parametrize("meta_input", ["layer", "latent"])
+def test_the_latent_meta_input_is_image_only_and_follows_chunking(meta_input):
+    matcher = make("dsd", meta_input=meta_input, unet_batch=3, noise_levels=[0.5])
+    prompts = matcher.trained_module()
+    with torch.no_grad():
+        for processor in prompts.processors:
+            processor.meta_net.linear2.weight.normal_(0, 0.1)
+    inputs: list[torch.Tensor] = []
+    for processor in prompts.processors:
+        processor.meta_net.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach()))
+    images = loaded(examples(1)[0])
+    with torch.no_grad():
+        chunked = matcher.score(images, TEXTS[:2])
+        # jobs in (image, text) order: per layer, the meta-net saw [i0 t0, i0 t1, i1 t0] then [i1 t1]
+        last_layer = inputs[len(prompts.processors) - 1]  # the last layer, first chunk
+        matcher.options.unet_batch = 64
+        whole = matcher.score(images, TEXTS[:2])
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    same_image_other_text = torch.equal(last_layer[0], last_layer[1])
+    assert same_image_other_text == (meta_input == "latent")

@@ -87,7 +87,8 @@ class ConditionalPrompt(torch.nn.Module):
 class CoCoOpMatcher(TrainedClipMatcher):
     name = "cocoop"
     summary = "CoCoOp prompt learning (open_clip): context vectors shifted by an image-conditioned meta-net."
-    train_defaults = {"optimizer": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 1, "warmup_lr": 1e-5, "epochs": 10, "batch_size": 1}
+    # CoCoOp's recipe: cross-entropy over the candidates, SGD with a cosine schedule and warm-up.
+    train_defaults = {"loss": "ce", "optimizer": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 1, "warmup_lr": 1e-5, "epochs": 10, "batch_size": 1}
     Options = CoCoOpOptions
 
     def __init__(self, options, runtime):

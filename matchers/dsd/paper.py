@@ -5,14 +5,17 @@ For an (image, text) pair and each noise level ℓ: the image's VAE latent is no
 (`stable_diffusion.inputs`). On each captured
 `attn2` layer the probabilities `A = softmax(QKᵀ/√d)` `[heads, image tokens, text tokens]` are
 pooled over image tokens (`lse`: `(1/λ)·log Σᵢ exp(λ·A[i, :])`), averaged over the text's tokens,
-then over heads (mean, or dynamic weights), layers and noise levels. The UNet stops after the
-last captured layer.
+then over heads (mean, or dynamic weights), layers and noise levels.
 
 Decisions where the paper is ambiguous (alternatives in brackets):
 - Eq. 5 adds the prompt to `W^k`; here `P_k`, `P_v` are added to the keys and values, one row per
   text position, as the design specifies [a low-rank delta on `W^k`, which is what `dsd-release` does].
 - The meta-net shift π is added to both `P_k` and `P_v` rows through separate output halves
   [one shared shift for keys and values, which puts them in one space].
+- The meta-net reads the mean of the image tokens entering its layer (`meta_input: layer`), which
+  past the UNet's first cross-attention also depend on the text, so the prompt is not purely
+  image-conditional as the paper's is [`meta_input: latent`: the clean latent pooled to 4×4,
+  image only].
 - Dynamic head weighting (Eq. 7): head h's weight is its attribution `Σ A_h ⊙ ∂f/∂A_h` (f the
   pooled score, derivative in closed form), averaged over the text tokens and normalised over
   heads [the gradient of the training loss, which needs labels and a backward pass at inference].
@@ -32,7 +35,7 @@ import torch
 
 from vlbench.errors import VlbenchError
 from vlbench.matchers.dsd.pooling import PooledAttention, Pooling, mean_over_tokens, scaled_to_bytes
-from vlbench.matchers.dsd.prompts import DSDPrompts
+from vlbench.matchers.dsd.prompts import DSDPrompts, MetaInput, latent_signal
 from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, check_layer_spec, select_layers
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
 from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
@@ -43,14 +46,19 @@ from vlbench.options import check, finite
 class DSDOptions(UNetOptions):
     noise_levels: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     layers: str | list[str] = "all"  # all | last-K | release | [attn2 module names]
-    heads: Literal["mean", "dynamic"] = "mean"
+    heads: Literal["mean", "dynamic"] = "dynamic"  # the paper's Eq. 7; mean is its ablation
     pooling: Pooling = "lse"
     lse_lambda: float = 10.0
     tokens: Literal["real", "words"] = "real"
     latent: LatentMode = "mean"
+    meta_input: MetaInput = "layer"  # the prompt meta-net's input: layer (text-dependent past layer 1) | latent (image only)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(
+            self.meta_input == "layer" or not self.gradient_checkpointing, "meta_input",
+            "latent sets each UNet call's image signal, and gradient checkpointing re-runs layers after later calls replaced it; use one of the two",
+        )
         check(bool(self.noise_levels) and all(0 < level < 1 for level in self.noise_levels), "noise_levels", f"must be a non-empty list of values in (0, 1), got {self.noise_levels}")
         check(finite(self.lse_lambda) and self.lse_lambda > 0, "lse_lambda", f"must be a positive number, got {self.lse_lambda}")
         problem = check_layer_spec(self.layers)
@@ -85,7 +93,7 @@ class DSDMatcher(StableDiffusionMatcher):
         if self.prompts is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.runtime.seed)
-                self.prompts = DSDPrompts(self.sd.unet, self.layers, self.readout, self.sd.tokenizer.model_max_length)
+                self.prompts = DSDPrompts(self.sd.unet, self.layers, self.readout, self.sd.tokenizer.model_max_length, self.options.meta_input)
         return self.prompts
 
     @property
@@ -94,6 +102,13 @@ class DSDMatcher(StableDiffusionMatcher):
         if self.prompts is None:
             return self.zero_shot
         return CrossAttentionCapture(self.sd.unet, dict(zip(self.layers, self.prompts.processors)))
+
+    def training_capture(self) -> CrossAttentionCapture:
+        return self.capture
+
+    def before_unet_call(self, chunk: Jobs) -> None:
+        if self.prompts is not None and self.options.meta_input == "latent":
+            self.prompts.set_image_signal(latent_signal(chunk.latents))
 
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]

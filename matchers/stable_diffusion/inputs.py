@@ -19,7 +19,8 @@ import torch
 from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
 
 INPUTS_VERSION = 1
-Resize = Literal["squash", "center_crop"]
+Resize = Literal["squash", "center_crop", "clip_224"]
+CLIP_SIZE = 224
 LatentMode = Literal["mean", "sample"]
 
 
@@ -38,8 +39,10 @@ def shared_noise(seed: int, timestep: int, shape) -> torch.Tensor:
 class DiffusionInputs:
     """Latents and text states of one Stable Diffusion checkpoint, computed once per image/text.
 
-    `resize`: `squash` (the released DSD code's `resize((512, 512))`) or `center_crop` (shorter
-    side to the UNet's pixel size, then the centre). The cache keeps the VAE's latent
+    `resize`: `squash` (the released DSD code's `resize((512, 512))`), `center_crop` (shorter
+    side to the UNet's pixel size, then the centre) or `clip_224` (the paper's fairness setting
+    for Table 1: CLIP's input, the shorter side to 224 and the centre, bicubic, then upsampled
+    bicubic to the UNet's pixel size). The cache keeps the VAE's latent
     distribution (mean and std), so both the mean and seeded samples come from it.
     """
 
@@ -89,13 +92,16 @@ class DiffusionInputs:
 
     def pixels(self, images) -> torch.Tensor:
         """`[n, 3, size, size]` in [-1, 1], resized as `resize` says."""
-        from PIL import ImageOps
+        from PIL import Image, ImageOps
 
         size = self.pixel_size
         if self.resize == "squash":
             resized = [image.pixels.resize((size, size)) for image in images]
-        else:
+        elif self.resize == "center_crop":
             resized = [ImageOps.fit(image.pixels, (size, size)) for image in images]
+        else:
+            bicubic = Image.Resampling.BICUBIC
+            resized = [ImageOps.fit(image.pixels, (CLIP_SIZE, CLIP_SIZE), method=bicubic).resize((size, size), bicubic) for image in images]
         array = np.stack([np.asarray(picture, dtype=np.float32) for picture in resized])
         return (torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1).to(self.device)
 
