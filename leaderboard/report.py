@@ -194,6 +194,16 @@ def _table_html(table: TaskTable) -> str:
     cited = [row for row in table.rows if row.reported]
     if cited:
         body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in cited) + "</ul>"
+    if table.reported_apart:
+        apart = table.reported_apart
+        header = "".join(f"<th>{html.escape(name)}</th>" for name in ["method", "shots", *apart.columns])
+        rows = "".join(
+            f"<tr class=\"reported\"><td><em>reported:</em> {html.escape(row.label)}</td><td>{html.escape(row.shots)}</td>" + "".join(f"<td>{_cell_html(cell)}</td>" for cell in row.cells) + "</tr>"
+            for row in apart.rows
+        )
+        body += f"<p class=\"apart\">Reported under the paper's own metric names, not comparable with the columns above: {html.escape(apart.note)}</p>"
+        body += f"<table class=\"board\"><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+        body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in apart.rows) + "</ul>"
     if table.comparisons:
         lines = "".join(
             f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"

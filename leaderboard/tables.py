@@ -98,6 +98,16 @@ class Comparison:
 
 
 @dataclass
+class ReportedApart:
+    """Published numbers under the paper's own metric names, shown beside a task's table and
+    never in its columns: what they measure differs from anything measured here (`note`)."""
+
+    columns: list[str]
+    rows: list[TableRow]
+    note: str
+
+
+@dataclass
 class TaskTable:
     task: str
     columns: list[str]
@@ -105,6 +115,7 @@ class TaskTable:
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
     headline: str = ""  # the column plots draw (the task's headline metric)
+    reported_apart: ReportedApart | None = None
 
 
 def group_rows(runs: list[StoredRun]) -> list[Row]:
@@ -145,7 +156,9 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
         task_rows = [row for row in rows if row.task == task]
         columns = columns_for(task_rows)
         table = TaskTable(task, [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
-        table.rows += [_reported_row(reference, table.columns) for reference in references or [] if reference["task"] == task]
+        for_task = [reference for reference in references or [] if reference["task"] == task]
+        table.rows += [_reported_row(reference, table.columns) for reference in for_task if "columns" in reference]
+        table.reported_apart = _reported_apart([reference for reference in for_task if "paper_metrics" in reference])
         if baseline is not None:
             table.comparisons = _comparisons(task_rows, baseline, resamples)
         tables.append(table)
@@ -210,6 +223,17 @@ def _reported_row(reference: dict[str, Any], columns: list[str]) -> TableRow:
     if unknown and not any(cells):
         raise VlbenchError(f"reference '{reference['method']}' for {reference['task']}: none of its columns ({', '.join(unknown)}) is a column of the table ({', '.join(columns)})")
     return TableRow(reference["method"], str(reference["shots"]), None, "–", cells, reported=True, citation=reference["citation"])
+
+
+def _reported_apart(references: list[dict[str, Any]]) -> ReportedApart | None:
+    if not references:
+        return None
+    columns = list(dict.fromkeys(name for reference in references for name in reference["paper_metrics"]))
+    rows = [
+        TableRow(reference["method"], str(reference["shots"]), None, "–", [Cell(float(reference["paper_metrics"][name]), None) if name in reference["paper_metrics"] else None for name in columns], reported=True, citation=reference["citation"])
+        for reference in references
+    ]
+    return ReportedApart(columns, rows, references[0]["note"])
 
 
 def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Comparison]:
@@ -284,6 +308,12 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         cited = [row for row in table.rows if row.reported]
         if cited:
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in cited]
+        if table.reported_apart:
+            apart = table.reported_apart
+            lines += ["", f"Reported under the paper's own metric names, not comparable with the columns above: {apart.note}", ""]
+            lines += ["| " + " | ".join(["method", "shots", *apart.columns]) + " |", "|" + "---|" * (2 + len(apart.columns))]
+            lines += ["| " + " | ".join([f"*reported:* {row.label}", row.shots, *(_format(cell) for cell in row.cells)]) + " |" for row in apart.rows]
+            lines += [""] + [f"- *{row.label}*: {row.citation}" for row in apart.rows]
         if table.comparisons:
             against = table.baseline == ZERO_SHOT  # the baseline row differs per row only then
             header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", *(["against"] if against else [])]
@@ -327,10 +357,12 @@ def render_csv(tables: list[TaskTable]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation"])
     for table in tables:
-        for row in table.rows:
-            for column, cell in zip(table.columns, row.cells):
-                if cell is not None:
-                    writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation])
+        apart = table.reported_apart
+        for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
+            for row in rows:
+                for column, cell in zip(columns, row.cells):
+                    if cell is not None:
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation])
     return buffer.getvalue()
 
 

@@ -143,9 +143,28 @@ def test_shipped_reference_numbers_cite_every_row():
 
     references = read_references()
     assert {reference["task"] for reference in references} == {"comvg", "refcocog", "vqav2", "winoground"}
-    assert all(reference["citation"] and reference["columns"] for reference in references)
+    assert all(reference["citation"] and (reference.get("columns") or reference.get("paper_metrics")) for reference in references)
     dsd = next(reference for reference in references if reference["task"] == "comvg" and reference["method"] == "DSD")
     assert dsd["columns"]["average"] == 78.11
+
+
+def test_table_2_is_reported_apart_under_the_paper_s_metric_names(tmp_path):
+    """VQAv2's Table 2 numbers cannot be top-1 over the csv's 10 candidates: they never sit in a
+    measured column, only in their own table with the paper's names and the note."""
+    from vlbench.leaderboard.tables import build_board, read_references, render_markdown
+
+    record = results_record("vqav2", "clip", "eee", "0", 0, {"top1": 0.4, "top5": 0.8}, {"answer_type": {"other": {"n": 50, "top1": 0.2, "top5": 0.6}}}, 100)
+    path = tmp_path / "vqav2" / "clip" / "eee" / "seed-0" / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    (table,) = build_board([tmp_path], references=read_references())
+    assert [row.label for row in table.rows if row.reported] == ["chance"]
+    assert table.reported_apart.columns == ["binary", "other", "all"]
+    assert [(row.label, [cell.mean for cell in row.cells]) for row in table.reported_apart.rows][0] == ("DSD", [70.59, 6.77, 20.43])
+    markdown = render_markdown([table])
+    assert "Reported under the paper's own metric names, not comparable with the columns above: the paper's VQAv2 binary / other / all;" in markdown
+    assert "| *reported:* DSD | 5% | 70.59 | 6.77 | 20.43 |" in markdown
+    assert "20.43" not in markdown.split("Reported under")[0]  # no measured-table row holds it
 
 
 def test_csv_and_json_carry_the_markdown_numbers(runs):
