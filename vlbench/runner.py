@@ -97,7 +97,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     torch.manual_seed(seed)
     matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher, pool + (train_pool or []))
-    run_dir = RunDirectory(Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(split.shots)}-{identity.config_id}" / f"seed-{seed}")
+    run_dir = RunDirectory(run_path(prepared, seed))
     evaluation_by_id = {example.id: example for example in pool}
     evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
     ranks = distributed.current()
@@ -161,13 +161,31 @@ def run(prepared: Prepared, seed: int) -> RunResult:
     return RunResult(run_dir.path, results)
 
 
+def run_path(prepared: Prepared, seed: int) -> Path:
+    """The run directory of `seed`: named by the configuration alone, so it is known before any
+    model or data is read."""
+    config = prepared.config
+    config_id = RunIdentity(run_configuration(prepared), {}).config_id
+    return Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(config.shots_parsed.label())}-{config_id}" / f"seed-{seed}"
+
+
 def run_identity(prepared: Prepared, matcher: Matcher, examples: list[Example]) -> RunIdentity:
     """The run's configuration (names its directory) and inputs (checked on resume)."""
     config = prepared.config
     task = prepared.task
-    configuration = {
+    inputs = {
+        "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher.fingerprint()),
+        "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=task.data_fingerprint(examples)),
+    }
+    return RunIdentity(run_configuration(prepared), inputs)
+
+
+def run_configuration(prepared: Prepared) -> dict[str, Any]:
+    """What a run was asked to do; hashed into its `config_id`."""
+    config = prepared.config
+    return {
         "task": config.task,
-        "task_options": as_dict(task.options),
+        "task_options": as_dict(prepared.task.options),
         "matcher": config.matcher,
         "matcher_options": as_dict(prepared.matcher_options),
         "model": config.model,
@@ -176,11 +194,6 @@ def run_identity(prepared: Prepared, matcher: Matcher, examples: list[Example]) 
         "limit": config.limit,
         "train": as_dict(prepared.train) if prepared.train else None,
     }
-    inputs = {
-        "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher.fingerprint()),
-        "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=task.data_fingerprint(examples)),
-    }
-    return RunIdentity(configuration, inputs)
 
 
 def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int, device: str) -> None:

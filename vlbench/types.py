@@ -224,6 +224,12 @@ class Matcher:
         self.options = options
         self.runtime = runtime
 
+    @classmethod
+    def missing_model(cls, model: str | None) -> str | None:
+        """Why `model` is not on this machine and what to download, or None if it is. Reads no
+        weights and never uses the network (`vlbench suite plan`); by default nothing is checked."""
+        return None
+
     def score(self, images: Sequence[LoadedImage], texts: Sequence[str]) -> torch.Tensor:
         """Score matrix `[len(images), len(texts)]`. A pair's score must not depend on the other
         images or texts passed with it."""

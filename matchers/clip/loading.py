@@ -76,6 +76,37 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     return LoadedClip(clip_model, preprocess, tokenizer, {"model": spec, "weights_sha256": files_sha256(files, root)})
 
 
+def missing_open_clip(model: str | None) -> str | None:
+    """Why `model` is not on this machine, with what to download; None if it is (no weights read)."""
+    import os
+
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    spec = model or DEFAULT_MODEL
+    if spec == "mini":
+        return None
+    if Path(spec).is_dir():
+        return None if (Path(spec) / "open_clip_config.json").exists() else f"{spec} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)"
+    fetch = f"on a machine with internet run `python -c \"import open_clip; open_clip.create_model_and_transforms('{spec}')\"` and copy ~/.cache/huggingface here"
+    if spec.startswith("hf-hub:"):
+        repo, names = spec.removeprefix("hf-hub:"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    else:
+        architecture, _, tag = spec.partition(":")
+        config = open_clip.pretrained.get_pretrained_cfg(architecture, tag) if tag else {}
+        if not config:
+            return f"{spec}: open_clip knows no pretrained weights by this name (ARCH:TAG, e.g. {DEFAULT_MODEL})"
+        fetch = fetch.replace(f"'{spec}'", f"'{architecture}', pretrained='{tag}'")
+        if not config.get("hf_hub"):
+            cached = Path("~/.cache/clip").expanduser() / os.path.basename(config["url"])
+            return None if cached.exists() else f"{spec}: {cached} is missing; {fetch.replace('~/.cache/huggingface', '~/.cache/clip')}"
+        repo, name = os.path.split(config["hf_hub"])
+        names = (name,) if name else ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+        return None
+    return f"{spec}: not in the local Hugging Face cache ({repo}); {fetch}"
+
+
 def _untrained_message(spec: str, tags: list[str]) -> str:
     known = f"its tags: {', '.join(tags)}" if tags else "open_clip knows no pretrained weights for it"
     return f"--model {spec}: names an architecture without weights (it would score with random ones); add a pretrained tag, ARCH:TAG ({known})"

@@ -29,6 +29,12 @@ class ClipMatcher(Matcher):
 
         self.features = ClipFeatures(load_open_clip(runtime.model, runtime.device), runtime.device, options.feature_cache)
 
+    @classmethod
+    def missing_model(cls, model):
+        from vlbench.matchers.clip.loading import missing_open_clip
+
+        return missing_open_clip(model)
+
     def score(self, images, texts):
         features = self.features
         return features.image_embeddings(features.images(images)) @ features.text_embeddings(features.texts(texts)).T

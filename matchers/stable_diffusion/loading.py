@@ -59,6 +59,20 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
     return StableDiffusionParts(tokenizer, text_encoder, vae, unet, scheduler, fingerprint)
 
 
+def missing_stable_diffusion(model: str | None) -> str | None:
+    """Why `model` is not on this machine, with what to download; None if it is (no weights read)."""
+    spec = model or DEFAULT_MODEL
+    if spec == "mini":
+        return None
+    if Path(spec).is_dir():
+        return None if (Path(spec) / "model_index.json").exists() else f"{spec} has no model_index.json (a diffusers Stable Diffusion folder holds it)"
+    try:
+        _hub_snapshot(spec)
+    except Exception:  # not in the local hub cache, or not a hub id
+        return f"{spec} is not in the local Hugging Face cache: on a machine with internet run `huggingface-cli download {spec} --local-dir DIR`, copy DIR here and pass it as the model"
+    return None
+
+
 @contextmanager
 def _quiet_loading():
     """No per-file progress bars from diffusers and transformers while loading (vlbench shows its own)."""

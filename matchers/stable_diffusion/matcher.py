@@ -88,6 +88,12 @@ class StableDiffusionMatcher(Matcher):
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
         self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
 
+    @classmethod
+    def missing_model(cls, model):
+        from vlbench.matchers.stable_diffusion.loading import missing_stable_diffusion
+
+        return missing_stable_diffusion(model)
+
     def noise(self, timestep: int, shape) -> torch.Tensor:
         """The run's shared noise for `timestep` (see `inputs`), or while training a fresh draw."""
         if self.training_noise is not None:

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, report_command, run_command, score_command
+from vlbench.cli import data_command, leaderboard_command, list_command, miniworld_command, report_command, run_command, score_command, suite_command
 from vlbench.errors import Interrupted, VlbenchError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("score")(score_command.score)
 app.command("report")(report_command.report)
 app.add_typer(data_command.data_app, name="data")
 app.add_typer(miniworld_command.miniworld_app, name="miniworld")
+app.add_typer(suite_command.suite_app, name="suite")
 
 _debug = {"on": bool(os.environ.get("VLBENCH_DEBUG"))}
 

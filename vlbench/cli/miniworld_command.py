@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+MINIWORLD_SUITE = Path(__file__).resolve().parents[2] / "leaderboard" / "miniworld_suite.yaml"
+
 miniworld_app = typer.Typer(help="The offline mini-world: generated datasets in the real layouts.", no_args_is_help=True)
 
 
@@ -49,37 +51,14 @@ def board(
     suite: Path = typer.Option(None, "--suite", help="Suite YAML (default: the shipped mini-world suite)."),
     baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs at a time (each in its own process when more than 1)."),
 ) -> None:
-    """Run the mini-world suite (every mini task × matcher × 3 seeds, offline) and print its leaderboard."""
-    from vlbench.leaderboard.publish import render_board
-    from vlbench.leaderboard.suite import DEFAULT_SUITE, run_suite
-    from vlbench.records import atomic_write_text, writable_file
+    """Run the mini-world suite (every mini task × matcher, offline) and print its leaderboard:
+    `vlbench suite run` on the shipped `leaderboard/miniworld_suite.yaml`."""
+    from vlbench.cli.suite_command import run_suite_command
 
-    if out is not None:
-        writable_file(out, "--out")
-    run_suite(suite or DEFAULT_SUITE, runs_dir)
-    markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
-    typer.echo(markdown)
-    if out:
-        options = (f" --suite {suite}" if suite else "") + (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
-        atomic_write_text(out, with_provenance(markdown, f"vlbench miniworld board --out {out}{options}"))
-        typer.echo(f"leaderboard: {out}")
-
-
-def with_provenance(markdown: str, command: str) -> str:
-    """The board with the command that regenerates it, the date and the commit under its title."""
-    import datetime
-
-    import vlbench
-    from vlbench.provenance import git_state
-
-    commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
-    stamp = (
-        f"Regenerate from scratch (offline, 2 CPU cores suffice): `{command}`. "
-        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
-    )
-    title, rest = markdown.split("\n\n", 1)
-    return f"{title}\n\n{stamp}\n\n{rest}"
+    command = "vlbench miniworld board" + (f" --suite {suite}" if suite else "") + (f" --runs-dir {runs_dir}" if runs_dir != Path("runs/miniworld") else "")
+    run_suite_command(suite or MINIWORLD_SUITE, runs_dir, None, jobs, out, baseline, plots, command)
 
 
 @miniworld_app.command("train-sd")

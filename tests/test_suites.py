@@ -1,0 +1,70 @@
+"""Suites: the plan names every run and what is missing without the network; runs in parallel
+processes give the sequential board; a failed run is reported and the rest finish; a re-run
+finishes only what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import vlbench_cli
+from vlbench.leaderboard.publish import render_board
+from vlbench.suites import job_state, load_suite
+
+SMALL = """\
+seeds: [0, 1]
+tasks: [colors, {task: colors, task_options: {n_examples: 30}}]
+runs:
+  - {matcher: random}
+  - {matcher: color-words, tasks: [colors]}
+"""
+
+
+def test_plan_lists_every_run_and_what_this_machine_lacks(tmp_path):
+    extra = '  - {matcher: clip, model: "ViT-B-16:openai", seeds: [0]}\n  - {matcher: dsd, model: "stabilityai/stable-diffusion-2-1-base", tasks: [comvg], seeds: [0]}\n'
+    (tmp_path / "s.yaml").write_text((SMALL + extra).replace("tasks: [colors, ", "tasks: [comvg, colors, "))
+    done = vlbench_cli("suite", "plan", "s.yaml", "--data-dir", "data", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    lines = done.stdout.splitlines()
+    runs = [line.split()[1] for line in lines if line.startswith("pending ")]
+    assert len(runs) == 3 * 2 + 2 * 2 + 3 + 1  # random: 3 tasks × 2 seeds; color-words: both colors entries; clip: one seed; dsd: comvg only
+    assert sum(run.startswith("colors/color-words/") for run in runs) == 4 and sum(run.startswith("comvg/dsd/") for run in runs) == 1
+    assert "14 runs: 14 pending" in lines
+    missing = [line for line in lines if line.startswith("missing: ")]
+    assert any(line.startswith("missing: model of clip: ViT-B-16:openai: not in the local Hugging Face cache") for line in missing)
+    assert any(line.startswith("missing: model of dsd: stabilityai/stable-diffusion-2-1-base is not in the local Hugging Face cache") for line in missing)
+    assert any(line.startswith("missing: data of comvg: task 'comvg' needs its data") for line in missing)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parallel_processes_give_the_sequential_board(tmp_path):
+    (tmp_path / "s.yaml").write_text(SMALL)
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", cwd=tmp_path)
+    sequential, parallel = render_board([tmp_path / "one"]), render_board([tmp_path / "two"])
+    assert sequential == parallel and sequential.count("| random [") == 2
+    jobs = load_suite(tmp_path / "s.yaml", tmp_path / "two")
+    assert len(jobs) == 8 and all(job_state(job) == "done" for job in jobs)
+
+
+def test_a_failed_run_is_reported_the_others_finish_and_a_rerun_completes_only_what_is_missing(tmp_path):
+    suite = tmp_path / "s.yaml"
+    # paper-release is refused on colors at run time (after the plan validated the options).
+    suite.write_text(SMALL + "  - {matcher: random, shots: '5', split: paper-release, seeds: [0], tasks: [colors]}\n")
+    failed = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", cwd=tmp_path, check=False)
+    assert failed.returncode == 2
+    assert "error: 2 of 10 runs failed; fix them and run the same command again (finished runs are kept)" in failed.stderr
+    status = vlbench_cli("suite", "status", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout.splitlines()
+    failures = [line for line in status if line.startswith("failed ")]
+    assert len(failures) == 2 and all("error: --split paper-release: the released DSD code does not cut task 'colors''s evaluation rows" in line for line in failures)
+    assert sum(line.startswith("done ") for line in status) == 8
+    # A run that lost its results (as if killed after its last score) is finished; nothing else reruns.
+    jobs = {job.key: job for job in load_suite(suite, tmp_path / "runs")}
+    victim = next(job for key, job in jobs.items() if key.startswith("colors/random/shots-0-"))
+    (victim.run_dir / "results.json").unlink()
+    assert job_state(victim) == "partial"
+    suite.write_text(SMALL)
+    others = {key: (job.run_dir / "results.json").stat().st_mtime_ns for key, job in jobs.items() if job_state(job) == "done"}
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", cwd=tmp_path)
+    assert {key: (jobs[key].run_dir / "results.json").stat().st_mtime_ns for key in others} == others
+    timings = json.loads((victim.run_dir / "results.json").read_text())["timings"]
+    assert timings["examples_scored"] == 0 and timings["examples_resumed"] > 0

@@ -1,0 +1,98 @@
+"""`vlbench suite`: plan, run and follow the runs of a suite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+suite_app = typer.Typer(help="Suites: many runs defined in one YAML file (see `vlbench.suites`).", no_args_is_help=True)
+
+RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Where the suite's runs go (finished runs are skipped, unfinished ones resumed).")
+DATA_DIR = typer.Option(None, "--data-dir", help="What the tasks' data_root entries are relative to (default: the working directory).")
+
+
+@suite_app.command("plan")
+def plan(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
+    """List every run with its state, and every model or dataset this machine lacks (offline; no
+    weights are read)."""
+    from vlbench.suites import job_state, load_suite, missing_inputs
+
+    jobs = load_suite(suite, runs_dir, data_dir)
+    states = [job_state(job) for job in jobs]
+    for job, state in zip(jobs, states):
+        typer.echo(f"{state:<8} {job.key}")
+    counts = {state: states.count(state) for state in dict.fromkeys(states)}
+    typer.echo(f"{len(jobs)} runs: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    missing = missing_inputs(jobs)
+    for line in missing:
+        typer.echo(f"missing: {line}")
+    if not missing:
+        typer.echo("every model and dataset the suite needs is on this machine")
+
+
+@suite_app.command("run")
+def run(
+    suite: Path = typer.Argument(..., help="Suite YAML."),
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path = DATA_DIR,
+    jobs: int = typer.Option(1, "--jobs", help="Runs at a time: 1 runs them in this process; more runs each in its own process."),
+    out: Path = typer.Option(None, "--out", help="Write the suite's leaderboard (markdown) here once every run is done."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher (or zero-shot) to compare rows against (paired bootstrap)."),
+    plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
+) -> None:
+    """Run every run of the suite that is not done, then write its leaderboard."""
+    run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite} --runs-dir {runs_dir}")
+
+
+@suite_app.command("status")
+def status(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
+    """Done, running, failed (with its error), partial or pending, per run."""
+    from vlbench.suites import failure, job_state, load_suite
+
+    for job in load_suite(suite, runs_dir, data_dir):
+        state = job_state(job)
+        typer.echo(f"{state:<8} {job.key}" + (f"  {failure(job)}" if state == "failed" else ""))
+
+
+def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str) -> None:
+    """Run the suite, print its board and write it to `out` with the command that regenerates it."""
+    from vlbench.errors import VlbenchError
+    from vlbench.leaderboard.publish import render_board
+    from vlbench.progress import progress_bar
+    from vlbench.records import atomic_write_text, writable_file
+    from vlbench.suites import failure, load_suite, run_jobs
+
+    if jobs < 1:
+        raise VlbenchError(f"--jobs {jobs}: must be at least 1")
+    if out is not None:
+        writable_file(out, "--out")
+    planned = load_suite(suite, runs_dir, data_dir)
+    with progress_bar("suite", total=len(planned)) as advance:
+        failed = run_jobs(planned, jobs, advance)
+    if failed:
+        for job in failed:
+            typer.echo(f"failed: {job.key}: {failure(job)}", err=True)
+        raise VlbenchError(f"{len(failed)} of {len(planned)} runs failed; fix them and run the same command again (finished runs are kept)")
+    markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
+    typer.echo(markdown)
+    if out:
+        options = (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
+        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}"))
+        typer.echo(f"leaderboard: {out}")
+
+
+def with_provenance(markdown: str, command: str) -> str:
+    """The board with the command that regenerates it, the date and the commit under its title."""
+    import datetime
+
+    import vlbench
+    from vlbench.provenance import git_state
+
+    commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
+    stamp = (
+        f"Regenerate from scratch: `{command}`. "
+        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
+    )
+    title, rest = markdown.split("\n\n", 1)
+    return f"{title}\n\n{stamp}\n\n{rest}"

@@ -1,0 +1,212 @@
+"""Suites: many runs defined as data (tasks × run entries × seeds), planned offline, run one after
+another or in parallel processes, and reported as one board.
+
+A suite file:
+
+    seeds: [0, 1, 2]
+    tasks:                                  # names, or entries with their own options and data
+      - comvg
+      - {task: refcocog, task_options: {eval_split: test}, data_root: refcocog}
+    runs:                                   # any `vlbench run` keys; `tasks:` restricts an entry
+      - {matcher: clip, model: "ViT-B-16:openai"}
+      - {matcher: dsd-release, shots: 5%, matcher_options: {sampling_steps: 40}, tasks: [comvg]}
+
+A task entry's `data_root` is relative to the data directory given to the command (default: the
+working directory); an entry's `seeds` replace the suite's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlbench.config import RunConfig, load_run_config, read_yaml
+from vlbench.errors import VlbenchError
+from vlbench.options import build
+from vlbench.runner import prepare, run, run_path
+
+STATE_DIR = ".suite"  # under the runs dir: per job, its configuration, log and outcome
+
+
+@dataclass
+class SuiteTask:
+    task: str
+    task_options: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+
+
+@dataclass
+class SuiteFile:
+    tasks: list[Any]
+    runs: list[dict[str, Any]]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a suite: a configuration and one seed, with the directory it writes."""
+
+    config: RunConfig
+    seed: int
+    run_dir: Path
+
+    @property
+    def key(self) -> str:
+        """The run directory relative to the runs dir: unique within a suite."""
+        return self.run_dir.relative_to(self.config.runs_dir).as_posix()
+
+    def state_file(self, suffix: str) -> Path:
+        return Path(self.config.runs_dir) / STATE_DIR / (self.key.replace("/", "__") + suffix)
+
+
+def load_suite(path: Path, runs_dir: Path, data_dir: Path | None = None, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """Every job of the suite at `path`, validated (names, options, shots) without reading any
+    model or data. `overrides` replace run keys of every entry (tests: `model`, `limit`)."""
+    suite = build(SuiteFile, read_yaml(path), str(path))
+    tasks = [build(SuiteTask, {"task": entry} if isinstance(entry, str) else entry, f"{path}: tasks") for entry in suite.tasks]
+    jobs = []
+    for task in tasks:
+        for entry in suite.runs:
+            entry = {**entry, **(overrides or {})}
+            only = entry.pop("tasks", None)
+            if only is not None and task.task not in only:
+                continue
+            root = task.data_root and str((data_dir or Path.cwd()) / task.data_root)
+            values = {
+                "seeds": suite.seeds, **entry, "task": task.task, "runs_dir": str(runs_dir),
+                "task_options": {**task.task_options, **entry.get("task_options", {})}, "data_root": root,
+            }
+            config = load_run_config(None, values)
+            prepared = prepare(config)
+            jobs += [Job(_single_seed(config, seed), seed, run_path(prepared, seed)) for seed in config.seeds]
+    keys = [job.key for job in jobs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise VlbenchError(f"{path}: {repeated[0]} is listed twice (two entries with the same configuration)")
+    return jobs
+
+
+def _single_seed(config: RunConfig, seed: int) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(config, seeds=[seed])
+
+
+def job_state(job: Job) -> str:
+    """`done`, `running` (another process holds its lock), `failed` (its last attempt stopped with
+    an error), `partial` (scores stored, no results) or `pending`."""
+    if (job.run_dir / "results.json").exists():
+        return "done"
+    if _locked(job.run_dir / "run.lock"):
+        return "running"
+    if job.state_file(".failed").exists():
+        return "failed"
+    if (job.run_dir / "scores.jsonl").exists() or any(job.run_dir.glob("scores.rank-*.jsonl")):
+        return "partial"
+    return "pending"
+
+
+def failure(job: Job) -> str:
+    """The first line of the error that stopped the job's last attempt ('' if none)."""
+    path = job.state_file(".failed")
+    return path.read_text().splitlines()[0] if path.exists() else ""
+
+
+def _locked(lock: Path) -> bool:
+    import fcntl
+
+    if not lock.exists():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def missing_inputs(jobs: list[Job]) -> list[str]:
+    """One line per model or task data that a job needs and this machine lacks (no network, no
+    weights read; task data is read as the run would read it)."""
+    from vlbench import registry
+
+    problems: dict[str, str] = {}
+    for job in jobs:
+        config = job.config
+        matcher_class = registry.matchers.get(config.matcher)
+        if matcher_class.uses_model and (config.matcher, config.model) not in problems:
+            problem = matcher_class.missing_model(config.model)
+            problems[(config.matcher, config.model)] = problem and f"model of {config.matcher}: {problem}"
+        data_key = (config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
+        if data_key not in problems:
+            problems[data_key] = _data_problem(config)
+    return [problem for problem in problems.values() if problem]
+
+
+def _data_problem(config: RunConfig) -> str | None:
+    prepared = prepare(config)
+    try:
+        prepared.task.examples(0)
+        if not config.shots_parsed.is_zero:
+            prepared.task.train_pool(0)
+    except VlbenchError as error:
+        return f"data of {config.task}: {error}"
+    return None
+
+
+def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None) -> list[Job]:
+    """Run every job not done, `parallel` at a time (1: in this process, one after another; more:
+    each job in its own `vlbench run` process); `advance(n)` counts jobs as they end. A job that
+    fails is recorded and the others go on. Returns the jobs that failed."""
+    todo = [job for job in jobs if job_state(job) != "done"]
+    advance(len(jobs) - len(todo))
+    for job in todo:
+        job.state_file("").parent.mkdir(parents=True, exist_ok=True)
+        job.state_file(".failed").unlink(missing_ok=True)
+
+    def counted(attempt: Callable[[Job], bool]) -> Callable[[Job], bool]:
+        def one(job: Job) -> bool:
+            ok = attempt(job)
+            advance(1)
+            return ok
+
+        return one
+
+    if parallel == 1:
+        outcomes = [counted(_run_here)(job) for job in todo]
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            outcomes = list(pool.map(counted(_run_process), todo))
+    return [job for job, ok in zip(todo, outcomes) if not ok]
+
+
+def _run_here(job: Job) -> bool:
+    try:
+        run(prepare(job.config), job.seed)
+    except VlbenchError as error:
+        job.state_file(".failed").write_text(f"error: {error}\n")
+        return False
+    return True
+
+
+def _run_process(job: Job) -> bool:
+    import yaml
+
+    config_file = job.state_file(".yaml")
+    values = {key: value for key, value in vars(job.config).items() if key != "shots_parsed"}
+    config_file.write_text(yaml.safe_dump(values, sort_keys=False))
+    with open(job.state_file(".log"), "w") as log:
+        done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        lines = job.state_file(".log").read_text().splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        job.state_file(".failed").write_text((errors[-1] if errors else f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
+        return False
+    return True
