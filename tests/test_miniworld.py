@@ -95,7 +95,7 @@ def test_board_command_runs_the_suite_and_prints_the_leaderboard(tmp_path):
     result = vlbench_cli("miniworld", "board", "--suite", "suite.yaml", "--runs-dir", "runs", "--out", "board.md", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     board = (tmp_path / "board.md").read_text()
     title, stamp, tables = board.split("\n\n", 2)
-    assert stamp.startswith("Regenerate from scratch (offline, 2 CPU cores suffice): `vlbench miniworld board --out board.md --suite suite.yaml`. Generated ")
+    assert stamp.startswith("Regenerate from scratch (offline, 2 CPU cores suffice): `vlbench miniworld board --out board.md --suite suite.yaml --runs-dir runs`. Generated ")
     assert f"{title}\n\n{tables}" in result.stdout
     assert "## mini-comvg" in board and "## mini-winoground" in board
     clip_row = next(line for line in board.splitlines() if line.startswith("| clip (mini) | 0 | 2 | 600 |"))

@@ -57,8 +57,8 @@ def board(
     `vlbench suite run` on the shipped `leaderboard/miniworld_suite.yaml`."""
     from vlbench.cli.suite_command import run_suite_command
 
-    command = "vlbench miniworld board" + (f" --suite {suite}" if suite else "") + (f" --runs-dir {runs_dir}" if runs_dir != Path("runs/miniworld") else "")
-    run_suite_command(suite or MINIWORLD_SUITE, runs_dir, None, jobs, out, baseline, plots, command)
+    options = (f" --suite {suite}" if suite else "") + (f" --runs-dir {runs_dir}" if runs_dir != Path("runs/miniworld") else "")
+    run_suite_command(suite or MINIWORLD_SUITE, runs_dir, None, jobs, out, baseline, plots, "vlbench miniworld board", options, "offline, 2 CPU cores suffice")
 
 
 @miniworld_app.command("train-sd")

@@ -42,7 +42,7 @@ def run(
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run every run of the suite that is not done, then write its leaderboard."""
-    run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite} --runs-dir {runs_dir}")
+    run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite}", f" --runs-dir {runs_dir}")
 
 
 @suite_app.command("status")
@@ -55,8 +55,9 @@ def status(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path
         typer.echo(f"{state:<8} {job.key}" + (f"  {failure(job)}" if state == "failed" else ""))
 
 
-def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str) -> None:
-    """Run the suite, print its board and write it to `out` with the command that regenerates it."""
+def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str, options: str, where: str = "") -> None:
+    """Run the suite, print its board and write it to `out` stamped with the command that
+    regenerates it (`command --out OUT` then `options`) and `where` it runs (e.g. "offline")."""
     from vlbench.errors import VlbenchError
     from vlbench.leaderboard.publish import render_board
     from vlbench.progress import progress_bar
@@ -77,12 +78,12 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
     typer.echo(markdown)
     if out:
-        options = (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
-        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}"))
+        options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
+        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", where))
         typer.echo(f"leaderboard: {out}")
 
 
-def with_provenance(markdown: str, command: str) -> str:
+def with_provenance(markdown: str, command: str, where: str = "") -> str:
     """The board with the command that regenerates it, the date and the commit under its title."""
     import datetime
 
@@ -91,7 +92,7 @@ def with_provenance(markdown: str, command: str) -> str:
 
     commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
     stamp = (
-        f"Regenerate from scratch: `{command}`. "
+        f"Regenerate from scratch{f' ({where})' if where else ''}: `{command}`. "
         f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
     )
     title, rest = markdown.split("\n\n", 1)
