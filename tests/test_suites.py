@@ -30,10 +30,28 @@ def test_plan_lists_every_run_and_what_this_machine_lacks(tmp_path):
     assert sum(run.startswith("colors/color-words/") for run in runs) == 4 and sum(run.startswith("comvg/dsd/") for run in runs) == 1
     assert "14 runs: 14 pending" in lines
     missing = [line for line in lines if line.startswith("missing: ")]
-    assert any(line.startswith("missing: model of clip: ViT-B-16:openai: not in the local Hugging Face cache") for line in missing)
-    assert any(line.startswith("missing: model of dsd: stabilityai/stable-diffusion-2-1-base is not in the local Hugging Face cache") for line in missing)
-    assert any(line.startswith("missing: data of comvg: task 'comvg' needs its data") for line in missing)
+    assert len(missing) == 3
+    assert any(line.startswith("missing: model for clip: ViT-B-16:openai: not in the local Hugging Face cache") for line in missing)
+    assert any(line.startswith("missing: model for dsd: stabilityai/stable-diffusion-2-1-base is not in the local Hugging Face cache") for line in missing)
+    assert any(line.startswith("missing: data for comvg: task 'comvg' needs its data") for line in missing)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_paper_suite_plans_every_table_cell_and_names_every_download(tmp_path):
+    paper = Path(__file__).parent.parent / "suites" / "dsd-paper.yaml"
+    done = vlbench_cli("suite", "plan", str(paper), "--data-dir", "data", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    lines = done.stdout.splitlines()
+    runs = [line.split()[1] for line in lines if line.startswith("pending ")]
+    # 5 task entries × (clip, clip-ft, cocoop, dsd, dsd-release; zero-shot and 5% for the last two) × 3 seeds
+    assert len(runs) == 5 * 7 * 3 and f"{len(runs)} runs: {len(runs)} pending" in lines
+    for task in ("comvg", "refcocog", "vqav2", "winoground"):
+        cells = {run.rsplit("/", 1)[0].split("/", 1)[1].rsplit("-", 1)[0] for run in runs if run.startswith(task + "/")}
+        assert {"clip/shots-0", "clip-ft/shots-5pct", "cocoop/shots-5pct", "dsd/shots-0", "dsd/shots-5pct", "dsd-release/shots-0", "dsd-release/shots-5pct"} == cells
+    missing = [line for line in lines if line.startswith("missing: ")]
+    assert any(line.startswith("missing: model for clip, clip-ft, cocoop: ViT-B-16:openai: not in the local Hugging Face cache") for line in missing)
+    assert any(line.startswith("missing: model for dsd, dsd-release: stabilityai/stable-diffusion-2-1-base is not in the local Hugging Face cache") for line in missing)
+    for task in ("comvg", "refcocog", "vqav2", "winoground"):
+        assert any(line.startswith(f"missing: data for {task}: task '{task}': data root data/{task} does not exist") for line in missing), task
 
 
 def test_parallel_processes_give_the_sequential_board(tmp_path):

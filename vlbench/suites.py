@@ -133,21 +133,27 @@ def _locked(lock: Path) -> bool:
 
 
 def missing_inputs(jobs: list[Job]) -> list[str]:
-    """One line per model or task data that a job needs and this machine lacks (no network, no
-    weights read; task data is read as the run would read it)."""
+    """One line per model or dataset that the jobs need and this machine lacks, naming who needs
+    it (no network, no weights read; task data is read as a run would read it)."""
     from vlbench import registry
 
-    problems: dict[str, str] = {}
+    needed_by: dict[str, list[str]] = {}
+    checked: set[Any] = set()
     for job in jobs:
         config = job.config
         matcher_class = registry.matchers.get(config.matcher)
-        if matcher_class.uses_model and (config.matcher, config.model) not in problems:
+        if matcher_class.uses_model and ("model", config.matcher, config.model) not in checked:
+            checked.add(("model", config.matcher, config.model))
             problem = matcher_class.missing_model(config.model)
-            problems[(config.matcher, config.model)] = problem and f"model of {config.matcher}: {problem}"
-        data_key = (config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
-        if data_key not in problems:
-            problems[data_key] = _data_problem(config)
-    return [problem for problem in problems.values() if problem]
+            if problem:
+                needed_by.setdefault(f"model: {problem}", []).append(config.matcher)
+        data = ("data", config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
+        if data not in checked:
+            checked.add(data)
+            problem = _data_problem(config)
+            if problem:
+                needed_by.setdefault(f"data: {problem}", []).append(config.task)
+    return [f"{what.split(': ', 1)[0]} for {', '.join(dict.fromkeys(users))}: {what.split(': ', 1)[1]}" for what, users in needed_by.items()]
 
 
 def _data_problem(config: RunConfig) -> str | None:
@@ -157,7 +163,7 @@ def _data_problem(config: RunConfig) -> str | None:
         if not config.shots_parsed.is_zero:
             prepared.task.train_pool(0)
     except VlbenchError as error:
-        return f"data of {config.task}: {error}"
+        return str(error)
     return None
 
 
