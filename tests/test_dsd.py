@@ -253,3 +253,10 @@ def test_the_latent_meta_input_is_image_only_and_follows_chunking(meta_input):
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
     same_image_other_text = torch.equal(last_layer[0], last_layer[1])
     assert same_image_other_text == (meta_input == "latent")
+
+
+def test_dsd_defaults_are_the_paper_s_method():
+    from vlbench.matchers.dsd.paper import DSDOptions
+
+    options = DSDOptions()
+    assert (options.heads, options.pooling, options.noise_levels, options.meta_input) == ("dynamic", "lse", [0.2, 0.4, 0.6, 0.8], "layer")
