@@ -7,8 +7,9 @@ resolution. Exits 1 if batch 8 needs more than 1.3× batch 1's memory for the st
     python benchmarks/training_memory.py --checkpointing       # also with UNet gradient checkpointing
 
 Each configuration runs in a fresh process. What a step needs is its peak above the memory held
-before it (the model, the prompts): on CUDA `max_memory_allocated`, on the CPU the resident set's
-high-water mark (`VmHWM`, reset through /proc/self/clear_refs before the step).
+before it (the model with every weight paged in by one scoring pass, the prompts): on CUDA
+`max_memory_allocated`, on the CPU the resident set's high-water mark (`VmHWM`, reset through
+/proc/self/clear_refs before the step).
 """
 
 from __future__ import annotations
@@ -37,17 +38,18 @@ def one_step(model: str, batch: int, loop: str, checkpointing: bool, noise_level
     from vlbench.evaluation import load_images
     from vlbench.losses import example_loss
     from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
-    from vlbench.training import TrainConfig, fit_by_scores
+    from vlbench.training import TrainConfig, fit_by_scores, make_optimizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     matcher = vlbench.create_matcher("dsd", model=model, device=device, feature_cache=False, noise_levels=noise_levels, gradient_checkpointing=checkpointing)
     examples = MiniComVGTask(MiniComVGOptions(), None).examples(seed=0)[:batch]
     loaded = {example.id: load_images(example) for example in examples}
-    with torch.no_grad():  # the VAE and text encoder run (and allocate) outside the measured step
-        for example in examples:
+    matcher.trained_module()
+    with torch.no_grad():  # outside the measured step: the VAE and text encoder, and one UNet pass
+        for example in examples:  # that pages in every weight (safetensors are memory-mapped)
             matcher.inputs.latents(loaded[example.id], "mean")
             matcher.inputs.text_states(list(example.texts))
-    matcher.trained_module()
+        matcher.score(loaded[examples[0].id], examples[0].texts)
     matcher.training_noise = torch.Generator().manual_seed(0)
     train = TrainConfig(epochs=1, batch_size=batch)
     if device == "cuda":
@@ -60,9 +62,13 @@ def one_step(model: str, batch: int, loop: str, checkpointing: bool, noise_level
     with matcher.training_capture():
         if loop == "per-example":
             fit_by_scores(matcher, examples, train, lambda example: loaded[example.id])
-        else:
+        else:  # the old loop's step: every example's graph held until one backward, then the same update
+            parameters = matcher.trainable_parameters()
+            optimizer = make_optimizer(parameters, train)
             losses = [example_loss(matcher.score(loaded[e.id], e.texts), e.positives, train.loss) for e in examples]
             (torch.stack(losses).sum() / len(examples)).backward()
+            torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
+            optimizer.step()
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else _resident_kib("VmHWM") * 1024
     return {"device": device, "step_peak_mib": (peak - before) / 2**20, "held_before_mib": before / 2**20}
 
