@@ -214,4 +214,4 @@ def test_the_console_shows_how_many_evaluation_examples_the_split_dropped(tmp_pa
     result = vlbench_cli("run", "--task", "comvg", "--matcher", "random", "--data-root", "comvg", "--shots", "4", cwd=tmp_path)
     record = json.loads(next(tmp_path.rglob("results.json")).read_text())
     dropped = record["protocol"]["dropped_for_shared_images"]
-    assert dropped > 0 and f"{dropped} evaluation examples dropped for sharing an image with training" in result.stdout.replace("\n", " ")
+    assert dropped > 0 and f"{dropped} evaluation examples dropped for showing an image seen in training" in result.stdout.replace("\n", " ")
