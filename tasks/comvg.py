@@ -53,8 +53,7 @@ class ComVGTask(Task):
                 raise VlbenchError(f"{path}, line {line}: neg_value '{row['neg_value']}' is not one of {', '.join(NEG_VALUES)}")
             if self.options.neg_value and row["neg_value"] != self.options.neg_value:
                 continue
-            pair = tuple(ImageRef(row[column], images / f"{row[column]}.jpg") for column in ("pos_image_id", "neg_image_id"))
-            examples.append(Example(f"comvg-{row['id']}", pair, (row["sentence"],), ((0, 0),), {"neg_value": row["neg_value"]}))
+            examples.append(Example(f"comvg-{row['id']}", _image_pair(row, images), (row["sentence"],), ((0, 0),), {"neg_value": row["neg_value"]}))
         return examples
 
     def train_pool(self, seed: int) -> list[Example] | None:
@@ -63,8 +62,7 @@ class ComVGTask(Task):
         images = self.require_data_root() / self.options.train_images
         examples = []
         for line, row in enumerate(read_csv(self.data_file(self.options.train_file), TRAIN_COLUMNS), start=2):
-            pair = tuple(ImageRef(row[column], images / f"{row[column]}.jpg") for column in ("pos_image_id", "neg_image_id"))
-            examples.append(Example(f"comvg-train-{line - 1}", pair, (row["sentence"],), ((0, 0),), {}))
+            examples.append(Example(f"comvg-train-{line - 1}", _image_pair(row, images), (row["sentence"],), ((0, 0),), {}))
         return examples
 
     def outcomes(self, scores, positives) -> dict[str, float]:
@@ -89,3 +87,7 @@ class ComVGTask(Task):
             "are Visual Genome images (VG_100K and VG_100K_2, from the Visual Genome website)." + training
         )
 
+
+def _image_pair(row: dict[str, str], images) -> tuple[ImageRef, ImageRef]:
+    """The row's positive and negative images, `<images>/<image_id>.jpg`."""
+    return tuple(ImageRef(row[column], images / f"{row[column]}.jpg") for column in ("pos_image_id", "neg_image_id"))

@@ -137,7 +137,7 @@ def missing_inputs(jobs: list[Job]) -> list[str]:
     it (no network, no weights read; task data is read as a run would read it)."""
     from vlbench import registry
 
-    needed_by: dict[str, list[str]] = {}
+    needed_by: dict[tuple[str, str], list[str]] = {}  # (model or data, what is missing) -> who needs it
     checked: set[Any] = set()
     for job in jobs:
         config = job.config
@@ -146,14 +146,14 @@ def missing_inputs(jobs: list[Job]) -> list[str]:
             checked.add(("model", config.matcher, config.model))
             problem = matcher_class.missing_model(config.model)
             if problem:
-                needed_by.setdefault(f"model: {problem}", []).append(config.matcher)
+                needed_by.setdefault(("model", problem), []).append(config.matcher)
         data = ("data", config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
         if data not in checked:
             checked.add(data)
             problem = _data_problem(config)
             if problem:
-                needed_by.setdefault(f"data: {problem}", []).append(config.task)
-    return [f"{what.split(': ', 1)[0]} for {', '.join(dict.fromkeys(users))}: {what.split(': ', 1)[1]}" for what, users in needed_by.items()]
+                needed_by.setdefault(("data", problem), []).append(config.task)
+    return [f"{kind} for {', '.join(dict.fromkeys(users))}: {problem}" for (kind, problem), users in needed_by.items()]
 
 
 def _data_problem(config: RunConfig) -> str | None:
