@@ -54,6 +54,11 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
         super().__init__(options, runtime)
         self.timesteps = options.timesteps or upstream_grid(options.sampling_steps, self.sd.scheduler.config.num_train_timesteps)
 
+    @classmethod
+    def unet_passes(cls, options, n_images, n_texts, training):
+        steps = len(options.timesteps or upstream_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
+        return n_images * (n_texts + options.normalize) * steps
+
     def score(self, images, texts):
         n_images, n_steps = len(images), len(self.timesteps)
         latents = self.latents(images, self.options.latent, self.timesteps).flatten(0, 1)  # (image, step) rows

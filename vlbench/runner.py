@@ -82,8 +82,20 @@ def prepare(config: RunConfig) -> Prepared:
     return Prepared(config, task, matcher_class, matcher_options, train, device)
 
 
-def run(prepared: Prepared, seed: int) -> RunResult:
-    """Run (or resume) one seed and write its `results.json`."""
+@dataclass
+class Drawn:
+    """What a seed's run is made of: the task's examples, its split, and the examples it scores
+    and trains on."""
+
+    pool: list[Example]
+    train_pool: list[Example] | None
+    split: Split
+    evaluation: list[Example]
+    training: list[Example]
+
+
+def draw(prepared: Prepared, seed: int) -> Drawn:
+    """The examples of seed `seed`'s run, drawn as the run draws them (no model is loaded)."""
     config = prepared.config
     pool = prepared.task.examples(seed)
     train_pool = None if config.shots_parsed.is_zero else prepared.task.train_pool(seed)
@@ -92,14 +104,23 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         _check_ids(config.task, train_pool, "training")
     check_protocol(config.task, prepared.task.release_cut, train_pool is not None, config.shots_parsed, config.split)
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
+    evaluation_by_id = {example.id: example for example in pool}
+    evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
+    by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
+    return Drawn(pool, train_pool, split, evaluation, [by_id[i] for i in split.train_ids])
+
+
+def run(prepared: Prepared, seed: int) -> RunResult:
+    """Run (or resume) one seed and write its `results.json`."""
+    config = prepared.config
+    drawn = draw(prepared, seed)
+    pool, train_pool, split, evaluation = drawn.pool, drawn.train_pool, drawn.split, drawn.evaluation
     import torch
 
     torch.manual_seed(seed)
     matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher, pool + (train_pool or []))
     run_dir = RunDirectory(run_path(prepared, seed))
-    evaluation_by_id = {example.id: example for example in pool}
-    evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
     ranks = distributed.current()
     with ExitStack() as held:
         def open_run() -> set[str]:
@@ -116,9 +137,8 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
         # rank starts appending.
         already = ranks.on_main(open_run)
-        by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
         try:
-            fit_seconds = _fit_or_load(matcher, run_dir, [by_id[i] for i in split.train_ids], prepared.train, ranks)
+            fit_seconds = _fit_or_load(matcher, run_dir, drawn.training, prepared.train, ranks)
         except KeyboardInterrupt:
             raise Interrupted(0, len(evaluation), training=True) from None
         pending = [example for example in evaluation if example.id not in already]

@@ -29,7 +29,8 @@ from typing import Any
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
 from vlbench.options import build
-from vlbench.runner import prepare, run, run_path
+from vlbench.compute import Work, run_work
+from vlbench.runner import Prepared, prepare, run, run_path
 
 STATE_DIR = ".suite"  # under the runs dir: per job, its configuration, log and outcome
 
@@ -50,11 +51,13 @@ class SuiteFile:
 
 @dataclass(frozen=True)
 class Job:
-    """One run of a suite: a configuration and one seed, with the directory it writes."""
+    """One run of a suite: a configuration and one seed, with the directory it writes and the
+    configuration prepared (task built, options validated)."""
 
     config: RunConfig
     seed: int
     run_dir: Path
+    prepared: Prepared = field(compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -84,7 +87,7 @@ def load_suite(path: Path, runs_dir: Path, data_dir: Path | None = None, overrid
             }
             config = load_run_config(None, values)
             prepared = prepare(config)
-            jobs += [Job(_single_seed(config, seed), seed, run_path(prepared, seed)) for seed in config.seeds]
+            jobs += [Job(_single_seed(config, seed), seed, run_path(prepared, seed), prepared) for seed in config.seeds]
     keys = [job.key for job in jobs]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
@@ -150,21 +153,28 @@ def missing_inputs(jobs: list[Job]) -> list[str]:
         data = ("data", config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
         if data not in checked:
             checked.add(data)
-            problem = _data_problem(config)
+            problem = _data_problem(job.prepared)
             if problem:
                 needed_by.setdefault(("data", problem), []).append(config.task)
     return [f"{kind} for {', '.join(dict.fromkeys(users))}: {problem}" for (kind, problem), users in needed_by.items()]
 
 
-def _data_problem(config: RunConfig) -> str | None:
-    prepared = prepare(config)
+def _data_problem(prepared: Prepared) -> str | None:
     try:
         prepared.task.examples(0)
-        if not config.shots_parsed.is_zero:
+        if not prepared.config.shots_parsed.is_zero:
             prepared.task.train_pool(0)
     except VlbenchError as error:
         return str(error)
     return None
+
+
+def job_work(job: Job) -> Work | None:
+    """The UNet passes of the job's run from scratch, or None where its data is missing."""
+    try:
+        return run_work(job.prepared, job.seed)
+    except VlbenchError:
+        return None
 
 
 def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None) -> list[Job]:

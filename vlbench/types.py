@@ -208,7 +208,8 @@ class Matcher:
 
     Class attributes: `uses_model` (takes `--model`), `train_defaults` (this matcher's `train:`
     defaults), `records_attention` (can keep attention maps for the report), `version` (bump it
-    when a change to the code changes scores: stored runs then refuse to resume).
+    when a change to the code changes scores: stored runs then refuse to resume),
+    `scoring_rounds_in_fit` (for the compute estimate, with `unet_passes` and `training_rounds`).
     """
 
     name: ClassVar[str]
@@ -218,6 +219,7 @@ class Matcher:
     uses_model: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
     records_attention: ClassVar[bool] = False
+    scoring_rounds_in_fit: ClassVar[int] = 0  # times `fit` scores each training example outside its gradient steps
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, runtime: Runtime) -> None:
@@ -229,6 +231,19 @@ class Matcher:
         """Why `model` is not on this machine and what to download, or None if it is. Reads no
         weights and never uses the network (`vlbench suite plan`); by default nothing is checked."""
         return None
+
+    @classmethod
+    def unet_passes(cls, options: Any, n_images: int, n_texts: int, training: bool) -> int:
+        """UNet passes (one per noised latent) that scoring one example of `n_images` images and
+        `n_texts` texts takes, in training or in evaluation; `vlbench suite plan` sums them into
+        its compute estimate. 0 by default (no UNet)."""
+        return 0
+
+    @classmethod
+    def training_rounds(cls, train: TrainConfig) -> int:
+        """How many times `fit` scores each training example with a backward pass: once per epoch
+        by default (the shared training loop)."""
+        return train.epochs
 
     def score(self, images: Sequence[LoadedImage], texts: Sequence[str]) -> torch.Tensor:
         """Score matrix `[len(images), len(texts)]`. A pair's score must not depend on the other

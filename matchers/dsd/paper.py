@@ -76,6 +76,7 @@ class DSDMatcher(StableDiffusionMatcher):
     trainable = True
     records_attention = True
     train_defaults = {"lr": 1e-2}  # the protocol's AdamW, bce, 5 epochs, batch 8; lr from a sweep on mini-world 7
+    scoring_rounds_in_fit = 1  # `fit` scores every training example once to start the calibration
     Options = DSDOptions
 
     def __init__(self, options, runtime):
@@ -90,6 +91,10 @@ class DSDMatcher(StableDiffusionMatcher):
         steps = self.sd.scheduler.config.num_train_timesteps - 1
         self.timesteps = [round(level * steps) for level in options.noise_levels]
         self.kept: list[dict] = []
+
+    @classmethod
+    def unet_passes(cls, options, n_images, n_texts, training):
+        return n_images * n_texts * len(options.noise_levels)
 
     def trained_module(self) -> DSDPrompts:
         if self.prompts is None:

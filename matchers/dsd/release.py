@@ -77,6 +77,11 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.capture = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(release_readout) for layer in self.layers})
         self.has_lora = False
 
+    @classmethod
+    def unet_passes(cls, options, n_images, n_texts, training):
+        steps = options.train_timesteps if training else len(timestep_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
+        return n_images * steps * (n_texts + (options.include_uncond_attention or options.denoising_gain))
+
     def training_capture(self) -> CrossAttentionCapture:
         return self.capture
 

@@ -13,17 +13,36 @@ DATA_DIR = typer.Option(None, "--data-dir", help="What the tasks' data_root entr
 
 
 @suite_app.command("plan")
-def plan(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
-    """List every run with its state, and every model or dataset this machine lacks (offline; no
-    weights are read)."""
-    from vlbench.suites import job_state, load_suite, missing_inputs
+def plan(
+    suite: Path = typer.Argument(..., help="Suite YAML."),
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path = DATA_DIR,
+    unet_rate: float = typer.Option(None, "--unet-rate", help="UNet passes per second on your GPU, to turn the estimate into GPU-hours (dsd's pairs/s from benchmarks/dsd_speed.py × its 4 noise levels)."),
+) -> None:
+    """List every run with its state and UNet passes, and every model or dataset this machine
+    lacks (offline; no weights are read)."""
+    from vlbench.compute import BACKWARD_COST, Work
+    from vlbench.errors import VlbenchError
+    from vlbench.suites import job_state, job_work, load_suite, missing_inputs
 
+    if unet_rate is not None and not unet_rate > 0:
+        raise VlbenchError(f"--unet-rate {unet_rate}: must be a positive number of passes per second")
     jobs = load_suite(suite, runs_dir, data_dir)
     states = [job_state(job) for job in jobs]
+    total, uncounted = Work(), 0
     for job, state in zip(jobs, states):
-        typer.echo(f"{state:<8} {job.key}")
+        work = job_work(job)
+        if state != "done":
+            total += work or Work()
+            uncounted += work is None
+        passes = "UNet passes: unknown (data missing)" if work is None else f"UNet passes: {work.scoring:,} scoring + {work.training:,} training"
+        typer.echo(f"{state:<8} {job.key}  {passes}")
     counts = {state: states.count(state) for state in dict.fromkeys(states)}
     typer.echo(f"{len(jobs)} runs: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    not_counted = f" ({uncounted} runs without their data not counted)" if uncounted else ""
+    typer.echo(f"to do, from scratch: {total.scoring:,} UNet passes scoring and {total.training:,} training, each with a backward{not_counted}")
+    if unet_rate is not None:
+        typer.echo(f"at {unet_rate:g} UNet passes/s, a backward costing {BACKWARD_COST} passes: {total.hours(unet_rate):.2f} GPU-hours")
     missing = missing_inputs(jobs)
     for line in missing:
         typer.echo(f"missing: {line}")
