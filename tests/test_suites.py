@@ -5,6 +5,8 @@ finishes only what is missing."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from conftest import vlbench_cli
@@ -86,3 +88,42 @@ def test_a_failed_run_is_reported_the_others_finish_and_a_rerun_completes_only_w
     assert {key: (jobs[key].run_dir / "results.json").stat().st_mtime_ns for key in others} == others
     timings = json.loads((victim.run_dir / "results.json").read_text())["timings"]
     assert timings["examples_scored"] == 0 and timings["examples_resumed"] > 0
+
+
+def fake_slurm(tmp_path: Path) -> dict[str, str]:
+    """An environment whose `sbatch`, `srun` and `sacct` are `tests/fake_slurm.py`."""
+    binaries = tmp_path / "slurm-bin"
+    binaries.mkdir()
+    for command in ("sbatch", "srun", "sacct"):
+        wrapper = binaries / command
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).parent / "fake_slurm.py"}" {command} "$@"\n')
+        wrapper.chmod(0o755)
+    (tmp_path / "slurm-state").mkdir()
+    return {"PATH": f"{binaries}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(tmp_path / "slurm-state")}
+
+
+def test_the_slurm_executor_submits_one_array_and_gives_the_local_board(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SMALL + "  - {matcher: random, shots: '5', split: paper-release, seeds: [0], tasks: [colors]}\n")
+    environment = fake_slurm(tmp_path)
+    slurm = ("--executor", "slurm", "--slurm-partition", "gpu", "--gpus-per-job", "1", "--time-limit", "90", "--array-parallelism", "3", "--poll-seconds", "1")
+    failed = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "cluster", *slurm, cwd=tmp_path, env=environment, check=False)
+    assert failed.returncode == 2 and "error: 2 of 10 runs failed" in failed.stderr
+    script = (tmp_path / "slurm-state" / "submitted-4200.sh").read_text()
+    for line in ("#SBATCH --array=0-9%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --ntasks-per-node=1"):
+        assert line in script.splitlines(), line
+    status = vlbench_cli("suite", "status", "s.yaml", "--runs-dir", "cluster", cwd=tmp_path).stdout.splitlines()
+    failures = [line for line in status if line.startswith("failed ")]
+    assert len(failures) == 2 and all("[job 4200_" in line and "error: --split paper-release: the released DSD code does not cut" in line for line in failures)
+    # Without the failing entry, a second submission finishes the suite; its board is the local one.
+    suite.write_text(SMALL)
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "cluster", *slurm, cwd=tmp_path, env=environment)
+    assert not (tmp_path / "slurm-state" / "submitted-4201.sh").exists()  # every run was done: nothing submitted
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "local", cwd=tmp_path)
+    assert render_board([tmp_path / "cluster"]) == render_board([tmp_path / "local"])
+
+
+def test_the_slurm_executor_says_where_to_run_it_when_there_is_no_slurm(tmp_path):
+    (tmp_path / "s.yaml").write_text(SMALL)
+    done = vlbench_cli("suite", "run", "s.yaml", "--executor", "slurm", cwd=tmp_path, env={"PATH": os.path.dirname(sys.executable)}, check=False)
+    assert done.returncode == 2 and "error: --executor slurm: sbatch is not on PATH; run the suite from a Slurm login node" in done.stderr

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlbench.cluster import ClusterOptions, run_array
+from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
 from vlbench.options import build
-from vlbench.compute import Work, run_work
 from vlbench.runner import Prepared, prepare, run, run_path
 
 STATE_DIR = ".suite"  # under the runs dir: per job, its configuration, log and outcome
@@ -177,10 +178,11 @@ def job_work(job: Job) -> Work | None:
         return None
 
 
-def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None) -> list[Job]:
-    """Run every job not done, `parallel` at a time (1: in this process, one after another; more:
-    each job in its own `vlbench run` process); `advance(n)` counts jobs as they end. A job that
-    fails is recorded and the others go on. Returns the jobs that failed."""
+def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None, cluster: ClusterOptions | None = None) -> list[Job]:
+    """Run every job not done: with `cluster`, as one submitit job array; else `parallel` at a
+    time (1: in this process, one after another; more: each job in its own `vlbench run`
+    process). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
+    go on. Returns the jobs that failed."""
     todo = [job for job in jobs if job_state(job) != "done"]
     advance(len(jobs) - len(todo))
     for job in todo:
@@ -195,7 +197,10 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
 
         return one
 
-    if parallel == 1:
+    if cluster is not None and todo:
+        _run_array(todo, cluster, advance)
+        outcomes = [not job.state_file(".failed").exists() for job in todo]
+    elif parallel == 1:
         outcomes = [counted(_run_here)(job) for job in todo]
     else:
         with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -212,12 +217,18 @@ def _run_here(job: Job) -> bool:
     return True
 
 
-def _run_process(job: Job) -> bool:
+def _config_file(job: Job) -> Path:
+    """The job's configuration as a `vlbench run --config` file."""
     import yaml
 
     config_file = job.state_file(".yaml")
     values = {key: value for key, value in vars(job.config).items() if key != "shots_parsed"}
     config_file.write_text(yaml.safe_dump(values, sort_keys=False))
+    return config_file
+
+
+def _run_process(job: Job) -> bool:
+    config_file = _config_file(job)
     with open(job.state_file(".log"), "w") as log:
         done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -226,3 +237,23 @@ def _run_process(job: Job) -> bool:
         job.state_file(".failed").write_text((errors[-1] if errors else f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
         return False
     return True
+
+
+def _run_array(todo: list[Job], cluster: ClusterOptions, advance: Callable[[int], None]) -> None:
+    def submitted(job_ids: list[str]) -> None:
+        for job, job_id in zip(todo, job_ids):
+            job.state_file(".submitted").write_text(job_id + "\n")
+
+    def ended(index: int, error: str | None) -> None:
+        if error is not None:
+            todo[index].state_file(".failed").write_text(error + "\n")
+        advance(1)
+
+    folder = Path(todo[0].config.runs_dir) / STATE_DIR / "submitit"
+    run_array([_config_file(job) for job in todo], cluster, folder, submitted, ended)
+
+
+def submitted_as(job: Job) -> str:
+    """The cluster job id of the job's last submission ('' if it was never submitted)."""
+    path = job.state_file(".submitted")
+    return path.read_text().strip() if path.exists() else ""

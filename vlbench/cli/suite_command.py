@@ -55,28 +55,47 @@ def run(
     suite: Path = typer.Argument(..., help="Suite YAML."),
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
-    jobs: int = typer.Option(1, "--jobs", help="Runs at a time: 1 runs them in this process; more runs each in its own process."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine), slurm (one job array through submitit; from a login node) or submitit-local (the same array on this machine)."),
+    jobs: int = typer.Option(1, "--jobs", help="local: runs at a time (1 runs them in this process; more runs each in its own process)."),
+    slurm_partition: str = typer.Option(None, "--slurm-partition", help="slurm: the partition to submit to."),
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="slurm: GPUs per run; more than 1 runs it under torchrun, one process per GPU."),
+    cpus_per_job: int = typer.Option(None, "--cpus-per-job", help="slurm: CPU cores per run."),
+    mem_gb: int = typer.Option(None, "--mem-gb", help="slurm: memory per run."),
+    time_limit: int = typer.Option(24 * 60, "--time-limit", help="slurm: minutes each run may take (a run cut off resumes when the suite runs again)."),
+    array_parallelism: int = typer.Option(64, "--array-parallelism", help="slurm: runs of the array at once."),
+    poll_seconds: float = typer.Option(30.0, "--poll-seconds", help="slurm: how often to ask Slurm whether runs ended."),
     out: Path = typer.Option(None, "--out", help="Write the suite's leaderboard (markdown) here once every run is done."),
     baseline: str = typer.Option(None, "--baseline", help="Matcher (or zero-shot) to compare rows against (paired bootstrap)."),
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run every run of the suite that is not done, then write its leaderboard."""
-    run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite}", f" --runs-dir {runs_dir}")
+    from vlbench.cluster import ClusterOptions
+    from vlbench.errors import VlbenchError
+
+    if executor not in ("local", "slurm", "submitit-local"):
+        raise VlbenchError(f"--executor {executor}: choose local, slurm or submitit-local")
+    if gpus_per_job < 0 or time_limit < 1 or array_parallelism < 1 or not poll_seconds > 0:
+        raise VlbenchError("--gpus-per-job must be at least 0, --time-limit and --array-parallelism at least 1, --poll-seconds positive")
+    cluster = None if executor == "local" else ClusterOptions(executor, slurm_partition, gpus_per_job, cpus_per_job, mem_gb, time_limit, array_parallelism, poll_seconds)  # type: ignore[arg-type]
+    run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite}", f" --runs-dir {runs_dir}", cluster=cluster)
 
 
 @suite_app.command("status")
 def status(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
-    """Done, running, failed (with its error), partial or pending, per run."""
-    from vlbench.suites import failure, job_state, load_suite
+    """Done, running, failed (with its error), partial or pending, per run, with the cluster job
+    that last ran it."""
+    from vlbench.suites import failure, job_state, load_suite, submitted_as
 
     for job in load_suite(suite, runs_dir, data_dir):
         state = job_state(job)
-        typer.echo(f"{state:<8} {job.key}" + (f"  {failure(job)}" if state == "failed" else ""))
+        cluster_job = submitted_as(job)
+        typer.echo(f"{state:<8} {job.key}" + (f"  [job {cluster_job}]" if cluster_job and state != "done" else "") + (f"  {failure(job)}" if state == "failed" else ""))
 
 
-def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str, options: str, where: str = "") -> None:
-    """Run the suite, print its board and write it to `out` stamped with the command that
-    regenerates it (`command --out OUT` then `options`) and `where` it runs (e.g. "offline")."""
+def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str, options: str, where: str = "", cluster=None) -> None:
+    """Run the suite (on `cluster`, a `ClusterOptions`, if given), print its board and write it to
+    `out` stamped with the command that regenerates it (`command --out OUT` then `options`) and
+    `where` it runs (e.g. "offline")."""
     from vlbench.errors import VlbenchError
     from vlbench.leaderboard.publish import render_board
     from vlbench.progress import progress_bar
@@ -89,7 +108,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
         writable_file(out, "--out")
     planned = load_suite(suite, runs_dir, data_dir)
     with progress_bar("suite", total=len(planned)) as advance:
-        failed = run_jobs(planned, jobs, advance)
+        failed = run_jobs(planned, jobs, advance, cluster)
     if failed:
         for job in failed:
             typer.echo(f"failed: {job.key}: {failure(job)}", err=True)
