@@ -40,6 +40,10 @@ def test_the_real_loaders_read_every_dataset(tmp_path):
     vqa = VQAv2Task(VQAv2Options(source="official"), tmp_path / "vqav2")
     assert len(vqa.examples(seed=0)) == 40 and len(vqa.train_pool(seed=0)) == 40
     assert {e.tags["answer_type"] for e in vqa.examples(seed=0)} <= {"binary", "number", "other"}
+    released = VQAv2Task(VQAv2Options(source="csv"), tmp_path / "vqav2").examples(seed=0)  # the release's vqa_text_test.csv, over val
+    by_question = {(e.images[0].key, e.texts[0]) for e in vqa.examples(seed=0)}
+    assert len(released) == 40 and {(e.images[0].key, e.texts[0]) for e in released} == by_question
+    assert all(len(set(e.texts)) == 10 and e.images[0].load().size[0] > 0 for e in released)
     winoground = WinogroundTask(WinogroundOptions(), tmp_path / "winoground").examples(seed=0)
     assert len(winoground) == 10 and Counter(e.tags["collapsed_tag"] for e in winoground) == {"Object": 5, "Relation": 5}
     for example in winoground:

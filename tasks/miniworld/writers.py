@@ -120,6 +120,21 @@ def write_vqav2(root: Path, rng: random.Random, size: int, n_images: int) -> Non
                 })
         (root / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": question_records}))
         (root / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": annotations}))
+    write_vqa_text_csv(root / "vqa_text_test.csv", question_records, annotations, answers, rng)  # val: the loop's last split
+
+
+def write_vqa_text_csv(path: Path, questions: list[dict], annotations: list[dict], answers: list[str], rng: random.Random) -> None:
+    """The DSD release's `vqa_text_test.csv` over `questions` (val): "question answer" against nine
+    other answers to the same question, the image's COCO id."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sentence", "pos_image_id", *(f"neg_sentence_{i}" for i in range(1, 10))])
+        for question, annotation in zip(questions, annotations):
+            answer = annotation["multiple_choice_answer"]
+            negatives = rng.sample([other for other in answers if other != answer], 9)
+            writer.writerow([f"{question['question']} {answer}", question["image_id"], *(f"{question['question']} {other}" for other in negatives)])
 
 
 def write_winoground(root: Path, rng: random.Random, size: int, n: int) -> None:
