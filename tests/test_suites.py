@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -127,3 +128,24 @@ def test_the_slurm_executor_says_where_to_run_it_when_there_is_no_slurm(tmp_path
     (tmp_path / "s.yaml").write_text(SMALL)
     done = vlbench_cli("suite", "run", "s.yaml", "--executor", "slurm", cwd=tmp_path, env={"PATH": os.path.dirname(sys.executable)}, check=False)
     assert done.returncode == 2 and "error: --executor slurm: sbatch is not on PATH; run the suite from a Slurm login node" in done.stderr
+
+
+def test_the_paper_suite_runs_end_to_end_on_the_mini_models(tmp_path):
+    """Every entry of `suites/dsd-paper.yaml` on a small mini-world written in the real layouts
+    (so 5% is one or two training examples), with `model: mini`, one evaluation example and one
+    seed: 35 runs, then the board."""
+    from vlbench.suites import failure, run_jobs
+    from vlbench.tasks.miniworld.writers import Sizes, write_all
+
+    write_all(tmp_path / "data", seed=3, sizes=Sizes(comvg=40, refcocog_images=20, vqav2_images_per_split=10, winoground=30))
+    paper = Path(__file__).parent.parent / "suites" / "dsd-paper.yaml"
+    jobs = load_suite(paper, tmp_path / "runs", tmp_path / "data", overrides={"model": "mini", "limit": 1, "seeds": [0]})
+    assert len(jobs) == 5 * 7
+    failed = run_jobs(jobs)
+    assert not failed, {job.key: failure(job) for job in failed}
+    board = render_board([tmp_path / "runs"])
+    for task in ("comvg", "refcocog", "vqav2", "winoground"):
+        rows = [line for line in board.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
+        for matcher, shots in (("clip", "0"), ("clip-ft", "5%"), ("cocoop", "5%"), ("dsd", "0"), ("dsd", "5%"), ("dsd-release", "0"), ("dsd-release", "5%")):
+            cells = [row for row in rows if re.match(rf"\| {matcher} \(mini\)( \[[0-9a-f]+\])? \| {re.escape(shots)} \| 1 \|", row)]
+            assert len(cells) == (2 if task == "refcocog" else 1), (task, matcher, shots, rows)  # RefCOCOg: val and test

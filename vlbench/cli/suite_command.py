@@ -107,6 +107,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     if out is not None:
         writable_file(out, "--out")
     planned = load_suite(suite, runs_dir, data_dir)
+    code = code_state()  # before anything is written: the board's own plots may be tracked files
     with progress_bar("suite", total=len(planned)) as advance:
         failed = run_jobs(planned, jobs, advance, cluster)
     if failed:
@@ -117,18 +118,26 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     typer.echo(markdown)
     if out:
         options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
-        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", where))
+        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", code, where))
         typer.echo(f"leaderboard: {out}")
 
 
-def with_provenance(markdown: str, command: str, where: str = "") -> str:
-    """The board with the command that regenerates it, the date and the commit under its title."""
-    import datetime
-
+def code_state() -> tuple[str | None, bool]:
+    """The commit of vlbench's source tree and whether it has uncommitted changes."""
     import vlbench
     from vlbench.provenance import git_state
 
-    commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
+    return git_state(Path(vlbench.__file__).resolve().parent.parent)
+
+
+def with_provenance(markdown: str, command: str, code: tuple[str | None, bool], where: str = "") -> str:
+    """The board with the command that regenerates it, the date and the commit (`code`, from
+    `code_state`) under its title."""
+    import datetime
+
+    import vlbench
+
+    commit, dirty = code
     stamp = (
         f"Regenerate from scratch{f' ({where})' if where else ''}: `{command}`. "
         f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
