@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlbench.cluster import ClusterOptions, run_array
+from vlbench.cluster import ClusterOptions, first_error_line, run_array
 from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
@@ -232,9 +232,8 @@ def _run_process(job: Job) -> bool:
     with open(job.state_file(".log"), "w") as log:
         done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        lines = job.state_file(".log").read_text().splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        job.state_file(".failed").write_text((errors[-1] if errors else f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
+        error = first_error_line(job.state_file(".log").read_text())
+        job.state_file(".failed").write_text((error or f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
         return False
     return True
 
