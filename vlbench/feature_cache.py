@@ -1,17 +1,23 @@
 """Frozen-encoder features on disk, so a second evaluation does not run the encoder again.
 
 A cache directory is keyed by what produced the features (the `producer`: model fingerprint,
-library versions, device type, …); inside it, each item is one `.npy` file named by the item's
-content hash (an image's pixels, a text's characters). Files are renamed into place whole, so
-concurrent or killed runs never leave a half-written feature; one that cannot be read (a crash
-before the data reached the disk) is computed again. A cache directory that cannot be written is
-not an error: the run goes on without the cache, after one warning.
+library versions, device type, …). Inside it, each call that computes features writes them as one
+shard (`<kind>/<name>.npz`: the items' content hashes and their features), renamed into place
+whole: concurrent writers (torchrun ranks, parallel runs) each write their own shards, and a
+killed run never leaves half a shard. A shard that cannot be read is ignored and its items are
+computed again. Read items stay in an in-process LRU, so a repeated image does not go back to
+disk. A cache directory that cannot be written is not an error: the run goes on without the
+cache, after one warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,10 @@ import torch
 
 from vlbench.config import cache_dir
 from vlbench.records import write_atomically
+
+STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
+MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a shard cut short or damaged
 
 
 def cache_root() -> Path:
@@ -50,44 +60,111 @@ def _warn_unwritable(error: OSError) -> None:
 
 
 class FeatureCache:
-    """One directory of features per producer; `get` computes only what is missing."""
+    """One directory of feature shards per producer; `get` computes only what is missing."""
 
-    def __init__(self, producer: dict[str, Any], root: Path | None = None) -> None:
-        identity = json.dumps(producer, sort_keys=True, default=str)
+    def __init__(self, producer: dict[str, Any], root: Path | None = None, memory_bytes: int = MEMORY_BYTES) -> None:
+        identity = json.dumps({"layout": STORE_LAYOUT, **producer}, sort_keys=True, default=str)
         self.directory = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:20]
         self.writable = True
+        self.memory = _LeastRecentlyUsed(memory_bytes)
+        self.shard_of: dict[tuple[str, str], Path] = {}  # (kind, key) -> the shard holding it
+        self.scanned: set[Path] = set()
         if not (self.directory / "producer.json").exists():
             write_atomically(self.directory / "producer.json", lambda handle: handle.write(identity.encode()), durable=False)
 
     def get(self, kind: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
-        """Features `[len(keys), dim]` (float32, CPU) for content hashes `keys`; `compute(indices)`
-        returns the features of the `keys[i]` not cached yet."""
-        paths = [self.directory / kind / key[:2] / f"{key}.npy" for key in keys]
-        found = {index: features for index, path in enumerate(paths) if (features := _read(path)) is not None}
+        """Features `[len(keys), dim]` (float32, CPU) for distinct content hashes `keys`;
+        `compute(indices)` returns the features of the `keys[i]` not cached yet."""
+        found = {index: features for index, key in enumerate(keys) if (features := self.memory.get((kind, key))) is not None}
+        if len(found) < len(keys):
+            self._scan(kind)
+            for shard in {self.shard_of[(kind, key)] for index, key in enumerate(keys) if index not in found and (kind, key) in self.shard_of}:
+                self._read_shard(kind, shard)
+            found.update((index, features) for index, key in enumerate(keys) if index not in found and (features := self.memory.get((kind, key))) is not None)
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
             computed = compute(missing).detach().float().cpu().numpy()
             for index, features in zip(missing, computed):
                 found[index] = features
-                if self.writable:
-                    try:
-                        write_atomically(paths[index], lambda handle, features=features: np.save(handle, features), durable=False)
-                    except OSError as error:  # e.g. the disk filled up: keep scoring, stop caching
-                        self.writable = False
-                        _warn_unwritable(error)
+                self.memory.put((kind, keys[index]), features)
+            self._write_shard(kind, [keys[index] for index in missing], computed)
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
 
+    def _scan(self, kind: str) -> None:
+        """Index the shards other writers (or earlier runs) added since the last scan."""
+        for shard in sorted((self.directory / kind).glob("*.npz")):
+            if shard in self.scanned:
+                continue
+            self.scanned.add(shard)
+            try:
+                with np.load(shard) as stored:
+                    keys = stored["keys"].tolist()
+            except UNREADABLE:  # unreadable: its items are computed again
+                continue
+            for key in keys:
+                self.shard_of.setdefault((kind, key), shard)
 
-def _read(path: Path) -> np.ndarray | None:
-    try:
-        return np.load(path)
-    except (OSError, ValueError, EOFError):  # absent, or cut short by a crash: compute again
-        return None
+    def _read_shard(self, kind: str, shard: Path) -> None:
+        try:
+            with np.load(shard) as stored:
+                keys, features = stored["keys"].tolist(), stored["features"]
+        except UNREADABLE:
+            keys, features = [], []
+        for key, row in zip(keys, features):
+            self.memory.put((kind, key), np.array(row))  # a copy: the LRU counts what it keeps alive
+
+    def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> None:
+        if not self.writable:
+            return
+        shard = self.directory / kind / f"{os.getpid()}-{uuid.uuid4().hex}.npz"
+        try:
+            write_atomically(shard, lambda handle: np.savez(handle, keys=np.array(keys), features=features), durable=False)
+        except OSError as error:  # e.g. the disk filled up: keep scoring, stop caching
+            self.writable = False
+            _warn_unwritable(error)
+            return
+        self.scanned.add(shard)
+        for key in keys:
+            self.shard_of.setdefault((kind, key), shard)
+
+
+class _LeastRecentlyUsed:
+    """Arrays by key, dropping the least recently used once their bytes pass `budget`."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.items: OrderedDict[Any, np.ndarray] = OrderedDict()
+
+    def get(self, key) -> np.ndarray | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value: np.ndarray) -> None:
+        if key in self.items:
+            return
+        self.items[key] = value
+        self.used += value.nbytes
+        while self.used > self.budget and len(self.items) > 1:
+            _, dropped = self.items.popitem(last=False)
+            self.used -= dropped.nbytes
 
 
 def cached_features(cache: FeatureCache | None, kind: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor], device) -> torch.Tensor:
-    """`cache.get(kind, keys, compute)`, or `compute` of every key when there is no cache: float32
-    on `device`, a normal tensor (usable with autograd)."""
+    """Features of `keys` (content hashes, repeats allowed: each distinct one is looked up or
+    computed once) from `cache`, or computed when there is no cache: float32 on `device`, a normal
+    tensor (usable with autograd). `compute(indices)` encodes `keys[i]` for the given indices."""
+    distinct = list(dict.fromkeys(keys))
+    first = {key: index for index, key in reversed(list(enumerate(keys)))}
+
+    def compute_distinct(indices: list[int]) -> torch.Tensor:
+        return compute([first[distinct[index]] for index in indices])
+
     with torch.inference_mode():
-        features = cache.get(kind, keys, compute) if cache is not None else compute(list(range(len(keys))))
+        features = cache.get(kind, distinct, compute_distinct) if cache is not None else compute_distinct(list(range(len(distinct))))
+        if len(distinct) < len(keys):
+            position = {key: index for index, key in enumerate(distinct)}
+            features = features[torch.tensor([position[key] for key in keys])]
     return features.float().to(device).clone()
