@@ -1,5 +1,6 @@
 """clip, clip-ft and cocoop on the shipped mini CLIP: prompts, gradients, feature cache, trained state."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,8 +121,8 @@ def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_fea
     examples = comvg_examples(40)
     pictures = {image.content_hash for example in examples for image in load_images(example)}
     sentences = {text for example in examples for text in example.texts}
-    assert len(list(private_feature_cache.rglob("image/*/*.npy"))) == len(pictures) > 40
-    assert len(list(private_feature_cache.rglob("text/*/*.npy"))) == len(sentences) > 30
+    assert cached_keys(private_feature_cache, "image") == len(pictures) > 40
+    assert cached_keys(private_feature_cache, "text") == len(sentences) > 30
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("the image encoder ran again")
@@ -131,20 +132,75 @@ def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_fea
     assert second.results["metrics"] == first.results["metrics"]
 
 
-def test_a_cache_file_cut_short_is_computed_again(tmp_path):
+def cached_keys(root, kind):
+    """How many items the feature shards under `root` hold (each written once)."""
+    keys = [key for shard in root.rglob(f"{kind}/*.npz") for key in np.load(shard)["keys"].tolist()]
+    assert len(keys) == len(set(keys)), "an item was cached twice"
+    return len(keys)
+
+
+def test_a_damaged_shard_is_computed_again_and_a_new_process_reads_the_others(tmp_path):
     from vlbench.feature_cache import FeatureCache
 
-    cache = FeatureCache({"producer": "test"}, root=tmp_path)
     calls = []
 
     def compute(indices):
         calls.append(indices)
         return torch.tensor([[float(i), 1.0] for i in indices])
 
+    cache = FeatureCache({"producer": "test"}, root=tmp_path)
     assert cache.get("text", ["aa11", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
-    (cache.directory / "text" / "bb" / "bb22.npy").write_bytes(b"\x93NUMPY")
-    assert cache.get("text", ["aa11", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
-    assert calls == [[0, 1], [1]]  # only the damaged one again
+    assert cache.get("text", ["cc33", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert calls == [[0, 1], [0]]  # the second call computed only the new item
+    first, second = sorted((cache.directory / "text").glob("*.npz"), key=lambda shard: len(np.load(shard)["keys"]))
+    first.write_bytes(b"PK\x03\x04")  # cut short: the shard of "cc33"
+
+    fresh = FeatureCache({"producer": "test"}, root=tmp_path)  # another process: nothing in memory
+    assert fresh.get("text", ["aa11", "bb22", "cc33"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+    assert calls == [[0, 1], [0], [2]]  # only the damaged one again
+
+
+def test_concurrent_writers_each_add_their_shards(tmp_path):
+    import multiprocessing
+
+    keys = [f"{index:04x}" for index in range(12)]
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        pool.starmap(write_features, [(tmp_path, keys[start::2]) for start in (0, 1)] + [(tmp_path, keys)])
+    from vlbench.feature_cache import FeatureCache
+
+    def no_compute(indices):
+        raise AssertionError(f"{indices} were not cached")
+
+    features = FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute)
+    assert features[:, 0].tolist() == [float(int(key, 16)) for key in keys]
+
+
+def write_features(root, keys):
+    from vlbench.feature_cache import FeatureCache
+
+    FeatureCache({"producer": "test"}, root=root).get("image", keys, lambda indices: torch.tensor([[float(int(keys[i], 16)), 0.0] for i in indices]))
+
+
+def test_batched_encoders_score_as_each_example_alone_and_encode_a_shared_image_once(monkeypatch):
+    examples = comvg_examples(12)
+    loaded = [(load_images(example), example.texts) for example in examples]
+    repeated = [loaded[0], *loaded, loaded[0]]  # the first example's images and text three times
+    for name in ("clip", "clip-ft", "cocoop"):
+        matcher = make(name, feature_cache=False)
+        alone = [matcher.score(images, texts) for images, texts in repeated]
+        encoded = []
+        encode = matcher.features._encode_images
+        monkeypatch.setattr(matcher.features, "_encode_images", lambda images, encode=encode: encoded.append(len(images)) or encode(images))
+        batched = matcher.score_examples(repeated)
+        distinct = {image.content_hash for images, _ in repeated for image in images}
+        assert encoded == [len(distinct)], name
+        assert max((one - other).abs().max().item() for one, other in zip(batched, alone)) <= 1e-5, name
+
+
+def test_batch_size_does_not_change_clip_metrics(tmp_path):
+    one = mini_run(tmp_path / "one", "mini-comvg", "clip", limit=60, batch_size=1, matcher_options={"feature_cache": False})
+    many = mini_run(tmp_path / "many", "mini-comvg", "clip", limit=60, batch_size=32, matcher_options={"feature_cache": False})
+    assert one.results["metrics"] == many.results["metrics"]
 
 
 def test_trained_state_is_stored_and_reloaded_instead_of_retrained(tmp_path, monkeypatch):

@@ -97,8 +97,13 @@ class CoCoOpMatcher(TrainedClipMatcher):
             torch.manual_seed(runtime.seed)
             self.trained = ConditionalPrompt(self.features, options.n_ctx, options.ctx_init, self.features.image_projection.shape[1])
 
-    def score(self, images, texts):
-        image_embeddings = self.features.image_embeddings(self.features.images(images))
+    def score_examples(self, batch):
+        """Every image of the batch through the vision tower at once; the text tower per pair."""
+        image_features = self.features.images([image for images, _ in batch for image in images])
+        return [self._prompted_scores(features, texts) for features, (_, texts) in zip(image_features.split([len(images) for images, _ in batch]), batch)]
+
+    def _prompted_scores(self, image_features, texts):
+        image_embeddings = self.features.image_embeddings(image_features)
         ids = self.trained.prompt_ids(texts)
         embeddings = self.trained.embeddings(ids, image_embeddings)
         n_images, n_texts = embeddings.shape[:2]

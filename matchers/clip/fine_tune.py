@@ -40,5 +40,5 @@ class ClipFineTuneMatcher(TrainedClipMatcher):
         super().__init__(options, runtime)
         self.trained = ProjectionHeads(self.features.image_projection, self.features.text_projection, self.features.model.logit_scale)
 
-    def score(self, images, texts):
-        return self.trained(self.features.images(images), self.features.texts(texts))
+    def score_features(self, image_features, text_features):
+        return self.trained(image_features, text_features)

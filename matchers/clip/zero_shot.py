@@ -15,7 +15,8 @@ class ClipOptions:
 
 class ClipMatcher(Matcher):
     """score(image, text) = cos(image embedding, text embedding). Features are computed per image
-    and per text, so a score never depends on what else is in a batch."""
+    and per text (each distinct one once per batch of examples), so a score depends on what else is
+    in a batch only through the encoders' float rounding (README, determinism)."""
 
     name = "clip"
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
@@ -36,8 +37,18 @@ class ClipMatcher(Matcher):
         return missing_open_clip(model)
 
     def score(self, images, texts):
-        features = self.features
-        return features.image_embeddings(features.images(images)) @ features.text_embeddings(features.texts(texts)).T
+        return self.score_examples([(images, texts)])[0]
+
+    def score_examples(self, batch):
+        """Every image and text of the batch through the encoders at once, then each example's matrix."""
+        image_features = self.features.images([image for images, _ in batch for image in images])
+        text_features = self.features.texts([text for _, texts in batch for text in texts])
+        image_rows, text_rows = [len(images) for images, _ in batch], [len(texts) for _, texts in batch]
+        return [self.score_features(images, texts) for images, texts in zip(image_features.split(image_rows), text_features.split(text_rows))]
+
+    def score_features(self, image_features, text_features):
+        """One example's score matrix from its images' and texts' pre-projection features."""
+        return self.features.image_embeddings(image_features) @ self.features.text_embeddings(text_features).T
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.features.clip.fingerprint}
