@@ -89,12 +89,14 @@ class _Shown:
     """What one run of a group stored for the browser, by example id."""
 
     run: StoredRun
-    shown: dict[str, dict[str, Any]]  # examples.jsonl: texts and thumbnails
+    shown: dict[str, dict[str, Any]]  # examples.jsonl: texts and image keys
+    thumbnails: dict[str, str]  # thumbnails.jsonl: data URI by image key
     attention: dict[str, dict[str, Any]]
 
     @classmethod
     def read(cls, run: StoredRun) -> _Shown:
-        return cls(run, run.files.read_lines("examples"), run.files.read_lines("attention"))
+        thumbnails = {key: item["uri"] for key, item in run.files.read_lines("thumbnails").items()}
+        return cls(run, run.files.read_lines("examples"), thumbnails, run.files.read_lines("attention"))
 
     def view(self, example_id: str) -> dict[str, Any] | None:
         """This run's scores, outcomes and maps of the example, or None if it did not score it."""
@@ -111,8 +113,9 @@ def _run_labels(group: Group) -> list[str]:
 
 
 def group_data(group: Group) -> dict[str, Any]:
-    """What a browser page shows: per example, its texts and thumbnails and each run's scores,
-    outcomes and (when saved) attention maps; `null` where a run did not score the example."""
+    """What a browser page shows: per example, its texts, image keys and each run's scores,
+    outcomes and (when saved) attention maps (`null` where a run did not score the example); and
+    each image's thumbnail once, by key."""
     runs, stored = [], []
     for run, label in zip(group.runs, _run_labels(group)):
         shown = _Shown.read(run)
@@ -137,7 +140,9 @@ def group_data(group: Group) -> dict[str, Any]:
     if not examples:
         raise VlbenchError(f"{group.title}: no run of this group has stored scores to browse")
     metrics = list(next(view for view in examples[0]["runs"] if view)["outcomes"])
-    return {"title": group.title, "task": group.task, "shots": group.shots, "seed": group.seed, "metrics": metrics, "runs": runs, "examples": examples}
+    shown_keys = {image["key"] for example in examples for image in example["images"] or ()}
+    thumbnails = {key: uri for run in reversed(stored) for key, uri in run.thumbnails.items() if key in shown_keys}
+    return {"title": group.title, "task": group.task, "shots": group.shots, "seed": group.seed, "metrics": metrics, "runs": runs, "examples": examples, "thumbnails": thumbnails}
 
 
 def _check_destination(out: Path) -> None:

@@ -69,8 +69,10 @@ def test_ranks_score_each_example_once_and_match_one_process(tmp_path, processes
     (run_dir,) = {path.parent for path in (tmp_path / "ranked").rglob("results.json")}
     assert sorted(scored_ids(run_dir)) == sorted(logged_examples(tmp_path)), "merged shards hold each example once"
     assert not list(run_dir.glob("*.rank-*")), "rank 0 merged and removed the shards"
-    examples = [json.loads(line)["id"] for line in (run_dir / "examples.jsonl").read_text().splitlines()]
-    assert sorted(examples) == sorted(scored_ids(run_dir))
+    examples = [json.loads(line) for line in (run_dir / "examples.jsonl").read_text().splitlines()]
+    assert sorted(example["id"] for example in examples) == sorted(scored_ids(run_dir))
+    thumbnails = [json.loads(line)["id"] for line in (run_dir / "thumbnails.jsonl").read_text().splitlines()]
+    assert sorted(thumbnails) == sorted({image["key"] for example in examples for image in example["images"]}), "one thumbnail per image"
 
 
 def test_a_rank_killed_halfway_resumes_without_rescoring(tmp_path):

@@ -65,6 +65,44 @@ def test_saved_attention_holds_a_map_per_real_token_and_leaves_scores_unchanged(
             assert all(min(values) == 0 and max(values) == 255 for values in per_token)
 
 
+def test_each_image_s_thumbnail_is_stored_once_even_across_a_resume(mini_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(mini_runs, runs)
+    run = run_dir(runs, "clip")
+    lines = (run / "scores.jsonl").read_text().splitlines(keepends=True)
+    (run / "scores.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    vlbench_cli("run", "--task", "mini-comvg", "--matcher", "clip", "--model", "mini", "--limit", LIMIT, "--runs-dir", str(runs), cwd=tmp_path)
+    assert len((run / "scores.jsonl").read_text().splitlines()) == int(LIMIT), "the run resumed"
+    thumbnails = [json.loads(line)["id"] for line in (run / "thumbnails.jsonl").read_text().splitlines()]
+    keys = {image["key"] for line in (run / "examples.jsonl").read_text().splitlines() for image in json.loads(line)["images"]}
+    assert sorted(thumbnails) == sorted(keys)
+
+
+def test_an_image_shared_by_examples_has_one_thumbnail(tmp_path):
+    from PIL import Image
+
+    from vlbench.example_records import example_recorder
+    from vlbench.records import RunDirectory
+    from vlbench.types import Example, ImageRef, LoadedImage
+
+    def example(index, keys):
+        return Example(f"e{index}", tuple(ImageRef(key, path=tmp_path / key) for key in keys), ("a text",), ((0, 0),))
+
+    def loaded(keys):
+        return [LoadedImage(key, Image.new("RGB", (8, 8), (int(key), 0, 0))) for key in keys]
+
+    batches = [[(example(0, "12"), loaded("12")), (example(1, "13"), loaded("13"))], [(example(2, "31"), loaded("31"))]]
+    for rank in (None, 1):
+        run = RunDirectory(tmp_path / f"rank-{rank}")
+        run.path.mkdir()
+        with example_recorder(run, rank, matcher=None, thumbnails=True, save_attention=False) as record:
+            for batch in batches:
+                record(batch)
+        stored = [json.loads(line)["id"] for path in run.path.glob("thumbnails*.jsonl") for line in path.read_text().splitlines()]
+        assert stored == ["1", "2", "3"]
+        assert sorted(run.read_lines("examples")) == ["e0", "e1", "e2"]
+
+
 def test_save_attention_on_a_run_scored_without_it_says_so(mini_runs, tmp_path):
     shutil.copytree(mini_runs, tmp_path / "runs")
     (run,) = (tmp_path / "runs" / "mini-comvg" / "dsd").glob("*/seed-0")
@@ -98,7 +136,9 @@ def test_the_report_needs_only_the_run_records(mini_runs, tmp_path):
     assert len(group["examples"]) == int(LIMIT)
     for index, matcher in enumerate(("clip", "dsd")):
         assert {example["id"] for example in group["examples"] if example["runs"][index]["outcomes"]["accuracy"] == 1} == right_ids(mini_runs, matcher)
-    assert all(image["thumbnail"].startswith("data:image/jpeg;base64,") for example in group["examples"] for image in example["images"])
+    keys = {image["key"] for example in group["examples"] for image in example["images"]}
+    assert sorted(group["thumbnails"]) == sorted(keys)
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in group["thumbnails"].values())
 
 
 def chromium():

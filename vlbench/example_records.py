@@ -1,12 +1,14 @@
 """What a run keeps of each example it scores, so `vlbench report` needs no data and no model.
 
-- `examples.jsonl`: one line per example: its texts and its images' keys with a small JPEG
-  thumbnail each (a data URI, at most `THUMBNAIL_PIXELS` on a side), unless thumbnails are off.
+- `examples.jsonl`: one line per example: its texts and its images' keys.
+- `thumbnails.jsonl` (unless thumbnails are off): one line per image, its key as `id` and a small
+  JPEG (a data URI, at most `THUMBNAIL_PIXELS` on a side): an image shared by many examples is
+  encoded and stored once.
 - `attention.jsonl` (with `--save-attention`, matchers with `records_attention`): one line per
   example: for each (image, text) pair, the text's tokens and one map per token over the image,
   `size`×`size` uint8 (each map scaled to 0–255), base64 in token order.
 
-Both are append-only and sharded by rank like `scores.jsonl`; readers take the union by id.
+All are append-only and sharded by rank like `scores.jsonl`; readers take the union by id.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def thumbnail_uri(pixels) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def example_line(example: Example, images: Sequence[LoadedImage], thumbnails: bool) -> str:
-    shown = [{"key": image.key, "thumbnail": thumbnail_uri(image.pixels) if thumbnails else None} for image in images]
-    return json.dumps({"id": example.id, "texts": list(example.texts), "images": shown}) + "\n"
+def example_line(example: Example) -> str:
+    return json.dumps({"id": example.id, "texts": list(example.texts), "images": [{"key": key} for key in example.image_keys]}) + "\n"
+
+
+def thumbnail_line(image: LoadedImage) -> str:
+    return json.dumps({"id": image.key, "uri": thumbnail_uri(image.pixels)}) + "\n"
 
 
 def attention_line(example_id: str, record: dict[str, Any]) -> str:
@@ -51,14 +56,21 @@ def attention_line(example_id: str, record: dict[str, Any]) -> str:
 
 @contextmanager
 def example_recorder(run_dir: RunDirectory, rank: int | None, matcher: Matcher, thumbnails: bool, save_attention: bool) -> Iterator[Callable[[Batch], None]]:
-    """Yields `record(batch)`, to call after each batch is scored: appends its example lines and,
-    when saving attention, the maps the matcher kept of that batch."""
+    """Yields `record(batch)`, to call after each batch is scored: appends its example lines, the
+    thumbnails of images not stored yet by this run and, when saving attention, the maps the
+    matcher kept of that batch."""
     with ExitStack() as files:
         append_example = files.enter_context(run_dir.line_appender("examples", rank))
+        append_thumbnail = files.enter_context(run_dir.line_appender("thumbnails", rank)) if thumbnails else None
         append_attention = files.enter_context(run_dir.line_appender("attention", rank)) if save_attention else None
+        stored = set(run_dir.own_lines("thumbnails", rank)) if thumbnails else set()
 
         def record(batch: Batch) -> None:
-            append_example([example_line(example, images, thumbnails) for example, images in batch])
+            append_example([example_line(example) for example, _ in batch])
+            if append_thumbnail is not None:
+                new = {image.key: image for _, images in batch for image in images if image.key not in stored}
+                append_thumbnail([thumbnail_line(image) for image in new.values()])
+                stored.update(new)
             if append_attention is not None:
                 kept = matcher.take_attention()
                 append_attention([attention_line(example.id, maps) for (example, _), maps in zip(batch, kept, strict=True)])

@@ -6,7 +6,7 @@ Layout (one directory per task, matcher, resolved config, shots and seed)::
     identity.json  what the scores are a function of (see `vlbench.identity`)
     split.json     training and evaluation ids with their sha256
     scores.jsonl   one line per evaluated example, appended as it is scored
-    examples.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
+    examples.jsonl, thumbnails.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
     <file>.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
     sessions.jsonl one line per invocation that trained or scored (code, machine, data root)
@@ -32,7 +32,7 @@ from typing import Any
 from vlbench.errors import VlbenchError
 
 RESULTS = "results.json"
-SHARDED = ("scores", "examples", "attention")  # append-only files a multi-process run writes per rank
+SHARDED = ("scores", "examples", "thumbnails", "attention")  # append-only files a multi-process run writes per rank
 RECORDS = ("results.json", "state.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
 
 
@@ -131,6 +131,12 @@ class RunDirectory:
             for item in _read_jsonl(path, required):
                 records.setdefault(item["id"], item)
         return records
+
+    def own_lines(self, stem: str, rank: int | None) -> dict[str, dict[str, Any]]:
+        """The records of the files a process of `rank` may read while other ranks append: the
+        merged `<stem>.jsonl` (appended to only without ranks) and its own shard."""
+        paths = [self.path / f"{stem}.jsonl"] + ([self.path / f"{stem}.rank-{rank}.jsonl"] if rank is not None else [])
+        return {item["id"]: item for path in paths for item in _read_jsonl(path, ("id",))}
 
     def merge_shards(self) -> None:
         """Fold each file's rank shards into it (each id once), then delete them. A crash at any

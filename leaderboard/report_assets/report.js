@@ -65,8 +65,10 @@ function visible(example, metric) {
 
 function thumbnails(example) {
   if (!example.images) return element("span", { class: "note", text: "no record" });
-  return element("span", { class: "thumbs" }, example.images.map((image) =>
-    image.thumbnail ? element("img", { src: image.thumbnail, alt: image.key, title: image.key, class: "thumb" }) : element("span", { class: "note", text: image.key })));
+  return element("span", { class: "thumbs" }, example.images.map((image) => {
+    const thumbnail = group.thumbnails[image.key];
+    return thumbnail ? element("img", { src: thumbnail, alt: image.key, title: image.key, class: "thumb" }) : element("span", { class: "note", text: image.key });
+  }));
 }
 
 function positiveTexts(example) {
@@ -158,7 +160,7 @@ async function attentionSection(example, run) {
   const section = element("div", { class: "attention" });
   const cells = run.attention.size * run.attention.size;
   for (const pair of run.attention.pairs) {
-    const thumbnail = example.images ? example.images[pair.image].thumbnail : null;
+    const thumbnail = example.images ? group.thumbnails[example.images[pair.image].key] : null;
     const text = example.texts ? example.texts[pair.text] : `text ${pair.text}`;
     const maps = decode(pair.maps);
     const strip = element("div", { class: "strip" });
