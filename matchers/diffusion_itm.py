@@ -22,7 +22,8 @@ from typing import Literal
 import torch
 
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
-from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.stable_diffusion.memo import JobResults
 from vlbench.options import check
 
 
@@ -53,6 +54,7 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
         self.timesteps = options.timesteps or upstream_grid(options.sampling_steps, self.sd.scheduler.config.num_train_timesteps)
+        self.results = JobResults()  # scoring jobs already computed in this run (the weights never change)
 
     @classmethod
     def unet_passes(cls, options, n_images, n_texts, training):
@@ -60,20 +62,22 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
         return n_images * (n_texts + options.normalize) * steps
 
     def score(self, images, texts):
-        n_images, n_steps = len(images), len(self.timesteps)
-        latents = self.latents(images, self.options.latent, self.timesteps).flatten(0, 1)  # (image, step) rows
-        conditions = self.inputs.text_states(list(texts) + ([""] if self.options.normalize else []))
-        noise = torch.stack([self.noise(t, latents.shape[1:]) for t in self.timesteps]).to(latents)
-        n_conditions = len(conditions)
-        # Jobs in (image, condition, timestep) order, all in as few UNet calls as unet_batch allows.
-        image_index, condition_index, step_index = product_indices(n_images, n_conditions, n_steps)
-        timesteps = torch.tensor(self.timesteps, device=latents.device)
-        masks = torch.ones(n_conditions, conditions.shape[1], dtype=torch.bool, device=latents.device)
-        jobs = Jobs(latents[image_index * n_steps + step_index], noise[step_index], timesteps[step_index], conditions[condition_index], masks[condition_index])
+        return self.score_examples([(images, texts)])[0]
+
+    def score_examples(self, batch):
+        """−errors per (image, text), from per-job errors; outside gradients no (image, condition,
+        timestep) job runs twice in a run (`stable_diffusion.memo`)."""
+        results = JobResults() if torch.is_grad_enabled() else self.results
+        conditions = [list(texts) + ([""] if self.options.normalize else []) for _, texts in batch]
+        scored = []
+        for rows in self.memoised_rows(batch, conditions, self.timesteps, self._errors, results):
+            errors = rows.mean(dim=-1).double()  # over timesteps: [images, conditions]
+            if self.options.normalize:
+                errors = errors[:, :-1] - errors[:, -1:]
+            scored.append(-errors)
+        return scored
+
+    def _errors(self, jobs: Jobs) -> torch.Tensor:
         _, predicted = self.run_unet(jobs)
         difference = (predicted - jobs.noise).flatten(1)
-        per_job = difference.norm(dim=1) if self.options.error == "l2" else difference.pow(2).mean(dim=1)
-        errors = per_job.view(n_images, n_conditions, n_steps).mean(dim=-1).double()
-        if self.options.normalize:
-            errors = errors[:, :-1] - errors[:, -1:]
-        return -errors
+        return difference.norm(dim=1) if self.options.error == "l2" else difference.pow(2).mean(dim=1)

@@ -84,7 +84,8 @@ def test_scores_do_not_depend_on_chunking_batching_or_order(name, options):
         whole = make(name, unet_batch=64, **options).score_examples(batch)
         chunked = make(name, unet_batch=3, **options)
         one_by_one = [chunked.score(images, texts) for images, texts in batch]
-        reversed_order = [chunked.score(images[::-1], texts[::-1]).flip(0).flip(1) for images, texts in batch]
+        reversing = make(name, unet_batch=3, **options)  # its own matcher: nothing memoised from the others
+        reversed_order = [reversing.score(images[::-1], texts[::-1]).flip(0).flip(1) for images, texts in batch]
     for a, b, c in zip(whole, one_by_one, reversed_order):
         assert a.shape == (2, 3)
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
@@ -103,6 +104,47 @@ def test_batched_scores_equal_the_per_pair_implementation(name, options):
         again = matcher.score(images, texts)  # the matcher's own processors are back in place
     torch.testing.assert_close(reference, batched, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, batched, atol=0, rtol=0)
+
+
+MEMOISED = [("dsd-release", {"sampling_steps": 3}), ("dsd-release", {"sampling_steps": 2, "denoising_gain": False, "latent": "mean"}), ("diffusion-itm", {"sampling_steps": 3, "normalize": True})]
+
+
+@pytest.mark.parametrize("name, options", MEMOISED)
+def test_a_job_repeated_across_examples_runs_once_and_scores_bit_identically(name, options):
+    items = [loaded(example) for example in examples(5)]
+    texts = [list(example.texts) for example in examples(5)]
+    # Repeats as real ComVG has them: an example's images and text again, and images with another text.
+    batch = [*zip(items, texts), (items[0], texts[0]), (items[1], texts[2]), (items[3][::-1], texts[3])]
+    matcher = make(name, unet_batch=1, **options)  # one job per UNet call: chunking cannot change bits
+    with torch.no_grad():
+        alone = []
+        for images, example_texts in batch:  # today's per-example path: nothing kept between examples
+            matcher.results.clear()
+            alone.append(matcher.score(images, example_texts))
+        matcher.results.clear()
+        before = matcher.work_done()["unet_passes_scoring"]
+        memoised = matcher.score_examples(batch[:4]) + matcher.score_examples(batch[4:])
+    assert all(torch.equal(a, b) for a, b in zip(memoised, alone))
+    unconditional = options.get("normalize", True)  # dsd-release's defaults include the unconditional branch
+    jobs = {(image.content_hash, condition) for images, example_texts in batch for image in images for condition in example_texts + [""] * unconditional}
+    steps = len(matcher.grid if name == "dsd-release" else matcher.timesteps)
+    assert matcher.work_done()["unet_passes_scoring"] - before == len(jobs) * steps < sum(len(images) * (len(t) + 1) for images, t in batch) * steps
+
+
+def test_loading_a_trained_state_drops_the_memoised_jobs():
+    images, texts = loaded(examples(1)[0]), TEXTS[:2]
+    matcher = make("dsd-release", sampling_steps=2)
+    with torch.no_grad():
+        untrained = matcher.score(images, texts)
+        matcher._ensure_lora()
+        state = {name: torch.randn_like(tensor) * 0.1 for name, tensor in matcher.state_dict().items()}
+        matcher.load_state_dict(state)
+        loaded_state = matcher.score(images, texts)
+        fresh = make("dsd-release", sampling_steps=2)
+        fresh.load_state_dict(state)
+        expected = fresh.score(images, texts)
+    assert not torch.allclose(untrained, expected)
+    torch.testing.assert_close(loaded_state, expected, atol=1e-6, rtol=0)
 
 
 def frozen_weights(matcher):

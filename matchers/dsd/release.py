@@ -10,7 +10,8 @@ candidate, and a seeded VAE latent *sample* per (image, t):
   with the same quantity of the unconditional ("") branch (`include_uncond_attention`);
 - denoising gain: `‖ε − ε̂_uncond‖₂ − ‖ε − ε̂_cond‖₂` (`denoising_gain`).
 The score is their sum, averaged over the grid. The unconditional branch runs once per image and
-timestep. Noising with DDPM's `add_noise` equals the release's Euler `x + σε` followed by
+timestep, and outside training no (image, text, timestep) job runs twice in a run
+(`stable_diffusion.memo`). Noising with DDPM's `add_noise` equals the release's Euler `x + σε` followed by
 `scale_model_input` (both are `√ᾱ·x + √(1−ᾱ)·ε`).
 
 Scored per example: the release averages the attention term over its whole batch, so with its
@@ -33,7 +34,8 @@ from vlbench.errors import VlbenchError
 from vlbench.matchers.dsd.pooling import release_readout
 from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, released_layers
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
-from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.stable_diffusion.memo import JobResults
 from vlbench.options import check
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -76,6 +78,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.layers = released_layers(self.sd.unet)
         self.capture = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(release_readout) for layer in self.layers})
         self.has_lora = False
+        self.results = JobResults()  # scoring jobs already computed in this run, while the weights stay
 
     @classmethod
     def unet_passes(cls, options, n_images, n_texts, training):
@@ -89,33 +92,32 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         return self.score_examples([(images, texts)])[0]
 
     def score_examples(self, batch):
-        return [self._score_example(images, texts) for images, texts in batch]
+        if self.training_noise is not None:  # training: each example draws its own timesteps and noise
+            return [self._scores([example], self._timesteps(), JobResults())[0] for example in batch]
+        return self._scores(batch, self.grid, JobResults() if torch.is_grad_enabled() else self.results)
 
-    def _score_example(self, images, texts) -> torch.Tensor:
-        grid = self._timesteps()
-        n_images, n_texts, n_steps = len(images), len(texts), len(grid)
-        latents = self.latents(images, self.options.latent, grid)  # [I, G, 4, h, w]
-        noise = torch.stack([self.noise(t, latents.shape[2:]) for t in grid]).to(latents)
-        timesteps = torch.tensor(grid, device=latents.device)
-        states = self.inputs.text_states(list(texts) + [""])
-        masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
-        _, step_index = product_indices(n_images, n_steps)
-        flat = latents.flatten(0, 1)  # rows in (image, step) order
-        unconditional = Jobs(flat, noise[step_index], timesteps[step_index], states[-1:].expand(len(flat), -1, -1), masks[-1:].expand(len(flat), -1))
-        image_index, step_of_job, text_index = product_indices(n_images, n_steps, n_texts)
-        conditional = Jobs(flat[image_index * n_steps + step_of_job], noise[step_of_job], timesteps[step_of_job], states[text_index], masks[text_index])
+    def _scores(self, batch, grid: list[int], results: JobResults) -> list[torch.Tensor]:
+        """Each example's scores from its jobs' (attention term, denoising error) rows; the
+        unconditional branch is the condition ""."""
         needs_unconditional = self.options.include_uncond_attention or self.options.denoising_gain
+        conditions = [list(texts) + ([""] if needs_unconditional else []) for _, texts in batch]
+        scored = []
+        for (_, texts), rows in zip(batch, self.memoised_rows(batch, conditions, grid, self._attention_and_error, results)):
+            by_step = rows.transpose(1, 2)  # [images, steps, conditions, 2]
+            score = by_step[:, :, : len(texts), 0].contiguous()
+            unconditional = by_step[:, :, len(texts) :]
+            if self.options.include_uncond_attention:
+                score = 0.5 * (score + unconditional[..., 0])
+            if self.options.denoising_gain:
+                score = score + unconditional[..., 1] - by_step[:, :, : len(texts), 1]
+            scored.append(score.mean(dim=1))
+        return scored
+
+    def _attention_and_error(self, jobs: Jobs) -> torch.Tensor:
+        """`[jobs, 2]`: each job's attention term and ‖ε − ε̂‖₂."""
         with self.capture:
-            attention_u, predicted_u = self._attention_and_output(unconditional) if needs_unconditional else (None, None)
-            attention_c, predicted_c = self._attention_and_output(conditional)
-        score = attention_c.view(n_images, n_steps, n_texts)
-        if self.options.include_uncond_attention:
-            score = 0.5 * (score + attention_u.view(n_images, n_steps, 1))
-        if self.options.denoising_gain:
-            error_c = (conditional.noise - predicted_c).flatten(1).norm(dim=1).view(n_images, n_steps, n_texts)
-            error_u = (unconditional.noise - predicted_u).flatten(1).norm(dim=1).view(n_images, n_steps, 1)
-            score = score + error_u - error_c
-        return score.mean(dim=1)
+            attention, predicted = self._attention_and_output(jobs)
+        return torch.stack([attention, (jobs.noise - predicted).flatten(1).norm(dim=1)], dim=1)
 
     def _attention_and_output(self, jobs: Jobs):
         per_layer, predicted = self.run_unet(jobs, self.capture)
@@ -136,6 +138,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
                 torch.manual_seed(self.runtime.seed)
                 self.sd.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
             self.has_lora = True
+            self.results.clear()
 
     def trainable_parameters(self):
         self._ensure_lora()
@@ -144,6 +147,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     def fit(self, examples, train, load_images):
         self._ensure_lora()
         super().fit(examples, train, load_images)
+        self.results.clear()
 
     def state_dict(self):
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}
@@ -153,6 +157,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
             return
         self._ensure_lora()
         result = self.sd.unet.load_state_dict(state, strict=False)
+        self.results.clear()
         missing = [name for name in result.missing_keys if "lora_" in name]
         if result.unexpected_keys or missing:
             raise VlbenchError(f"matcher '{self.name}': stored LoRA state does not fit this UNet (first mismatch: {(result.unexpected_keys or missing)[0]})")

@@ -8,7 +8,7 @@ per sample), so chunking, batch size and candidate order do not change scores.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +18,7 @@ import torch
 from vlbench.errors import VlbenchError
 from vlbench.matchers.stable_diffusion.capture import CrossAttentionCapture
 from vlbench.matchers.stable_diffusion.inputs import DiffusionInputs, LatentMode, Resize, shared_noise
+from vlbench.matchers.stable_diffusion.memo import JobResults
 from vlbench.options import check
 from vlbench.types import Matcher
 
@@ -87,6 +88,7 @@ class StableDiffusionMatcher(Matcher):
         self.unet = torch.compile(self.sd.unet) if options.compile else self.sd.unet
         self.inputs = DiffusionInputs(self.sd, runtime.device, options.feature_cache, options.resize)
         self.training_noise: torch.Generator | None = None  # set while training: fresh noise each step
+        self.passes = {"unet_passes_scoring": 0, "unet_passes_training": 0}  # latents through the UNet, without and with gradients
 
     @classmethod
     def missing_model(cls, model):
@@ -107,6 +109,40 @@ class StableDiffusionMatcher(Matcher):
         seeds = [[(self.runtime.seed, image.content_hash, *(() if t is None else (t,))) for t in timesteps] for image in images]
         return self.inputs.latents(images, mode, seeds)
 
+    def memoised_rows(self, batch, conditions: Sequence[Sequence[str]], grid: Sequence[int], job_rows: Callable[[Jobs], torch.Tensor], results: JobResults) -> list[torch.Tensor]:
+        """Per example of `batch` (images, texts) with its `conditions` (the texts a job is
+        conditioned on), the rows `[images, conditions, len(grid), ...]` that `job_rows(jobs)`
+        gives its jobs, a job keyed by (image content, condition, grid position). The jobs of the
+        whole batch that `results` does not hold yet are computed together."""
+        images = {image.content_hash: image for example_images, _ in batch for image in example_images}
+
+        def keys(example_images, example_conditions) -> list[tuple]:
+            return [(image.content_hash, condition, step) for image in example_images for condition in example_conditions for step in range(len(grid))]
+
+        def compute(missing: list[tuple]) -> torch.Tensor:
+            return job_rows(self.keyed_jobs([images[key[0]] for key in missing], [key[1] for key in missing], [key[2] for key in missing], grid))
+
+        examples = [(example_images, example_conditions) for (example_images, _), example_conditions in zip(batch, conditions, strict=True)]
+        results.rows([key for example in examples for key in keys(*example)], compute)
+        return [results.rows(keys(*example), compute).unflatten(0, (len(example[0]), len(example[1]), len(grid))) for example in examples]
+
+    def keyed_jobs(self, images, texts: Sequence[str], steps: Sequence[int], grid: Sequence[int]) -> Jobs:
+        """The jobs (images[i], texts[i], timestep grid[steps[i]]): latents as `options.latent`
+        says, noise drawn per grid position in grid order (in training, a fresh draw each)."""
+        distinct_images = list({image.content_hash: image for image in images}.values())
+        image_row = {image.content_hash: row for row, image in enumerate(distinct_images)}
+        positions, distinct_texts = sorted(set(steps)), list(dict.fromkeys(texts))
+        timesteps = [grid[position] for position in positions]
+        latents = self.latents(distinct_images, self.options.latent, timesteps)  # [images, positions, 4, h, w]
+        noise = torch.stack([self.noise(t, latents.shape[2:]) for t in timesteps]).to(latents)
+        states = self.inputs.text_states(distinct_texts)
+        image_index = torch.tensor([image_row[image.content_hash] for image in images])
+        step_index = torch.tensor([positions.index(step) for step in steps])
+        text_index = torch.tensor([distinct_texts.index(text) for text in texts])
+        masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
+        timestep_values = torch.tensor(timesteps, device=latents.device)
+        return Jobs(latents[image_index, step_index], noise[step_index], timestep_values[step_index], states[text_index], masks[text_index])
+
     def run_unet(self, jobs: Jobs, capture: CrossAttentionCapture | None = None) -> tuple[list[Any], torch.Tensor]:
         """Per layer of `capture`, the readouts of every job (concatenated over chunks), and the
         predicted noise `[jobs, 4, h, w]` (float32). The capture must be entered by the caller."""
@@ -119,6 +155,7 @@ class StableDiffusionMatcher(Matcher):
             if capture is not None:
                 capture.clear()  # a checkpointed backward re-runs the processors and leaves readouts behind
             self.before_unet_call(chunk)
+            self.passes["unet_passes_training" if torch.is_grad_enabled() else "unet_passes_scoring"] += len(chunk)
             outputs.append(self.unet(noisy.to(dtype), chunk.timesteps, encoder_hidden_states=chunk.states.to(dtype)).sample.float())
             if capture is not None:
                 layer_values.append(capture.take())
@@ -144,6 +181,9 @@ class StableDiffusionMatcher(Matcher):
     def training_capture(self) -> AbstractContextManager:
         """The capture that scoring installs while training (none by default)."""
         return nullcontext()
+
+    def work_done(self):
+        return dict(self.passes)
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.sd.fingerprint}

@@ -1,0 +1,34 @@
+"""Results of scoring jobs kept across a run's examples, so a UNet job is computed once.
+
+Outside training a job's result is a function of its key alone — (image content, condition text,
+timestep) — while the weights stay fixed: its latent is seeded by (run seed, image, timestep), its
+noise by (run seed, timestep), and the UNet treats each job on its own. Real ComVG repeats images
+and sentences across its examples (5,400 examples, 3,201 distinct pairs, 524 images), and the
+unconditional branch of an image is the same for every text. The results are small (a few
+numbers per job), so they are kept for the whole run; they are dropped whenever the weights
+change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+
+import torch
+
+
+class JobResults:
+    """Per-job result rows by key; `rows(keys, compute)` computes only the keys not kept yet."""
+
+    def __init__(self) -> None:
+        self.kept: dict[Hashable, torch.Tensor] = {}
+
+    def rows(self, keys: Sequence[Hashable], compute: Callable[[list[Hashable]], torch.Tensor]) -> torch.Tensor:
+        """`[len(keys), ...]`: the kept rows of `keys`, after `compute(missing keys)` (distinct,
+        in first-seen order) returned the rows of those not kept."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self.kept]
+        if missing:
+            self.kept.update(zip(missing, compute(missing)))
+        return torch.stack([self.kept[key] for key in keys])
+
+    def clear(self) -> None:
+        self.kept.clear()
