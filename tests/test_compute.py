@@ -50,7 +50,8 @@ def predicted_and_counted(model: str, matcher: str, options: dict, counts: list[
     prepared = prepare(load_run_config(None, values))
     predicted = run_work(prepared, 0)
     counts[0] = Work()
-    run(prepared, 0)
+    work = run(prepared, 0).results["timings"]["work"]
+    assert Work(scoring=work["unet_passes_scoring"], training=work["unet_passes_training"]) == counts[0], "results.json counts what the UNet saw"
     return predicted, counts[0]
 
 

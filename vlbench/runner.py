@@ -167,6 +167,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
             "examples_scored": len(pending) - len(skipped),
             "examples_resumed": len(evaluation) - len(pending),
             "pairs_per_second": pairs_scored / score_seconds if pending and score_seconds > 0 else None,
+            "work": _summed(ranks.gather(matcher.work_done())),
         }
 
         def finish() -> dict[str, Any]:
@@ -348,3 +349,12 @@ def _yaml(data: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    """Each rank's counts of `Matcher.work_done`, added up by name."""
+    total: dict[str, int] = {}
+    for part in counts:
+        for name, count in part.items():
+            total[name] = total.get(name, 0) + count
+    return total

@@ -296,6 +296,11 @@ class Matcher:
         per example of that batch, the maps its scores came from (format: `vlbench.example_records`)."""
         raise NotImplementedError(f"matcher '{self.name}' records no attention maps")
 
+    def work_done(self) -> dict[str, int]:
+        """Counts of the costly calls this matcher has made (e.g. UNet passes), summed over ranks
+        into `results.json`'s `timings.work`; none by default."""
+        return {}
+
     def library_versions(self) -> list[str]:
         """Distributions whose versions the run record should list (beyond torch and numpy)."""
         return []
