@@ -23,7 +23,7 @@ import torch
 
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
 from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions
-from vlbench.matchers.stable_diffusion.memo import JobResults
+from vlbench.matchers.stable_diffusion.memo import JobResults, distinct_jobs
 from vlbench.options import check
 
 
@@ -57,9 +57,9 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
         self.results = JobResults()  # scoring jobs already computed in this run (the weights never change)
 
     @classmethod
-    def unet_passes(cls, options, n_images, n_texts, training):
+    def unet_passes(cls, options, examples, training):
         steps = len(options.timesteps or upstream_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
-        return n_images * (n_texts + options.normalize) * steps
+        return distinct_jobs(examples, [""] if options.normalize else []) * steps
 
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]

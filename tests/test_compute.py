@@ -15,6 +15,8 @@ from vlbench.runner import prepare, run
 
 pytestmark = pytest.mark.usefixtures("offline")
 
+REAL_CSV = Path(__file__).parent / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+
 # Each case trains (2 shots, 2 epochs) where the matcher trains, and scores 3 examples.
 CASES = [
     ("dsd", {}),
@@ -42,10 +44,10 @@ def counted_passes(monkeypatch) -> Work:
     return counts
 
 
-def predicted_and_counted(model: str, matcher: str, options: dict, counts: list[Work], runs_dir: Path, task: str = "mini-comvg") -> tuple[Work, Work]:
+def predicted_and_counted(model: str, matcher: str, options: dict, counts: list[Work], runs_dir: Path, task: str = "mini-comvg", **overrides) -> tuple[Work, Work]:
     shots = 0 if matcher == "diffusion-itm" else 2
-    values = {"task": task, "matcher": matcher, "model": model, "shots": shots, "limit": 3, "matcher_options": options, "runs_dir": str(runs_dir), "device": "cpu"}
-    if shots:
+    values = {"task": task, "matcher": matcher, "model": model, "shots": shots, "limit": 3, "matcher_options": options, "runs_dir": str(runs_dir), "device": "cpu", **overrides}
+    if values["shots"]:
         values["train"] = {"epochs": 2, "batch_size": 2}
     prepared = prepare(load_run_config(None, values))
     predicted = run_work(prepared, 0)
@@ -66,6 +68,19 @@ def test_predicted_passes_follow_the_candidates_of_each_example(tmp_path, counte
     """RefCOCOg's examples have one image and 10 texts, ComVG's two images and one text."""
     predicted, counted = predicted_and_counted("mini", "dsd", {"noise_levels": [0.5]}, counted_passes, tmp_path, task="mini-refcocog")
     assert predicted == counted == Work(scoring=3 * 10 + 2 * 10, training=2 * 2 * 10)
+
+
+@pytest.mark.parametrize("matcher, options", [("dsd-release", {"sampling_steps": 2}), ("diffusion-itm", {"sampling_steps": 2, "normalize": True})])
+def test_predicted_passes_count_a_job_repeated_across_examples_once(tmp_path, counted_passes, matcher, options):
+    """The first 12 rows of the released ComVG csv repeat images and sentences across examples."""
+    from placeholders import comvg_root
+
+    source = tmp_path / "source.csv"
+    source.write_text("\n".join(REAL_CSV.read_text().splitlines()[:13]) + "\n")
+    root = comvg_root(tmp_path / "comvg", source)
+    predicted, counted = predicted_and_counted("mini", matcher, options, counted_passes, tmp_path / "runs", task="comvg", shots=0, limit=None, data_root=str(root))
+    per_example = 12 * 2 * (1 + 1) * 2  # examples × images × (text + unconditional) × timesteps
+    assert predicted == counted and counted.scoring < per_example
 
 
 @pytest.fixture(scope="module")

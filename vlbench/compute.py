@@ -39,7 +39,7 @@ def run_work(prepared: Prepared, seed: int) -> Work:
     matcher, options = prepared.matcher_class, prepared.matcher_options
 
     def passes(examples, training: bool) -> int:
-        return sum(matcher.unet_passes(options, len(example.images), len(example.texts), training) for example in examples)
+        return matcher.unet_passes(options, examples, training)
 
     work = Work(scoring=passes(drawn.evaluation, False))
     if prepared.train is not None:

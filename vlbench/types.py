@@ -233,10 +233,10 @@ class Matcher:
         return None
 
     @classmethod
-    def unet_passes(cls, options: Any, n_images: int, n_texts: int, training: bool) -> int:
-        """UNet passes (one per noised latent) that scoring one example of `n_images` images and
-        `n_texts` texts takes, in training or in evaluation; `vlbench suite plan` sums them into
-        its compute estimate. 0 by default (no UNet)."""
+    def unet_passes(cls, options: Any, examples: Sequence[Example], training: bool) -> int:
+        """UNet passes (one per noised latent) that scoring `examples` once takes, in training or
+        in evaluation; `vlbench suite plan` adds them up into its compute estimate. 0 by default
+        (no UNet)."""
         return 0
 
     @classmethod

@@ -93,8 +93,8 @@ class DSDMatcher(StableDiffusionMatcher):
         self.kept: list[dict] = []
 
     @classmethod
-    def unet_passes(cls, options, n_images, n_texts, training):
-        return n_images * n_texts * len(options.noise_levels)
+    def unet_passes(cls, options, examples, training):
+        return sum(example.n_pairs for example in examples) * len(options.noise_levels)
 
     def trained_module(self) -> DSDPrompts:
         if self.prompts is None:

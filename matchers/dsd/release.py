@@ -35,7 +35,7 @@ from vlbench.matchers.dsd.pooling import release_readout
 from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, released_layers
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
 from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions
-from vlbench.matchers.stable_diffusion.memo import JobResults
+from vlbench.matchers.stable_diffusion.memo import JobResults, distinct_jobs
 from vlbench.options import check
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -81,9 +81,11 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.results = JobResults()  # scoring jobs already computed in this run, while the weights stay
 
     @classmethod
-    def unet_passes(cls, options, n_images, n_texts, training):
-        steps = options.train_timesteps if training else len(timestep_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
-        return n_images * steps * (n_texts + (options.include_uncond_attention or options.denoising_gain))
+    def unet_passes(cls, options, examples, training):
+        unconditional = [""] if options.include_uncond_attention or options.denoising_gain else []
+        if training:  # every example's jobs afresh, at its own random timesteps
+            return sum(len(example.images) * (len(example.texts) + len(unconditional)) for example in examples) * options.train_timesteps
+        return distinct_jobs(examples, unconditional) * len(timestep_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
 
     def training_capture(self) -> CrossAttentionCapture:
         return self.capture

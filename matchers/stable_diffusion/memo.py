@@ -16,6 +16,13 @@ from collections.abc import Callable, Hashable, Sequence
 import torch
 
 
+def distinct_jobs(examples, extra_conditions: Sequence[str]) -> int:
+    """How many distinct (image, condition) jobs per timestep scoring `examples` takes, each
+    example's texts and `extra_conditions` (the unconditional "") being its conditions. Images are
+    told apart by key, which names their content within a task."""
+    return len({(image.key, condition) for example in examples for image in example.images for condition in (*example.texts, *extra_conditions)})
+
+
 class JobResults:
     """Per-job result rows by key; `rows(keys, compute)` computes only the keys not kept yet."""
 
