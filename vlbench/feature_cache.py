@@ -76,11 +76,13 @@ class FeatureCache:
         """Features `[len(keys), dim]` (float32, CPU) for distinct content hashes `keys`;
         `compute(indices)` returns the features of the `keys[i]` not cached yet."""
         found = {index: features for index, key in enumerate(keys) if (features := self.memory.get((kind, key))) is not None}
-        if len(found) < len(keys):
-            self._scan(kind)
-            for shard in {self.shard_of[(kind, key)] for index, key in enumerate(keys) if index not in found and (kind, key) in self.shard_of}:
-                self._read_shard(kind, shard)
-            found.update((index, features) for index, key in enumerate(keys) if index not in found and (features := self.memory.get((kind, key))) is not None)
+        absent = [index for index in range(len(keys)) if index not in found]
+        if absent:
+            if any((kind, keys[index]) not in self.shard_of for index in absent):
+                self._scan(kind)  # for keys no known shard holds: another writer may have added them
+            for shard in {self.shard_of[(kind, keys[index])] for index in absent if (kind, keys[index]) in self.shard_of and self.memory.get((kind, keys[index])) is None}:
+                self._read_shard(kind, shard)  # known, but dropped from memory since
+            found.update((index, features) for index in absent if (features := self.memory.get((kind, keys[index]))) is not None)
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
             computed = compute(missing).detach().float().cpu().numpy()
@@ -92,26 +94,28 @@ class FeatureCache:
 
     def _scan(self, kind: str) -> None:
         """Index the shards other writers (or earlier runs) added since the last scan."""
-        for shard in sorted((self.directory / kind).glob("*.npz")):
+        try:
+            names = sorted(name for name in os.listdir(self.directory / kind) if name.endswith(".npz"))
+        except FileNotFoundError:
+            return
+        for shard in (self.directory / kind / name for name in names):
             if shard in self.scanned:
                 continue
             self.scanned.add(shard)
-            try:
-                with np.load(shard) as stored:
-                    keys = stored["keys"].tolist()
-            except UNREADABLE:  # unreadable: its items are computed again
-                continue
-            for key in keys:
+            for key in self._read_shard(kind, shard):
                 self.shard_of.setdefault((kind, key), shard)
 
-    def _read_shard(self, kind: str, shard: Path) -> None:
+    def _read_shard(self, kind: str, shard: Path) -> list[str]:
+        """The keys of `shard`, its features put in memory; none if it cannot be read (its items
+        are then computed again)."""
         try:
             with np.load(shard) as stored:
                 keys, features = stored["keys"].tolist(), stored["features"]
         except UNREADABLE:
-            keys, features = [], []
+            return []
         for key, row in zip(keys, features):
             self.memory.put((kind, key), np.array(row))  # a copy: the LRU counts what it keeps alive
+        return keys
 
     def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> None:
         if not self.writable:
