@@ -95,9 +95,11 @@ def test_an_image_shared_by_examples_has_one_thumbnail(tmp_path):
     for rank in (None, 1):
         run = RunDirectory(tmp_path / f"rank-{rank}")
         run.path.mkdir()
-        with example_recorder(run, rank, matcher=None, thumbnails=True, save_attention=False) as record:
+        with example_recorder(run, rank, matcher=None, thumbnails=True, save_attention=False) as recorder:
+            for _, images in batches[0]:
+                recorder.prepare(images)  # as the loading threads do: encoded ahead of the record
             for batch in batches:
-                record(batch)
+                recorder.record(batch)
         stored = [json.loads(line)["id"] for path in run.path.glob("thumbnails*.jsonl") for line in path.read_text().splitlines()]
         assert stored == ["1", "2", "3"]
         assert sorted(run.read_lines("examples")) == ["e0", "e1", "e2"]

@@ -22,22 +22,32 @@ def load_images(example: Example) -> list[LoadedImage]:
         raise VlbenchError(f"example '{example.id}': {error}") from None
 
 
-def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32) -> Iterator[tuple[Example, Future]]:
+def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32, prepare: Callable[[list[LoadedImage]], None] | None = None) -> Iterator[tuple[Example, Future]]:
     """(example, future of its loaded images) in order, decoding up to `window` examples ahead in
-    threads, so at most `window` examples' images are held in memory.
+    threads, so at most `window` examples' images are held in memory. The threads also hash each
+    image's pixels (feature caches key on it) and call `prepare(images)` if given.
 
     Threads rather than DataLoader worker processes: decoding releases the GIL, nothing is pickled
     across processes, and no process is forked after CUDA or a model has been initialised."""
     if not examples:
         return
+
+    def load(example: Example) -> list[LoadedImage]:
+        images = load_images(example)
+        for image in images:
+            image.content_hash  # noqa: B018 - computed here, in parallel, rather than on the scoring thread
+        if prepare is not None:
+            prepare(images)
+        return images
+
     pending = iter(examples)
     with ThreadPoolExecutor(workers) as pool:
-        queue = deque((example, pool.submit(load_images, example)) for example in islice(pending, window))
+        queue = deque((example, pool.submit(load, example)) for example in islice(pending, window))
         while queue:
             example, future = queue.popleft()
             following = next(pending, None)
             if following is not None:
-                queue.append((following, pool.submit(load_images, following)))
+                queue.append((following, pool.submit(load, following)))
             yield example, future
 
 
@@ -49,9 +59,11 @@ def score_examples(
     on_bad_example: str = "error",
     workers: int = 4,
     record: Callable[[list[tuple[Example, list[LoadedImage]]]], None] | None = None,
+    prepare: Callable[[list[LoadedImage]], None] | None = None,
 ) -> dict[str, str]:
     """Score `examples` in batches of `batch_size` examples, appending each batch's results (and
-    passing each scored batch to `record`, if given).
+    passing each scored batch to `record`, if given; `prepare` runs on each example's images in
+    the loading threads).
 
     An example whose images cannot be loaded stops the run, or with ``on_bad_example="skip"`` is
     left out; returns the skipped ids with their errors."""
@@ -60,7 +72,7 @@ def score_examples(
     skipped: dict[str, str] = {}
     batch: list[tuple[Example, list[LoadedImage]]] = []
     with torch.inference_mode(), progress_bar(f"scoring ({matcher.name})", total=len(examples)) as advance:
-        for example, future in prefetched(examples, workers):
+        for example, future in prefetched(examples, workers, prepare=prepare):
             try:
                 batch.append((example, future.result()))
             except VlbenchError as error:

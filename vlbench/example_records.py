@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -54,25 +55,47 @@ def attention_line(example_id: str, record: dict[str, Any]) -> str:
     return json.dumps({"id": example_id, "size": record["size"], "pairs": pairs}) + "\n"
 
 
+class ExampleRecorder:
+    """Appends what the report shows of each scored batch. `prepare(images)` may run in the image
+    loading threads: it encodes the thumbnails of images not stored yet, ahead of `record`."""
+
+    def __init__(self, append_example, append_thumbnail, append_attention, stored: set[str], matcher: Matcher) -> None:
+        self.append_example, self.append_thumbnail, self.append_attention = append_example, append_thumbnail, append_attention
+        self.stored = stored  # image keys whose thumbnail this run already holds
+        self.encoded: dict[str, str] = {}  # thumbnail lines encoded ahead by `prepare`
+        self.lock = threading.Lock()
+        self.matcher = matcher
+
+    def prepare(self, images: Sequence[LoadedImage]) -> None:
+        if self.append_thumbnail is None:
+            return
+        for image in images:
+            if image.key not in self.stored and image.key not in self.encoded:
+                line = thumbnail_line(image)
+                with self.lock:
+                    self.encoded.setdefault(image.key, line)
+
+    def record(self, batch: Batch) -> None:
+        """Append the batch's example lines, the thumbnails of its images not stored yet and, when
+        saving attention, the maps the matcher kept of that batch."""
+        self.append_example([example_line(example) for example, _ in batch])
+        if self.append_thumbnail is not None:
+            new = {image.key: image for _, images in batch for image in images if image.key not in self.stored}
+            with self.lock:
+                lines = [self.encoded.pop(key, None) or thumbnail_line(image) for key, image in new.items()]
+            self.append_thumbnail(lines)
+            self.stored.update(new)
+        if self.append_attention is not None:
+            kept = self.matcher.take_attention()
+            self.append_attention([attention_line(example.id, maps) for (example, _), maps in zip(batch, kept, strict=True)])
+
+
 @contextmanager
-def example_recorder(run_dir: RunDirectory, rank: int | None, matcher: Matcher, thumbnails: bool, save_attention: bool) -> Iterator[Callable[[Batch], None]]:
-    """Yields `record(batch)`, to call after each batch is scored: appends its example lines, the
-    thumbnails of images not stored yet by this run and, when saving attention, the maps the
-    matcher kept of that batch."""
+def example_recorder(run_dir: RunDirectory, rank: int | None, matcher: Matcher, thumbnails: bool, save_attention: bool) -> Iterator[ExampleRecorder]:
+    """Yields the run's `ExampleRecorder`: `record(batch)` after each batch is scored."""
     with ExitStack() as files:
         append_example = files.enter_context(run_dir.line_appender("examples", rank))
         append_thumbnail = files.enter_context(run_dir.line_appender("thumbnails", rank)) if thumbnails else None
         append_attention = files.enter_context(run_dir.line_appender("attention", rank)) if save_attention else None
         stored = set(run_dir.own_lines("thumbnails", rank)) if thumbnails else set()
-
-        def record(batch: Batch) -> None:
-            append_example([example_line(example) for example, _ in batch])
-            if append_thumbnail is not None:
-                new = {image.key: image for _, images in batch for image in images if image.key not in stored}
-                append_thumbnail([thumbnail_line(image) for image in new.values()])
-                stored.update(new)
-            if append_attention is not None:
-                kept = matcher.take_attention()
-                append_attention([attention_line(example.id, maps) for (example, _), maps in zip(batch, kept, strict=True)])
-
-        yield record
+        yield ExampleRecorder(append_example, append_thumbnail, append_attention, stored, matcher)

@@ -148,13 +148,13 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         appended = [len(evaluation) - len(pending)]
         if mine:
             shard = ranks.rank if ranks.distributed else None
-            with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as record:
+            with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as recorder:
                 def counted(scored: list[ScoredExample]) -> None:
                     append(scored)
                     appended[0] += len(scored)
 
                 try:
-                    skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, record)
+                    skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, recorder.record, recorder.prepare)
                 except KeyboardInterrupt:
                     raise Interrupted(appended[0], len(evaluation)) from None
         skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
