@@ -1,0 +1,83 @@
+"""`clip` scoring speed against a plain open_clip loop, on mini ComVG with the mini CLIP.
+
+    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16]
+
+The plain loop is what a user would write: per batch of examples, load the images, preprocess,
+encode every image and text of the batch, normalise, one dot product per example. vlbench is
+timed as `timings.score_seconds` of a run (image loading, scoring, records), once with an empty
+feature cache (cold) and once with the features the cold run stored (warm). The three are
+interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def plain_loop(examples, clip, batch_size: int) -> float:
+    """Seconds the plain open_clip loop takes over `examples`."""
+    import torch
+    import torch.nn.functional as F
+
+    from vlbench.evaluation import load_images
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            images = [image for example in batch for image in load_images(example)]
+            texts = [text for example in batch for text in example.texts]
+            image_embeddings = F.normalize(clip.model.encode_image(torch.stack([clip.preprocess(image.pixels) for image in images])), dim=-1)
+            text_embeddings = F.normalize(clip.model.encode_text(clip.tokenizer(texts)), dim=-1)
+            image_at, text_at = 0, 0
+            for example in batch:
+                (image_embeddings[image_at : image_at + len(example.images)] @ text_embeddings[text_at : text_at + len(example.texts)].T).tolist()
+                image_at, text_at = image_at + len(example.images), text_at + len(example.texts)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    with tempfile.TemporaryDirectory() as directory:
+        os.environ["VLBENCH_CACHE"] = directory  # the mini-world is generated here
+        from vlbench.config import load_run_config
+        from vlbench.matchers.clip.loading import load_open_clip
+        from vlbench.runner import prepare, run
+
+        from vlbench import feature_cache
+
+        def vlbench_run(name: str, cache: Path) -> float:
+            feature_cache.cache_root = lambda: cache  # this repeat's feature cache
+            config = load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini", "batch_size": args.batch_size, "runs_dir": str(Path(directory) / name)})
+            return run(prepare(config), 0).results["timings"]["score_seconds"]
+
+        prepared = prepare(load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini"}))
+        examples = prepared.task.examples(0)  # generates the mini-world before any timing
+        clip = load_open_clip("mini", "cpu")
+        times: dict[str, list[float]] = {"plain open_clip loop": [], "vlbench clip, cold cache": [], "vlbench clip, warm cache": []}
+        for repeat in range(args.repeats):
+            times["plain open_clip loop"].append(plain_loop(examples, clip, args.batch_size))
+            cache = Path(directory) / f"cache-{repeat}"
+            times["vlbench clip, cold cache"].append(vlbench_run(f"cold-{repeat}", cache))
+            times["vlbench clip, warm cache"].append(vlbench_run(f"warm-{repeat}", cache))
+    pairs = sum(example.n_pairs for example in examples)
+    import torch
+
+    print(f"mini ComVG, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
+    baseline = statistics.median(times["plain open_clip loop"])
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"{name:26s} {pairs / median:8.1f} pairs/s (median; range {pairs / max(seconds):.1f}–{pairs / min(seconds):.1f})   ratio to the plain loop {baseline / median:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
