@@ -25,9 +25,10 @@ class ProjectionHeads(torch.nn.Module):
         self.logit_scale = torch.nn.Parameter(logit_scale.detach().float().clone().reshape(()))
         self.logit_bias = torch.nn.Parameter(torch.zeros((), device=logit_scale.device))
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        images = F.normalize(image_features @ self.image_projection, dim=-1)
-        texts = F.normalize(text_features @ self.text_projection, dim=-1)
+    def embed(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.normalize(image_features @ self.image_projection, dim=-1), F.normalize(text_features @ self.text_projection, dim=-1)
+
+    def similarity(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         return self.logit_scale.exp() * images @ texts.T + self.logit_bias
 
 
@@ -40,5 +41,8 @@ class ClipFineTuneMatcher(TrainedClipMatcher):
         super().__init__(options, runtime)
         self.trained = ProjectionHeads(self.features.image_projection, self.features.text_projection, self.features.model.logit_scale)
 
-    def score_features(self, image_features, text_features):
-        return self.trained(image_features, text_features)
+    def embed(self, image_features, text_features):
+        return self.trained.embed(image_features, text_features)
+
+    def similarity(self, images, texts):
+        return self.trained.similarity(images, texts)

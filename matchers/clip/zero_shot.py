@@ -43,12 +43,17 @@ class ClipMatcher(Matcher):
         """Every image and text of the batch through the encoders at once, then each example's matrix."""
         image_features = self.features.images([image for images, _ in batch for image in images])
         text_features = self.features.texts([text for _, texts in batch for text in texts])
+        images, texts = self.embed(image_features, text_features)  # the whole batch at once: few, larger ops
         image_rows, text_rows = [len(images) for images, _ in batch], [len(texts) for _, texts in batch]
-        return [self.score_features(images, texts) for images, texts in zip(image_features.split(image_rows), text_features.split(text_rows))]
+        return [self.similarity(example_images, example_texts) for example_images, example_texts in zip(images.split(image_rows), texts.split(text_rows))]
 
-    def score_features(self, image_features, text_features):
-        """One example's score matrix from its images' and texts' pre-projection features."""
-        return self.features.image_embeddings(image_features) @ self.features.text_embeddings(text_features).T
+    def embed(self, image_features, text_features):
+        """Joint embeddings of pre-projection image and text features."""
+        return self.features.image_embeddings(image_features), self.features.text_embeddings(text_features)
+
+    def similarity(self, images, texts):
+        """One example's score matrix from its images' and texts' embeddings."""
+        return images @ texts.T
 
     def fingerprint(self):
         return {**super().fingerprint(), **self.features.clip.fingerprint}
