@@ -78,7 +78,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         self.layers = released_layers(self.sd.unet)
         self.capture = CrossAttentionCapture(self.sd.unet, {layer: CapturingCrossAttention(release_readout) for layer in self.layers})
         self.has_lora = False
-        self.results = JobResults()  # scoring jobs already computed in this run, while the weights stay
+        self.results = JobResults()  # scoring jobs already computed with the current trained weights
 
     @classmethod
     def unet_passes(cls, options, examples, training):
@@ -96,7 +96,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     def score_examples(self, batch):
         if self.training_noise is not None:  # training: each example draws its own timesteps and noise
             return [self._scores([example], self._timesteps(), JobResults())[0] for example in batch]
-        return self._scores(batch, self.grid, JobResults() if torch.is_grad_enabled() else self.results)
+        return self._scores(batch, self.grid, JobResults() if torch.is_grad_enabled() else self.results.for_weights(self.state_dict()))
 
     def _scores(self, batch, grid: list[int], results: JobResults) -> list[torch.Tensor]:
         """Each example's scores from its jobs' (attention term, denoising error) rows; the
@@ -140,7 +140,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
                 torch.manual_seed(self.runtime.seed)
                 self.sd.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
             self.has_lora = True
-            self.results.clear()
 
     def trainable_parameters(self):
         self._ensure_lora()
@@ -149,7 +148,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     def fit(self, examples, train, load_images):
         self._ensure_lora()
         super().fit(examples, train, load_images)
-        self.results.clear()
 
     def state_dict(self):
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.sd.unet.state_dict().items() if "lora_" in name}
@@ -159,7 +157,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
             return
         self._ensure_lora()
         result = self.sd.unet.load_state_dict(state, strict=False)
-        self.results.clear()
         missing = [name for name in result.missing_keys if "lora_" in name]
         if result.unexpected_keys or missing:
             raise VlbenchError(f"matcher '{self.name}': stored LoRA state does not fit this UNet (first mismatch: {(result.unexpected_keys or missing)[0]})")

@@ -5,13 +5,15 @@ timestep) — while the weights stay fixed: its latent is seeded by (run seed, i
 noise by (run seed, timestep), and the UNet treats each job on its own. Real ComVG repeats images
 and sentences across its examples (5,400 examples, 3,201 distinct pairs, 524 images), and the
 unconditional branch of an image is the same for every text. The results are small (a few
-numbers per job), so they are kept for the whole run; they are dropped whenever the weights
-change.
+numbers per job), so they are kept for the whole run; they are dropped whenever the trained
+weights change (`for_weights`: a hash of the trained state, checked per scoring batch, so even a
+parameter changed in place is noticed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+import hashlib
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
 
@@ -28,6 +30,19 @@ class JobResults:
 
     def __init__(self) -> None:
         self.kept: dict[Hashable, torch.Tensor] = {}
+        self.weights: str | None = None  # hash of the trained state the kept rows were computed with
+
+    def for_weights(self, state: Mapping[str, torch.Tensor]) -> JobResults:
+        """These results, emptied first if `state` (the matcher's trained tensors) is not the
+        state they were computed with."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        if digest.hexdigest() != self.weights:
+            self.kept.clear()
+            self.weights = digest.hexdigest()
+        return self
 
     def rows(self, keys: Sequence[Hashable], compute: Callable[[list[Hashable]], torch.Tensor]) -> torch.Tensor:
         """`[len(keys), ...]`: the kept rows of `keys`, after `compute(missing keys)` (distinct,
