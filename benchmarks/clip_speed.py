@@ -1,6 +1,6 @@
 """`clip` scoring speed against a plain open_clip loop, on mini ComVG with the mini CLIP.
 
-    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers 4] [--no-thumbnails]
+    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers N] [--no-thumbnails]
 
 The plain loop is what a user would write: per batch of examples, load the images, preprocess,
 encode every image and text of the batch, normalise, one dot product per example. vlbench is
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-workers", type=int, default=4, help="vlbench's image loading threads")
+    parser.add_argument("--image-workers", type=int, default=None, help="vlbench's image loading threads (default: its own)")
     parser.add_argument("--no-thumbnails", action="store_true", help="vlbench runs without keeping thumbnails for the report")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -59,7 +59,7 @@ def main() -> None:
 
         def vlbench_run(name: str, cache: Path) -> float:
             feature_cache.cache_root = lambda: cache  # this repeat's feature cache
-            config = load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini", "batch_size": args.batch_size, "image_workers": args.image_workers, "thumbnails": not args.no_thumbnails, "runs_dir": str(Path(directory) / name)})
+            config = load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini", "batch_size": args.batch_size, **({"image_workers": args.image_workers} if args.image_workers else {}), "thumbnails": not args.no_thumbnails, "runs_dir": str(Path(directory) / name)})
             return run(prepare(config), 0).results["timings"]["score_seconds"]
 
         prepared = prepare(load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini"}))
@@ -75,7 +75,7 @@ def main() -> None:
     import torch
 
     print(f"mini ComVG, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
-    print(f"vlbench: {args.image_workers} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
+    print(f"vlbench: {args.image_workers or 'default'} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
     baseline = statistics.median(times["plain open_clip loop"])
     for name, seconds in times.items():
         median = statistics.median(seconds)

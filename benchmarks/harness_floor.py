@@ -2,7 +2,7 @@
 placeholder jpg per image id) through `vlbench run`, against a 20-line loop that reads the csv,
 opens both images of each row, scores them and writes one JSON line per example.
 
-    python benchmarks/harness_floor.py [--repeats 3] [--image-workers 4]
+    python benchmarks/harness_floor.py [--repeats 3] [--image-workers N]
 
 The two are interleaved `--repeats` times; prints examples/s (medians, ranges) and the ratio
 harness / floor. vlbench is timed as `timings.score_seconds` (image loading, scoring, scores and
@@ -48,7 +48,7 @@ def floor_loop(root: Path, out: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--image-workers", type=int, default=4, help="vlbench's image loading threads")
+    parser.add_argument("--image-workers", type=int, default=None, help="vlbench's image loading threads (default: its own)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPOSITORY / "tests"))
     from placeholders import comvg_root
@@ -62,10 +62,10 @@ def main() -> None:
         for repeat in range(args.repeats):
             seconds, n = floor_loop(root, Path(directory) / f"floor-{repeat}.jsonl")
             floor.append(n / seconds)
-            config = load_run_config(None, {"task": "comvg", "matcher": "random", "data_root": str(root), "image_workers": args.image_workers, "runs_dir": str(Path(directory) / f"runs-{repeat}")})
+            config = load_run_config(None, {"task": "comvg", "matcher": "random", "data_root": str(root), **({"image_workers": args.image_workers} if args.image_workers else {}), "runs_dir": str(Path(directory) / f"runs-{repeat}")})
             result = run(prepare(config), 0)
             harness.append(result.results["timings"]["examples_scored"] / result.results["timings"]["score_seconds"])
-    print(f"random on the released ComVG csv ({n} examples, placeholder images), {args.repeats} interleaved repeats, {args.image_workers} image loading threads, examples/s:")
+    print(f"random on the released ComVG csv ({n} examples, placeholder images), {args.repeats} interleaved repeats, {args.image_workers or 'default'} image loading threads, examples/s:")
     print(f"20-line floor:   {statistics.median(floor):8.1f} (range {min(floor):.1f}–{max(floor):.1f})")
     print(f"vlbench harness: {statistics.median(harness):8.1f} (range {min(harness):.1f}–{max(harness):.1f})")
     print(f"ratio harness / floor: {statistics.median(harness) / statistics.median(floor):.2f}")

@@ -62,6 +62,13 @@ class Shots:
         return self.count or 0
 
 
+def default_image_workers() -> int:
+    """Image loading threads: one core fewer than the machine has, at most 4, at least 1. On a
+    machine with few cores, more threads only take the scoring thread's turns
+    (`benchmarks/harness_floor.py --image-workers N`)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run (one per seed); see the README for each key."""
@@ -77,7 +84,7 @@ class RunConfig:
     batch_size: int = 16
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     on_bad_example: Literal["error", "skip"] = "error"
-    image_workers: int = 4
+    image_workers: int = field(default_factory=default_image_workers)
     thumbnails: bool = True
     save_attention: bool = False
     restart: bool = False
