@@ -35,7 +35,7 @@ def main() -> None:
 
     from vlbench.compute import run_work
     from vlbench.config import load_run_config
-    from vlbench.runner import prepare, run
+    from vlbench.runner import draw, prepare, run
 
     with tempfile.TemporaryDirectory() as directory:
         os.environ["VLBENCH_CACHE"] = directory
@@ -43,14 +43,15 @@ def main() -> None:
         values = {"task": "comvg", "matcher": args.matcher, "model": "mini", "data_root": str(root), "limit": args.limit, "device": "cpu",
                   "matcher_options": {"sampling_steps": args.sampling_steps}, "runs_dir": str(Path(directory) / "runs")}
         prepared = prepare(load_run_config(None, values))
-        per_example = run_work(prepared, 0).scoring
+        per_example = sum(prepared.matcher_class.unet_passes(prepared.matcher_options, [example], False) for example in draw(prepared, 0).evaluation)
+        planned = run_work(prepared, 0).scoring
         started = time.perf_counter()
         result = run(prepared, 0)
         seconds = time.perf_counter() - started
     counted = result.results["timings"]["work"]["unet_passes_scoring"]
     print(f"{args.matcher} on the released ComVG csv ({result.results['n']} examples, placeholder images, mini SD), S = {args.sampling_steps}")
     print(f"UNet passes scoring each example on its own: {per_example:,}")
-    print(f"UNet passes made (memoised jobs):            {counted:,} in {seconds:.1f} s")
+    print(f"UNet passes made (memoised jobs):            {counted:,} in {seconds:.1f} s (the plan's estimate: {planned:,})")
     print(f"ratio made / per-example: 1/{per_example / counted:.2f}")
 
 

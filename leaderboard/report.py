@@ -95,8 +95,13 @@ class _Shown:
 
     @classmethod
     def read(cls, run: StoredRun) -> _Shown:
+        shown = run.files.read_lines("examples")
         thumbnails = {key: item["uri"] for key, item in run.files.read_lines("thumbnails").items()}
-        return cls(run, run.files.read_lines("examples"), thumbnails, run.files.read_lines("attention"))
+        for example in shown.values():  # runs of vlbench 0.2 kept each thumbnail inline, per example
+            for image in example["images"]:
+                if uri := image.pop("thumbnail", None):
+                    thumbnails.setdefault(image["key"], uri)
+        return cls(run, shown, thumbnails, run.files.read_lines("attention"))
 
     def view(self, example_id: str) -> dict[str, Any] | None:
         """This run's scores, outcomes and maps of the example, or None if it did not score it."""

@@ -66,7 +66,7 @@ class DiffusionITMMatcher(StableDiffusionMatcher):
 
     def score_examples(self, batch):
         """−errors per (image, text), from per-job errors; outside gradients no (image, condition,
-        timestep) job runs twice in a run (`stable_diffusion.memo`)."""
+        timestep) job runs twice in a process's run (`stable_diffusion.memo`)."""
         results = JobResults() if torch.is_grad_enabled() else self.results
         conditions = [list(texts) + ([""] if self.options.normalize else []) for _, texts in batch]
         scored = []

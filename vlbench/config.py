@@ -63,10 +63,11 @@ class Shots:
 
 
 def default_image_workers() -> int:
-    """Image loading threads: one core fewer than the machine has, at most 4, at least 1. On a
+    """Image loading threads: one core fewer than this process may use, at most 4, at least 1. On a
     machine with few cores, more threads only take the scoring thread's turns
     (`benchmarks/harness_floor.py --image-workers N`)."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(1, min(4, cores - 1))
 
 
 @dataclass

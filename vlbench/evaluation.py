@@ -105,7 +105,7 @@ def _checked(matcher: Matcher, example: Example, matrix) -> ScoredExample:
             f"matcher '{matcher.name}' returned scores of shape {tuple(matrix.shape)} for example "
             f"'{example.id}'; expected [n_images, n_texts] = {list(expected)}"
         )
-    scores = matrix.tolist()  # exact: every float32 (or half) value is a Python float
+    scores = (matrix if matrix.is_floating_point() else matrix.double()).tolist()  # floats exactly, as computed
     if not all(math.isfinite(value) for row in scores for value in row):
         raise VlbenchError(f"matcher '{matcher.name}' returned a NaN or infinite score for example '{example.id}': {scores}")
     return ScoredExample(example.id, scores, [list(pair) for pair in example.positives], dict(example.tags))

@@ -70,21 +70,24 @@ class ExampleRecorder:
         if self.append_thumbnail is None:
             return
         for image in images:
-            if image.key not in self.stored and image.key not in self.encoded:
+            with self.lock:
+                wanted = image.key not in self.stored and image.key not in self.encoded
+            if wanted:
                 line = thumbnail_line(image)
                 with self.lock:
-                    self.encoded.setdefault(image.key, line)
+                    if image.key not in self.stored:  # `record` may have stored it meanwhile
+                        self.encoded.setdefault(image.key, line)
 
     def record(self, batch: Batch) -> None:
         """Append the batch's example lines, the thumbnails of its images not stored yet and, when
         saving attention, the maps the matcher kept of that batch."""
         self.append_example([example_line(example) for example, _ in batch])
         if self.append_thumbnail is not None:
-            new = {image.key: image for _, images in batch for image in images if image.key not in self.stored}
             with self.lock:
-                lines = [self.encoded.pop(key, None) or thumbnail_line(image) for key, image in new.items()]
-            self.append_thumbnail(lines)
-            self.stored.update(new)
+                new = {image.key: image for _, images in batch for image in images if image.key not in self.stored}
+                ready = {key: self.encoded.pop(key) for key in new if key in self.encoded}
+                self.stored.update(new)
+            self.append_thumbnail([ready.get(key) or thumbnail_line(image) for key, image in new.items()])
         if self.append_attention is not None:
             kept = self.matcher.take_attention()
             self.append_attention([attention_line(example.id, maps) for (example, _), maps in zip(batch, kept, strict=True)])

@@ -80,42 +80,48 @@ class FeatureCache:
         if absent:
             if any((kind, keys[index]) not in self.shard_of for index in absent):
                 self._scan(kind)  # for keys no known shard holds: another writer may have added them
-            for shard in {self.shard_of[(kind, keys[index])] for index in absent if (kind, keys[index]) in self.shard_of and self.memory.get((kind, keys[index])) is None}:
-                self._read_shard(kind, shard)  # known, but dropped from memory since
+            for shard in {self.shard_of[(kind, keys[index])] for index in absent if (kind, keys[index]) in self.shard_of}:
+                self._read_shard(kind, shard)
             found.update((index, features) for index in absent if (features := self.memory.get((kind, keys[index]))) is not None)
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
             computed = compute(missing).detach().float().cpu().numpy()
             for index, features in zip(missing, computed):
                 found[index] = features
-                self.memory.put((kind, keys[index]), features)
+                self.memory.put((kind, keys[index]), features.copy())  # a copy: the LRU counts what it keeps alive
             self._write_shard(kind, [keys[index] for index in missing], computed)
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
 
     def _scan(self, kind: str) -> None:
-        """Index the shards other writers (or earlier runs) added since the last scan."""
+        """Index the shards other writers (or earlier runs) added since the last scan: their keys
+        only (an npz member is read on its own), so a large cache is not read to find a few items."""
         try:
             names = sorted(name for name in os.listdir(self.directory / kind) if name.endswith(".npz"))
-        except FileNotFoundError:
+        except OSError:  # absent, or unreadable: what is missing is computed
             return
         for shard in (self.directory / kind / name for name in names):
             if shard in self.scanned:
                 continue
             self.scanned.add(shard)
-            for key in self._read_shard(kind, shard):
+            try:
+                with np.load(shard) as stored:
+                    keys = stored["keys"].tolist()
+            except UNREADABLE:
+                continue
+            for key in keys:
                 self.shard_of.setdefault((kind, key), shard)
 
-    def _read_shard(self, kind: str, shard: Path) -> list[str]:
-        """The keys of `shard`, its features put in memory; none if it cannot be read (its items
-        are then computed again)."""
+    def _read_shard(self, kind: str, shard: Path) -> None:
+        """Put the shard's features in memory; a shard that cannot be read is forgotten, so its
+        items are computed again (and written to a new shard)."""
         try:
             with np.load(shard) as stored:
                 keys, features = stored["keys"].tolist(), stored["features"]
         except UNREADABLE:
-            return []
+            self.shard_of = {item: held for item, held in self.shard_of.items() if held != shard}
+            return
         for key, row in zip(keys, features):
             self.memory.put((kind, key), np.array(row))  # a copy: the LRU counts what it keeps alive
-        return keys
 
     def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> None:
         if not self.writable:
@@ -129,7 +135,7 @@ class FeatureCache:
             return
         self.scanned.add(shard)
         for key in keys:
-            self.shard_of.setdefault((kind, key), shard)
+            self.shard_of[(kind, key)] = shard
 
 
 class _LeastRecentlyUsed:

@@ -251,7 +251,8 @@ class Matcher:
         raise NotImplementedError
 
     def score_examples(self, batch: Sequence[tuple[Sequence[LoadedImage], Sequence[str]]]) -> list[torch.Tensor]:
-        """Score several examples at once; override to batch across examples (same results)."""
+        """Score several examples at once; override to batch across examples (the same results
+        up to float rounding, within the conformance kit's 1e-5)."""
         return [self.score(images, texts) for images, texts in batch]
 
     def trained_module(self) -> torch.nn.Module:

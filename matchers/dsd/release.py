@@ -10,7 +10,7 @@ candidate, and a seeded VAE latent *sample* per (image, t):
   with the same quantity of the unconditional ("") branch (`include_uncond_attention`);
 - denoising gain: `‖ε − ε̂_uncond‖₂ − ‖ε − ε̂_cond‖₂` (`denoising_gain`).
 The score is their sum, averaged over the grid. The unconditional branch runs once per image and
-timestep, and outside training no (image, text, timestep) job runs twice in a run
+timestep, and outside training no (image, text, timestep) job runs twice in a process's run
 (`stable_diffusion.memo`). Noising with DDPM's `add_noise` equals the release's Euler `x + σε` followed by
 `scale_model_input` (both are `√ᾱ·x + √(1−ᾱ)·ε`).
 

@@ -120,28 +120,36 @@ class StableDiffusionMatcher(Matcher):
             return [(image.content_hash, condition, step) for image in example_images for condition in example_conditions for step in range(len(grid))]
 
         def compute(missing: list[tuple]) -> torch.Tensor:
-            return job_rows(self.keyed_jobs([images[key[0]] for key in missing], [key[1] for key in missing], [key[2] for key in missing], grid))
+            return self.keyed_job_rows([images[key[0]] for key in missing], [key[1] for key in missing], [key[2] for key in missing], grid, job_rows)
 
         examples = [(example_images, example_conditions) for (example_images, _), example_conditions in zip(batch, conditions, strict=True)]
-        results.rows([key for example in examples for key in keys(*example)], compute)
-        return [results.rows(keys(*example), compute).unflatten(0, (len(example[0]), len(example[1]), len(grid))) for example in examples]
+        results.ensure([key for example in examples for key in keys(*example)], compute)
+        return [results.rows(keys(*example)).unflatten(0, (len(example[0]), len(example[1]), len(grid))) for example in examples]
 
-    def keyed_jobs(self, images, texts: Sequence[str], steps: Sequence[int], grid: Sequence[int]) -> Jobs:
-        """The jobs (images[i], texts[i], timestep grid[steps[i]]): latents as `options.latent`
-        says, noise drawn per grid position in grid order (in training, a fresh draw each)."""
+    def keyed_job_rows(self, images, texts: Sequence[str], steps: Sequence[int], grid: Sequence[int], job_rows: Callable[[Jobs], torch.Tensor]) -> torch.Tensor:
+        """`job_rows` of the jobs (images[i], texts[i], timestep grid[steps[i]]), `unet_batch` jobs
+        at a time (each input is encoded once; only a UNet call's jobs are gathered at once).
+        Latents as `options.latent` says; noise drawn per grid position in grid order (in
+        training, a fresh draw each)."""
         distinct_images = list({image.content_hash: image for image in images}.values())
         image_row = {image.content_hash: row for row, image in enumerate(distinct_images)}
         positions, distinct_texts = sorted(set(steps)), list(dict.fromkeys(texts))
+        position_row, text_row = {position: row for row, position in enumerate(positions)}, {text: row for row, text in enumerate(distinct_texts)}
         timesteps = [grid[position] for position in positions]
         latents = self.latents(distinct_images, self.options.latent, timesteps)  # [images, positions, 4, h, w]
         noise = torch.stack([self.noise(t, latents.shape[2:]) for t in timesteps]).to(latents)
         states = self.inputs.text_states(distinct_texts)
-        image_index = torch.tensor([image_row[image.content_hash] for image in images])
-        step_index = torch.tensor([positions.index(step) for step in steps])
-        text_index = torch.tensor([distinct_texts.index(text) for text in texts])
         masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
         timestep_values = torch.tensor(timesteps, device=latents.device)
-        return Jobs(latents[image_index, step_index], noise[step_index], timestep_values[step_index], states[text_index], masks[text_index])
+        image_index = torch.tensor([image_row[image.content_hash] for image in images])
+        step_index = torch.tensor([position_row[step] for step in steps])
+        text_index = torch.tensor([text_row[text] for text in texts])
+        rows = []
+        for start in range(0, len(images), self.options.unet_batch):
+            part = slice(start, start + self.options.unet_batch)
+            image, step, text = image_index[part], step_index[part], text_index[part]
+            rows.append(job_rows(Jobs(latents[image, step], noise[step], timestep_values[step], states[text], masks[text])))
+        return torch.cat(rows)
 
     def run_unet(self, jobs: Jobs, capture: CrossAttentionCapture | None = None) -> tuple[list[Any], torch.Tensor]:
         """Per layer of `capture`, the readouts of every job (concatenated over chunks), and the
