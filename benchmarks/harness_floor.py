@@ -25,7 +25,6 @@ from pathlib import Path
 from PIL import Image
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-REAL_CSV = REPOSITORY / "tests" / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 
 
 def floor_loop(root: Path, out: Path) -> tuple[float, int]:
@@ -51,13 +50,13 @@ def main() -> None:
     parser.add_argument("--image-workers", type=int, default=None, help="vlbench's image loading threads (default: its own)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPOSITORY / "tests"))
-    from placeholders import comvg_root
+    from placeholders import REAL_COMVG_CSV, comvg_root
 
     from vlbench.config import load_run_config
     from vlbench.runner import prepare, run
 
     with tempfile.TemporaryDirectory() as directory:
-        root = comvg_root(Path(directory) / "comvg", REAL_CSV)
+        root = comvg_root(Path(directory) / "comvg", REAL_COMVG_CSV)
         floor, harness = [], []
         for repeat in range(args.repeats):
             seconds, n = floor_loop(root, Path(directory) / f"floor-{repeat}.jsonl")

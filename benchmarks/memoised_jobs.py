@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-REAL_CSV = REPOSITORY / "tests" / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(REPOSITORY / "tests"))
-    from placeholders import comvg_root
+    from placeholders import REAL_COMVG_CSV, comvg_root
 
     from vlbench.compute import run_work
     from vlbench.config import load_run_config
@@ -39,7 +38,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as directory:
         os.environ["VLBENCH_CACHE"] = directory
-        root = comvg_root(Path(directory) / "comvg", REAL_CSV)
+        root = comvg_root(Path(directory) / "comvg", REAL_COMVG_CSV)
         values = {"task": "comvg", "matcher": args.matcher, "model": "mini", "data_root": str(root), "limit": args.limit, "device": "cpu",
                   "matcher_options": {"sampling_steps": args.sampling_steps}, "runs_dir": str(Path(directory) / "runs")}
         prepared = prepare(load_run_config(None, values))

@@ -5,6 +5,9 @@ from pathlib import Path
 
 from PIL import Image
 
+# The released ComVG annotation file, as shipped (tests/data/real).
+REAL_COMVG_CSV = Path(__file__).parent / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+
 
 def write_images(paths, size=(8, 8), mode="RGB") -> None:
     """A small image at each path, its colour derived from the file name."""

@@ -2,17 +2,17 @@ import json
 
 import pytest
 
-from conftest import TESTS, vlbench_cli
+from conftest import vlbench_cli
+from placeholders import REAL_COMVG_CSV
 from placeholders import comvg_root
 
-REAL_CSV = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 
 
 @pytest.fixture
 def small_comvg(tmp_path):
     """The first 20 rows of the real ComVG csv, with image 2357994 truncated."""
     source = tmp_path / "source.csv"
-    source.write_text("\n".join(REAL_CSV.read_text().splitlines()[:21]) + "\n")
+    source.write_text("\n".join(REAL_COMVG_CSV.read_text().splitlines()[:21]) + "\n")
     root = comvg_root(tmp_path / "comvg", source)
     broken = root / "vg_concept" / "2357994.jpg"
     broken.write_bytes(broken.read_bytes()[:40])

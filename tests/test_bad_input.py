@@ -7,10 +7,7 @@ import json
 
 import pytest
 
-from conftest import TESTS
-from placeholders import comvg_root
-
-REAL_COMVG = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
+from placeholders import REAL_COMVG_CSV, comvg_root
 
 
 def write(path, text):
@@ -90,7 +87,7 @@ def test_a_bad_run_is_one_line_and_writes_nothing(tmp_path, vlbench_here, args, 
 
 def comvg_with(tmp_path, rows=(1, 2, 3, 4), encoding="utf-8", bom=False, replace=None):
     """A ComVG data root with the header and `rows` of the real csv, written in `encoding`."""
-    lines = REAL_COMVG.read_text(encoding="utf-8").splitlines()
+    lines = REAL_COMVG_CSV.read_text(encoding="utf-8").splitlines()
     text = "\n".join([lines[0], *(lines[number] for number in rows)]) + "\n"
     if replace:
         text = text.replace(*replace)

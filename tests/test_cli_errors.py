@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from conftest import TESTS, vlbench_cli
+from conftest import vlbench_cli
+from placeholders import REAL_COMVG_CSV
 from placeholders import comvg_root
 
 
@@ -67,14 +68,13 @@ def test_nan_scores_stop_the_run_and_name_the_example(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-REAL_COMVG = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 
 
 def comvg_rows(tmp_path, rows, drop_column=None):
     """A ComVG data root holding the header and `rows` (1-based data rows) of the real csv."""
     import csv
 
-    with open(REAL_COMVG, newline="") as handle:
+    with open(REAL_COMVG_CSV, newline="") as handle:
         table = list(csv.reader(handle))
     header, body = table[0], [table[number] for number in rows]
     keep = [index for index, name in enumerate(header) if name != drop_column]

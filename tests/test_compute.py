@@ -15,7 +15,6 @@ from vlbench.runner import prepare, run
 
 pytestmark = pytest.mark.usefixtures("offline")
 
-REAL_CSV = Path(__file__).parent / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 
 # Each case trains (2 shots, 2 epochs) where the matcher trains, and scores 3 examples.
 CASES = [
@@ -73,10 +72,10 @@ def test_predicted_passes_follow_the_candidates_of_each_example(tmp_path, counte
 @pytest.mark.parametrize("matcher, options", [("dsd-release", {"sampling_steps": 2}), ("diffusion-itm", {"sampling_steps": 2, "normalize": True})])
 def test_predicted_passes_count_a_job_repeated_across_examples_once(tmp_path, counted_passes, matcher, options):
     """The first 12 rows of the released ComVG csv repeat images and sentences across examples."""
-    from placeholders import comvg_root
+    from placeholders import REAL_COMVG_CSV, comvg_root
 
     source = tmp_path / "source.csv"
-    source.write_text("\n".join(REAL_CSV.read_text().splitlines()[:13]) + "\n")
+    source.write_text("\n".join(REAL_COMVG_CSV.read_text().splitlines()[:13]) + "\n")
     root = comvg_root(tmp_path / "comvg", source)
     predicted, counted = predicted_and_counted("mini", matcher, options, counted_passes, tmp_path / "runs", task="comvg", shots=0, limit=None, data_root=str(root))
     per_example = 12 * 2 * (1 + 1) * 2  # examples × images × (text + unconditional) × timesteps

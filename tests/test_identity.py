@@ -10,10 +10,8 @@ import sys
 
 import pytest
 
-from conftest import TESTS
-from placeholders import comvg_root
+from placeholders import REAL_COMVG_CSV, comvg_root
 
-REAL_COMVG = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
 HINT = "; use another --runs-dir, or --restart to discard them"
 
 
@@ -102,7 +100,7 @@ def test_an_upgraded_plugin_refuses_to_resume(tmp_path):
 
 def comvg_copy(root, caption_change=None):
     """A ComVG data root: the real csv's first 12 rows (optionally one caption changed)."""
-    lines = REAL_COMVG.read_text().splitlines()[:13]
+    lines = REAL_COMVG_CSV.read_text().splitlines()[:13]
     if caption_change:
         lines[3] = lines[3].replace(*caption_change)
     source = root.parent / f"{root.name}.csv"

@@ -3,18 +3,16 @@ from collections import Counter
 
 import pytest
 
-from conftest import TESTS, vlbench_cli
-from placeholders import comvg_root
+from conftest import vlbench_cli
+from placeholders import REAL_COMVG_CSV, comvg_root
 from vlbench.config import Shots
 from vlbench.splits import make_split
 from vlbench.tasks.comvg import ComVGOptions, ComVGTask
 
-REAL_CSV = TESTS / "data" / "real" / "comvg" / "compositional_visual_genome.csv"
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return comvg_root(tmp_path_factory.mktemp("comvg"), REAL_CSV)
+    return comvg_root(tmp_path_factory.mktemp("comvg"), REAL_COMVG_CSV)
 
 
 def test_reads_the_released_csv_as_it_is(root):
