@@ -99,8 +99,8 @@ class CoCoOpMatcher(TrainedClipMatcher):
 
     def score_examples(self, batch):
         """Every image of the batch through the vision tower at once; the text tower per pair."""
-        image_features = self.features.images([image for images, _ in batch for image in images])
-        return [self._prompted_scores(features, texts) for features, (_, texts) in zip(image_features.split([len(images) for images, _ in batch]), batch)]
+        image_features, image_rows = self.batch_image_features(batch)
+        return [self._prompted_scores(features, texts) for features, (_, texts) in zip(image_features.split(image_rows), batch)]
 
     def _prompted_scores(self, image_features, texts):
         image_embeddings = self.features.image_embeddings(image_features)

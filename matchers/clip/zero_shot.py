@@ -41,11 +41,15 @@ class ClipMatcher(Matcher):
 
     def score_examples(self, batch):
         """Every image and text of the batch through the encoders at once, then each example's matrix."""
-        image_features = self.features.images([image for images, _ in batch for image in images])
+        image_features, image_rows = self.batch_image_features(batch)
         text_features = self.features.texts([text for _, texts in batch for text in texts])
         images, texts = self.embed(image_features, text_features)  # the whole batch at once: few, larger ops
-        image_rows, text_rows = [len(images) for images, _ in batch], [len(texts) for _, texts in batch]
+        text_rows = [len(texts) for _, texts in batch]
         return [self.similarity(example_images, example_texts) for example_images, example_texts in zip(images.split(image_rows), texts.split(text_rows))]
+
+    def batch_image_features(self, batch):
+        """Pre-projection features of every image of `batch`, encoded at once, and each example's row count."""
+        return self.features.images([image for images, _ in batch for image in images]), [len(images) for images, _ in batch]
 
     def embed(self, image_features, text_features):
         """Joint embeddings of pre-projection image and text features."""
