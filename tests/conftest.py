@@ -42,15 +42,19 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def mini_comvg_accuracy(tmp_path: Path, matcher: str, model: str, world_seed: int, matcher_options: dict | None = None) -> dict[str, float]:
-    """Accuracy per swap kind (subject, object, verb) of a zero-shot run on a mini ComVG world."""
+def mini_results(tmp_path: Path, task: str, matcher: str, model: str, world_seed: int, **values) -> dict:
+    """`results.json` of a run (zero-shot unless `shots` is given) on the mini-world `world_seed`."""
     from vlbench.config import load_run_config
     from vlbench.runner import prepare, run
 
-    values = {"task": "mini-comvg", "matcher": matcher, "model": model, "runs_dir": str(tmp_path / "runs"), "task_options": {"world_seed": world_seed}, "matcher_options": matcher_options or {}}
-    config = load_run_config(None, values)
-    result = run(prepare(config), 0)
-    return {value: group["accuracy"] for value, group in result.results["breakdown"]["neg_value"].items()}
+    config = load_run_config(None, {"task": task, "matcher": matcher, "model": model, "runs_dir": str(tmp_path / "runs"), "task_options": {"world_seed": world_seed}, **values})
+    return run(prepare(config), 0).results
+
+
+def mini_comvg_accuracy(tmp_path: Path, matcher: str, model: str, world_seed: int, matcher_options: dict | None = None) -> dict[str, float]:
+    """Accuracy per swap kind (subject, object, verb) of a zero-shot run on a mini ComVG world."""
+    results = mini_results(tmp_path, "mini-comvg", matcher, model, world_seed, matcher_options=matcher_options or {})
+    return {value: group["accuracy"] for value, group in results["breakdown"]["neg_value"].items()}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 MODEL_CONFIG = {
@@ -22,20 +23,21 @@ PROMPT_PREFIXES = ("a photo of", "a photo of a", "a picture of", "an image of")
 PREPROCESS_CONFIG = {"size": 32, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups: int = 96, lr: float = 2e-3, log=print) -> dict:
+def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, log=print) -> dict:
     """Train and save the mini CLIP; returns what the model card records."""
     import open_clip
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    from vlbench.tasks.miniworld.training_data import training_groups
+    from vlbench.tasks.miniworld.training_data import WebCaptions, training_groups
 
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = open_clip.CLIP(**MODEL_CONFIG)
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CONFIG["text_cfg"]["context_length"])
-    groups = training_groups(seed, n_pairs=steps * batch_groups * 3 // 2 // 4 + 1000)
+    web_captions = WebCaptions()
+    pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=web_captions) for pair in group]
     rng = random.Random(f"mini-clip-batches:{seed}")
     prompts = random.Random(f"mini-clip-prompts:{seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
@@ -43,7 +45,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
     mean, std = torch.tensor(PREPROCESS_CONFIG["mean"]).view(1, 3, 1, 1), torch.tensor(PREPROCESS_CONFIG["std"]).view(1, 3, 1, 1)
     model.train()
     for step in range(steps):
-        batch = [pair for group in rng.sample(groups, batch_groups) for pair in group]
+        batch = rng.sample(pairs, batch_size)
         pixels = torch.stack([torch.from_numpy(_array(pair.image)) for pair in batch]).permute(0, 3, 1, 2).float() / 255
         pixels = (pixels - mean) / std
         extra = [wrong for pair in batch for wrong in pair.wrong_captions]
@@ -74,7 +76,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_groups
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
     config = {"model_cfg": MODEL_CONFIG, "preprocess_cfg": PREPROCESS_CONFIG}
     (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    info = {"seed": seed, "steps": steps, "batch_groups": batch_groups, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1)}
+    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(web_captions), "train_seconds": round(time.perf_counter() - started, 1)}
     (out_dir / "training.json").write_text(json.dumps(info) + "\n")
     return info
 
