@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vlbench
+from conftest import mini_results
 from vlbench.matchers.dsd.pooling import mean_over_tokens, pool_image_tokens, pooling_attribution, release_readout, text_logsumexp
 from vlbench.training import TrainConfig
 from vlbench.types import LoadedImage
@@ -208,22 +209,19 @@ def test_release_timestep_grid_matches_the_released_code():
     assert make("dsd-release").grid == timestep_grid(30)  # the release's default; suites set ComVG's 40
 
 
-def mini_comvg_average(tmp_path, matcher, shots, **matcher_options):
-    from vlbench.config import load_run_config
-    from vlbench.runner import prepare, run
-
-    config = load_run_config(None, {"task": "mini-comvg", "matcher": matcher, "model": "mini", "shots": shots, "runs_dir": str(tmp_path), "matcher_options": matcher_options})
-    return run(prepare(config), 0).results["metrics"]["average"]
+def mini_comvg_average(tmp_path, matcher, shots, world_seed=0, **matcher_options):
+    return mini_results(tmp_path, "mini-comvg", matcher, "mini", world_seed, shots=shots, matcher_options=matcher_options)["metrics"]["average"]
 
 
 def test_dsd_release_on_the_mini_world(tmp_path):
     assert mini_comvg_average(tmp_path, "dsd-release", "0", sampling_steps=4) > 0.85
 
 
-def test_trained_dsd_beats_zero_shot_dsd_on_the_same_examples(tmp_path):
-    zero_shot = mini_comvg_average(tmp_path, "dsd", "0")
-    trained = mini_comvg_average(tmp_path, "dsd", "5%")
-    assert 0.55 < zero_shot < trained
+def test_trained_dsd_beats_zero_shot_dsd_on_a_held_out_world(tmp_path):
+    """5% shots (30 examples) lift dsd on a world no model saw (66.33 → 67.37 when written)."""
+    zero_shot = mini_comvg_average(tmp_path, "dsd", "0", world_seed=7)
+    trained = mini_comvg_average(tmp_path, "dsd", "5%", world_seed=7)
+    assert 0.55 < zero_shot < trained, (zero_shot, trained)
 
 
 def test_half_precision_scores_follow_float32():
