@@ -193,7 +193,12 @@ def test_a_signal_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, s
     (tmp_path / "run.yaml").write_text(json.dumps({"task_options": {"n_examples": 40}, "matcher_options": {"log": str(log), "gate": str(gate), "pause_after": 10}}))
     args = ["run", "--task", "colors", "--matcher", "counting", "--config", str(tmp_path / "run.yaml"), "--batch-size", "5"]
     environment = {**os.environ, "COLUMNS": "200"}
-    process = subprocess.Popen([sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: the
+    # process gets SIGINT's default action back, as a terminal's foreground job has it.
+    process = subprocess.Popen(
+        [sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     wait_until_paused(gate, 1, [process])
     process.send_signal(stop)
     _, errors = process.communicate()
