@@ -111,6 +111,17 @@ def test_training_through_the_shared_loop_beats_zero_shot_and_is_reused(tmp_path
     assert again.results["metrics"] == trained.results["metrics"]
 
 
+@pytest.mark.parametrize("matcher", ["color-words", "clip"])
+def test_the_loading_threads_hash_pixels_only_for_matchers_that_read_the_hash(matcher):
+    import vlbench
+    from vlbench.evaluation import prefetched
+
+    hashes = registry.matchers.get(matcher).hashes_pixels
+    examples = vlbench.create_task("colors", n_examples=6).examples(seed=0)
+    loaded = [future.result() for _, future in prefetched(examples, workers=2, hash_pixels=hashes)]
+    assert [("content_hash" in image.__dict__) for images in loaded for image in images] == [matcher == "clip"] * 12
+
+
 def test_trainable_state_derives_from_the_one_trained_module(tmp_path, mean_color):
     import torch
 

@@ -22,10 +22,13 @@ def load_images(example: Example) -> list[LoadedImage]:
         raise VlbenchError(f"example '{example.id}': {error}") from None
 
 
-def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32, prepare: Callable[[list[LoadedImage]], None] | None = None) -> Iterator[tuple[Example, Future]]:
+def prefetched(
+    examples: Sequence[Example], workers: int = 4, window: int = 32, prepare: Callable[[list[LoadedImage]], None] | None = None, hash_pixels: bool = False
+) -> Iterator[tuple[Example, Future]]:
     """(example, future of its loaded images) in order, decoding up to `window` examples ahead in
     threads, so at most `window` examples' images are held in memory. The threads also hash each
-    image's pixels (feature caches key on it) and call `prepare(images)` if given.
+    image's pixels if `hash_pixels` (for matchers whose caches key on it) and call
+    `prepare(images)` if given.
 
     Threads rather than DataLoader worker processes: decoding releases the GIL, nothing is pickled
     across processes, and no process is forked after CUDA or a model has been initialised."""
@@ -34,7 +37,7 @@ def prefetched(examples: Sequence[Example], workers: int = 4, window: int = 32, 
 
     def load(example: Example) -> list[LoadedImage]:
         images = load_images(example)
-        for image in images:
+        for image in images if hash_pixels else ():
             image.content_hash  # noqa: B018 - computed here, in parallel, rather than on the scoring thread
         if prepare is not None:
             prepare(images)
@@ -72,7 +75,7 @@ def score_examples(
     skipped: dict[str, str] = {}
     batch: list[tuple[Example, list[LoadedImage]]] = []
     with torch.inference_mode(), progress_bar(f"scoring ({matcher.name})", total=len(examples)) as advance:
-        for example, future in prefetched(examples, workers, prepare=prepare):
+        for example, future in prefetched(examples, workers, prepare=prepare, hash_pixels=matcher.hashes_pixels):
             try:
                 batch.append((example, future.result()))
             except VlbenchError as error:

@@ -209,7 +209,9 @@ class Matcher:
     Class attributes: `uses_model` (takes `--model`), `train_defaults` (this matcher's `train:`
     defaults), `records_attention` (can keep attention maps for the report), `version` (bump it
     when a change to the code changes scores: stored runs then refuse to resume),
-    `scoring_rounds_in_fit` (for the compute estimate, with `unet_passes` and `training_rounds`).
+    `scoring_rounds_in_fit` (for the compute estimate, with `unet_passes` and `training_rounds`),
+    `hashes_pixels` (reads `LoadedImage.content_hash`: the loading threads then compute it ahead
+    of scoring; a matcher that reads it without saying so computes it on the scoring thread).
     """
 
     name: ClassVar[str]
@@ -219,6 +221,7 @@ class Matcher:
     uses_model: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
     records_attention: ClassVar[bool] = False
+    hashes_pixels: ClassVar[bool] = False
     scoring_rounds_in_fit: ClassVar[int] = 0  # times `fit` scores each training example outside its gradient steps
     Options: ClassVar[type] = NoOptions
 

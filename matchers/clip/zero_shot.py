@@ -21,6 +21,7 @@ class ClipMatcher(Matcher):
     name = "clip"
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
     uses_model = True
+    hashes_pixels = True  # features are cached and shared in a batch by pixels
     Options = ClipOptions
 
     def __init__(self, options, runtime):

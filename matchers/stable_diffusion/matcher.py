@@ -71,6 +71,7 @@ class StableDiffusionMatcher(Matcher):
     """Base of `dsd`, `dsd-release` and `diffusion-itm`."""
 
     uses_model = True
+    hashes_pixels = True  # latents, seeds and memoised jobs are keyed by pixels
 
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
