@@ -113,6 +113,15 @@ def board_structure(markdown: str) -> list[str]:
     return [line for line in markdown.splitlines() if line.startswith(("## ", "| matcher |", "![", "Paired bootstrap"))]
 
 
+def test_the_committed_table1_board_records_its_suite_s_command_and_its_plots_exist():
+    leaderboard = Path(__file__).parent.parent / "leaderboard"
+    (command,) = [line.lstrip("# ").strip() for line in (leaderboard / "table1_suite.yaml").read_text().splitlines() if "vlbench miniworld board" in line]
+    board = (leaderboard / "table1.md").read_text()
+    assert board.split("\n\n", 2)[1].startswith(f"Regenerate from scratch (offline, 2 CPU cores suffice): `{command}`. Generated 20")
+    plots = re.findall(r"\]\((plots/[^)]+\.png)\)", board)
+    assert "plots/table1/mini-comvg-shots.png" in plots and all((leaderboard / image).stat().st_size > 1000 for image in plots)
+
+
 def test_the_committed_mini_world_board_is_what_its_command_makes(tmp_path):
     committed = (Path(__file__).parent.parent / "leaderboard" / "miniworld.md").read_text()
     stamp = committed.split("\n\n", 2)[1]
