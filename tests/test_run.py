@@ -111,15 +111,33 @@ def test_training_through_the_shared_loop_beats_zero_shot_and_is_reused(tmp_path
     assert again.results["metrics"] == trained.results["metrics"]
 
 
-@pytest.mark.parametrize("matcher", ["color-words", "clip"])
-def test_the_loading_threads_hash_pixels_only_for_matchers_that_read_the_hash(matcher):
-    import vlbench
-    from vlbench.evaluation import prefetched
+@pytest.mark.parametrize("pixels_hashed", [False, True])
+def test_the_loading_threads_hash_pixels_only_for_matchers_that_read_the_hash(pixels_hashed):
+    import torch
 
-    hashes = registry.matchers.get(matcher).hashes_pixels
+    import vlbench
+    from vlbench.evaluation import score_examples
+    from vlbench.types import Matcher
+
+    class Probe(Matcher):
+        """Notes, per image it is given, whether its pixel hash was computed before scoring."""
+
+        name = "probe"
+        hashes_pixels = pixels_hashed
+
+        def __init__(self):
+            super().__init__(None, None)
+            self.hashed = []
+
+        def score(self, images, texts):
+            self.hashed += ["content_hash" in vars(image) for image in images]
+            return torch.zeros(len(images), len(texts))
+
+    probe = Probe()
     examples = vlbench.create_task("colors", n_examples=6).examples(seed=0)
-    loaded = [future.result() for _, future in prefetched(examples, workers=2, hash_pixels=hashes)]
-    assert [("content_hash" in image.__dict__) for images in loaded for image in images] == [matcher == "clip"] * 12
+    score_examples(probe, examples, batch_size=2, append=lambda scored: None, workers=2)
+    assert probe.hashed == [pixels_hashed] * 12
+    assert registry.matchers.get("clip").hashes_pixels and registry.matchers.get("dsd").hashes_pixels and not registry.matchers.get("random").hashes_pixels
 
 
 def test_trainable_state_derives_from_the_one_trained_module(tmp_path, mean_color):

@@ -23,7 +23,11 @@ def load_images(example: Example) -> list[LoadedImage]:
 
 
 def prefetched(
-    examples: Sequence[Example], workers: int = 4, window: int = 32, prepare: Callable[[list[LoadedImage]], None] | None = None, hash_pixels: bool = False
+    examples: Sequence[Example],
+    workers: int = 4,
+    window: int = 32,
+    prepare: Callable[[list[LoadedImage]], None] | None = None,
+    hash_pixels: bool = False,
 ) -> Iterator[tuple[Example, Future]]:
     """(example, future of its loaded images) in order, decoding up to `window` examples ahead in
     threads, so at most `window` examples' images are held in memory. The threads also hash each
@@ -37,8 +41,9 @@ def prefetched(
 
     def load(example: Example) -> list[LoadedImage]:
         images = load_images(example)
-        for image in images if hash_pixels else ():
-            image.content_hash  # noqa: B018 - computed here, in parallel, rather than on the scoring thread
+        if hash_pixels:
+            for image in images:
+                image.content_hash  # noqa: B018 - computed here, in parallel, rather than on the scoring thread
         if prepare is not None:
             prepare(images)
         return images
