@@ -219,9 +219,9 @@ def test_dsd_release_on_the_mini_world(tmp_path):
 
 def test_trained_dsd_beats_zero_shot_dsd_on_a_held_out_world(tmp_path):
     """5% shots (30 examples, 40 epochs) lift dsd by more than 5 points on a world no model saw
-    (66.33 → 75.79 when written)."""
-    zero_shot = mini_comvg_average(tmp_path, "dsd", "0", world_seed=7)
-    trained = mini_comvg_average(tmp_path, "dsd", "5%", world_seed=7)
+    and no setting was chosen on (its epochs come from world 7): 64.17 → 79.83 when written."""
+    zero_shot = mini_comvg_average(tmp_path, "dsd", "0", world_seed=3)
+    trained = mini_comvg_average(tmp_path, "dsd", "5%", world_seed=3)
     assert 0.55 < zero_shot and trained > zero_shot + 0.05, (zero_shot, trained)
 
 
