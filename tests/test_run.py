@@ -225,7 +225,12 @@ def test_a_signal_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, s
     # A shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: the
     # process gets SIGINT's default action back, as a terminal's foreground job has it.
     process = subprocess.Popen(
-        [sys.executable, str(TESTS / "launch.py"), *args], cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(TESTS / "launch.py"), *args],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_until_paused(gate, 1, [process])
