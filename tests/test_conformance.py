@@ -85,6 +85,28 @@ def test_a_checker_catches_a_matcher_whose_scores_depend_on_companions():
         check_matcher(lambda: Softmaxed(NoOptions(), Runtime()), mixed_examples())
 
 
+def test_a_checker_catches_a_matcher_that_hashes_pixels_without_saying_so():
+    import torch
+
+    from vlbench.runtime import Runtime
+    from vlbench.types import Matcher, NoOptions
+
+    class Hashing(Matcher):
+        name = "hashing"
+        summary = "Test: scores from the pixel hash."
+
+        def score(self, images, texts):
+            return torch.tensor([[float(int(image.content_hash[:6], 16) % 97 + len(text)) for text in texts] for image in images])
+
+    with pytest.raises(AssertionError, match="reads LoadedImage.content_hash .* set hashes_pixels = True"):
+        check_matcher(lambda: Hashing(NoOptions(), Runtime()), mixed_examples())
+
+    class Declared(Hashing):
+        hashes_pixels = True
+
+    check_matcher(lambda: Declared(NoOptions(), Runtime()), mixed_examples())
+
+
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory):
     """Both example plugins, built and installed by pip into their own site directory."""

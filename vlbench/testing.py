@@ -38,7 +38,9 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     - determinism: a second matcher built the same way gives the same scores;
     - trained state (trainable matchers): perturbed parameters survive `state_dict` →
       `load_state_dict` into a fresh matcher, and change the scores; others store nothing;
-    - a JSON-serialisable `fingerprint` and a one-line `summary`.
+    - a JSON-serialisable `fingerprint` and a one-line `summary`;
+    - `hashes_pixels`: a matcher that reads `LoadedImage.content_hash` declares it (the loading
+      threads then compute it ahead of scoring).
 
     `matcher` is a registered name (built with `vlbench.create_matcher(name, model, **options)`
     on the CPU) or a function returning a new matcher."""
@@ -56,6 +58,7 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
         alone = [first.score(images, texts) for images, texts in loaded]
         for (images, texts), scores, example in zip(loaded, alone, examples):
             _check_matrix(first, example, scores, len(images), len(texts))
+        _check_pixel_hashing(first, loaded, examples)
         batched = first.score_examples(loaded)
         _close(batched, alone, tolerance, f"matcher '{first.name}': score_examples of several examples differs from score of each")
         for (images, texts), scores, example in zip(loaded, alone, examples):
@@ -148,6 +151,11 @@ def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_t
     assert tuple(scores.shape) == (n_images, n_texts), f"matcher '{matcher.name}': scores of '{example.id}' have shape {tuple(scores.shape)}, expected {(n_images, n_texts)}"
     assert scores.is_floating_point(), f"matcher '{matcher.name}': scores must be floating point"
     assert all(math.isfinite(value) for value in scores.flatten().tolist()), f"matcher '{matcher.name}': scores of '{example.id}' are not all finite"
+
+
+def _check_pixel_hashing(matcher: Matcher, loaded, examples: Sequence[Example]) -> None:
+    hashed = [example.id for (images, _), example in zip(loaded, examples) if any("content_hash" in vars(image) for image in images)]  # a cached_property, once read
+    assert matcher.hashes_pixels or not hashed, f"matcher '{matcher.name}': it reads LoadedImage.content_hash (of '{hashed[0] if hashed else ''}'): set hashes_pixels = True, so the loading threads compute it ahead of scoring"
 
 
 def _close(actual, expected, tolerance: float, message: str) -> None:
