@@ -1,5 +1,8 @@
 """diffusion-itm through the real diffusers loading path, on a random tiny SD built in code."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -56,6 +59,28 @@ def test_normalize_subtracts_the_unconditional_error(tiny_sd):
         unconditional = matcher(tiny_sd, timesteps=[300, 600]).score(pictures, [""])
         normalized = matcher(tiny_sd, timesteps=[300, 600], normalize=True).score(pictures, texts)
     torch.testing.assert_close(normalized, plain - unconditional, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_scores_equal_upstreams_loop_ported(tiny_sd, normalize):
+    """Upstream's own loop (`benchmarks/upstream_diffusion_itm.py`: Euler noising, its timestep grid,
+    the VAE per timestep, batches of examples) gives the same scores, given the latent's mean and
+    the run's noise."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from upstream_diffusion_itm import UpstreamDiffusionITM
+
+    scorer = matcher(tiny_sd, latent="mean", normalize=normalize, feature_cache=False)
+    port = UpstreamDiffusionITM(str(tiny_sd), unconditional=normalize, latent="mean", batch_size=2)
+    port.noise_bank = torch.stack([scorer.noise(t, port.noise_bank.shape[1:]) for t in port.timesteps])
+    pictures, texts = images(), ["a red circle left of a blue square", "a blue square left of a red circle"]
+    examples = [(pictures, texts), (pictures[::-1], texts[:1] * 2)]
+    with torch.no_grad():
+        ours = [scorer.score(example_images, example_texts) for example_images, example_texts in examples]
+        theirs = port.score([([image.pixels for image in example_images], example_texts) for example_images, example_texts in examples])
+    assert scorer.timesteps == port.timesteps == list(range(10, 990, 100))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert (ours[0][:, 0] != ours[0][:, 1]).all()  # the texts move the scores: the comparison has something to compare
 
 
 def test_unavailable_model_says_what_to_download(tmp_path):
