@@ -24,8 +24,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--matcher", default="dsd-release", help="dsd-release or diffusion-itm")
-    parser.add_argument("--sampling-steps", type=int, default=10)
+    parser.add_argument("--matcher", default="dsd-release", help="dsd-release, diffusion-itm or dsd")
+    parser.add_argument("--sampling-steps", type=int, default=10, help="S of dsd-release and diffusion-itm (dsd: its four noise levels)")
     parser.add_argument("--limit", type=int, default=None, help="score a seeded sample of N examples instead of all")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -40,7 +40,7 @@ def main() -> None:
         os.environ["VLBENCH_CACHE"] = directory
         root = comvg_root(Path(directory) / "comvg", REAL_COMVG_CSV)
         values = {"task": "comvg", "matcher": args.matcher, "model": "mini", "data_root": str(root), "limit": args.limit, "device": "cpu",
-                  "matcher_options": {"sampling_steps": args.sampling_steps}, "runs_dir": str(Path(directory) / "runs")}
+                  "matcher_options": {} if args.matcher == "dsd" else {"sampling_steps": args.sampling_steps}, "runs_dir": str(Path(directory) / "runs")}
         prepared = prepare(load_run_config(None, values))
         per_example = sum(prepared.matcher_class.unet_passes(prepared.matcher_options, [example], False) for example in draw(prepared, 0).evaluation)
         planned = run_work(prepared, 0).scoring
@@ -48,7 +48,8 @@ def main() -> None:
         result = run(prepared, 0)
         seconds = time.perf_counter() - started
     counted = result.results["timings"]["work"]["unet_passes_scoring"]
-    print(f"{args.matcher} on the released ComVG csv ({result.results['n']} examples, placeholder images, mini SD), S = {args.sampling_steps}")
+    setting = f"{len(prepared.matcher_options.noise_levels)} noise levels" if args.matcher == "dsd" else f"S = {args.sampling_steps}"
+    print(f"{args.matcher} on the released ComVG csv ({result.results['n']} examples, placeholder images, mini SD), {setting}")
     print(f"UNet passes scoring each example on its own: {per_example:,}")
     print(f"UNet passes made (memoised jobs):            {counted:,} in {seconds:.1f} s (the plan's estimate: {planned:,})")
     print(f"ratio made / per-example: 1/{per_example / counted:.2f}")

@@ -68,7 +68,7 @@ def per_pair_dsd_scores(matcher, images, texts) -> torch.Tensor:
                     distribution = sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
                     states, mask = _encode_text(matcher, text)
                     if options.tokens == "words":
-                        mask = matcher._token_mask([text])
+                        mask = matcher.token_masks([text])
                     latent = distribution.mean * sd.vae.config.scaling_factor
                     per_level = []
                     for timestep in matcher.timesteps:

@@ -39,6 +39,7 @@ from vlbench.matchers.dsd.prompts import DSDPrompts, MetaInput, latent_signal
 from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, check_layer_spec, select_layers
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
 from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
+from vlbench.matchers.stable_diffusion.memo import JobResults, distinct_jobs
 from vlbench.options import check, finite
 
 
@@ -93,10 +94,13 @@ class DSDMatcher(StableDiffusionMatcher):
         steps = self.sd.scheduler.config.num_train_timesteps - 1
         self.timesteps = [round(level * steps) for level in options.noise_levels]
         self.kept: list[dict] = []
+        self.results = JobResults()  # scoring jobs already computed with the current prompts
 
     @classmethod
     def unet_passes(cls, options, examples, training):
-        return sum(example.n_pairs for example in examples) * len(options.noise_levels)
+        if training:  # every pair afresh, with fresh noise
+            return sum(example.n_pairs for example in examples) * len(options.noise_levels)
+        return distinct_jobs(examples, []) * len(options.noise_levels)
 
     def trained_module(self) -> DSDPrompts:
         if self.prompts is None:
@@ -123,14 +127,31 @@ class DSDMatcher(StableDiffusionMatcher):
         return self.score_examples([(images, texts)])[0]
 
     def score_examples(self, batch):
-        parts = [self._jobs(images, texts) for images, texts in batch]
+        """Scores from each job's raw score, averaged over noise levels and calibrated. Outside
+        training and attention keeping, no (image, text, level) job runs twice in a process's run
+        (`stable_diffusion.memo`)."""
         keeping = self.runtime.save_attention and self.training_noise is None
+        if keeping or self.training_noise is not None or torch.is_grad_enabled():
+            return self._scored_afresh(batch, keeping)
+        results = self.results.for_weights({} if self.prompts is None else self.state_dict())
+        rows = self.memoised_rows(batch, [list(texts) for _, texts in batch], self.timesteps, self._job_scores, results)
+        return [self._calibrate(per_level.mean(dim=-1)) for per_level in rows]
+
+    def _job_scores(self, jobs: Jobs) -> torch.Tensor:
+        return self._over_layers(self.layer_readouts(jobs), jobs.masks)
+
+    def _over_layers(self, per_layer: list[dict[str, torch.Tensor]], masks: torch.Tensor) -> torch.Tensor:
+        """`[jobs]`: each job's score, averaged over the captured layers."""
+        return torch.stack([self._layer_score(values, masks) for values in per_layer]).mean(dim=0)
+
+    def _scored_afresh(self, batch, keeping: bool) -> list[torch.Tensor]:
+        parts = [self._jobs(images, texts) for images, texts in batch]
         self.readout.grid_size = ATTENTION_GRID if keeping else None
         try:
             per_layer = self.layer_readouts(Jobs.concat(parts))
         finally:
             self.readout.grid_size = None
-        raw = torch.stack([self._layer_score(values, torch.cat([part.masks for part in parts])) for values in per_layer]).mean(dim=0)
+        raw = self._over_layers(per_layer, torch.cat([part.masks for part in parts]))
         if keeping:
             self.kept = self._attention_records(batch, parts, [values["grid"] for values in per_layer])
         matrices, start = [], 0
@@ -151,7 +172,7 @@ class DSDMatcher(StableDiffusionMatcher):
         records, start = [], 0
         for (images, texts), part in zip(batch, parts):
             maps = grid[start : start + len(part)].view(len(images), len(texts), len(self.timesteps), *grid.shape[1:]).mean(dim=2)
-            masks, tokens = self._token_mask(texts).cpu(), self.inputs.token_strings(texts)
+            masks, tokens = self.token_masks(texts).cpu(), self.inputs.token_strings(texts)
             pairs = [
                 {"image": i, "text": t, "tokens": [token for token, real in zip(tokens[t], masks[t]) if real], "maps": scaled_to_bytes(maps[i, t][masks[t]])}
                 for i in range(len(images))
@@ -163,14 +184,19 @@ class DSDMatcher(StableDiffusionMatcher):
 
     def _jobs(self, images, texts) -> Jobs:
         """Jobs in (image, text, level) order."""
-        latents = self.latents(images, self.options.latent)[:, 0]
-        states, masks = self.inputs.text_states(texts), self._token_mask(texts)
+        latents = self.job_latents(images, [None])[:, 0]
+        states, masks = self.inputs.text_states(texts), self.token_masks(texts)
         noise = torch.stack([self.noise(timestep, latents.shape[1:]) for timestep in self.timesteps]).to(latents)
         image_index, text_index, level_index = product_indices(len(images), len(texts), len(self.timesteps))
         timesteps = torch.tensor(self.timesteps, device=latents.device)
         return Jobs(latents[image_index], noise[level_index], timesteps[level_index], states[text_index], masks[text_index])
 
-    def _token_mask(self, texts) -> torch.Tensor:
+    def job_latents(self, images, timesteps) -> torch.Tensor:
+        """One latent per image (`options.latent`; a `sample` seeded by the image alone) for every noise level."""
+        return self.latents(images, self.options.latent)[:, :1].expand(-1, len(timesteps), -1, -1, -1)
+
+    def token_masks(self, texts) -> torch.Tensor:
+        """The tokens the score averages over: the real ones (`tokens: real`) or the words alone."""
         mask = self.inputs.token_mask(texts)
         if self.options.tokens == "words":
             mask = mask.clone()

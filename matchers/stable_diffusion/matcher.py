@@ -130,17 +130,16 @@ class StableDiffusionMatcher(Matcher):
     def keyed_job_rows(self, images, texts: Sequence[str], steps: Sequence[int], grid: Sequence[int], job_rows: Callable[[Jobs], torch.Tensor]) -> torch.Tensor:
         """`job_rows` of the jobs (images[i], texts[i], timestep grid[steps[i]]), `unet_batch` jobs
         at a time (each input is encoded once; only a UNet call's jobs are gathered at once).
-        Latents as `options.latent` says; noise drawn per grid position in grid order (in
-        training, a fresh draw each)."""
+        Latents from `job_latents`; noise drawn per grid position in grid order (in training, a
+        fresh draw each)."""
         distinct_images = list({image.content_hash: image for image in images}.values())
         image_row = {image.content_hash: row for row, image in enumerate(distinct_images)}
         positions, distinct_texts = sorted(set(steps)), list(dict.fromkeys(texts))
         position_row, text_row = {position: row for row, position in enumerate(positions)}, {text: row for row, text in enumerate(distinct_texts)}
         timesteps = [grid[position] for position in positions]
-        latents = self.latents(distinct_images, self.options.latent, timesteps)  # [images, positions, 4, h, w]
+        latents = self.job_latents(distinct_images, timesteps)  # [images, positions, 4, h, w]
         noise = torch.stack([self.noise(t, latents.shape[2:]) for t in timesteps]).to(latents)
-        states = self.inputs.text_states(distinct_texts)
-        masks = torch.ones(len(states), states.shape[1], dtype=torch.bool, device=states.device)
+        states, masks = self.inputs.text_states(distinct_texts), self.token_masks(distinct_texts)
         timestep_values = torch.tensor(timesteps, device=latents.device)
         image_index = torch.tensor([image_row[image.content_hash] for image in images])
         step_index = torch.tensor([position_row[step] for step in steps])
@@ -151,6 +150,15 @@ class StableDiffusionMatcher(Matcher):
             image, step, text = image_index[part], step_index[part], text_index[part]
             rows.append(job_rows(Jobs(latents[image, step], noise[step], timestep_values[step], states[text], masks[text])))
         return torch.cat(rows)
+
+    def job_latents(self, images, timesteps: Sequence[int]) -> torch.Tensor:
+        """`[images, len(timesteps), 4, h, w]`: the latents of jobs at each timestep, as
+        `options.latent` says (a `sample` drawn per timestep)."""
+        return self.latents(images, self.options.latent, timesteps)
+
+    def token_masks(self, texts) -> torch.Tensor:
+        """`[texts, max_length]` bool: the text tokens a job's readout averages over (all of them here)."""
+        return torch.ones(len(texts), self.sd.tokenizer.model_max_length, dtype=torch.bool, device=self.runtime.device)
 
     def run_unet(self, jobs: Jobs, capture: CrossAttentionCapture | None = None) -> tuple[list[Any], torch.Tensor]:
         """Per layer of `capture`, the readouts of every job (concatenated over chunks), and the

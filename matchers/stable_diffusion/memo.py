@@ -44,7 +44,7 @@ class JobResults:
         digest = hashlib.blake2b(digest_size=16)
         for name in sorted(state):
             digest.update(name.encode())
-            digest.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d tensors too
         if digest.hexdigest() != self.weights:
             self.clear()
             self.weights = digest.hexdigest()
