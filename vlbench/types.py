@@ -73,7 +73,9 @@ def to_rgb(image: PILImage) -> PILImage:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An image handed to a matcher: its `key` (for caches and seeding) and its RGB pixels."""
+    """An image handed to a matcher: its `key` (for caches and seeding) and its RGB pixels.
+    Examples that show the same image may be handed the same object: read the pixels, never
+    change them in place."""
 
     key: str
     pixels: PILImage
