@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from medians import print_rates
 
 
 def plain_loop(examples, clip, batch_size: int) -> float:
@@ -76,10 +77,7 @@ def main() -> None:
 
     print(f"mini ComVG, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
     print(f"vlbench: {args.image_workers or 'default'} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
-    baseline = statistics.median(times["plain open_clip loop"])
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"{name:26s} {pairs / median:8.1f} pairs/s (median; range {pairs / max(seconds):.1f}–{pairs / min(seconds):.1f})   ratio to the plain loop {baseline / median:.2f}x")
+    print_rates(times, pairs, "pairs/s", "plain open_clip loop")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from medians import print_rates  # noqa: E402
 from placeholders import REAL_COMVG_CSV, comvg_root  # noqa: E402
 from upstream_diffusion_itm import UpstreamDiffusionITM  # noqa: E402
 
@@ -93,20 +93,17 @@ def main() -> None:
             result = run(prepare(load_run_config(None, {**values, "runs_dir": str(Path(directory) / f"runs-{repeat}")})), 0)
             return result.results["timings"]["score_seconds"], result.results["timings"]["work"]["unet_passes_scoring"]
 
-        times: dict[str, list[float]] = {"upstream diffusion-itm, ported": [], "vlbench diffusion-itm": []}
+        times: dict[str, list[float]] = {"upstream port": [], "vlbench diffusion-itm": []}
         with torch.inference_mode():
             for repeat in range(args.repeats):
-                times["upstream diffusion-itm, ported"].append(port_seconds(port, examples))
+                times["upstream port"].append(port_seconds(port, examples))
                 seconds, vlbench_passes = vlbench_seconds(repeat)
                 times["vlbench diffusion-itm"].append(seconds)
     pairs = sum(example.n_pairs for example in examples)
     port_passes = pairs * len(port.timesteps) * (2 if args.normalize else 1)
     print(f"{'the released ComVG csv (placeholder images)' if args.released_comvg else 'mini ComVG'}, {len(examples)} examples ({pairs} pairs), mini SD, S = {len(port.timesteps)}, normalize {args.normalize}, torch threads {torch.get_num_threads()}, {args.repeats} alternating repeats")
     print(f"scores with the latent mean and the same noise agree to {difference:.2g}")
-    baseline = statistics.median(times["upstream diffusion-itm, ported"])
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"{name:32s} {pairs / median:8.1f} pairs/s (median; range {pairs / max(seconds):.1f}–{pairs / min(seconds):.1f})   ratio to the port {baseline / median:.2f}x")
+    print_rates(times, pairs, "pairs/s", "upstream port")
     print(f"UNet passes: port {port_passes:,}, vlbench {vlbench_passes:,}; VAE encodes: port {pairs * len(port.timesteps):,} images, vlbench one per distinct image")
 
 

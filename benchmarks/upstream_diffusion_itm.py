@@ -18,7 +18,9 @@ Where it differs: float32 on the device given (upstream: float16 on CUDA); image
 the UNet's pixel size (upstream: 512, Stable Diffusion's); the noise bank is an argument (upstream:
 `torch.randn(1000, 4, 64, 64)` pickled to `~/diffusers/noise_samples.pkl` on first use); Euler's
 input scaling is written out, because current diffusers' `scale_model_input` keeps the first
-timestep's σ when `step` is never called, as in this loop.
+timestep's σ when `step` is never called, as in this loop; the fork's `image_processor.preprocess`
+maps an image tensor from [0, 1] to [-1, 1] when its smallest value is not negative, so upstream
+maps a batch whose pixels are all at least 128 a second time, which the port does not copy.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class UpstreamDiffusionITM:
     def score(self, examples: list[tuple[list, list[str]]]) -> list[torch.Tensor]:
         """Per example (PIL images, texts), its scores `[images, texts]`; every example has as many
         images and texts as the first (upstream's DataLoader collates them)."""
+        if any((len(images), len(texts)) != (len(examples[0][0]), len(examples[0][1])) for images, texts in examples):
+            raise ValueError("every example needs as many images and texts as the first (upstream's DataLoader collates them)")
         scores = []
         for start in range(0, len(examples), self.batch_size):
             batch = examples[start : start + self.batch_size]

@@ -129,7 +129,7 @@ def test_a_job_repeated_across_examples_runs_once_and_scores_bit_identically(nam
     unconditional = name == "dsd-release" or options.get("normalize", False)  # dsd-release's defaults include the unconditional branch
     jobs = {(image.content_hash, condition) for images, example_texts in batch for image in images for condition in example_texts + [""] * unconditional}
     steps = len(matcher.grid if name == "dsd-release" else matcher.timesteps)
-    assert matcher.work_done()["unet_passes_scoring"] - before == len(jobs) * steps < sum(len(images) * (len(t) + 1) for images, t in batch) * steps
+    assert matcher.work_done()["unet_passes_scoring"] - before == len(jobs) * steps < sum(len(images) * (len(t) + unconditional) for images, t in batch) * steps
     if name == "dsd":  # its path before memoisation, which training and attention maps still take
         with torch.no_grad():
             assert all(torch.equal(matcher._scored_afresh([example], keeping=False)[0], score) for example, score in zip(batch, alone))

@@ -140,29 +140,27 @@ def test_the_loading_threads_hash_pixels_only_for_matchers_that_read_the_hash(pi
     assert registry.matchers.get("clip").hashes_pixels and registry.matchers.get("dsd").hashes_pixels and not registry.matchers.get("random").hashes_pixels
 
 
-def test_examples_showing_the_same_image_share_one_decode_while_it_is_recent():
+def test_examples_showing_the_same_image_file_share_one_decode_while_it_is_recent(tmp_path, monkeypatch):
     from PIL import Image
 
     from vlbench.evaluation import RecentImages, prefetched
     from vlbench.types import Example, ImageRef
 
     decoded = []
-
-    def counted(name: str) -> ImageRef:
-        def render():
-            decoded.append(name)
-            return Image.new("RGB", (16, 16), (40 * len(decoded), 0, 0))
-
-        return ImageRef(name, render=render)
-
-    examples = [Example(str(i), (counted("a"), counted("bc"[i % 2])), ("a text",), ((0, 0),)) for i in range(6)]
+    load = ImageRef.load
+    monkeypatch.setattr(ImageRef, "load", lambda ref: decoded.append(ref.key) or load(ref))
+    for name in "abc":
+        Image.new("RGB", (16, 16), (80 * "abc".index(name), 0, 0)).save(tmp_path / f"{name}.png")
+    file = lambda name: ImageRef(name, path=tmp_path / f"{name}.png")  # noqa: E731
+    examples = [Example(str(i), (file("a"), file("bc"[i % 2])), ("a text",), ((0, 0),)) for i in range(6)]
     loaded = [future.result() for _, future in prefetched(examples, workers=1)]  # one thread: no two load at once
     assert decoded == ["a", "b", "c"]
     assert loaded[0][0] is loaded[5][0] and loaded[1][1] is loaded[3][1]
     decoded.clear()
-    recent = RecentImages(budget=16 * 16 * 3)  # one image's pixels: a new image evicts the last
-    names = [recent.load(counted(name)).key for name in "aaba"]
-    assert names == list("aaba") and decoded == ["a", "b", "a"]
+    recent = RecentImages(budget=16 * 16 * 4)  # one image's pixels: a new image evicts the last
+    assert [recent.load(file(name)).key for name in "aaba"] == list("aaba") and decoded == ["a", "b", "a"]
+    rendered = ImageRef("r", render=lambda: Image.new("RGB", (16, 16)))  # a key alone may not name a rendering
+    assert recent.load(rendered) is not recent.load(rendered) and decoded[-2:] == ["r", "r"]
 
 
 def test_trainable_state_derives_from_the_one_trained_module(tmp_path, mean_color):

@@ -2,7 +2,8 @@
 
 A UNet pass is one noised latent through the UNet (a batch of b latents is b passes). The count
 comes from the matcher (`Matcher.unet_passes`, `training_rounds`) and the run's drawn examples,
-so it is exact for a run from scratch; encoders (VAE, text encoder, CLIP) are not counted: they
+so it is exact for a run from scratch (but `dsd` keeping attention maps scores every pair, more
+than it counts); encoders (VAE, text encoder, CLIP) are not counted: they
 run once per image and text, against the UNet's once per pair and timestep.
 """
 

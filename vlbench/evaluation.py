@@ -16,10 +16,11 @@ from vlbench.types import Example, ImageRef, LoadedImage, Matcher
 
 
 class RecentImages:
-    """The images loaded last, up to `budget` bytes of pixels and `count` images, each handed to
-    every example that shows it while it stays (ComVG shows 524 images in 5,400 examples): one
-    decode, and one pixel hash, per stay. Thread-safe; two threads may both load an image that
-    neither holds yet."""
+    """The image files loaded last, up to `budget` bytes of pixels and `count` images, each handed
+    to every example that shows it while it stays (ComVG shows 524 images in 5,400 examples): one
+    decode, and one pixel hash, per stay. Images a task renders (no file) are loaded each time:
+    their key alone need not tell two renderings apart. Thread-safe; two threads may both load an
+    image that neither holds yet."""
 
     def __init__(self, budget: int = 64 * 2**20, count: int = 1024) -> None:
         self.budget, self.count, self.held = budget, count, 0
@@ -27,6 +28,8 @@ class RecentImages:
         self.lock = threading.Lock()
 
     def load(self, ref: ImageRef) -> LoadedImage:
+        if ref.path is None:
+            return LoadedImage(ref.key, ref.load())
         with self.lock:
             if ref in self.images:
                 self.images.move_to_end(ref)
@@ -43,7 +46,7 @@ class RecentImages:
 
 def _pixel_bytes(image: LoadedImage) -> int:
     width, height = image.pixels.size
-    return width * height * len(image.pixels.getbands())
+    return width * height * 4  # PIL keeps an RGB pixel in 4 bytes
 
 
 def load_images(example: Example, recent: RecentImages | None = None) -> list[LoadedImage]:

@@ -26,7 +26,7 @@ from typing import Any
 from vlbench import distributed, registry
 from vlbench.config import RunConfig
 from vlbench.errors import Interrupted, VlbenchError
-from vlbench.evaluation import load_images, score_examples
+from vlbench.evaluation import RecentImages, load_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.options import as_dict, build
@@ -305,7 +305,8 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         matcher.load_state_dict(torch.load(run_dir.state_path, map_location="cpu", weights_only=True))
         return None
     started = time.perf_counter()
-    matcher.fit(train_examples, train, load_images)
+    recent = RecentImages()  # each epoch shows the same images
+    matcher.fit(train_examples, train, lambda example: load_images(example, recent))
     seconds = time.perf_counter() - started
     ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
     return seconds

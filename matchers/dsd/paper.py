@@ -193,7 +193,7 @@ class DSDMatcher(StableDiffusionMatcher):
 
     def job_latents(self, images, timesteps) -> torch.Tensor:
         """One latent per image (`options.latent`; a `sample` seeded by the image alone) for every noise level."""
-        return self.latents(images, self.options.latent)[:, :1].expand(-1, len(timesteps), -1, -1, -1)
+        return self.latents(images, self.options.latent).expand(-1, len(timesteps), -1, -1, -1)
 
     def token_masks(self, texts) -> torch.Tensor:
         """The tokens the score averages over: the real ones (`tokens: real`) or the words alone."""
