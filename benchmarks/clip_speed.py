@@ -1,23 +1,31 @@
-"""`clip` scoring speed against a plain open_clip loop, on mini ComVG with the mini CLIP.
+"""`clip` scoring speed against a plain open_clip loop, with the mini CLIP, on mini ComVG or on the released ComVG csv.
 
-    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers N] [--no-thumbnails]
+    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers N] [--no-thumbnails] [--released-comvg]
 
 The plain loop is what a user would write: per batch of examples, load the images, preprocess,
 encode every image and text of the batch, normalise, one dot product per example. vlbench is
 timed as `timings.score_seconds` of a run (image loading, scoring, records), once with an empty
-feature cache (cold) and once with the features the cold run stored (warm). The three are
-interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
+feature cache (cold), then twice with the features the cold run stored (warm: the first of
+these merges the cold run's shards, one per batch, as any run does once it finds many small
+shards; the second reads the merged shard). The four are interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
+`--released-comvg` scores the released csv's 5,400 examples (placeholder images, one colour per
+image id), where 524 images fill 10,800 image slots: the plain loop encodes every slot, vlbench
+each distinct image once per batch (cold) or not at all (warm).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from medians import print_rates
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from medians import print_rates  # noqa: E402
+from placeholders import REAL_COMVG_CSV, comvg_root  # noqa: E402
 
 
 def plain_loop(examples, clip, batch_size: int) -> float:
@@ -48,6 +56,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-workers", type=int, default=None, help="vlbench's image loading threads (default: its own)")
     parser.add_argument("--no-thumbnails", action="store_true", help="vlbench runs without keeping thumbnails for the report")
+    parser.add_argument("--released-comvg", action="store_true", help="the released ComVG csv with placeholder images instead of mini ComVG")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     with tempfile.TemporaryDirectory() as directory:
@@ -58,24 +67,27 @@ def main() -> None:
 
         from vlbench import feature_cache
 
+        task = {"task": "comvg", "data_root": str(comvg_root(Path(directory) / "comvg", REAL_COMVG_CSV))} if args.released_comvg else {"task": "mini-comvg"}
+
         def vlbench_run(name: str, cache: Path) -> float:
             feature_cache.cache_root = lambda: cache  # this repeat's feature cache
-            config = load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini", "batch_size": args.batch_size, **({"image_workers": args.image_workers} if args.image_workers else {}), "thumbnails": not args.no_thumbnails, "runs_dir": str(Path(directory) / name)})
+            config = load_run_config(None, {**task, "matcher": "clip", "model": "mini", "batch_size": args.batch_size, **({"image_workers": args.image_workers} if args.image_workers else {}), "thumbnails": not args.no_thumbnails, "runs_dir": str(Path(directory) / name)})
             return run(prepare(config), 0).results["timings"]["score_seconds"]
 
-        prepared = prepare(load_run_config(None, {"task": "mini-comvg", "matcher": "clip", "model": "mini"}))
+        prepared = prepare(load_run_config(None, {**task, "matcher": "clip", "model": "mini"}))
         examples = prepared.task.examples(0)  # generates the mini-world before any timing
         clip = load_open_clip("mini", "cpu")
-        times: dict[str, list[float]] = {"plain open_clip loop": [], "vlbench clip, cold cache": [], "vlbench clip, warm cache": []}
+        times: dict[str, list[float]] = {"plain open_clip loop": [], "vlbench clip, cold cache": [], "vlbench clip, warm cache": [], "vlbench clip, warm, merged": []}
         for repeat in range(args.repeats):
             times["plain open_clip loop"].append(plain_loop(examples, clip, args.batch_size))
             cache = Path(directory) / f"cache-{repeat}"
             times["vlbench clip, cold cache"].append(vlbench_run(f"cold-{repeat}", cache))
             times["vlbench clip, warm cache"].append(vlbench_run(f"warm-{repeat}", cache))
+            times["vlbench clip, warm, merged"].append(vlbench_run(f"merged-{repeat}", cache))
     pairs = sum(example.n_pairs for example in examples)
     import torch
 
-    print(f"mini ComVG, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
+    print(f"{'the released ComVG csv (placeholder images)' if args.released_comvg else 'mini ComVG'}, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
     print(f"vlbench: {args.image_workers or 'default'} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
     print_rates(times, pairs, "pairs/s", "plain open_clip loop")
 

@@ -181,6 +181,26 @@ def write_features(root, keys):
     FeatureCache({"producer": "test"}, root=root).get("image", keys, lambda indices: torch.tensor([[float(int(keys[i], 16)), 0.0] for i in indices]))
 
 
+def test_many_small_shards_are_merged_into_one_that_every_reader_finds(tmp_path):
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    writer = FeatureCache({"producer": "test"}, root=tmp_path)
+    for start in range(0, len(keys), 2):  # one shard per call
+        writer.get("image", keys[start : start + 2], lambda indices, start=start: torch.tensor([[float(start + i), 0.0] for i in indices]))
+    shards = tmp_path / writer.directory.name / "image"
+    assert len(list(shards.glob("*.npz"))) == MERGE_AT
+    writer.memory.items.clear()  # as if the writer's memory had dropped them: it reads its shards again
+
+    def no_compute(indices):
+        raise AssertionError(f"{indices} were not cached")
+
+    expected = [[float(int(key, 16)), 0.0] for key in keys]
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected  # scans, merges
+    assert [len(np.load(shard)["keys"]) for shard in shards.glob("*.npz")] == [len(keys)]
+    assert writer.get("image", keys, no_compute).tolist() == expected  # its shards were merged away: it finds the merged one
+
+
 def test_batched_encoders_score_as_each_example_alone_and_encode_a_shared_image_once(monkeypatch):
     examples = comvg_examples(12)
     loaded = [(load_images(example), example.texts) for example in examples]

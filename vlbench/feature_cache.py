@@ -4,14 +4,17 @@ A cache directory is keyed by what produced the features (the `producer`: model 
 library versions, device type, …). Inside it, each call that computes features writes them as one
 shard (`<kind>/<name>.npz`: the items' content hashes and their features), renamed into place
 whole: concurrent writers (torchrun ranks, parallel runs) each write their own shards, and a
-killed run never leaves half a shard. A shard that cannot be read is ignored and its items are
-computed again. Read items stay in an in-process LRU, so a repeated image does not go back to
-disk. A cache directory that cannot be written is not an error: the run goes on without the
+killed run never leaves half a shard. A scan that finds `MERGE_AT` or more small shards merges
+them into one (written whole before the small ones are removed), so the next run opens one file
+rather than one per batch; a reader whose shard was merged away scans again and reads the merged
+one. A shard that cannot be read is ignored and its items are computed again. Read items stay in
+an in-process LRU, so a repeated image does not go back to disk. A cache directory that cannot be written is not an error: the run goes on without the
 cache, after one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +33,9 @@ from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
 MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
+SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, once a scan finds `MERGE_AT` of them
+MERGE_AT = 8
+MERGED_SHARD_BYTES = 64 * 2**20  # the most features one merged shard holds
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a shard cut short or damaged
 
 
@@ -51,6 +57,13 @@ def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> Featur
     except OSError as error:
         _warn_unwritable(error)
         return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # merged away meanwhile
+        return 0
 
 
 def _warn_unwritable(error: OSError) -> None:
@@ -78,10 +91,7 @@ class FeatureCache:
         found = {index: features for index, key in enumerate(keys) if (features := self.memory.get((kind, key))) is not None}
         absent = [index for index in range(len(keys)) if index not in found]
         if absent:
-            if any((kind, keys[index]) not in self.shard_of for index in absent):
-                self._scan(kind)  # for keys no known shard holds: another writer may have added them
-            for shard in {self.shard_of[(kind, keys[index])] for index in absent if (kind, keys[index]) in self.shard_of}:
-                self._read_shard(kind, shard)
+            self._read_into_memory(kind, [keys[index] for index in absent])
             found.update((index, features) for index in absent if (features := self.memory.get((kind, keys[index]))) is not None)
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
@@ -92,16 +102,30 @@ class FeatureCache:
             self._write_shard(kind, [keys[index] for index in missing], computed)
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
 
+    def _read_into_memory(self, kind: str, keys: list[str]) -> None:
+        """Read the shards holding `keys` into memory, scanning first for keys no known shard holds
+        (another writer may have added them); a shard merged away meanwhile sends it to scan again."""
+        for _ in range(2):
+            if any((kind, key) not in self.shard_of for key in keys):
+                self._scan(kind)
+            shards = {self.shard_of[(kind, key)] for key in keys if (kind, key) in self.shard_of}
+            if all([self._read_shard(kind, shard) for shard in shards]):
+                return
+
     def _scan(self, kind: str) -> None:
         """Index the shards other writers (or earlier runs) added since the last scan: their keys
-        only (an npz member is read on its own), so a large cache is not read to find a few items."""
+        only (an npz member is read on its own), so a large cache is not read to find a few items;
+        small shards, when there are `MERGE_AT` of them, are merged instead."""
         try:
             names = sorted(name for name in os.listdir(self.directory / kind) if name.endswith(".npz"))
         except OSError:  # absent, or unreadable: what is missing is computed
             return
-        for shard in (self.directory / kind / name for name in names):
-            if shard in self.scanned:
-                continue
+        new = [shard for shard in (self.directory / kind / name for name in names) if shard not in self.scanned]
+        small = [shard for shard in new if _size(shard) < SMALL_SHARD_BYTES]
+        if len(small) >= MERGE_AT and self.writable:
+            self._merge(kind, small)
+            new = [shard for shard in new if shard not in small]
+        for shard in new:
             self.scanned.add(shard)
             try:
                 with np.load(shard) as stored:
@@ -111,31 +135,62 @@ class FeatureCache:
             for key in keys:
                 self.shard_of.setdefault((kind, key), shard)
 
-    def _read_shard(self, kind: str, shard: Path) -> None:
-        """Put the shard's features in memory; a shard that cannot be read is forgotten, so its
-        items are computed again (and written to a new shard)."""
+    def _merge(self, kind: str, shards: list[Path]) -> None:
+        """Rewrite `shards` as merged shards (each item once, up to `MERGED_SHARD_BYTES` a shard),
+        keeping their items in memory, then remove those that were read. Two processes merging the
+        same shards at once each write a merged copy: duplicates, never a loss."""
+        items: dict[str, np.ndarray] = {}
+        read = []
+        for shard in shards:
+            self.scanned.add(shard)
+            try:
+                with np.load(shard) as stored:
+                    keys, features = stored["keys"].tolist(), stored["features"]
+            except UNREADABLE:  # damaged, or merged away by another process
+                continue
+            read.append(shard)
+            for key, row in zip(keys, features):
+                items.setdefault(key, row)
+        keys = list(items)
+        rows_per_shard = max(1, MERGED_SHARD_BYTES // max(1, next(iter(items.values())).nbytes)) if items else 1
+        for start in range(0, len(keys), rows_per_shard):
+            chunk = keys[start : start + rows_per_shard]
+            if not self._write_shard(kind, chunk, np.stack([items[key] for key in chunk])):
+                return  # nothing removed: the small shards still hold every item
+        for key in keys:
+            self.memory.put((kind, key), np.array(items[key]))  # a copy: the LRU counts what it keeps alive
+        for shard in read:
+            with contextlib.suppress(FileNotFoundError):  # another process merged it too
+                shard.unlink()
+
+    def _read_shard(self, kind: str, shard: Path) -> bool:
+        """Put the shard's features in memory; a shard that cannot be read is forgotten (False), so
+        its items are looked for again or computed again (and written to a new shard)."""
         try:
             with np.load(shard) as stored:
                 keys, features = stored["keys"].tolist(), stored["features"]
         except UNREADABLE:
             self.shard_of = {item: held for item, held in self.shard_of.items() if held != shard}
-            return
+            return False
         for key, row in zip(keys, features):
             self.memory.put((kind, key), np.array(row))  # a copy: the LRU counts what it keeps alive
+        return True
 
-    def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> None:
+    def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> bool:
+        """Write one shard (False when the cache cannot be written)."""
         if not self.writable:
-            return
+            return False
         shard = self.directory / kind / f"{os.getpid()}-{uuid.uuid4().hex}.npz"
         try:
             write_atomically(shard, lambda handle: np.savez(handle, keys=np.array(keys), features=features), durable=False)
         except OSError as error:  # e.g. the disk filled up: keep scoring, stop caching
             self.writable = False
             _warn_unwritable(error)
-            return
+            return False
         self.scanned.add(shard)
         for key in keys:
             self.shard_of[(kind, key)] = shard
+        return True
 
 
 class _LeastRecentlyUsed:
