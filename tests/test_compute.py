@@ -82,6 +82,17 @@ def test_predicted_passes_count_a_job_repeated_across_examples_once(tmp_path, co
     assert predicted == counted and counted.scoring < per_example
 
 
+def test_predicted_passes_count_every_pair_of_a_dsd_run_keeping_attention(tmp_path, counted_passes):
+    """Keeping attention maps, `dsd` scores every pair afresh: the first 12 rows' repeats do not cut its work."""
+    from placeholders import REAL_COMVG_CSV, comvg_root
+
+    source = tmp_path / "source.csv"
+    source.write_text("\n".join(REAL_COMVG_CSV.read_text().splitlines()[:13]) + "\n")
+    root = comvg_root(tmp_path / "comvg", source)
+    predicted, counted = predicted_and_counted("mini", "dsd", {"noise_levels": [0.5]}, counted_passes, tmp_path / "runs", task="comvg", shots=0, limit=None, data_root=str(root), save_attention=True)
+    assert predicted == counted == Work(scoring=12 * 2)  # examples × images × one text × one level
+
+
 @pytest.fixture(scope="module")
 def sd21_model(tmp_path_factory) -> str:
     """A Stable Diffusion 2.1-base-shaped checkpoint with random weights and 16×16 latents."""

@@ -2,9 +2,9 @@
 
 A UNet pass is one noised latent through the UNet (a batch of b latents is b passes). The count
 comes from the matcher (`Matcher.unet_passes`, `training_rounds`) and the run's drawn examples,
-so it is exact for a run from scratch (but `dsd` keeping attention maps scores every pair, more
-than it counts); encoders (VAE, text encoder, CLIP) are not counted: they
-run once per image and text, against the UNet's once per pair and timestep.
+so it is exact for a run from scratch, with or without `save_attention`; encoders (VAE, text
+encoder, CLIP) are not counted: they run once per image and text, against the UNet's once per
+pair and timestep.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def run_work(prepared: Prepared, seed: int) -> Work:
     matcher, options = prepared.matcher_class, prepared.matcher_options
 
     def passes(examples, training: bool) -> int:
+        if prepared.config.save_attention and not training:
+            return matcher.unet_passes_keeping_attention(options, examples)
         return matcher.unet_passes(options, examples, training)
 
     work = Work(scoring=passes(drawn.evaluation, False))

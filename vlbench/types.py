@@ -245,6 +245,12 @@ class Matcher:
         return 0
 
     @classmethod
+    def unet_passes_keeping_attention(cls, options: Any, examples: Sequence[Example]) -> int:
+        """UNet passes of scoring `examples` outside training with `runtime.save_attention`; as
+        `unet_passes` by default (override where keeping the maps changes the work)."""
+        return cls.unet_passes(options, examples, False)
+
+    @classmethod
     def training_rounds(cls, train: TrainConfig) -> int:
         """How many times `fit` scores each training example with a backward pass: once per epoch
         by default (the shared training loop)."""

@@ -102,6 +102,10 @@ class DSDMatcher(StableDiffusionMatcher):
             return sum(example.n_pairs for example in examples) * len(options.noise_levels)
         return distinct_jobs(examples, []) * len(options.noise_levels)
 
+    @classmethod
+    def unet_passes_keeping_attention(cls, options, examples):
+        return sum(example.n_pairs for example in examples) * len(options.noise_levels)  # every pair afresh: maps are not memoised
+
     def trained_module(self) -> DSDPrompts:
         if self.prompts is None:
             with torch.random.fork_rng(devices=[]):
