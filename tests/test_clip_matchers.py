@@ -201,6 +201,21 @@ def test_many_small_shards_are_merged_into_one_that_every_reader_finds(tmp_path)
     assert writer.get("image", keys, no_compute).tolist() == expected  # its shards were merged away: it finds the merged one
 
 
+def test_a_batch_is_preprocessed_to_the_floats_each_image_gets_alone():
+    import open_clip
+    from PIL import Image
+    from torchvision.transforms import Compose, ToTensor
+
+    from vlbench.matchers.clip.loading import load_open_clip
+    from vlbench.matchers.clip.preprocessing import preprocess_batch
+
+    generator = np.random.default_rng(0)
+    pictures = [Image.fromarray(generator.integers(0, 256, (height, width, 3), dtype=np.uint8)) for height, width in [(32, 32), (40, 75), (300, 200)]]
+    cases = [(load_open_clip("mini", "cpu").preprocess, pictures), (open_clip.image_transform(224, is_train=False), pictures), (Compose([ToTensor()]), pictures[:1] * 2)]
+    for preprocess, batch in cases:  # the last without a Normalize: applied to each image whole
+        assert torch.equal(preprocess_batch(preprocess, batch), torch.stack([preprocess(picture) for picture in batch])), preprocess
+
+
 def test_batched_encoders_score_as_each_example_alone_and_encode_a_shared_image_once(monkeypatch):
     examples = comvg_examples(12)
     loaded = [(load_images(example), example.texts) for example in examples]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
 from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
+from vlbench.matchers.clip.preprocessing import preprocess_batch
 
 FEATURES_VERSION = 1
 
@@ -94,7 +95,7 @@ class ClipFeatures:
         return cached_features(self.cache, kind, keys, compute, self.device)
 
     def _encode_images(self, images) -> torch.Tensor:
-        pixels = torch.stack([self.clip.preprocess(image.pixels) for image in images]).to(self.device)
+        pixels = preprocess_batch(self.clip.preprocess, [image.pixels for image in images]).to(self.device)
         with _without_parameter(self.model.visual, "proj", when=self.has_heads):
             return self.model.encode_image(pixels).float()
 
