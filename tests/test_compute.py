@@ -82,15 +82,19 @@ def test_predicted_passes_count_a_job_repeated_across_examples_once(tmp_path, co
     assert predicted == counted and counted.scoring < per_example
 
 
-def test_predicted_passes_count_every_pair_of_a_dsd_run_keeping_attention(tmp_path, counted_passes):
-    """Keeping attention maps, `dsd` scores every pair afresh: the first 12 rows' repeats do not cut its work."""
+@pytest.mark.parametrize("shots", [0, 4])
+def test_predicted_passes_count_every_evaluated_pair_of_a_dsd_run_keeping_attention(tmp_path, counted_passes, shots):
+    """Keeping attention maps, `dsd` scores every evaluated pair afresh: the first 12 rows' repeats
+    do not cut its work (its training examples, kept no maps of, are scored as without them)."""
     from placeholders import REAL_COMVG_CSV, comvg_root
 
     source = tmp_path / "source.csv"
     source.write_text("\n".join(REAL_COMVG_CSV.read_text().splitlines()[:13]) + "\n")
     root = comvg_root(tmp_path / "comvg", source)
-    predicted, counted = predicted_and_counted("mini", "dsd", {"noise_levels": [0.5]}, counted_passes, tmp_path / "runs", task="comvg", shots=0, limit=None, data_root=str(root), save_attention=True)
-    assert predicted == counted == Work(scoring=12 * 2)  # examples × images × one text × one level
+    predicted, counted = predicted_and_counted("mini", "dsd", {"noise_levels": [0.5]}, counted_passes, tmp_path / "runs", task="comvg", shots=shots, limit=None, data_root=str(root), save_attention=True)
+    assert predicted == counted
+    if not shots:
+        assert counted == Work(scoring=12 * 2)  # examples × images × one text × one level
 
 
 @pytest.fixture(scope="module")

@@ -196,6 +196,18 @@ def test_training_changes_only_the_learned_parameters(name, trained_marker):
         torch.testing.assert_close(fresh.score(images, TEXTS), matcher.score(images, TEXTS), atol=1e-5, rtol=0)
 
 
+def test_with_save_attention_training_keeps_no_maps_and_evaluation_keeps_each_example_s():
+    from vlbench.evaluation import load_images
+
+    matcher = vlbench.create_matcher("dsd", model="mini", device="cpu", save_attention=True, noise_levels=[0.5])
+    items = examples(3)
+    matcher.fit(items[:2], TrainConfig(**{**matcher.train_defaults, "epochs": 1, "batch_size": 2}), load_images)
+    assert matcher.take_attention() == []  # the calibration scored the training examples without keeping maps
+    with torch.no_grad():
+        matcher.score_examples([(load_images(item), item.texts) for item in items])
+    assert len(matcher.take_attention()) == 3
+
+
 def test_unknown_layer_names_are_clear_errors():
     from vlbench.errors import VlbenchError
 

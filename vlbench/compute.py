@@ -40,11 +40,10 @@ def run_work(prepared: Prepared, seed: int) -> Work:
     matcher, options = prepared.matcher_class, prepared.matcher_options
 
     def passes(examples, training: bool) -> int:
-        if prepared.config.save_attention and not training:
-            return matcher.unet_passes_keeping_attention(options, examples)
         return matcher.unet_passes(options, examples, training)
 
-    work = Work(scoring=passes(drawn.evaluation, False))
+    evaluation = matcher.unet_passes_keeping_attention(options, drawn.evaluation) if prepared.config.save_attention else passes(drawn.evaluation, False)
+    work = Work(scoring=evaluation)
     if prepared.train is not None:
         work += Work(scoring=matcher.scoring_rounds_in_fit * passes(drawn.training, False), training=matcher.training_rounds(prepared.train) * passes(drawn.training, True))
     return work

@@ -246,8 +246,9 @@ class Matcher:
 
     @classmethod
     def unet_passes_keeping_attention(cls, options: Any, examples: Sequence[Example]) -> int:
-        """UNet passes of scoring `examples` outside training with `runtime.save_attention`; as
-        `unet_passes` by default (override where keeping the maps changes the work)."""
+        """UNet passes of scoring `examples` in evaluation with `runtime.save_attention` (maps are
+        kept of evaluated examples only); as `unet_passes` by default (override where keeping the
+        maps changes the work)."""
         return cls.unet_passes(options, examples, False)
 
     @classmethod

@@ -134,7 +134,9 @@ class DSDMatcher(StableDiffusionMatcher):
         """Scores from each job's raw score, averaged over noise levels and calibrated. Outside
         training and attention keeping, no (image, text, level) job runs twice in a process's run
         (`stable_diffusion.memo`)."""
-        keeping = self.runtime.save_attention and self.training_noise is None
+        return self._score_examples(batch, keeping=self.runtime.save_attention and self.training_noise is None)
+
+    def _score_examples(self, batch, keeping: bool) -> list[torch.Tensor]:
         if keeping or self.training_noise is not None or torch.is_grad_enabled():
             return self._scored_afresh(batch, keeping)
         results = self.results.for_weights({} if self.prompts is None else self.state_dict())
@@ -233,7 +235,7 @@ class DSDMatcher(StableDiffusionMatcher):
 
         prompts = self.trained_module()
         with torch.no_grad():
-            raw = [self.score(load_images(example), example.texts) for example in examples]
+            raw = [self._score_examples([(load_images(example), example.texts)], keeping=False)[0] for example in examples]  # no maps of training examples
             spread = torch.cat([scores.flatten() for scores in raw]).std().nan_to_num(1.0).clamp(min=1e-8)  # nan: a single pair
             prompts.log_scale.fill_(-spread.log().item())
             prompts.bias.fill_(midpoint_bias([prompts.log_scale.exp() * scores for scores in raw], [example.positives for example in examples]))
