@@ -181,24 +181,79 @@ def write_features(root, keys):
     FeatureCache({"producer": "test"}, root=root).get("image", keys, lambda indices: torch.tensor([[float(int(keys[i], 16)), 0.0] for i in indices]))
 
 
+def small_shards(root, keys):
+    """A cache under `root` holding `keys` in one shard per two keys, written by its own process."""
+    from vlbench.feature_cache import FeatureCache
+
+    writer = FeatureCache({"producer": "test"}, root=root)
+    for start in range(0, len(keys), 2):
+        writer.get("image", keys[start : start + 2], lambda indices, start=start: torch.tensor([[float(int(keys[start + i], 16)), 0.0] for i in indices]))
+    return writer, root / writer.directory.name / "image"
+
+
+def no_compute(indices):
+    raise AssertionError(f"{indices} were not cached")
+
+
+def expected_features(keys):
+    return [[float(int(key, 16)), 0.0] for key in keys]
+
+
 def test_many_small_shards_are_merged_into_one_that_every_reader_finds(tmp_path):
     from vlbench.feature_cache import MERGE_AT, FeatureCache
 
     keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
-    writer = FeatureCache({"producer": "test"}, root=tmp_path)
-    for start in range(0, len(keys), 2):  # one shard per call
-        writer.get("image", keys[start : start + 2], lambda indices, start=start: torch.tensor([[float(start + i), 0.0] for i in indices]))
-    shards = tmp_path / writer.directory.name / "image"
+    writer, shards = small_shards(tmp_path, keys)
     assert len(list(shards.glob("*.npz"))) == MERGE_AT
     writer.memory.items.clear()  # as if the writer's memory had dropped them: it reads its shards again
 
-    def no_compute(indices):
-        raise AssertionError(f"{indices} were not cached")
-
-    expected = [[float(int(key, 16)), 0.0] for key in keys]
-    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected  # scans, merges
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)  # merges
     assert [len(np.load(shard)["keys"]) for shard in shards.glob("*.npz")] == [len(keys)]
-    assert writer.get("image", keys, no_compute).tolist() == expected  # its shards were merged away: it finds the merged one
+    assert writer.get("image", keys, no_compute).tolist() == expected_features(keys)  # its shards were merged away: it finds the merged one
+
+
+def test_a_reader_that_indexed_the_merged_shard_before_its_own_went_still_finds_them(tmp_path):
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    writer, shards = small_shards(tmp_path, keys[:-2])  # one shard short of a merge
+    reader = FeatureCache({"producer": "test"}, root=tmp_path)
+    assert reader.get("image", keys[:1], no_compute).tolist() == expected_features(keys[:1])  # indexes the small shards
+    writer.get("image", keys[-2:], lambda indices: torch.tensor(expected_features(keys[-2:])))
+    FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys[:1], no_compute)  # another process merges them all
+    reader.get("image", ["ffff"], lambda indices: torch.tensor([[1.0, 0.0]]))  # a scan for a new item indexes the merged shard
+    reader.memory.items.clear()
+    assert reader.get("image", keys[:-2], no_compute).tolist() == expected_features(keys[:-2])  # each in a shard merged away
+
+
+def test_small_shards_are_not_merged_while_another_process_merges_and_are_after_a_stale_lock(tmp_path):
+    import os
+
+    from vlbench.feature_cache import MERGE_AT, MERGE_LOCK, STALE_LOCK_SECONDS, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    _, shards = small_shards(tmp_path, keys)
+    (shards / MERGE_LOCK).touch()
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)
+    assert len(list(shards.glob("*.npz"))) == MERGE_AT  # the lock's holder merges them
+    stale = (shards / MERGE_LOCK).stat().st_mtime - STALE_LOCK_SECONDS - 1
+    os.utime(shards / MERGE_LOCK, (stale, stale))
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)
+    assert len(list(shards.glob("*.npz"))) == 1 and not (shards / MERGE_LOCK).exists()
+
+
+def test_a_cache_that_cannot_take_a_merged_shard_reads_its_small_shards(tmp_path, monkeypatch):
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    _, shards = small_shards(tmp_path, keys)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(shards))
+
+    monkeypatch.setattr("vlbench.feature_cache.write_atomically", read_only)
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)
+    assert len(list(shards.glob("*.npz"))) == MERGE_AT
 
 
 def test_a_batch_is_preprocessed_to_the_floats_each_image_gets_alone():

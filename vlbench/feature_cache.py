@@ -4,11 +4,13 @@ A cache directory is keyed by what produced the features (the `producer`: model 
 library versions, device type, …). Inside it, each call that computes features writes them as one
 shard (`<kind>/<name>.npz`: the items' content hashes and their features), renamed into place
 whole: concurrent writers (torchrun ranks, parallel runs) each write their own shards, and a
-killed run never leaves half a shard. A scan that finds `MERGE_AT` or more small shards merges
-them into one (written whole before the small ones are removed), so the next run opens one file
-rather than one per batch; a reader whose shard was merged away scans again and reads the merged
-one. A shard that cannot be read is ignored and its items are computed again. Read items stay in
-an in-process LRU, so a repeated image does not go back to disk. A cache directory that cannot be written is not an error: the run goes on without the
+killed run never leaves half a shard. A process's first look into a cache merges the small
+shards earlier runs left (one per batch) into shards of up to 64 MiB, each written and synced
+before the small ones are removed, so a later run opens a few files rather than one per batch;
+one process merges at a time (a lock file), and a reader whose shard was merged away indexes the
+cache again and reads the merged one. A shard that cannot be read is ignored and its items are
+computed again. Read items stay in an in-process LRU, so a repeated image does not go back to
+disk. A cache directory that cannot be written is not an error: the run goes on without the
 cache, after one warning.
 """
 
@@ -18,10 +20,11 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 import uuid
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,11 @@ from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
 MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
-SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, once a scan finds `MERGE_AT` of them
+SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, when there are `MERGE_AT` of them
 MERGE_AT = 8
-MERGED_SHARD_BYTES = 64 * 2**20  # the most features one merged shard holds
+MERGED_SHARD_BYTES = 64 * 2**20  # about the most features one merged shard holds
+MERGE_LOCK = "merging.lock"
+STALE_LOCK_SECONDS = 600  # a lock this old was left by a merge that died
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a shard cut short or damaged
 
 
@@ -59,11 +64,42 @@ def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> Featur
         return None
 
 
-def _size(path: Path) -> int:
+def _mergeable(shard: Path) -> bool:
+    """Small, and this user's (so this process can remove it once merged)."""
     try:
-        return path.stat().st_size
+        stat = shard.stat()
     except OSError:  # merged away meanwhile
-        return 0
+        return False
+    return stat.st_size < SMALL_SHARD_BYTES and stat.st_uid == getattr(os, "getuid", lambda: stat.st_uid)()
+
+
+@contextlib.contextmanager
+def _merge_lock(directory: Path) -> Iterator[bool]:
+    """Whether this process may merge in `directory` (no other process is merging there). Two
+    processes that both find a stale lock may both merge: duplicates, never a loss."""
+    lock = directory / MERGE_LOCK
+    with contextlib.suppress(OSError):
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except OSError:  # held by another process, or not writable
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the renames and removals in `directory` durable (where the platform allows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _warn_unwritable(error: OSError) -> None:
@@ -82,6 +118,7 @@ class FeatureCache:
         self.memory = _LeastRecentlyUsed(memory_bytes)
         self.shard_of: dict[tuple[str, str], Path] = {}  # (kind, key) -> the shard holding it
         self.scanned: set[Path] = set()
+        self.merge_tried: set[str] = set()  # kinds whose small shards this process has tried to merge
         if not (self.directory / "producer.json").exists():
             write_atomically(self.directory / "producer.json", lambda handle: handle.write(identity.encode()), durable=False)
 
@@ -104,27 +141,28 @@ class FeatureCache:
 
     def _read_into_memory(self, kind: str, keys: list[str]) -> None:
         """Read the shards holding `keys` into memory, scanning first for keys no known shard holds
-        (another writer may have added them); a shard merged away meanwhile sends it to scan again."""
+        (another writer may have added them); a shard gone meanwhile (merged by another process)
+        sends it to index the cache again."""
         for _ in range(2):
             if any((kind, key) not in self.shard_of for key in keys):
                 self._scan(kind)
             shards = {self.shard_of[(kind, key)] for key in keys if (kind, key) in self.shard_of}
             if all([self._read_shard(kind, shard) for shard in shards]):
                 return
+            self.scanned = {shard for shard in self.scanned if shard.parent != self.directory / kind}
 
     def _scan(self, kind: str) -> None:
         """Index the shards other writers (or earlier runs) added since the last scan: their keys
-        only (an npz member is read on its own), so a large cache is not read to find a few items;
-        small shards, when there are `MERGE_AT` of them, are merged instead."""
+        only (an npz member is read on its own), so a large cache is not read to find a few items.
+        The first scan of a kind merges small shards first."""
         try:
             names = sorted(name for name in os.listdir(self.directory / kind) if name.endswith(".npz"))
         except OSError:  # absent, or unreadable: what is missing is computed
             return
         new = [shard for shard in (self.directory / kind / name for name in names) if shard not in self.scanned]
-        small = [shard for shard in new if _size(shard) < SMALL_SHARD_BYTES]
-        if len(small) >= MERGE_AT and self.writable:
-            self._merge(kind, small)
-            new = [shard for shard in new if shard not in small]
+        if kind not in self.merge_tried:
+            self.merge_tried.add(kind)
+            new = self._merge_small(kind, new)
         for shard in new:
             self.scanned.add(shard)
             try:
@@ -135,33 +173,50 @@ class FeatureCache:
             for key in keys:
                 self.shard_of.setdefault((kind, key), shard)
 
-    def _merge(self, kind: str, shards: list[Path]) -> None:
-        """Rewrite `shards` as merged shards (each item once, up to `MERGED_SHARD_BYTES` a shard),
-        keeping their items in memory, then remove those that were read. Two processes merging the
-        same shards at once each write a merged copy: duplicates, never a loss."""
-        items: dict[str, np.ndarray] = {}
-        read = []
-        for shard in shards:
-            self.scanned.add(shard)
-            try:
-                with np.load(shard) as stored:
-                    keys, features = stored["keys"].tolist(), stored["features"]
-            except UNREADABLE:  # damaged, or merged away by another process
-                continue
-            read.append(shard)
-            for key, row in zip(keys, features):
-                items.setdefault(key, row)
+    def _merge_small(self, kind: str, shards: list[Path]) -> list[Path]:
+        """Merge the small shards among `shards` in groups of about `MERGED_SHARD_BYTES` (unless
+        another process is merging); returns the shards left to index."""
+        small = [shard for shard in shards if _mergeable(shard)]
+        if len(small) < MERGE_AT or not self.writable:
+            return shards
+        merged: set[Path] = set()
+        with _merge_lock(self.directory / kind) as held:
+            if not held:
+                return shards
+            group: list[Path] = []
+            items: dict[str, np.ndarray] = {}
+            for shard in [*small, None]:  # None: the end, where the last group is written
+                if shard is not None:
+                    try:
+                        with np.load(shard) as stored:
+                            keys, features = stored["keys"].tolist(), stored["features"]
+                    except UNREADABLE:  # damaged, or merged away: indexed (or skipped) as any other
+                        continue
+                    group.append(shard)
+                    items.update((key, row) for key, row in zip(keys, features) if key not in items)
+                    if len(items) * features.itemsize * features.shape[-1] < MERGED_SHARD_BYTES:
+                        continue
+                if len(group) > 1:
+                    if not self._replace(kind, group, items):
+                        break  # not writable: the small shards stay, and are indexed
+                    merged.update(group)
+                group, items = [], {}
+            self.scanned.update(merged)
+        return [shard for shard in shards if shard not in merged]
+
+    def _replace(self, kind: str, group: list[Path], items: dict[str, np.ndarray]) -> bool:
+        """Write `items` as one shard, synced, then remove the shards of `group` it replaces."""
         keys = list(items)
-        rows_per_shard = max(1, MERGED_SHARD_BYTES // max(1, next(iter(items.values())).nbytes)) if items else 1
-        for start in range(0, len(keys), rows_per_shard):
-            chunk = keys[start : start + rows_per_shard]
-            if not self._write_shard(kind, chunk, np.stack([items[key] for key in chunk])):
-                return  # nothing removed: the small shards still hold every item
+        if not self._write_shard(kind, keys, np.stack([items[key] for key in keys]), durable=True):
+            return False
+        _sync_directory(self.directory / kind)
         for key in keys:
             self.memory.put((kind, key), np.array(items[key]))  # a copy: the LRU counts what it keeps alive
-        for shard in read:
-            with contextlib.suppress(FileNotFoundError):  # another process merged it too
+        for shard in group:
+            with contextlib.suppress(OSError):  # removed by a process that took a stale lock too
                 shard.unlink()
+        _sync_directory(self.directory / kind)
+        return True
 
     def _read_shard(self, kind: str, shard: Path) -> bool:
         """Put the shard's features in memory; a shard that cannot be read is forgotten (False), so
@@ -176,13 +231,13 @@ class FeatureCache:
             self.memory.put((kind, key), np.array(row))  # a copy: the LRU counts what it keeps alive
         return True
 
-    def _write_shard(self, kind: str, keys: list[str], features: np.ndarray) -> bool:
-        """Write one shard (False when the cache cannot be written)."""
+    def _write_shard(self, kind: str, keys: list[str], features: np.ndarray, durable: bool = False) -> bool:
+        """Write one shard (False when the cache cannot be written); synced if `durable`."""
         if not self.writable:
             return False
         shard = self.directory / kind / f"{os.getpid()}-{uuid.uuid4().hex}.npz"
         try:
-            write_atomically(shard, lambda handle: np.savez(handle, keys=np.array(keys), features=features), durable=False)
+            write_atomically(shard, lambda handle: np.savez(handle, keys=np.array(keys), features=features), durable=durable)
         except OSError as error:  # e.g. the disk filled up: keep scoring, stop caching
             self.writable = False
             _warn_unwritable(error)
