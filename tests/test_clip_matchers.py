@@ -243,7 +243,7 @@ def test_small_shards_are_not_merged_while_another_process_merges_and_are_after_
 
 
 def test_a_cache_that_cannot_take_a_merged_shard_reads_its_small_shards(tmp_path, monkeypatch):
-    from vlbench.feature_cache import MERGE_AT, FeatureCache
+    from vlbench.feature_cache import MERGE_AT, MERGE_LOCK, FeatureCache
 
     keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
     _, shards = small_shards(tmp_path, keys)
@@ -252,6 +252,33 @@ def test_a_cache_that_cannot_take_a_merged_shard_reads_its_small_shards(tmp_path
         raise OSError(30, "Read-only file system", str(shards))
 
     monkeypatch.setattr("vlbench.feature_cache.write_atomically", read_only)
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)
+    assert len(list(shards.glob("*.npz"))) == MERGE_AT
+    assert not (shards / MERGE_LOCK).exists()
+
+
+def test_merged_shards_hold_about_their_budget_each_and_a_process_merges_once(tmp_path, monkeypatch):
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(4 * MERGE_AT)]
+    _, shards = small_shards(tmp_path, keys[: 2 * MERGE_AT])
+    monkeypatch.setattr("vlbench.feature_cache.MERGED_SHARD_BYTES", 6 * 2 * 4)  # six items of two float32
+    reader = FeatureCache({"producer": "test"}, root=tmp_path)
+    assert reader.get("image", keys[: 2 * MERGE_AT], no_compute).tolist() == expected_features(keys[: 2 * MERGE_AT])
+    assert sorted(len(np.load(shard)["keys"]) for shard in shards.glob("*.npz")) == [4, 6, 6]  # three shards a group, the rest
+    small_shards(tmp_path, keys[2 * MERGE_AT :])  # another run's small shards
+    assert reader.get("image", keys, no_compute).tolist() == expected_features(keys)
+    assert len(list(shards.glob("*.npz"))) == 3 + MERGE_AT  # the reader merged on its first scan only
+
+
+def test_only_this_user_s_shards_are_merged(tmp_path, monkeypatch):
+    import os
+
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    _, shards = small_shards(tmp_path, keys)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(shards).st_uid + 1)  # as another user, who could not remove them
     assert FeatureCache({"producer": "test"}, root=tmp_path).get("image", keys, no_compute).tolist() == expected_features(keys)
     assert len(list(shards.glob("*.npz"))) == MERGE_AT
 

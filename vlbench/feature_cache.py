@@ -82,14 +82,18 @@ def _merge_lock(directory: Path) -> Iterator[bool]:
         if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
             lock.unlink()
     try:
-        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except OSError:  # held by another process, or not writable
         yield False
         return
+    mine = os.fstat(descriptor).st_ino
+    os.close(descriptor)
     try:
         yield True
     finally:
-        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if lock.stat().st_ino == mine:  # not a lock another process took over as stale
+                lock.unlink()
 
 
 def _sync_directory(directory: Path) -> None:
@@ -144,34 +148,41 @@ class FeatureCache:
         (another writer may have added them); a shard gone meanwhile (merged by another process)
         sends it to index the cache again."""
         for _ in range(2):
-            if any((kind, key) not in self.shard_of for key in keys):
-                self._scan(kind)
+            complete = self._scan(kind) if any((kind, key) not in self.shard_of for key in keys) else True
             shards = {self.shard_of[(kind, key)] for key in keys if (kind, key) in self.shard_of}
-            if all([self._read_shard(kind, shard) for shard in shards]):
+            if all([self._read_shard(kind, shard) for shard in shards]) and complete:
                 return
             self.scanned = {shard for shard in self.scanned if shard.parent != self.directory / kind}
+            self.shard_of = {item: shard for item, shard in self.shard_of.items() if item[0] != kind}
 
-    def _scan(self, kind: str) -> None:
+    def _scan(self, kind: str) -> bool:
         """Index the shards other writers (or earlier runs) added since the last scan: their keys
         only (an npz member is read on its own), so a large cache is not read to find a few items.
-        The first scan of a kind merges small shards first."""
+        The first scan of a kind merges small shards first. False if a listed shard was gone
+        before it was read (merged away meanwhile)."""
         try:
             names = sorted(name for name in os.listdir(self.directory / kind) if name.endswith(".npz"))
         except OSError:  # absent, or unreadable: what is missing is computed
-            return
+            return True
         new = [shard for shard in (self.directory / kind / name for name in names) if shard not in self.scanned]
         if kind not in self.merge_tried:
             self.merge_tried.add(kind)
             new = self._merge_small(kind, new)
+        complete = True
         for shard in new:
-            self.scanned.add(shard)
             try:
                 with np.load(shard) as stored:
                     keys = stored["keys"].tolist()
-            except UNREADABLE:
+            except FileNotFoundError:
+                complete = False
                 continue
+            except UNREADABLE:
+                self.scanned.add(shard)
+                continue
+            self.scanned.add(shard)
             for key in keys:
                 self.shard_of.setdefault((kind, key), shard)
+        return complete
 
     def _merge_small(self, kind: str, shards: list[Path]) -> list[Path]:
         """Merge the small shards among `shards` in groups of about `MERGED_SHARD_BYTES` (unless
