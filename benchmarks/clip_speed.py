@@ -1,6 +1,6 @@
 """`clip` scoring speed against a plain open_clip loop, with the mini CLIP, on mini ComVG or on the released ComVG csv.
 
-    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers N] [--no-thumbnails] [--released-comvg]
+    python benchmarks/clip_speed.py [--repeats 5] [--batch-size 16] [--image-workers N] [--no-thumbnails] [--released-comvg] [--parts]
 
 The plain loop is what a user would write: per batch of examples, load the images, preprocess,
 encode every image and text of the batch, normalise, one dot product per example. vlbench is
@@ -50,6 +50,32 @@ def plain_loop(examples, clip, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+def plain_loop_parts(examples, clip, batch_size: int) -> dict[str, float]:
+    """Seconds the plain loop spends in each of its parts, timed one by one (`--parts`)."""
+    import torch
+    import torch.nn.functional as F
+
+    from vlbench.evaluation import load_images
+
+    seconds = dict.fromkeys(("loading images", "preprocessing", "image encoder", "tokenizer", "text encoder"), 0.0)
+
+    def timed(part, compute):
+        started = time.perf_counter()
+        result = compute()
+        seconds[part] += time.perf_counter() - started
+        return result
+
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            images = timed("loading images", lambda: [image for example in batch for image in load_images(example)])
+            pixels = timed("preprocessing", lambda: torch.stack([clip.preprocess(image.pixels) for image in images]))
+            timed("image encoder", lambda: F.normalize(clip.model.encode_image(pixels), dim=-1))
+            tokens = timed("tokenizer", lambda: clip.tokenizer([text for example in batch for text in example.texts]))
+            timed("text encoder", lambda: F.normalize(clip.model.encode_text(tokens), dim=-1))
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -57,6 +83,7 @@ def main() -> None:
     parser.add_argument("--image-workers", type=int, default=None, help="vlbench's image loading threads (default: its own)")
     parser.add_argument("--no-thumbnails", action="store_true", help="vlbench runs without keeping thumbnails for the report")
     parser.add_argument("--released-comvg", action="store_true", help="the released ComVG csv with placeholder images instead of mini ComVG")
+    parser.add_argument("--parts", action="store_true", help="also time the plain loop's parts one by one (medians over the repeats)")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     with tempfile.TemporaryDirectory() as directory:
@@ -78,18 +105,25 @@ def main() -> None:
         examples = prepared.task.examples(0)  # generates the mini-world before any timing
         clip = load_open_clip("mini", "cpu")
         times: dict[str, list[float]] = {"plain open_clip loop": [], "vlbench clip, cold cache": [], "vlbench clip, warm cache": [], "vlbench clip, warm, merged": []}
+        parts: list[dict[str, float]] = []
         for repeat in range(args.repeats):
             times["plain open_clip loop"].append(plain_loop(examples, clip, args.batch_size))
             cache = Path(directory) / f"cache-{repeat}"
             times["vlbench clip, cold cache"].append(vlbench_run(f"cold-{repeat}", cache))
             times["vlbench clip, warm cache"].append(vlbench_run(f"warm-{repeat}", cache))
             times["vlbench clip, warm, merged"].append(vlbench_run(f"merged-{repeat}", cache))
+            if args.parts:
+                parts.append(plain_loop_parts(examples, clip, args.batch_size))
     pairs = sum(example.n_pairs for example in examples)
     import torch
 
     print(f"{'the released ComVG csv (placeholder images)' if args.released_comvg else 'mini ComVG'}, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
     print(f"vlbench: {args.image_workers or 'default'} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
     print_rates(times, pairs, "pairs/s", "plain open_clip loop")
+    if parts:
+        import statistics
+
+        print("the plain loop's parts, timed one by one, median seconds: " + ", ".join(f"{part} {statistics.median(run[part] for run in parts):.3f}" for part in parts[0]))
 
 
 if __name__ == "__main__":
