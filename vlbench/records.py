@@ -203,8 +203,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_atomically(path: Path, write, durable: bool = True) -> None:
     """Call `write(binary_handle)` on a temporary file next to `path`, then rename it over `path`
-    (after an fsync unless `durable` is false, as for caches that can be recomputed). The file
-    gets the mode a plain `open` would give it (the umask's), not the temporary file's 0600."""
+    (after an fsync unless `durable` is false, as for caches that can be recomputed; durable, the
+    directory is synced after the rename too). The file gets the mode a plain `open` would give it
+    (the umask's), not the temporary file's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -218,6 +219,22 @@ def write_atomically(path: Path, write, durable: bool = True) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if durable:
+        _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (where the platform can open a directory)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # file systems that cannot sync a directory
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def writable_directory(path: Path) -> str | None:
