@@ -96,16 +96,6 @@ def _merge_lock(directory: Path) -> Iterator[bool]:
                 lock.unlink()
 
 
-def _sync_directory(directory: Path) -> None:
-    """Make the renames and removals in `directory` durable (where the platform allows)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
 def _warn_unwritable(error: OSError) -> None:
     import sys
 
@@ -194,47 +184,33 @@ class FeatureCache:
         with _merge_lock(self.directory / kind) as held:
             if not held:
                 return shards
-            group: list[Path] = []
-            items: dict[str, np.ndarray] = {}
-            for shard in [*small, None]:  # None: the end, where the last group is written
-                if shard is not None:
-                    try:
-                        with np.load(shard) as stored:
-                            keys, features = stored["keys"].tolist(), stored["features"]
-                    except UNREADABLE:  # damaged, or merged away: indexed (or skipped) as any other
-                        continue
-                    group.append(shard)
-                    items.update((key, row) for key, row in zip(keys, features) if key not in items)
-                    if len(items) * features.itemsize * features.shape[-1] < MERGED_SHARD_BYTES:
-                        continue
-                if len(group) > 1:
-                    if not self._replace(kind, group, items):
-                        break  # not writable: the small shards stay, and are indexed
-                    merged.update(group)
-                group, items = [], {}
+            for group, items in _merge_groups(small):
+                if len(group) < 2:  # nothing to gain
+                    continue
+                if not self._replace(kind, group, items):
+                    break  # not writable: the small shards stay, and are indexed
+                merged.update(group)
             self.scanned.update(merged)
         return [shard for shard in shards if shard not in merged]
 
     def _replace(self, kind: str, group: list[Path], items: dict[str, np.ndarray]) -> bool:
-        """Write `items` as one shard, synced, then remove the shards of `group` it replaces."""
+        """Write `items` as one shard, synced, then remove the shards of `group` it replaces (a
+        crash before the removals are on disk leaves duplicates, never a loss)."""
         keys = list(items)
         if not self._write_shard(kind, keys, np.stack([items[key] for key in keys]), durable=True):
             return False
-        _sync_directory(self.directory / kind)
         for key in keys:
             self.memory.put((kind, key), np.array(items[key]))  # a copy: the LRU counts what it keeps alive
         for shard in group:
             with contextlib.suppress(OSError):  # removed by a process that took a stale lock too
                 shard.unlink()
-        _sync_directory(self.directory / kind)
         return True
 
     def _read_shard(self, kind: str, shard: Path) -> bool:
         """Put the shard's features in memory; a shard that cannot be read is forgotten (False), so
         its items are looked for again or computed again (and written to a new shard)."""
         try:
-            with np.load(shard) as stored:
-                keys, features = stored["keys"].tolist(), stored["features"]
+            keys, features = _shard_contents(shard)
         except UNREADABLE:
             self.shard_of = {item: held for item, held in self.shard_of.items() if held != shard}
             return False
@@ -257,6 +233,32 @@ class FeatureCache:
         for key in keys:
             self.shard_of[(kind, key)] = shard
         return True
+
+
+def _shard_contents(shard: Path) -> tuple[list[str], np.ndarray]:
+    """A shard's keys and features; raises one of `UNREADABLE` when it is damaged or gone."""
+    with np.load(shard) as stored:
+        return stored["keys"].tolist(), stored["features"]
+
+
+def _merge_groups(shards: list[Path]) -> Iterator[tuple[list[Path], dict[str, np.ndarray]]]:
+    """The readable `shards` in order, in groups holding about `MERGED_SHARD_BYTES` of features,
+    each with its items (each key once). Unreadable ones (damaged, or merged away) are left out:
+    they are indexed, or skipped, as any other shard."""
+    group: list[Path] = []
+    items: dict[str, np.ndarray] = {}
+    for shard in shards:
+        try:
+            keys, features = _shard_contents(shard)
+        except UNREADABLE:
+            continue
+        group.append(shard)
+        items.update((key, row) for key, row in zip(keys, features) if key not in items)
+        if len(items) * features.itemsize * features.shape[-1] >= MERGED_SHARD_BYTES:
+            yield group, items
+            group, items = [], {}
+    if group:
+        yield group, items
 
 
 class _LeastRecentlyUsed:
