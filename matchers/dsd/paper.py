@@ -104,7 +104,7 @@ class DSDMatcher(StableDiffusionMatcher):
 
     @classmethod
     def unet_passes_keeping_attention(cls, options, examples):
-        return sum(example.n_pairs for example in examples) * len(options.noise_levels)  # every pair afresh: maps are not memoised
+        return cls.unet_passes(options, examples, True)  # every pair afresh, as in training: maps are not memoised
 
     def trained_module(self) -> DSDPrompts:
         if self.prompts is None:
