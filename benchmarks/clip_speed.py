@@ -28,51 +28,44 @@ from medians import print_rates  # noqa: E402
 from placeholders import REAL_COMVG_CSV, comvg_root  # noqa: E402
 
 
-def plain_loop(examples, clip, batch_size: int) -> float:
-    """Seconds the plain open_clip loop takes over `examples`."""
+def plain_loop(examples, clip, batch_size: int, timed=lambda part, compute: compute()) -> float:
+    """Seconds the plain open_clip loop takes over `examples`; `timed(part, compute)` runs each
+    of its parts (`plain_loop_parts` times them)."""
     import torch
     import torch.nn.functional as F
 
     from vlbench.evaluation import load_images
+
+    def similarities(batch, image_embeddings, text_embeddings):
+        image_at, text_at = 0, 0
+        for example in batch:
+            (image_embeddings[image_at : image_at + len(example.images)] @ text_embeddings[text_at : text_at + len(example.texts)].T).tolist()
+            image_at, text_at = image_at + len(example.images), text_at + len(example.texts)
 
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
-            images = [image for example in batch for image in load_images(example)]
-            texts = [text for example in batch for text in example.texts]
-            image_embeddings = F.normalize(clip.model.encode_image(torch.stack([clip.preprocess(image.pixels) for image in images])), dim=-1)
-            text_embeddings = F.normalize(clip.model.encode_text(clip.tokenizer(texts)), dim=-1)
-            image_at, text_at = 0, 0
-            for example in batch:
-                (image_embeddings[image_at : image_at + len(example.images)] @ text_embeddings[text_at : text_at + len(example.texts)].T).tolist()
-                image_at, text_at = image_at + len(example.images), text_at + len(example.texts)
+            images = timed("loading images", lambda: [image for example in batch for image in load_images(example)])
+            pixels = timed("preprocessing", lambda: torch.stack([clip.preprocess(image.pixels) for image in images]))
+            image_embeddings = timed("image encoder", lambda: F.normalize(clip.model.encode_image(pixels), dim=-1))
+            tokens = timed("tokenizer", lambda: clip.tokenizer([text for example in batch for text in example.texts]))
+            text_embeddings = timed("text encoder", lambda: F.normalize(clip.model.encode_text(tokens), dim=-1))
+            timed("similarities", lambda: similarities(batch, image_embeddings, text_embeddings))
     return time.perf_counter() - started
 
 
 def plain_loop_parts(examples, clip, batch_size: int) -> dict[str, float]:
     """Seconds the plain loop spends in each of its parts, timed one by one (`--parts`)."""
-    import torch
-    import torch.nn.functional as F
-
-    from vlbench.evaluation import load_images
-
-    seconds = dict.fromkeys(("loading images", "preprocessing", "image encoder", "tokenizer", "text encoder"), 0.0)
+    seconds: dict[str, float] = {}
 
     def timed(part, compute):
         started = time.perf_counter()
         result = compute()
-        seconds[part] += time.perf_counter() - started
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - started
         return result
 
-    with torch.inference_mode():
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start : start + batch_size]
-            images = timed("loading images", lambda: [image for example in batch for image in load_images(example)])
-            pixels = timed("preprocessing", lambda: torch.stack([clip.preprocess(image.pixels) for image in images]))
-            timed("image encoder", lambda: F.normalize(clip.model.encode_image(pixels), dim=-1))
-            tokens = timed("tokenizer", lambda: clip.tokenizer([text for example in batch for text in example.texts]))
-            timed("text encoder", lambda: F.normalize(clip.model.encode_text(tokens), dim=-1))
+    plain_loop(examples, clip, batch_size, timed)
     return seconds
 
 
