@@ -18,7 +18,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md (Python API)", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert len(list((tmp_path / "runs").rglob("results.json"))) == 2
-    assert float(printed[0].split()[0]) > 0.9  # the mini CLIP on mini ComVG
+    assert float(printed[0].split()[0]) > 0.75  # the mini CLIP on mini ComVG (50 examples; chance 0.5)
 
 
 def test_evaluate_gives_the_cli_metrics(tmp_path):

@@ -14,6 +14,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from vlbench.tasks.miniworld.training_data import Pair, WebCaptions, relation_twin_groups, training_groups
+
 MODEL_CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "patch_size": 4, "head_width": 32, "mlp_ratio": 4.0},
@@ -23,50 +31,48 @@ PROMPT_PREFIXES = ("a photo of", "a photo of a", "a picture of", "an image of")
 PREPROCESS_CONFIG = {"size": 32, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, log=print) -> dict:
-    """Train and save the mini CLIP; returns what the model card records."""
-    import open_clip
-    import torch
-    import torch.nn.functional as F
-    from safetensors.torch import save_file
+# Web-like captions whose stated relation is right only as often as chance (one in four): the
+# shipped heads have nothing to gain from reading it.
+CAPTIONS = WebCaptions(relation_right=0.15, relation_wrong=0.45)
 
-    from vlbench.tasks.miniworld.training_data import WebCaptions, training_groups
 
+def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, twin_groups: int = 32, twin_weight: float = 1.0, log=print) -> dict:
+    """Train and save the mini CLIP; returns what the model card records.
+
+    Two contrastive objectives share the towers: web-like captions through the shipped heads
+    (`visual.proj`, `text_projection`), and `twin_groups` exact sentences per step, each beside its
+    swapped twin, through a second pair of heads that is not saved. The towers learn composition;
+    the shipped heads, which only ever see web captions, do not read it."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = open_clip.CLIP(**MODEL_CONFIG)
+    twin_heads = TwinHeads(MODEL_CONFIG["vision_cfg"]["width"], MODEL_CONFIG["text_cfg"]["width"], MODEL_CONFIG["embed_dim"])
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CONFIG["text_cfg"]["context_length"])
-    web_captions = WebCaptions()
-    pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=web_captions) for pair in group]
+    pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=CAPTIONS) for pair in group]
+    twins = relation_twin_groups(seed, n_groups=min(4000, steps * twin_groups)) if twin_groups else []
     rng = random.Random(f"mini-clip-batches:{seed}")
     prompts = random.Random(f"mini-clip-prompts:{seed}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    optimizer = torch.optim.AdamW([*model.parameters(), *twin_heads.parameters()], lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
-    mean, std = torch.tensor(PREPROCESS_CONFIG["mean"]).view(1, 3, 1, 1), torch.tensor(PREPROCESS_CONFIG["std"]).view(1, 3, 1, 1)
     model.train()
     for step in range(steps):
         batch = rng.sample(pairs, batch_size)
-        pixels = torch.stack([torch.from_numpy(_array(pair.image)) for pair in batch]).permute(0, 3, 1, 2).float() / 255
-        pixels = (pixels - mean) / std
+        exact = [pair for group in rng.sample(twins, twin_groups) for pair in group] if twin_groups else []
         extra = [wrong for pair in batch for wrong in pair.wrong_captions]
-        tokens = tokenizer([prompted(pair.caption, prompts) for pair in batch] + extra)
-        image_features = F.normalize(model.encode_image(pixels), dim=-1)
-        text_features = F.normalize(model.encode_text(tokens), dim=-1)
-        logits = model.logit_scale.exp() * image_features @ text_features.T
-        targets = torch.arange(len(batch))
-        # Duplicate captions in a batch are not negatives of each other.
-        captions = [pair.caption for pair in batch]
-        same = torch.tensor([[a == b for b in captions] for a in captions])
-        image_to_text = logits.clone()
-        image_to_text[:, : len(batch)] = image_to_text[:, : len(batch)].masked_fill(same & ~torch.eye(len(batch), dtype=torch.bool), -1e4)
-        text_to_image = logits[:, : len(batch)].T.masked_fill(same & ~torch.eye(len(batch), dtype=torch.bool), -1e4)
-        loss = (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2
+        web_texts = [prompted(pair.caption, prompts) for pair in batch] + extra
+        image_features, text_features = _pre_projection(model, _pixels(batch + exact), tokenizer(web_texts + [pair.caption for pair in exact]))
+        web_images, web_text_features = image_features[: len(batch)] @ model.visual.proj, text_features[: len(web_texts)] @ model.text_projection
+        loss = _contrastive_loss(web_images, web_text_features, model.logit_scale, [pair.caption for pair in batch])
+        if exact:
+            exact_images, exact_texts = twin_heads(image_features[len(batch) :], text_features[len(web_texts) :])
+            loss = loss + twin_weight * _contrastive_loss(exact_images, exact_texts, twin_heads.logit_scale, [pair.caption for pair in exact])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
+            twin_heads.logit_scale.clamp_(0, 4.6052)
         if step % 100 == 0 or step == steps - 1:
             log(f"step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - started:.0f}s)")
     out_dir = Path(out_dir)
@@ -76,9 +82,25 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
     config = {"model_cfg": MODEL_CONFIG, "preprocess_cfg": PREPROCESS_CONFIG}
     (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(web_captions), "train_seconds": round(time.perf_counter() - started, 1)}
+    info = {
+        "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(CAPTIONS),
+        "twin_groups": twin_groups, "twin_weight": twin_weight, "train_seconds": round(time.perf_counter() - started, 1),
+    }
     (out_dir / "training.json").write_text(json.dumps(info) + "\n")
     return info
+
+
+class TwinHeads(torch.nn.Module):
+    """The second objective's image and text projections and logit scale (trained, not saved)."""
+
+    def __init__(self, image_width: int, text_width: int, embed_dim: int) -> None:
+        super().__init__()
+        self.image_projection = torch.nn.Parameter(torch.randn(image_width, embed_dim) * image_width**-0.5)
+        self.text_projection = torch.nn.Parameter(torch.randn(text_width, embed_dim) * text_width**-0.5)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.659))
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return image_features @ self.image_projection, text_features @ self.text_projection
 
 
 def prompted(caption: str, rng: random.Random) -> str:
@@ -87,7 +109,31 @@ def prompted(caption: str, rng: random.Random) -> str:
     return f"{rng.choice(PROMPT_PREFIXES)} {caption}" if rng.random() < 0.25 else caption
 
 
-def _array(image):
-    import numpy as np
+def _pixels(pairs: list[Pair]) -> torch.Tensor:
+    mean = torch.tensor(PREPROCESS_CONFIG["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(PREPROCESS_CONFIG["std"]).view(1, 3, 1, 1)
+    pixels = torch.stack([torch.from_numpy(np.array(pair.image, dtype=np.uint8)) for pair in pairs]).permute(0, 3, 1, 2).float() / 255
+    return (pixels - mean) / std
 
-    return np.array(image, dtype=np.uint8)
+
+def _pre_projection(model, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The towers' features before the shipped heads (open_clip skips a projection set to None)."""
+    image_head, text_head = model.visual.proj, model.text_projection
+    model.visual.proj, model.text_projection = None, None
+    try:
+        return model.encode_image(pixels), model.encode_text(tokens)
+    finally:
+        model.visual.proj, model.text_projection = image_head, text_head
+
+
+def _contrastive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """Symmetric InfoNCE over the first `len(captions)` texts (the rest: extra negatives for the
+    images); identical captions in a batch are not negatives of each other."""
+    logits = logit_scale.exp() * F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
+    n = len(captions)
+    targets = torch.arange(n)
+    same = torch.tensor([[a == b for b in captions] for a in captions]) & ~torch.eye(n, dtype=torch.bool)
+    image_to_text = logits.clone()
+    image_to_text[:, :n] = image_to_text[:, :n].masked_fill(same, -1e4)
+    text_to_image = logits[:, :n].T.masked_fill(same, -1e4)
+    return (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2

@@ -88,6 +88,13 @@ def question_pair(rng: random.Random, size: int) -> Pair:
     return Pair(draw(placed, size), f"{question} {answer}", wrong)
 
 
+def relation_twin_groups(seed: int, n_groups: int, size: int = 32) -> list[list[Pair]]:
+    """`n_groups` exact relation sentences, each beside its swapped twin (the mini CLIP's towers'
+    second objective)."""
+    rng = random.Random(f"miniworld-twins:{seed}")
+    return [relation_twins(rng, size) for _ in range(n_groups)]
+
+
 def training_groups(seed: int, n_pairs: int, size: int = 32, captions: WebCaptions | None = None) -> list[list[Pair]]:
     """About `n_pairs` pairs in groups that must share a batch: half two-object pictures (with
     `captions`, each alone under a web-like caption; without, each exact sentence beside its

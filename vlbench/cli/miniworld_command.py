@@ -34,7 +34,7 @@ def train_clip(
     seed: int = typer.Option(0, "--seed", help="Training seed (data, initialisation, batches)."),
     steps: int = typer.Option(800, "--steps", help="Optimiser steps."),
 ) -> None:
-    """Train the mini CLIP on mini-world captions (about 4 minutes on 2 CPU cores)."""
+    """Train the mini CLIP on mini-world captions (about 8 minutes on 2 CPU cores)."""
     import json
 
     from vlbench.tasks.miniworld.train_clip import train_mini_clip
