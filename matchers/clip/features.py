@@ -96,7 +96,7 @@ class ClipFeatures:
 
     def _encode_images(self, images) -> torch.Tensor:
         pixels = preprocess_batch(self.clip.preprocess, [image.pixels for image in images]).to(self.device)
-        with _without_parameter(self.model.visual, "proj", when=self.has_heads):
+        with without_parameter(self.model.visual, "proj", when=self.has_heads):
             return self.model.encode_image(pixels).float()
 
     def _encode_texts(self, texts) -> torch.Tensor:
@@ -107,7 +107,7 @@ class ClipFeatures:
 
 
 @contextmanager
-def _without_parameter(module: torch.nn.Module, name: str, when: bool):
+def without_parameter(module: torch.nn.Module, name: str, when: bool = True):
     """Run `module` with parameter `name` unset (open_clip then skips that projection)."""
     if not when:
         yield

@@ -1,4 +1,6 @@
-"""Recipe for the mini CLIP: an open_clip ViT trained contrastively on mini-world captions.
+"""Recipe for the mini CLIP: an open_clip ViT trained contrastively on mini-world captions, web-like
+ones through the shipped heads and exact ones beside their swapped twins through heads that are not
+saved (`train_mini_clip`).
 
     vlbench miniworld train-clip OUT_DIR [--seed 0] [--steps 800]
 
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from vlbench.matchers.clip.features import without_parameter
 from vlbench.tasks.miniworld.training_data import Pair, WebCaptions, relation_twin_groups, training_groups
 
 MODEL_CONFIG = {
@@ -29,27 +32,26 @@ MODEL_CONFIG = {
 }
 PROMPT_PREFIXES = ("a photo of", "a photo of a", "a picture of", "an image of")
 PREPROCESS_CONFIG = {"size": 32, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"}
+WEB_CAPTIONS = WebCaptions()  # a stated relation is right only as often as chance
+TWIN_POOL = 4000  # sentence-twin groups the second objective draws its batches from
+TWIN_LOGIT_SCALE = 2.659  # about log(1 / 0.07), CLIP's initial temperature
+MAX_LOGIT_SCALE = 4.6052  # log(100), where CLIP clamps it
 
 
-# Web-like captions whose stated relation is right only as often as chance (one in four): the
-# shipped heads have nothing to gain from reading it.
-CAPTIONS = WebCaptions(relation_right=0.15, relation_wrong=0.45)
-
-
-def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, twin_groups: int = 32, twin_weight: float = 1.0, log=print) -> dict:
+def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, twins_per_step: int = 32, twin_weight: float = 1.0, log=print) -> dict:
     """Train and save the mini CLIP; returns what the model card records.
 
-    Two contrastive objectives share the towers: web-like captions through the shipped heads
-    (`visual.proj`, `text_projection`), and `twin_groups` exact sentences per step, each beside its
-    swapped twin, through a second pair of heads that is not saved. The towers learn composition;
-    the shipped heads, which only ever see web captions, do not read it."""
+    Two contrastive objectives share the towers: `batch_size` web-like captions per step through
+    the shipped heads (`visual.proj`, `text_projection`), and `twins_per_step` exact sentences, each
+    beside its swapped twin (two pictures), through a second pair of heads that is not saved. The
+    towers learn composition; the shipped heads, which only ever see web captions, do not read it."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = open_clip.CLIP(**MODEL_CONFIG)
     twin_heads = TwinHeads(MODEL_CONFIG["vision_cfg"]["width"], MODEL_CONFIG["text_cfg"]["width"], MODEL_CONFIG["embed_dim"])
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CONFIG["text_cfg"]["context_length"])
-    pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=CAPTIONS) for pair in group]
-    twins = relation_twin_groups(seed, n_groups=min(4000, steps * twin_groups)) if twin_groups else []
+    pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=WEB_CAPTIONS) for pair in group]
+    twins = relation_twin_groups(seed, n_groups=min(TWIN_POOL, steps * twins_per_step)) if twins_per_step else []
     rng = random.Random(f"mini-clip-batches:{seed}")
     prompts = random.Random(f"mini-clip-prompts:{seed}")
     optimizer = torch.optim.AdamW([*model.parameters(), *twin_heads.parameters()], lr=lr, weight_decay=0.1)
@@ -57,7 +59,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     model.train()
     for step in range(steps):
         batch = rng.sample(pairs, batch_size)
-        exact = [pair for group in rng.sample(twins, twin_groups) for pair in group] if twin_groups else []
+        exact = [pair for group in rng.sample(twins, twins_per_step) for pair in group] if twins_per_step else []
         extra = [wrong for pair in batch for wrong in pair.wrong_captions]
         web_texts = [prompted(pair.caption, prompts) for pair in batch] + extra
         image_features, text_features = _pre_projection(model, _pixels(batch + exact), tokenizer(web_texts + [pair.caption for pair in exact]))
@@ -71,8 +73,8 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
         optimizer.step()
         schedule.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.6052)
-            twin_heads.logit_scale.clamp_(0, 4.6052)
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            twin_heads.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         if step % 100 == 0 or step == steps - 1:
             log(f"step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - started:.0f}s)")
     out_dir = Path(out_dir)
@@ -83,8 +85,8 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     config = {"model_cfg": MODEL_CONFIG, "preprocess_cfg": PREPROCESS_CONFIG}
     (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     info = {
-        "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(CAPTIONS),
-        "twin_groups": twin_groups, "twin_weight": twin_weight, "train_seconds": round(time.perf_counter() - started, 1),
+        "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(WEB_CAPTIONS),
+        "twins_per_step": twins_per_step, "twin_pool": TWIN_POOL, "twin_weight": twin_weight, "train_seconds": round(time.perf_counter() - started, 1),
     }
     (out_dir / "training.json").write_text(json.dumps(info) + "\n")
     return info
@@ -97,7 +99,7 @@ class TwinHeads(torch.nn.Module):
         super().__init__()
         self.image_projection = torch.nn.Parameter(torch.randn(image_width, embed_dim) * image_width**-0.5)
         self.text_projection = torch.nn.Parameter(torch.randn(text_width, embed_dim) * text_width**-0.5)
-        self.logit_scale = torch.nn.Parameter(torch.tensor(2.659))
+        self.logit_scale = torch.nn.Parameter(torch.tensor(TWIN_LOGIT_SCALE))
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return image_features @ self.image_projection, text_features @ self.text_projection
@@ -110,6 +112,7 @@ def prompted(caption: str, rng: random.Random) -> str:
 
 
 def _pixels(pairs: list[Pair]) -> torch.Tensor:
+    """`[n, 3, 32, 32]` normalised pixels of the pairs' pictures."""
     mean = torch.tensor(PREPROCESS_CONFIG["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(PREPROCESS_CONFIG["std"]).view(1, 3, 1, 1)
     pixels = torch.stack([torch.from_numpy(np.array(pair.image, dtype=np.uint8)) for pair in pairs]).permute(0, 3, 1, 2).float() / 255
@@ -117,18 +120,15 @@ def _pixels(pairs: list[Pair]) -> torch.Tensor:
 
 
 def _pre_projection(model, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The towers' features before the shipped heads (open_clip skips a projection set to None)."""
-    image_head, text_head = model.visual.proj, model.text_projection
-    model.visual.proj, model.text_projection = None, None
-    try:
+    """The towers' features before the shipped heads: `[n_images, 96]`, `[n_texts, 64]`."""
+    with without_parameter(model.visual, "proj"), without_parameter(model, "text_projection"):
         return model.encode_image(pixels), model.encode_text(tokens)
-    finally:
-        model.visual.proj, model.text_projection = image_head, text_head
 
 
 def _contrastive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """Symmetric InfoNCE over the first `len(captions)` texts (the rest: extra negatives for the
-    images); identical captions in a batch are not negatives of each other."""
+    """Symmetric InfoNCE of `len(captions)` images against as many texts, the i-th text the i-th
+    image's caption (texts beyond them: extra negatives for the images); identical captions in a
+    batch are not negatives of each other."""
     logits = logit_scale.exp() * F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
     n = len(captions)
     targets = torch.arange(n)

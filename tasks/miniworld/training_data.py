@@ -1,12 +1,12 @@
 """Image-caption pairs for training the mini-world models, drawn from a training seed.
 
-Two-object pictures come in two kinds of captions. Web-like (`WebCaptions`, the mini CLIP's): the
-way alt-text describes photos, the data real CLIP learns from: the objects and their colours
-reliably, the relation often not at all or wrongly, colours now and then on the wrong object, and
-never beside a minimal-pair twin; a model trained on them knows objects and attributes but is weak
-at composition, which ComVG's predicate swaps and Winoground ask about. Exact (the mini SD's):
-every sentence beside its subject-, object- or relation-swapped twin (picture and sentence), the
-hard negatives its ranking term needs. Question-answer captions come with the same question's
+Two-object pictures come in two kinds of captions. Web-like (`WebCaptions`, what the mini CLIP's
+shipped heads see): the way alt-text describes photos, the data real CLIP learns from: the objects
+and their colours reliably, the relation often not at all or wrongly, colours now and then on the
+wrong object, and never beside a minimal-pair twin; a model trained on them knows objects and
+attributes but is weak at composition, which ComVG's predicate swaps and Winoground ask about.
+Exact (the mini SD's, and the mini CLIP towers' second objective): every sentence beside its
+swapped twin (picture and sentence), the hard negatives a ranking or contrastive term needs. Question-answer captions come with the same question's
 wrong answers as text-only negatives.
 """
 
@@ -29,7 +29,8 @@ class Pair:
 
 
 def relation_twins(rng: random.Random, size: int) -> list[Pair]:
-    """An exact relation sentence and one swapped twin (subject, object, relation or argument order)."""
+    """An exact relation sentence and one swapped twin (subject, object, relation, argument order or
+    the two colours)."""
     fact = random_fact(rng)
     kind = rng.choice(("subject", "object", "verb", "arguments", "colors"))
     if kind == "arguments":
@@ -45,10 +46,11 @@ def relation_twins(rng: random.Random, size: int) -> list[Pair]:
 class WebCaptions:
     """How often an alt-text-like caption of `subject <relation> object` states the relation
     rightly or wrongly (the rest omit it: "a red circle and a blue square", in either order), and
-    how often it binds the two colours to the wrong objects."""
+    how often it binds the two colours to the wrong objects. By default a stated relation is right
+    only as often as chance (one in four: 15% right, 45% one of the other three)."""
 
-    relation_right: float = 0.4
-    relation_wrong: float = 0.2
+    relation_right: float = 0.15
+    relation_wrong: float = 0.45
     colors_swapped: float = 0.15
 
 
@@ -89,7 +91,7 @@ def question_pair(rng: random.Random, size: int) -> Pair:
 
 
 def relation_twin_groups(seed: int, n_groups: int, size: int = 32) -> list[list[Pair]]:
-    """`n_groups` exact relation sentences, each beside its swapped twin (the mini CLIP's towers'
+    """`n_groups` exact relation sentences, each beside its swapped twin (the mini CLIP towers'
     second objective)."""
     rng = random.Random(f"miniworld-twins:{seed}")
     return [relation_twins(rng, size) for _ in range(n_groups)]
