@@ -336,7 +336,9 @@ def test_trained_state_is_stored_and_reloaded_instead_of_retrained(tmp_path, mon
 
 
 # Chance: ComVG 50, Winoground group 1/6 (16.7), RefCOCOg top-1 and VQAv2 top-1 10 (10 candidates).
-# The mini CLIP is weak at composition by design (MODEL_CARD.md), so Winoground's bar is low.
+# The mini CLIP is weak at composition by design (MODEL_CARD.md), so Winoground's bar is low; clip-ft's
+# budget (lr 1e-2, 40 epochs) trades subject and object swaps for relation ones (77.48 on these 100
+# examples at seed 0, zero-shot clip 86.50), so ComVG's is 75.
 FAR_ABOVE_CHANCE = {"mini-comvg": ("average", 0.75), "mini-winoground": ("group", 0.25), "mini-refcocog": ("top5", 0.70), "mini-vqav2": ("top1", 0.40)}
 
 

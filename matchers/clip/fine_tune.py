@@ -36,10 +36,11 @@ class ClipFineTuneMatcher(TrainedClipMatcher):
     name = "clip-ft"
     summary = "CLIP fine-tuning (DSD paper baseline): only the image/text projections and logit scale train."
     Options = ClipOptions
-    # dsd's training budget (lr 1e-2, 40 epochs; the protocol's AdamW, bce, batch 8), where 5 epochs
-    # are 20 steps at 5% of mini ComVG. The held-out mini-world 7, 5% shots, zero-shot 82.83: lr 1e-3
-    # for 10 / 20 / 40 / 80 epochs 83.33 / 88.07 / 90.70 / 91.58; lr 3e-3 for 20 / 40: 92.28 / 93.33;
-    # lr 1e-2 for 20 / 40: 93.51 / 93.16.
+    # dsd's training budget (lr 1e-2, 40 epochs; the protocol's AdamW, bce, batch 8): one budget for
+    # the matchers the protocol's loop trains. The protocol's 5 epochs are only 20 steps at 5% of mini
+    # ComVG. The held-out mini-world 7, 5% shots, zero-shot 82.83: lr 1e-3 for 10 / 20 / 40 / 80
+    # epochs 83.33 / 88.07 / 90.70 / 91.58; lr 3e-3 for 20 / 40: 92.28 / 93.33; lr 1e-2 for 20 / 40:
+    # 93.51 / 93.16 (MODEL_CARD.md: what it costs on the other mini tasks).
     train_defaults = {"lr": 1e-2, "epochs": 40}
 
     def __init__(self, options, runtime):
