@@ -51,7 +51,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     twin_heads = TwinHeads(MODEL_CONFIG["vision_cfg"]["width"], MODEL_CONFIG["text_cfg"]["width"], MODEL_CONFIG["embed_dim"])
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CONFIG["text_cfg"]["context_length"])
     pairs = [pair for group in training_groups(seed, n_pairs=steps * batch_size // 4 + 1000, captions=WEB_CAPTIONS) for pair in group]
-    twins = relation_twin_groups(seed, n_groups=min(TWIN_POOL, steps * twins_per_step)) if twins_per_step else []
+    twins = relation_twin_groups(seed, n_groups=min(TWIN_POOL, steps * twins_per_step))
     rng = random.Random(f"mini-clip-batches:{seed}")
     prompts = random.Random(f"mini-clip-prompts:{seed}")
     optimizer = torch.optim.AdamW([*model.parameters(), *twin_heads.parameters()], lr=lr, weight_decay=0.1)
@@ -59,7 +59,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     model.train()
     for step in range(steps):
         batch = rng.sample(pairs, batch_size)
-        exact = [pair for group in rng.sample(twins, twins_per_step) for pair in group] if twins_per_step else []
+        exact = [pair for group in rng.sample(twins, twins_per_step) for pair in group]
         extra = [wrong for pair in batch for wrong in pair.wrong_captions]
         web_texts = [prompted(pair.caption, prompts) for pair in batch] + extra
         image_features, text_features = _pre_projection(model, _pixels(batch + exact), tokenizer(web_texts + [pair.caption for pair in exact]))

@@ -6,8 +6,8 @@ and their colours reliably, the relation often not at all or wrongly, colours no
 wrong object, and never beside a minimal-pair twin; a model trained on them knows objects and
 attributes but is weak at composition, which ComVG's predicate swaps and Winoground ask about.
 Exact (the mini SD's, and the mini CLIP towers' second objective): every sentence beside its
-swapped twin (picture and sentence), the hard negatives a ranking or contrastive term needs. Question-answer captions come with the same question's
-wrong answers as text-only negatives.
+swapped twin (picture and sentence), the hard negatives a ranking or contrastive term needs.
+Question-answer captions come with the same question's wrong answers as text-only negatives.
 """
 
 from __future__ import annotations
