@@ -60,11 +60,22 @@ def test_the_paper_suite_plans_every_table_cell_and_names_every_download(tmp_pat
 def test_parallel_processes_give_the_sequential_board(tmp_path):
     (tmp_path / "s.yaml").write_text(SMALL)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)
-    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", cwd=tmp_path)
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", "--out", "two.md", cwd=tmp_path)
     sequential, parallel = render_board([tmp_path / "one"]), render_board([tmp_path / "two"])
     assert sequential == parallel and sequential.count("| random [") == 2
+    assert "`vlbench suite run s.yaml --out two.md --runs-dir two --jobs 2`" in (tmp_path / "two.md").read_text()
     jobs = load_suite(tmp_path / "s.yaml", tmp_path / "two")
     assert len(jobs) == 8 and all(job_state(job) == "done" for job in jobs)
+
+
+def test_parallel_job_processes_share_the_cores_unless_the_user_set_the_threads(monkeypatch):
+    from vlbench.suites import job_environment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [job_environment(parallel)["OMP_NUM_THREADS"] for parallel in (2, 3, 8, 16)] == ["4", "2", "1", "1"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert job_environment(2)["OMP_NUM_THREADS"] == "6"
 
 
 def test_a_failed_run_is_reported_the_others_finish_and_a_rerun_completes_only_what_is_missing(tmp_path):

@@ -18,6 +18,7 @@ working directory); an entry's `seeds` replace the suite's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -203,8 +204,9 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
     elif parallel == 1:
         outcomes = [counted(_run_here)(job) for job in todo]
     else:
+        environment = job_environment(parallel)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            outcomes = list(pool.map(counted(_run_process), todo))
+            outcomes = list(pool.map(counted(lambda job: _run_process(job, environment)), todo))
     return [job for job, ok in zip(todo, outcomes) if not ok]
 
 
@@ -227,10 +229,19 @@ def _config_file(job: Job) -> Path:
     return config_file
 
 
-def _run_process(job: Job) -> bool:
+def job_environment(parallel: int) -> dict[str, str]:
+    """The environment of each job process when `parallel` run at once: the CPU cores shared out
+    (`OMP_NUM_THREADS`, which sets PyTorch's threads), unless the user set it. Each process taking
+    every core would oversubscribe them."""
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    return environment
+
+
+def _run_process(job: Job, environment: dict[str, str]) -> bool:
     config_file = _config_file(job)
     with open(job.state_file(".log"), "w") as log:
-        done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
     if done.returncode != 0:
         error = first_error_line(job.state_file(".log").read_text())
         job.state_file(".failed").write_text((error or f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")

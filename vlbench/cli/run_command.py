@@ -16,7 +16,7 @@ def run(
     seed: list[int] = typer.Option(None, "--seed", help="Seed; repeat for several runs (default 0)."),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="Where run records go (default ./runs)."),
     config: Path = typer.Option(None, "--config", help="YAML file with any of the run keys; flags override it."),
-    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N evaluation examples."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate a sample of N evaluation examples (drawn with the seed, kept in order)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Examples per scoring call; never changes scores."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
     split: str = typer.Option(None, "--split", help="grouped (default) or paper-release (leaky; reproduction only)."),

@@ -117,7 +117,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
     typer.echo(markdown)
     if out:
-        options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "")
+        options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "") + (f" --jobs {jobs}" if jobs != 1 else "")
         atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", code, where))
         typer.echo(f"leaderboard: {out}")
 
