@@ -35,6 +35,7 @@ from vlbench.config import cache_dir
 from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
+ENCODING = "one item per encoder pass"  # also part of it: features encoded in batches round otherwise
 MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
 SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, when there are `MERGE_AT` of them
 MERGE_AT = 8
@@ -106,7 +107,7 @@ class FeatureCache:
     """One directory of feature shards per producer; `get` computes only what is missing."""
 
     def __init__(self, producer: dict[str, Any], root: Path | None = None, memory_bytes: int = MEMORY_BYTES) -> None:
-        identity = json.dumps({"layout": STORE_LAYOUT, **producer}, sort_keys=True, default=str)
+        identity = json.dumps({"layout": STORE_LAYOUT, "encoding": ENCODING, **producer}, sort_keys=True, default=str)
         self.directory = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:20]
         self.writable = True
         self.memory = _LeastRecentlyUsed(memory_bytes)
@@ -288,16 +289,21 @@ class _LeastRecentlyUsed:
 def cached_features(cache: FeatureCache | None, kind: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor], device) -> torch.Tensor:
     """Features of `keys` (content hashes, repeats allowed: each distinct one is looked up or
     computed once) from `cache`, or computed when there is no cache: float32 on `device`, a normal
-    tensor (usable with autograd). `compute(indices)` encodes `keys[i]` for the given indices."""
+    tensor (usable with autograd) in the contiguous layout. `compute(indices)` encodes `keys[i]`
+    for the given indices.
+
+    Each item is encoded on its own, so that its features are a function of the item alone: an
+    encoder run on a batch rounds an item's features differently with what else is in the batch,
+    and a cache filled by one run would then change what another run trains on."""
     distinct = list(dict.fromkeys(keys))
     first = {key: index for index, key in reversed(list(enumerate(keys)))}
 
     def compute_distinct(indices: list[int]) -> torch.Tensor:
-        return compute([first[distinct[index]] for index in indices])
+        return torch.cat([compute([first[distinct[index]]]) for index in indices]) if indices else compute([])
 
     with torch.inference_mode():
         features = cache.get(kind, distinct, compute_distinct) if cache is not None else compute_distinct(list(range(len(distinct))))
         if len(distinct) < len(keys):
             position = {key: index for index, key in enumerate(distinct)}
             features = features[torch.tensor([position[key] for key in keys])]
-    return features.float().to(device).clone()
+    return features.to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)  # one layout, cached or not: a convolution rounds differently on channels-last input

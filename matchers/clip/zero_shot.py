@@ -14,11 +14,12 @@ class ClipOptions:
 
 
 class ClipMatcher(Matcher):
-    """score(image, text) = cos(image embedding, text embedding). Features are computed per image
-    and per text (each distinct one once per batch of examples), so a score depends on what else is
-    in a batch only through the encoders' float rounding (README, determinism)."""
+    """score(image, text) = cos(image embedding, text embedding). Features are computed once per
+    distinct image and text, each on its own, so a score depends on what else is in a batch only
+    through the projection heads' float rounding (README, determinism)."""
 
     name = "clip"
+    version = "2"  # 2: features encoded one item at a time
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
     uses_model = True
     hashes_pixels = True  # features are cached and shared in a batch by pixels
