@@ -34,6 +34,8 @@ def test_an_item_s_features_do_not_depend_on_what_it_was_encoded_with(name):
         together = encode(items)
         alone = torch.cat([encode([item]) for item in items])
         assert torch.equal(together, alone)
+        assert torch.equal(together[:3], encode(items[:3]))  # a batch of three rounds otherwise
+        assert torch.equal(together[5:], encode(items[5:]))  # other neighbours, other places in a batch
 
 
 def test_scores_from_a_warm_feature_cache_equal_those_from_a_cold_one(tmp_path, monkeypatch):

@@ -35,7 +35,8 @@ from vlbench.config import cache_dir
 from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
-ENCODING = "one item per encoder pass"  # also part of it: features encoded in batches round otherwise
+ENCODE_BATCH = 8  # items per encoder pass, always: an encoder rounds an item by the batch's size
+ENCODING = f"batches of {ENCODE_BATCH}, the last padded with repeats"  # part of a cache directory's identity too
 MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
 SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, when there are `MERGE_AT` of them
 MERGE_AT = 8
@@ -292,14 +293,18 @@ def cached_features(cache: FeatureCache | None, kind: str, keys: Sequence[str], 
     tensor (usable with autograd) in the contiguous layout. `compute(indices)` encodes `keys[i]`
     for the given indices.
 
-    Each item is encoded on its own, so that its features are a function of the item alone: an
-    encoder run on a batch rounds an item's features differently with what else is in the batch,
-    and a cache filled by one run would then change what another run trains on."""
+    Items are encoded in batches of exactly `ENCODE_BATCH`, the last one filled up with repeats of
+    its last item, so that an item's features are a function of the item alone: an encoder rounds
+    an item's features differently with the size of its batch (not with the other items or its
+    place in it, tested), and a cache filled by one run would then change what another run trains on."""
     distinct = list(dict.fromkeys(keys))
     first = {key: index for index, key in reversed(list(enumerate(keys)))}
 
     def compute_distinct(indices: list[int]) -> torch.Tensor:
-        return torch.cat([compute([first[distinct[index]]]) for index in indices]) if indices else compute([])
+        if not indices:
+            return compute([])
+        batches = [[first[distinct[index]] for index in indices[start : start + ENCODE_BATCH]] for start in range(0, len(indices), ENCODE_BATCH)]
+        return torch.cat([compute(batch + batch[-1:] * (ENCODE_BATCH - len(batch)))[: len(batch)] for batch in batches])
 
     with torch.inference_mode():
         features = cache.get(kind, distinct, compute_distinct) if cache is not None else compute_distinct(list(range(len(distinct))))

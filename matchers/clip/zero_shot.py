@@ -15,11 +15,11 @@ class ClipOptions:
 
 class ClipMatcher(Matcher):
     """score(image, text) = cos(image embedding, text embedding). Features are computed once per
-    distinct image and text, each on its own, so a score depends on what else is in a batch only
-    through the projection heads' float rounding (README, determinism)."""
+    distinct image and text, in batches of one fixed size, so a score depends on what else is in a
+    batch only through the projection heads' float rounding (README, determinism)."""
 
     name = "clip"
-    version = "2"  # 2: features encoded one item at a time
+    version = "3"  # 2: features encoded one item at a time; 3: in padded batches of 8
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
     uses_model = True
     hashes_pixels = True  # features are cached and shared in a batch by pixels

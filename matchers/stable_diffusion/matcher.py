@@ -70,7 +70,7 @@ def product_indices(*sizes: int) -> tuple[torch.Tensor, ...]:
 class StableDiffusionMatcher(Matcher):
     """Base of `dsd`, `dsd-release` and `diffusion-itm`."""
 
-    version = "2"  # 2: latents and text states encoded one item at a time
+    version = "3"  # 2: latents and text states encoded one item at a time; 3: in padded batches of 8
     uses_model = True
     hashes_pixels = True  # latents, seeds and memoised jobs are keyed by pixels
 
