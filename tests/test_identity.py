@@ -138,6 +138,22 @@ def test_a_copy_of_the_same_data_elsewhere_resumes_and_both_roots_are_recorded(t
     assert roots == [str(tmp_path / "data"), str(tmp_path / "copy")]
 
 
+def test_another_library_version_refuses_to_resume(tmp_path, vlbench_here, monkeypatch):
+    """Pillow decodes the pixels every matcher reads: scores stored under one version are not
+    resumed under another."""
+    from vlbench import provenance
+
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    before = stored(tmp_path)
+    installed = provenance.library_version
+    monkeypatch.setattr(provenance, "library_version", lambda name: "0.0.1" if name == "pillow" else installed(name))
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith(f"error: pillow is at version 0.0.1 now, at {installed('pillow')} when these scores were stored") and line.endswith(HINT), err
+    assert stored(tmp_path) == before
+
+
 def test_scores_stored_without_a_record_of_their_inputs_are_refused(tmp_path, vlbench_here):
     args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
     assert vlbench_here(*args, cwd=tmp_path)[0] == 0

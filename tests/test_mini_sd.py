@@ -28,6 +28,29 @@ def test_shipped_mini_sd_is_a_stable_diffusion_folder():
     assert json.loads((mini_model_dir("mini-sd") / "training.json").read_text())["seed"] == 0
 
 
+def test_sharded_weights_are_all_in_the_fingerprint(tmp_path):
+    """A UNet saved in shards is hashed shard by shard: a changed shard changes the weights hash."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from vlbench.hashing import files_sha256
+    from vlbench.matchers.mini_models import mini_model_dir
+    from vlbench.matchers.stable_diffusion.loading import checkpoint_files
+
+    model = shutil.copytree(mini_model_dir("mini-sd"), tmp_path / "sd")
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    shutil.rmtree(model / "unet")
+    unet.save_pretrained(model / "unet", max_shard_size="1MB")
+    shards = sorted(path.name for path in (model / "unet").glob("*.safetensors"))
+    assert len(shards) >= 2 and {path.name for path in checkpoint_files(model) if path.parent.name == "unet"} >= set(shards)
+    before = files_sha256(checkpoint_files(model), model)
+    with open(model / "unet" / shards[-1], "r+b") as shard:
+        shard.seek(-4, 2)
+        shard.write(b"\x01\x02\x03\x04")
+    assert files_sha256(checkpoint_files(model), model) != before
+
+
 @pytest.mark.slow
 def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     """The full recipe (about 24 minutes on 2 cores); `test_the_sd_recipe_is_deterministic_for_a_seed` covers it fast."""

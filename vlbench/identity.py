@@ -4,9 +4,10 @@ A run has two parts of identity:
 - its configuration (task, task options, matcher, matcher options, `--model`, shots, split
   protocol, limit, training settings): hashed into `config_id`, which names the run directory;
 - its inputs: the code that scores (the distribution and version providing the matcher and the
-  task, and their own `version`), the model's weights (a content hash), and the task's data (a
-  fingerprint of the examples read). Stored in `identity.json`; a resumed run whose inputs differ
-  is refused with one line naming what changed.
+  task, and their own `version`, and the versions of the libraries the scores depend on), the
+  model's weights (a content hash), and the task's data (a fingerprint of the examples read).
+  Stored in `identity.json`; a resumed run whose inputs differ is refused with one line naming
+  what changed.
 
 Batch size, device and number of processes are in neither: they must not change scores.
 """
@@ -75,6 +76,12 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
     if old_data != new_data:
         return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(old_data)} → {short(new_data)})"
+    old_libraries, new_libraries = stored.get("libraries"), current["libraries"]
+    if old_libraries is None:
+        return "these scores were stored without the versions of the libraries that computed them (an older vlbench)"
+    for library in sorted(old_libraries.keys() | new_libraries.keys()):
+        if old_libraries.get(library) != new_libraries.get(library):
+            return f"{library} is at version {new_libraries.get(library)} now, at {old_libraries.get(library)} when these scores were stored"
     old_print, new_print = stored.get("matcher", {}).get("fingerprint", {}), current["matcher"]["fingerprint"]
     if old_print.get("weights_sha256") != new_print.get("weights_sha256"):
         return f"weights of --model {model} changed since these scores were stored (sha256 {short(old_print.get('weights_sha256'))} → {short(new_print.get('weights_sha256'))})"

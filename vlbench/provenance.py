@@ -30,13 +30,19 @@ def session_record(prepared, matcher, processes: int, examples_scored: int, trai
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": describe_device(prepared.device),
-        "libraries": {name: library_version(name) for name in (*ALWAYS_LISTED, *matcher.library_versions())},
+        "libraries": scoring_libraries(matcher),
         "data_root": str(prepared.task.data_root.absolute()) if prepared.task.data_root else None,
         "batch_size": config.batch_size,
         "processes": processes,
         "examples_scored": examples_scored,
         "trained": trained,
     }
+
+
+def scoring_libraries(matcher) -> dict[str, str | None]:
+    """The versions of the libraries a matcher's scores depend on (pixels decoded by Pillow, and
+    its own: open_clip, diffusers, …); part of a run's identity."""
+    return {name: library_version(name) for name in (*ALWAYS_LISTED, *matcher.library_versions())}
 
 
 def library_version(name: str) -> str | None:

@@ -17,6 +17,7 @@ metrics and writes `results.json`. Rank 0 alone holds the run's lock and writes 
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from vlbench.evaluation import RecentImages, load_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.options import as_dict, build
-from vlbench.provenance import session_record
+from vlbench.provenance import scoring_libraries, session_record
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, resolve_device
 from vlbench.splits import Split, check_protocol, evaluation_ids, make_split
@@ -119,7 +120,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
 
     torch.manual_seed(seed)
     matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
-    identity = run_identity(prepared, matcher, pool + (train_pool or []))
+    identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
     run_dir = RunDirectory(run_path(prepared, seed))
     ranks = distributed.current()
     with ExitStack() as held:
@@ -190,15 +191,36 @@ def run_path(prepared: Prepared, seed: int) -> Path:
     return Path(config.runs_dir) / config.task / config.matcher / f"shots-{_path_label(config.shots_parsed.label())}-{config_id}" / f"seed-{seed}"
 
 
-def run_identity(prepared: Prepared, matcher: Matcher, examples: list[Example]) -> RunIdentity:
-    """The run's configuration (names its directory) and inputs (checked on resume)."""
+def matcher_inputs(matcher: Matcher) -> dict[str, Any]:
+    """What a run's identity takes from its matcher: its fingerprint (weights, options) and the
+    versions of the libraries its scores depend on."""
+    return {"fingerprint": matcher.fingerprint(), "libraries": scoring_libraries(matcher)}
+
+
+def run_identity(prepared: Prepared, matcher: dict[str, Any], examples: list[Example]) -> RunIdentity:
+    """The run's configuration (names its directory) and inputs (checked on resume); `matcher`
+    is `matcher_inputs` of the run's matcher."""
     config = prepared.config
     task = prepared.task
     inputs = {
-        "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher.fingerprint()),
+        "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher["fingerprint"]),
         "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=task.data_fingerprint(examples)),
+        "libraries": matcher["libraries"],
     }
     return RunIdentity(run_configuration(prepared), inputs)
+
+
+def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[str, Any]]) -> str | None:
+    """For a run with stored records: what differs between the inputs they were computed from and
+    today's, worded as a resume's refusal; None when nothing does. Builds the run's matcher (which
+    loads its model) unless `matchers` holds its `matcher_inputs` from an earlier check."""
+    config = prepared.config
+    drawn = draw(prepared, seed)
+    key = json.dumps([config.matcher, as_dict(prepared.matcher_options), config.model, prepared.device], sort_keys=True, default=str)
+    if key not in matchers:
+        matchers[key] = matcher_inputs(prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, False)))
+    identity = run_identity(prepared, matchers[key], drawn.pool + (drawn.train_pool or []))
+    return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config)
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:
@@ -225,14 +247,22 @@ def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, c
         run_dir.write_text("config.yaml", _yaml({**identity.config, "seed": seed, "data_root": config.data_root and str(Path(config.data_root).absolute()), "batch_size": config.batch_size, "device": device}))
         run_dir.write_json("identity.json", identity.to_record())
         return
+    problem = _stored_inputs_problem(run_dir, identity, split, config)
+    if problem is not None:
+        raise VlbenchError(problem)
+
+
+def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig) -> str | None:
+    """Why the records in `run_dir` do not belong to a run of `identity` and `split`, or None."""
     if not run_dir.exists("identity.json"):
-        raise VlbenchError(f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench); {RESTART_HINT}")
+        return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench); {RESTART_HINT}"
     stored = run_dir.read_json("identity.json")
     change = changed_inputs(stored.get("inputs", {}), identity.inputs, config.model)
     if change is not None:
-        raise VlbenchError(f"{change}, in {run_dir.path}; {RESTART_HINT}")
+        return f"{change}, in {run_dir.path}; {RESTART_HINT}"
     if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:
-        raise VlbenchError(f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed); {RESTART_HINT}")
+        return f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed); {RESTART_HINT}"
+    return None
 
 
 def _check_attention_kept(run_dir: RunDirectory, done: set[str]) -> None:

@@ -32,7 +32,7 @@ from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
 from vlbench.options import build
-from vlbench.runner import Prepared, prepare, run, run_path
+from vlbench.runner import Prepared, prepare, run, run_path, stored_run_change
 
 STATE_DIR = ".suite"  # under the runs dir: per job, its configuration, log and outcome
 
@@ -105,9 +105,10 @@ def _single_seed(config: RunConfig, seed: int) -> RunConfig:
 
 def job_state(job: Job) -> str:
     """`done`, `running` (another process holds its lock), `failed` (its last attempt stopped with
-    an error), `partial` (scores stored, no results) or `pending`."""
+    an error, or the last `run_jobs` found its stored inputs differ from today's), `partial`
+    (scores stored, no results) or `pending`."""
     if (job.run_dir / "results.json").exists():
-        return "done"
+        return "failed" if job.state_file(".failed").exists() else "done"
     if _locked(job.run_dir / "run.lock"):
         return "running"
     if job.state_file(".failed").exists():
@@ -183,8 +184,11 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
     """Run every job not done: with `cluster`, as one submitit job array; else `parallel` at a
     time (1: in this process, one after another; more: each job in its own `vlbench run`
     process). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
-    go on. Returns the jobs that failed."""
-    todo = [job for job in jobs if job_state(job) != "done"]
+    go on. A done job whose stored inputs differ from today's (weights, data, code or library
+    versions) fails with the refusal a resume would give: it is never shown as if it were the
+    run asked for. Returns the jobs that failed."""
+    todo = [job for job in jobs if not (job.run_dir / "results.json").exists()]
+    stale = _changed_since_stored([job for job in jobs if (job.run_dir / "results.json").exists()])
     advance(len(jobs) - len(todo))
     for job in todo:
         job.state_file("").parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +211,23 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
         environment = job_environment(parallel)
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             outcomes = list(pool.map(counted(lambda job: _run_process(job, environment)), todo))
-    return [job for job, ok in zip(todo, outcomes) if not ok]
+    return stale + [job for job, ok in zip(todo, outcomes) if not ok]
+
+
+def _changed_since_stored(done: list[Job]) -> list[Job]:
+    """The done jobs whose stored inputs differ from today's, each with its refusal recorded
+    (a matcher is built once per configuration to fingerprint it)."""
+    matchers: dict[str, dict[str, Any]] = {}
+    changed = []
+    for job in done:
+        problem = stored_run_change(job.prepared, job.seed, matchers)
+        job.state_file("").parent.mkdir(parents=True, exist_ok=True)
+        if problem is None:
+            job.state_file(".failed").unlink(missing_ok=True)
+        else:
+            job.state_file(".failed").write_text(f"error: {problem}\n")
+            changed.append(job)
+    return changed
 
 
 def _run_here(job: Job) -> bool:

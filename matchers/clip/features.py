@@ -38,6 +38,8 @@ class ClipFeatures:
             "model": clip.fingerprint,
             "open_clip": version("open_clip_torch"),
             "torch": torch.__version__,
+            "torchvision": version("torchvision"),  # with Pillow, resizes and crops the pixels
+            "pillow": version("pillow"),
             "device": torch.device(device).type,
             "preprocess": repr(clip.preprocess),
         }

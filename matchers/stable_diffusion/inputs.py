@@ -58,6 +58,7 @@ class DiffusionInputs:
             "diffusers": version("diffusers"),
             "transformers": version("transformers"),
             "torch": torch.__version__,
+            "pillow": version("pillow"),  # resizes the pixels
             "device": torch.device(device).type,
             "resize": resize,
             "pixel_size": self.pixel_size,

@@ -15,6 +15,7 @@ from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.hashing import files_sha256
+from vlbench.readers import read_json
 from vlbench.matchers.mini_models import mini_model_dir
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
@@ -96,14 +97,25 @@ WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.
 
 def checkpoint_files(root: Path) -> list[Path]:
     """The files a load reads: `model_index.json`, each component's configs and tokenizer files,
-    and the weights file diffusers / transformers pick (safetensors before bin)."""
+    and the weights diffusers / transformers pick (safetensors before bin): one file, or the
+    shards its `.index.json` maps the weights to."""
     files = [root / "model_index.json"] if (root / "model_index.json").exists() else []
     for component in COMPONENTS:
         folder = root / component
         if folder.is_dir():
             files += [path for path in folder.iterdir() if path.suffix in (".json", ".txt")]
-            files += [folder / name for name in WEIGHT_FILES if (folder / name).exists()][:1]
+            files += next((weights for name in WEIGHT_FILES if (weights := _weight_files(folder, name))), [])
     return files
+
+
+def _weight_files(folder: Path, name: str) -> list[Path]:
+    """`name` in `folder`, or the shards of its index (`name.index.json`); none if neither."""
+    if (folder / name).exists():
+        return [folder / name]
+    index = folder / f"{name}.index.json"
+    if not index.exists():
+        return []
+    return [folder / shard for shard in sorted(set(read_json(index).get("weight_map", {}).values()))]
 
 
 def _hub_snapshot(repo: str) -> Path:
