@@ -23,10 +23,10 @@ def write_plots(tables, directory: Path) -> dict[str, list[Path]]:
     written: dict[str, list[Path]] = {}
     for table in tables:
         measured = [row for row in table.rows if not row.reported]
-        written[table.task] = [_shots_plot(plt, table, measured, directory / f"{table.task}-shots.png")]
+        written[table.task] = [_shots_plot(plt, table, measured, directory / f"{table.slug}-shots.png")]
         tags = [index for index, column in enumerate(table.columns) if "=" in column]
         if tags:
-            written[table.task].append(_tags_plot(plt, table, measured, tags, directory / f"{table.task}-tags.png"))
+            written[table.task].append(_tags_plot(plt, table, measured, tags, directory / f"{table.slug}-tags.png"))
     return written
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, read_references, shots_order
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, read_references, shots_order
 from vlbench.records import atomic_write_text
 from vlbench.stored_runs import StoredRun, find_runs
 
@@ -31,7 +31,7 @@ class Group:
     """Runs that evaluated the same examples (same split, same limit): their examples can be
     compared one by one."""
 
-    task: str
+    task: str  # the name of its task's table (`data_variant_names`)
     shots: str
     seed: int
     limit: int | None
@@ -71,14 +71,15 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
 
 
 def comparison_groups(runs: list[StoredRun]) -> list[Group]:
-    """Runs grouped by (task, split, limit): every matcher with the same shots, seed and limit
+    """Runs grouped by (task data, split, limit): every matcher with the same shots, seed and limit
     evaluated the same examples. Zero-shot runs of different seeds share a split but are never
     grouped: a seed can change a zero-shot matcher's scores (noise, sampled negatives)."""
+    names = data_variant_names([run.record for run in runs])
     groups: dict[tuple[str, str, int, int | None], Group] = {}
     for run in runs:
         record = run.record
-        key = (record.task, record.protocol.split_sha256, record.seed, record.protocol.limit)
-        groups.setdefault(key, Group(record.task, record.shots, record.seed, record.protocol.limit)).runs.append(run)
+        key = (record.data_key, record.protocol.split_sha256, record.seed, record.protocol.limit)
+        groups.setdefault(key, Group(names[record.data_key], record.shots, record.seed, record.protocol.limit)).runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda run: (run.record.matcher, run.record.config_id))
     return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed, group.limit or 0))

@@ -9,7 +9,9 @@ only with runs of the same limit.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +28,10 @@ OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' 
 
 @dataclass
 class Row:
-    """One (task, matcher, configuration, shots) group and its per-seed runs."""
+    """One (task, data, matcher, configuration, shots) group and its per-seed runs."""
 
     task: str
+    data: str  # `RunRecord.data_key`: the examples its runs evaluated
     matcher: str
     model: str | None
     config_id: str
@@ -46,9 +49,9 @@ class Row:
         return [record.seed for record in self.records]
 
     @property
-    def cohort(self) -> tuple[str, int | None]:
-        """Rows ranked and compared together: the same shots and the same evaluation limit."""
-        return (self.shots, self.limit)
+    def cohort(self) -> tuple[str, str, int | None]:
+        """Rows ranked and compared together: the same data, shots and evaluation limit."""
+        return (self.data, self.shots, self.limit)
 
     def values(self, column: tuple[str, ...]) -> list[float]:
         """The column's value in each seed's record (in seed order), where present."""
@@ -109,7 +112,7 @@ class ReportedApart:
 
 @dataclass
 class TaskTable:
-    task: str
+    task: str  # the task's name, with the options that tell its data apart where it has several (`data_variant_names`)
     columns: list[str]
     rows: list[TableRow]
     baseline: str | None = None
@@ -117,25 +120,77 @@ class TaskTable:
     headline: str = ""  # the column plots draw (the task's headline metric)
     reported_apart: ReportedApart | None = None
 
+    @property
+    def slug(self) -> str:
+        """The table's name as a file name."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.task)
+
 
 def group_rows(runs: list[StoredRun]) -> list[Row]:
-    rows: dict[tuple[str, str], Row] = {}
+    rows: dict[tuple[str, str, str], Row] = {}
     for run in runs:
         record = run.record
-        row = rows.setdefault((record.task, record.config_id), Row(record.task, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit))
+        row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit))
         if record.seed in row.seeds:
             raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}); pass each runs directory once")
         row.runs.append(run)
-    return sorted(rows.values(), key=lambda row: (row.task, shots_order(row.shots), row.limit or 0, row.matcher, row.config_id))
+    for row in rows.values():
+        _check_same_inputs(row)
+    return sorted(rows.values(), key=lambda row: (row.task, row.data, shots_order(row.shots), row.limit or 0, row.matcher, row.config_id))
+
+
+def _check_same_inputs(row: Row) -> None:
+    """Refuse a row whose seeds were computed from different inputs (a model changed in place
+    between seeds, another library version): its mean would mix them."""
+    first, *others = row.records
+    for record in others:
+        if record.inputs_key != first.inputs_key:
+            difference = _first_difference(json.loads(first.inputs_key), json.loads(record.inputs_key))
+            raise VlbenchError(
+                f"{row.task}, {row.matcher} (config {row.config_id}): seeds {first.seed} and {record.seed} were computed from different inputs "
+                f"({difference}), so they cannot be averaged; rerun the stale seeds (vlbench run --restart) or keep them in separate runs directories"
+            )
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    """The first place two JSON values differ, as `path: old → new`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: {json.dumps(old)[:60]} → {json.dumps(new)[:60]}"
+
+
+def data_variant_names(records: Sequence[RunRecord]) -> dict[str, str]:
+    """A table name per data key: the task's name, followed, where one task was evaluated on
+    several data (other task options or task versions), by what tells them apart."""
+    keys: dict[str, dict[str, RunRecord]] = {}
+    for record in records:
+        keys.setdefault(record.task, {}).setdefault(record.data_key, record)
+    names = {}
+    for task, variants in keys.items():
+        options = [record.task_options for record in variants.values()]
+        differing = sorted({name for option in options for name in option if any(other.get(name) != option.get(name) for other in options)})
+        for key, record in variants.items():
+            if len(variants) == 1:
+                names[key] = task
+            elif differing:
+                names[key] = f"{task} ({', '.join(f'{name}={record.task_options.get(name)}' for name in differing)})"
+            else:
+                names[key] = f"{task} (version {record.data['task'].get('version')})"
+    return names
 
 
 def columns_for(rows: list[Row]) -> list[tuple[str, tuple[str, ...]]]:
-    """(header, path into the record): the overall metrics, then the first metric per tag value."""
+    """(header, path into the record): the overall metrics, then per tag value the headline
+    metric (Winoground's group), or the first metric where the headline is not one per tag
+    (ComVG's average is over its tags)."""
     records = [record for row in rows for record in row.records]
     metrics = list(records[0].metrics)
     columns = [(name, ("metrics", name)) for name in metrics]
     tags = sorted({(tag, value) for record in records for tag, values in record.breakdown.items() for value in values})
-    columns += [(f"{metrics[0]} {tag}={value}", ("breakdown", tag, value, metrics[0])) for tag, value in tags]
+    per_tag = records[0].headline if any(records[0].headline in values for groups in records[0].breakdown.values() for values in groups.values()) else metrics[0]
+    columns += [(f"{per_tag} {tag}={value}", ("breakdown", tag, value, per_tag)) for tag, value in tags]
     return columns
 
 
@@ -161,11 +216,12 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
     row: a matcher name compares every other row with that matcher's row of the same shots and
     limit; `zero-shot` compares every trained row with the same matcher's zero-shot row."""
     rows = group_rows(find_runs(roots))
+    names = data_variant_names([record for row in rows for record in row.records])
     tables = []
-    for task in sorted({row.task for row in rows}):
-        task_rows = [row for row in rows if row.task == task]
+    for task, data in dict.fromkeys((row.task, row.data) for row in rows):
+        task_rows = [row for row in rows if row.data == data]
         columns = columns_for(task_rows)
-        table = TaskTable(task, [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
+        table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
         for_task = [reference for reference in references or [] if reference["task"] == task]
         table.rows += [_reported_row(reference, table.columns) for reference in for_task if "columns" in reference]
         table.reported_apart = _reported_apart([reference for reference in for_task if "paper_metrics" in reference])
@@ -181,7 +237,7 @@ def _measured_rows(rows: list[Row], columns) -> list[TableRow]:
     cohorts = {}
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, columns[0][1]), config_id=row.config_id))
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), config_id=row.config_id))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -211,7 +267,8 @@ def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
     """Seeds more than `OUTLIER_SDS` standard deviations from the mean of the other seeds (three
     seeds or more). The SD is the other seeds' SD, but never below the binomial standard error
     of a proportion at that mean over the run's n examples: two seeds that agree by chance do
-    not make the third an outlier."""
+    not make the third an outlier. The proportion counts one success and one failure more
+    (Laplace), so seeds at 100% do not make a third at 99.5% an outlier."""
     values = row.values(column)
     if len(values) < 3 or len(values) != len(row.records):
         return []
@@ -220,7 +277,8 @@ def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
         others = values[:index] + values[index + 1 :]
         mean = sum(others) / len(others)
         sd = math.sqrt(sum((value - mean) ** 2 for value in others) / (len(others) - 1))
-        binomial = math.sqrt(max(mean * (1 - mean), 0.0) / record.n) if 0 <= mean <= 1 else 0.0
+        smoothed = (mean * record.n + 1) / (record.n + 2)
+        binomial = math.sqrt(smoothed * (1 - smoothed) / record.n) if 0 <= mean <= 1 else 0.0
         if abs(values[index] - mean) > OUTLIER_SDS * max(sd, binomial, 1e-9):
             flagged.append(record.seed)
     return flagged
@@ -270,17 +328,18 @@ ZERO_SHOT = "zero-shot"
 
 def _baseline_row(row: Row, rows: list[Row], baseline: str) -> Row | None:
     """The row `row` is compared with: `baseline`'s in the same cohort, or for `zero-shot` the
-    same matcher, model and options at shots 0 (same limit)."""
+    same matcher, model, weights and options at shots 0 (same data and limit)."""
     if baseline != ZERO_SHOT:
         return next((other for other in rows if other.matcher == baseline and other.cohort == row.cohort), None)
     if row.shots == "0":
         return None
-    options = _matcher_options(row)
-    return next((other for other in rows if other.shots == "0" and other.limit == row.limit and other.matcher == row.matcher and other.model == row.model and _matcher_options(other) == options), None)
+    fingerprint = _matcher_fingerprint(row)
+    return next((other for other in rows if other.shots == "0" and other.data == row.data and other.limit == row.limit and other.matcher == row.matcher and _matcher_fingerprint(other) == fingerprint), None)
 
 
-def _matcher_options(row: Row) -> Any:
-    return row.records[0].data["matcher"]["fingerprint"].get("options")
+def _matcher_fingerprint(row: Row) -> Any:
+    """The matcher's model, weights and options (what a zero-shot row must share with a trained one)."""
+    return row.records[0].data["matcher"]["fingerprint"]
 
 
 def _labels(rows: list[Row]) -> dict[int, str]:
@@ -306,7 +365,7 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
         "Rows with one seed have no interval. *Reported* rows are published numbers (cited below",
         f"each table), not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean",
-        "(SD: the other seeds', at least the binomial standard error at n examples).",
+        "(SD: the other seeds', at least the binomial standard error at n examples, with one success and one failure added).",
     ]
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]

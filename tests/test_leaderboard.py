@@ -125,6 +125,61 @@ def test_outlier_seeds_are_flagged(tmp_path):
     assert build_board([tmp_path])[0].rows[1].outlier_seeds == []
 
 
+def test_seeds_at_the_ceiling_do_not_make_a_near_one_an_outlier(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    for seed, accuracy in enumerate((1.0, 1.0, 0.995)):  # one example of 200 apart
+        write_record(tmp_path, "random", "bbb", "0", seed, accuracy, {"color": 0.5})
+    assert build_board([tmp_path])[0].rows[0].outlier_seeds == []
+
+
+def test_runs_on_other_data_get_their_own_table_and_are_never_compared(tmp_path):
+    """A trained row on dataset seed 7 is not paired with the zero-shot row on dataset seed 0
+    (their example ids agree, their examples do not), nor ranked beside it."""
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(20)]
+    for matcher, shots, world, correct in (("plain", "0", 0, ids[:10]), ("plain", "10%", 7, ids[:15]), ("plain", "0", 7, ids[:5])):
+        run = tmp_path / f"{matcher}-{shots}-{world}"
+        write_scored_run(run, matcher, 0, set(correct), ids)
+        results = next(run.rglob("results.json"))
+        record = json.loads(results.read_text())
+        record["task"]["options"] = {"dataset_seed": world}
+        record["config_id"] += f"-{shots}-{world}"
+        record["protocol"]["shots"] = shots
+        record["matcher"]["trained"] = shots != "0"
+        results.write_text(json.dumps(record))
+    tables = build_board([tmp_path], baseline="zero-shot")
+    assert [table.task for table in tables] == ["colors (dataset_seed=0)", "colors (dataset_seed=7)"]
+    assert [len(table.rows) for table in tables] == [1, 2] and not tables[0].comparisons
+    (comparison,) = tables[1].comparisons
+    assert comparison.difference == pytest.approx(50.0) and comparison.pairs == 20  # against seed 7's zero-shot row
+
+
+def test_a_row_whose_seeds_had_other_weights_is_refused(tmp_path):
+    for seed in (0, 1):
+        write_record(tmp_path, "clip", "aaa", "0", seed, 0.5, {"color": 0.5}, model="model")
+    results = tmp_path / "colors" / "clip" / "aaa" / "seed-1" / "results.json"
+    record = json.loads(results.read_text())
+    record["matcher"]["fingerprint"]["weights_sha256"] = "changed"
+    results.write_text(json.dumps(record))
+    with pytest.raises(VlbenchError, match=r"seeds 0 and 1 were computed from different inputs \(matcher.fingerprint.weights_sha256: null → \"changed\"\)"):
+        render_board([tmp_path])
+
+
+def test_per_tag_columns_show_the_headline_where_it_is_per_tag(tmp_path):
+    """Winoground's per-tag columns are its group score, as its headline."""
+    from vlbench.leaderboard.tables import build_board
+
+    run = tmp_path / "winoground" / "clip" / "cfg" / "seed-0"
+    run.mkdir(parents=True)
+    metrics = {"text": 0.5, "image": 0.4, "group": 0.3}
+    breakdown = {"collapsed_tag": {"Object": {"n": 10, "text": 0.6, "image": 0.5, "group": 0.4}}}
+    (run / "results.json").write_text(json.dumps(results_record("winoground", "clip", "cfg", "0", 0, metrics, breakdown, 10, headline="group")))
+    (table,) = build_board([tmp_path])
+    assert table.columns == ["text", "image", "group", "group collapsed_tag=Object"] and table.rows[0].cells[3].mean == pytest.approx(40.0)
+
+
 def test_reported_rows_are_marked_cited_and_never_bold(runs):
     from vlbench.leaderboard.tables import build_board, render_markdown
 

@@ -5,6 +5,7 @@ and the report all read runs through it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,6 +86,25 @@ class RunRecord:
     @property
     def shots(self) -> str:
         return self.protocol.shots
+
+    @property
+    def data_key(self) -> str:
+        """Which data the run evaluated on: the task, its version and its options. Runs of one task
+        with different keys saw different examples (even where example ids agree, as a
+        mini-world's do across world seeds), so they are never ranked or paired together. The
+        data fingerprint is not part of it: it covers the training pool too (absent at zero
+        shots) and, where negatives are drawn per seed (RefCOCOg, official VQAv2), the seed."""
+        task = self.data["task"]
+        return json.dumps([task["name"], task.get("version"), task["options"]], sort_keys=True)
+
+    @property
+    def inputs_key(self) -> str:
+        """What the run's scores were computed from, besides its seed and data (`data_key`): the
+        matcher (its code's version, weights, options), the task's code version and the library
+        versions of its sessions. The seeds of one configuration must agree on it to be averaged."""
+        task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "headline")}
+        libraries = sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in self.data["provenance"]["sessions"]})
+        return json.dumps({"task": task, "matcher": self.data["matcher"], "libraries": libraries}, sort_keys=True)
 
     @property
     def limited(self) -> bool:
