@@ -4,7 +4,10 @@ Two sources:
 - `csv`: the DSD release's `vqa_text_test.csv` (`sentence,pos_image_id,neg_sentence_1..9`; COCO
   val2014 images). Its negatives never use yes/no, so the 386 (of 1,000) positives whose answer
   is yes/no are a surface shortcut; `vlbench data check` reports the count. The answer type is
-  derived from the answer (yes/no → binary, digits → number, else other).
+  derived from the answer (yes/no → binary, digits → number, else other). A negative identical
+  to the positive (one row of the released file, line 684) is dropped: it would tie with the
+  positive for every matcher, and a tie is never right, so the example could never be; the
+  release's argmax counted it right. `data check` reports such examples.
 - `official`: the VQAv2 question and annotation json. Candidates: the most common answer plus 9
   answers drawn with the run's seed from `major_answers.json`, excluding the question's valid
   answers. The answer type is the annotation's.
@@ -52,7 +55,7 @@ class VQAv2Options:
 
 class VQAv2Task(Task):
     name = "vqav2"
-    version = "1"
+    version = "2"  # 2: a csv negative identical to the positive is dropped
     summary = "VQAv2 as text matching: rank 'question answer' for the true answer among 10 candidates."
     Options = VQAv2Options
 
@@ -72,7 +75,8 @@ class VQAv2Task(Task):
 
     def statistics(self, examples: list[Example]) -> dict[str, Any]:
         shortcut = sum(1 for e in examples if _answer(e.texts[0], e.texts) in ("yes", "no") and not any(_answer(t, e.texts) in ("yes", "no") for t in e.texts[1:]))
-        return {"yes/no positives whose negatives are never yes/no (surface shortcut)": shortcut}
+        fewer = sum(1 for e in examples if len(e.texts) < N_CANDIDATES)
+        return {"yes/no positives whose negatives are never yes/no (surface shortcut)": shortcut, f"examples with fewer than {N_CANDIDATES} candidates (a negative identical to the positive, dropped)": fewer}
 
     def describe(self) -> str:
         if self.options.source == "csv":
@@ -97,7 +101,7 @@ class VQAv2Task(Task):
         images = self.require_data_root() / image_folder
         examples = []
         for line, row in enumerate(read_csv(path, CSV_COLUMNS), start=2):
-            texts = (row["sentence"], *(row[f"neg_sentence_{i}"] for i in range(1, 10)))
+            texts = (row["sentence"], *(row[f"neg_sentence_{i}"] for i in range(1, 10) if row[f"neg_sentence_{i}"] != row["sentence"]))
             answer = _answer(row["sentence"], texts)
             image = ImageRef(row["pos_image_id"], images / f"COCO_{coco_split}_{int(row['pos_image_id']):012d}.jpg")
             examples.append(Example(f"{id_prefix}-{line - 1}", (image,), texts, ((0, 0),), {"answer_type": _answer_type(answer)}))

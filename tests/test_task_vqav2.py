@@ -26,12 +26,19 @@ def csv_root(tmp_path_factory):
 def test_reads_the_released_csv_as_it_is(csv_root):
     task = VQAv2Task(VQAv2Options(), csv_root)
     examples = task.examples(seed=0)
-    assert len(examples) == 1000 and all(len(e.texts) == 10 for e in examples)
+    assert len(examples) == 1000 and all(len(e.texts) == 10 for e in examples if e.id != "vqav2-683")
     assert len({e.image_keys[0] for e in examples}) == 198
     assert Counter(e.tags["answer_type"] for e in examples) == {"binary": 386, "number": 131, "other": 483}
     assert examples[0].texts[0] == "What baseball team is on the hat? la"
     assert examples[0].images[0].path == csv_root / "val2014" / "COCO_val2014_000000108327.jpg"
-    assert task.statistics(examples) == {"yes/no positives whose negatives are never yes/no (surface shortcut)": 386}
+    # line 684 repeats its positive as neg_sentence_5: dropped, or the example could never be right
+    repeated = next(e for e in examples if e.id == "vqav2-683")
+    assert len(repeated.texts) == 9 and repeated.texts[0] not in repeated.texts[1:] and repeated.texts[0].endswith("orange juice")
+    assert task.outcomes([[1.0] + [0.0] * 8], repeated.positives) == {"top1": 1.0, "top5": 1.0}
+    assert task.statistics(examples) == {
+        "yes/no positives whose negatives are never yes/no (surface shortcut)": 386,
+        "examples with fewer than 10 candidates (a negative identical to the positive, dropped)": 1,
+    }
 
 
 def test_answers_sharing_a_prefix_keep_their_type(tmp_path):
@@ -105,4 +112,4 @@ def test_csv_with_a_missing_column_is_named(tmp_path):
 def test_data_check_passes_on_a_complete_layout(csv_root, tmp_path):
     result = vlbench_cli("data", "check", "--task", "vqav2", "--data-root", str(csv_root), cwd=tmp_path)
     assert "examples: 1000" in result.stdout and "answer_type: binary 386, number 131, other 483" in result.stdout
-    assert "surface shortcut): 386" in result.stdout and "ok: the layout is complete" in result.stdout
+    assert "surface shortcut): 386" in result.stdout and "dropped): 1" in result.stdout and "ok: the layout is complete" in result.stdout
