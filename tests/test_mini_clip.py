@@ -62,6 +62,23 @@ def test_the_clip_recipe_is_deterministic_for_a_seed(tmp_path):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
 
 
+def test_a_relation_sentence_and_its_converse_have_one_meaning():
+    import torch
+
+    from vlbench.tasks.miniworld.scenes import one_meaning
+    from vlbench.tasks.miniworld.train_clip import _contrastive_loss
+
+    assert one_meaning("a blue square right of a red circle") == one_meaning("a red circle left of a blue square") == "a red circle left of a blue square"
+    assert one_meaning("a red circle below a blue square") == "a blue square above a red circle"
+    assert one_meaning("a blue square left of a red circle") != one_meaning("a red circle left of a blue square")  # arguments swapped: another meaning
+    assert one_meaning("a red circle and a blue square") == "a red circle and a blue square"
+    images, texts = torch.eye(2), torch.tensor([[1.0, 0.2], [0.3, 1.0]])
+    captions = ["a red circle left of a blue square", "a blue square right of a red circle"]
+    plain = _contrastive_loss(images, texts, torch.tensor(0.0), captions)
+    masked = _contrastive_loss(images, texts, torch.tensor(0.0), [one_meaning(caption) for caption in captions])
+    assert masked == _contrastive_loss(images, texts, torch.tensor(0.0), [captions[0]] * 2) and masked < plain
+
+
 @pytest.mark.slow
 def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     """The recipe (about 8 minutes on 2 cores) retrained with its recorded settings lands within 2 points;
@@ -70,7 +87,7 @@ def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     from vlbench.tasks.miniworld.train_clip import train_mini_clip
 
     card = json.loads((mini_model_dir("mini-clip") / "training.json").read_text())
-    settings = {key: card[key] for key in ("seed", "steps", "batch_size", "lr", "twins_per_step", "twin_weight")}
+    settings = {key: card[key] for key in ("seed", "steps", "batch_size", "lr", "twins_per_step", "twin_weight", "mask_synonyms")}
     train_mini_clip(tmp_path / "retrained", **settings, log=lambda line: None)
     shipped = mini_comvg_accuracy(tmp_path / "a", "clip", "mini", world_seed=7)
     retrained = mini_comvg_accuracy(tmp_path / "b", "clip", str(tmp_path / "retrained"), world_seed=7)

@@ -7,6 +7,7 @@ gives the same scenes, pixels and captions.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 205, 40)}
@@ -57,6 +58,23 @@ class Fact:
     @property
     def triplet(self) -> tuple[str, str, str]:
         return (self.subject.phrase, self.relation, self.object.phrase)
+
+
+CONVERSES = {"right of": "left of", "below": "above"}  # "A right of B" says what "B left of A" says
+RELATION_SENTENCE = re.compile(rf"a (\w+ \w+) ({'|'.join(RELATIONS)}) a (\w+ \w+)")
+
+
+def one_meaning(caption: str) -> str:
+    """A relation sentence as one string per meaning: its converse ("a blue square right of a red
+    circle" for "a red circle left of a blue square") gives the same string; other captions are
+    returned as they are."""
+    match = RELATION_SENTENCE.fullmatch(caption)
+    if match is None:
+        return caption
+    subject, relation, object_ = match.groups()
+    if relation in CONVERSES:
+        subject, relation, object_ = object_, CONVERSES[relation], subject
+    return f"a {subject} {relation} a {object_}"
 
 
 def random_thing(rng: random.Random, avoid: Thing | None = None) -> Thing:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vlbench.matchers.clip.features import without_parameter
+from vlbench.tasks.miniworld.scenes import one_meaning
 from vlbench.tasks.miniworld.training_data import Pair, WebCaptions, relation_twin_groups, training_groups
 
 MODEL_CONFIG = {
@@ -38,13 +39,16 @@ TWIN_LOGIT_SCALE = 2.659  # about log(1 / 0.07), CLIP's initial temperature
 MAX_LOGIT_SCALE = 4.6052  # log(100), where CLIP clamps it
 
 
-def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, twins_per_step: int = 32, twin_weight: float = 1.0, log=print) -> dict:
+def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, twins_per_step: int = 32, twin_weight: float = 1.0, mask_synonyms: bool = False, log=print) -> dict:
     """Train and save the mini CLIP; returns what the model card records.
 
     Two contrastive objectives share the towers: `batch_size` web-like captions per step through
     the shipped heads (`visual.proj`, `text_projection`), and `twins_per_step` exact sentences, each
     beside its swapped twin (two pictures), through a second pair of heads that is not saved. The
-    towers learn composition; the shipped heads, which only ever see web captions, do not read it."""
+    towers learn composition; the shipped heads, which only ever see web captions, do not read it.
+    Identical captions in a batch are not negatives of each other; with `mask_synonyms`, neither
+    are a relation sentence and its converse (`scenes.one_meaning`; not the shipped recipe)."""
+    meaning = one_meaning if mask_synonyms else (lambda caption: caption)
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = open_clip.CLIP(**MODEL_CONFIG)
@@ -64,10 +68,10 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
         web_texts = [prompted(pair.caption, prompts) for pair in batch] + extra
         image_features, text_features = _pre_projection(model, _pixels(batch + exact), tokenizer(web_texts + [pair.caption for pair in exact]))
         web_images, web_text_features = image_features[: len(batch)] @ model.visual.proj, text_features[: len(web_texts)] @ model.text_projection
-        loss = _contrastive_loss(web_images, web_text_features, model.logit_scale, [pair.caption for pair in batch])
+        loss = _contrastive_loss(web_images, web_text_features, model.logit_scale, [meaning(pair.caption) for pair in batch])
         if exact:
             exact_images, exact_texts = twin_heads(image_features[len(batch) :], text_features[len(web_texts) :])
-            loss = loss + twin_weight * _contrastive_loss(exact_images, exact_texts, twin_heads.logit_scale, [pair.caption for pair in exact])
+            loss = loss + twin_weight * _contrastive_loss(exact_images, exact_texts, twin_heads.logit_scale, [meaning(pair.caption) for pair in exact])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -86,7 +90,7 @@ def train_mini_clip(out_dir: Path, seed: int = 0, steps: int = 800, batch_size: 
     (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     info = {
         "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "web_captions": asdict(WEB_CAPTIONS),
-        "twins_per_step": twins_per_step, "twin_pool": TWIN_POOL, "twin_weight": twin_weight, "train_seconds": round(time.perf_counter() - started, 1),
+        "twins_per_step": twins_per_step, "twin_pool": TWIN_POOL, "twin_weight": twin_weight, "mask_synonyms": mask_synonyms, "train_seconds": round(time.perf_counter() - started, 1),
     }
     (out_dir / "training.json").write_text(json.dumps(info) + "\n")
     return info
@@ -127,7 +131,7 @@ def _pre_projection(model, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[
 
 def _contrastive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """Symmetric InfoNCE of `len(captions)` images against as many texts, the i-th text the i-th
-    image's caption (texts beyond them: extra negatives for the images); identical captions in a
+    image's caption (texts beyond them: extra negatives for the images); equal `captions` in a
     batch are not negatives of each other."""
     logits = logit_scale.exp() * F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
     n = len(captions)
