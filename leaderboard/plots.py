@@ -1,4 +1,4 @@
-"""PNG plots of a board (matplotlib, the `plots` extra): per task, the headline metric (ComVG's
+"""PNG plots of a board (matplotlib, the `plots` extra): per table, the headline metric (ComVG's
 average, Winoground's group, …) against shots for each matcher, and the per-tag columns as grouped
 bars. Measured rows only."""
 
@@ -11,7 +11,8 @@ from vlbench.leaderboard.tables import shots_order
 
 
 def write_plots(tables, directory: Path) -> dict[str, list[Path]]:
-    """Write `{task}-shots.png` and, where the task has tags, `{task}-tags.png`; returns them per task."""
+    """Write `{table}-shots.png` and, where the table has tags, `{table}-tags.png` (the table's
+    slug); returns them per table name."""
     try:
         import matplotlib
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, read_references, shots_order
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, shots_order
 from vlbench.records import atomic_write_text
 from vlbench.stored_runs import StoredRun, find_runs
 
@@ -40,7 +39,7 @@ class Group:
     @property
     def slug(self) -> str:
         limited = f"-limit-{self.limit}" if self.limit is not None else ""
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}{limited}".replace("%", "pct"))
+        return file_name(f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}{limited}".replace("%", "pct"))
 
     @property
     def title(self) -> str:

@@ -1,4 +1,4 @@
-"""Leaderboard tables: runs grouped by (task, matcher, configuration, shots), aggregated over seeds.
+"""Leaderboard tables: runs grouped by (task, data, matcher, configuration, shots), aggregated over seeds.
 
 A pure function of run records (`results.json`, and `scores.jsonl` for the paired bootstrap), read
 through `vlbench.stored_runs`: no model, no data. `build_board` makes the structure;
@@ -123,7 +123,12 @@ class TaskTable:
     @property
     def slug(self) -> str:
         """The table's name as a file name."""
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.task)
+        return file_name(self.task)
+
+
+def file_name(text: str) -> str:
+    """`text` with every character a file name should not hold replaced by `_`."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
 def group_rows(runs: list[StoredRun]) -> list[Row]:
@@ -158,12 +163,17 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key):
                 return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (left, right) in enumerate(zip(old, new)):
+            if left != right:
+                return _first_difference(left, right, f"{path}[{index}]")
     return f"{path}: {json.dumps(old)[:60]} → {json.dumps(new)[:60]}"
 
 
 def data_variant_names(records: Sequence[RunRecord]) -> dict[str, str]:
     """A table name per data key: the task's name, followed, where one task was evaluated on
-    several data (other task options or task versions), by what tells them apart."""
+    several data, by the options and the task version that tell them apart (so names differ
+    where keys do)."""
     keys: dict[str, dict[str, RunRecord]] = {}
     for record in records:
         keys.setdefault(record.task, {}).setdefault(record.data_key, record)
@@ -171,13 +181,11 @@ def data_variant_names(records: Sequence[RunRecord]) -> dict[str, str]:
     for task, variants in keys.items():
         options = [record.task_options for record in variants.values()]
         differing = sorted({name for option in options for name in option if any(other.get(name) != option.get(name) for other in options)})
+        versions = {record.data["task"].get("version") for record in variants.values()}
         for key, record in variants.items():
-            if len(variants) == 1:
-                names[key] = task
-            elif differing:
-                names[key] = f"{task} ({', '.join(f'{name}={record.task_options.get(name)}' for name in differing)})"
-            else:
-                names[key] = f"{task} (version {record.data['task'].get('version')})"
+            parts = [f"{name}={record.task_options.get(name)}" for name in differing]
+            parts += [f"version {record.data['task'].get('version')}"] if len(versions) > 1 else []
+            names[key] = f"{task} ({', '.join(parts)})" if len(variants) > 1 else task
     return names
 
 
@@ -211,10 +219,11 @@ def read_references(path: Path = REFERENCE_NUMBERS) -> list[dict[str, Any]]:
 
 
 def build_board(roots: Sequence[Path], baseline: str | None = None, references: list[dict[str, Any]] | None = None, resamples: int = 10_000) -> list[TaskTable]:
-    """One table per task: measured rows (best mean per shots setting marked), reported rows for
-    the task from `references`, and with `baseline` a paired bootstrap of rows against a baseline
-    row: a matcher name compares every other row with that matcher's row of the same shots and
-    limit; `zero-shot` compares every trained row with the same matcher's zero-shot row."""
+    """One table per task and data (`data_variant_names`): measured rows (best mean per shots
+    setting marked), reported rows for the task from `references`, and with `baseline` a paired
+    bootstrap of rows against a baseline row: a matcher name compares every other row with that
+    matcher's row of the same data, shots and limit; `zero-shot` compares every trained row with
+    the same matcher's zero-shot row."""
     rows = group_rows(find_runs(roots))
     names = data_variant_names([record for row in rows for record in row.records])
     tables = []

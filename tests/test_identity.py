@@ -145,6 +145,11 @@ def test_another_library_version_refuses_to_resume(tmp_path, vlbench_here, monke
 
     args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
     assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    identity = next((tmp_path / "runs").rglob("identity.json"))
+    record = json.loads(identity.read_text())
+    del record["inputs"]["libraries"]  # as stored before identities named them: the sessions did
+    identity.write_text(json.dumps(record))
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
     before = stored(tmp_path)
     installed = provenance.library_version
     monkeypatch.setattr(provenance, "library_version", lambda name: "0.0.1" if name == "pillow" else installed(name))

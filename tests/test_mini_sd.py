@@ -28,6 +28,18 @@ def test_shipped_mini_sd_is_a_stable_diffusion_folder():
     assert json.loads((mini_model_dir("mini-sd") / "training.json").read_text())["seed"] == 0
 
 
+def test_the_same_checkpoint_elsewhere_has_the_same_fingerprint(tmp_path):
+    """Where the files were loaded from (diffusers' `_name_or_path`) is no part of the model."""
+    import shutil
+
+    from vlbench.matchers.mini_models import mini_model_dir
+    from vlbench.matchers.stable_diffusion.loading import load_stable_diffusion
+
+    copy = shutil.copytree(mini_model_dir("mini-sd"), tmp_path / "sd")
+    here, there = load_stable_diffusion("mini", "cpu").fingerprint, load_stable_diffusion(str(copy), "cpu").fingerprint
+    assert {**here, "model": None} == {**there, "model": None}  # the model key is what --model said
+
+
 def test_sharded_weights_are_all_in_the_fingerprint(tmp_path):
     """A UNet saved in shards is hashed shard by shard: a changed shard changes the weights hash."""
     import shutil

@@ -190,3 +190,15 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
 
     csv.write_text(original)
     assert run_jobs(jobs) == [] and job_state(jobs[0]) == "done"
+
+    # A failure older than the results (an attempt before the run succeeded) is no failure now.
+    failed_file = jobs[0].state_file(".failed")
+    failed_file.write_text("error: an earlier attempt\n")
+    results = next((tmp_path / "runs").rglob("results.json")).stat().st_mtime_ns
+    os.utime(failed_file, ns=(results - 10**9, results - 10**9))
+    assert job_state(jobs[0]) == "done"
+
+    # A finished run whose data root is gone fails on its own; the suite goes on.
+    data.rename(tmp_path / "moved")
+    (failed,) = run_jobs(jobs)
+    assert "data root" in failure(failed) and "does not exist" in failure(failed), failure(failed)

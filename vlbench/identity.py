@@ -78,7 +78,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(old_data)} → {short(new_data)})"
     old_libraries, new_libraries = stored.get("libraries"), current["libraries"]
     if old_libraries is None:
-        return "these scores were stored without the versions of the libraries that computed them (an older vlbench)"
+        return "these scores were stored without a record of the library versions that computed them (an older vlbench)"
     for library in sorted(old_libraries.keys() | new_libraries.keys()):
         if old_libraries.get(library) != new_libraries.get(library):
             return f"{library} is at version {new_libraries.get(library)} now, at {old_libraries.get(library)} when these scores were stored"

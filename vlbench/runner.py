@@ -256,8 +256,11 @@ def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: 
     """Why the records in `run_dir` do not belong to a run of `identity` and `split`, or None."""
     if not run_dir.exists("identity.json"):
         return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench); {RESTART_HINT}"
-    stored = run_dir.read_json("identity.json")
-    change = changed_inputs(stored.get("inputs", {}), identity.inputs, config.model)
+    stored = run_dir.read_json("identity.json").get("inputs", {})
+    if "libraries" not in stored:  # stored before identities named them: each session recorded them
+        recorded = {json.dumps(session.get("libraries"), sort_keys=True) for session in run_dir.sessions()}
+        stored = {**stored, "libraries": json.loads(recorded.pop())} if len(recorded) == 1 else stored
+    change = changed_inputs(stored, identity.inputs, config.model)
     if change is not None:
         return f"{change}, in {run_dir.path}; {RESTART_HINT}"
     if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:

@@ -103,7 +103,8 @@ class RunRecord:
         matcher (its code's version, weights, options), the task's code version and the library
         versions of its sessions. The seeds of one configuration must agree on it to be averaged."""
         task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "headline")}
-        libraries = sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in self.data["provenance"]["sessions"]})
+        sessions = self.data.get("provenance", {}).get("sessions", [])
+        libraries = [json.loads(text) for text in sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in sessions})]
         return json.dumps({"task": task, "matcher": self.data["matcher"], "libraries": libraries}, sort_keys=True)
 
     @property

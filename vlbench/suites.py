@@ -31,6 +31,7 @@ from vlbench.cluster import ClusterOptions, first_error_line, run_array
 from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
+from vlbench.identity import RESTART_HINT
 from vlbench.options import build
 from vlbench.runner import Prepared, prepare, run, run_path, stored_run_change
 
@@ -107,8 +108,9 @@ def job_state(job: Job) -> str:
     """`done`, `running` (another process holds its lock), `failed` (its last attempt stopped with
     an error, or the last `run_jobs` found its stored inputs differ from today's), `partial`
     (scores stored, no results) or `pending`."""
-    if (job.run_dir / "results.json").exists():
-        return "failed" if job.state_file(".failed").exists() else "done"
+    results, failed = job.run_dir / "results.json", job.state_file(".failed")
+    if results.exists():  # failed only if the failure came after the results (a stale run)
+        return "failed" if failed.exists() and failed.stat().st_mtime_ns >= results.stat().st_mtime_ns else "done"
     if _locked(job.run_dir / "run.lock"):
         return "running"
     if job.state_file(".failed").exists():
@@ -215,18 +217,29 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
 
 
 def _changed_since_stored(done: list[Job]) -> list[Job]:
-    """The done jobs whose stored inputs differ from today's, each with its refusal recorded
-    (a matcher is built once per configuration to fingerprint it)."""
+    """The done jobs whose stored inputs differ from today's (or cannot be read: a model or data
+    root gone), each with its refusal recorded; a matcher is built once per configuration to
+    fingerprint it, and let go before any job runs."""
+    import torch
+
     matchers: dict[str, dict[str, Any]] = {}
     changed = []
     for job in done:
-        problem = stored_run_change(job.prepared, job.seed, matchers)
+        try:
+            problem = stored_run_change(job.prepared, job.seed, matchers)
+        except VlbenchError as error:
+            problem = str(error)
         job.state_file("").parent.mkdir(parents=True, exist_ok=True)
         if problem is None:
             job.state_file(".failed").unlink(missing_ok=True)
         else:
-            job.state_file(".failed").write_text(f"error: {problem}\n")
+            refusal = problem.removesuffix(f"; {RESTART_HINT}")  # a suite has no --restart
+            if refusal != problem:
+                refusal += "; delete its run directory (or rerun it with vlbench run --restart) to score it again"
+            job.state_file(".failed").write_text(f"error: {refusal}\n")
             changed.append(job)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the matchers built here are gone; their cached blocks would sit idle beside the jobs
     return changed
 
 

@@ -315,5 +315,6 @@ class Matcher:
         return {}
 
     def library_versions(self) -> list[str]:
-        """Distributions whose versions the run record should list (beyond torch and numpy)."""
+        """Distributions the scores depend on beyond torch, numpy and Pillow: their versions are
+        part of a run's identity (a resume under others is refused) and listed per session."""
         return []

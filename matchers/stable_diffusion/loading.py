@@ -15,8 +15,8 @@ from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.hashing import files_sha256
-from vlbench.readers import read_json
 from vlbench.matchers.mini_models import mini_model_dir
+from vlbench.readers import read_json
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 
@@ -56,7 +56,10 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
         part.eval()
         part.to(device)
     folder = Path(root) if Path(root).is_dir() else _hub_snapshot(spec)
-    fingerprint = {"model": spec, "weights_sha256": files_sha256(checkpoint_files(folder), folder), "unet_config": dict(unet.config)}
+    # diffusers' `_name_or_path` (where it was loaded from) and `_diffusers_version` are no part of
+    # the model: the same files elsewhere, or saved by another diffusers, are the same checkpoint
+    unet_config = {key: value for key, value in unet.config.items() if not key.startswith("_")}
+    fingerprint = {"model": spec, "weights_sha256": files_sha256(checkpoint_files(folder), folder), "unet_config": unet_config}
     return StableDiffusionParts(tokenizer, text_encoder, vae, unet, scheduler, fingerprint)
 
 
