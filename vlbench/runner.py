@@ -212,7 +212,7 @@ def run_identity(prepared: Prepared, matcher: dict[str, Any], examples: list[Exa
 
 def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[str, Any]]) -> str | None:
     """For a run with stored records: what differs between the inputs they were computed from and
-    today's, worded as a resume's refusal; None when nothing does. Builds the run's matcher (which
+    today's, worded as a resume's refusal (without its hint); None when nothing does. Builds the run's matcher (which
     loads its model) unless `matchers` holds its `matcher_inputs` from an earlier check."""
     config = prepared.config
     drawn = draw(prepared, seed)
@@ -249,22 +249,23 @@ def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, c
         return
     problem = _stored_inputs_problem(run_dir, identity, split, config)
     if problem is not None:
-        raise VlbenchError(problem)
+        raise VlbenchError(f"{problem}; {RESTART_HINT}")
 
 
 def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig) -> str | None:
-    """Why the records in `run_dir` do not belong to a run of `identity` and `split`, or None."""
+    """Why the records in `run_dir` do not belong to a run of `identity` and `split` (without what
+    to do about it: that depends on the caller), or None."""
     if not run_dir.exists("identity.json"):
-        return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench); {RESTART_HINT}"
+        return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench)"
     stored = run_dir.read_json("identity.json").get("inputs", {})
     if "libraries" not in stored:  # stored before identities named them: each session recorded them
         recorded = {json.dumps(session.get("libraries"), sort_keys=True) for session in run_dir.sessions()}
         stored = {**stored, "libraries": json.loads(recorded.pop())} if len(recorded) == 1 else stored
     change = changed_inputs(stored, identity.inputs, config.model)
     if change is not None:
-        return f"{change}, in {run_dir.path}; {RESTART_HINT}"
+        return f"{change}, in {run_dir.path}"
     if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:
-        return f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed); {RESTART_HINT}"
+        return f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed)"
     return None
 
 

@@ -31,7 +31,6 @@ from vlbench.cluster import ClusterOptions, first_error_line, run_array
 from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
-from vlbench.identity import RESTART_HINT
 from vlbench.options import build
 from vlbench.runner import Prepared, prepare, run, run_path, stored_run_change
 
@@ -113,7 +112,7 @@ def job_state(job: Job) -> str:
         return "failed" if failed.exists() and failed.stat().st_mtime_ns >= results.stat().st_mtime_ns else "done"
     if _locked(job.run_dir / "run.lock"):
         return "running"
-    if job.state_file(".failed").exists():
+    if failed.exists():
         return "failed"
     if (job.run_dir / "scores.jsonl").exists() or any(job.run_dir.glob("scores.rank-*.jsonl")):
         return "partial"
@@ -226,17 +225,15 @@ def _changed_since_stored(done: list[Job]) -> list[Job]:
     changed = []
     for job in done:
         try:
-            problem = stored_run_change(job.prepared, job.seed, matchers)
+            change = stored_run_change(job.prepared, job.seed, matchers)
+            problem = change and f"{change}; delete its run directory (or rerun it with vlbench run --restart) to score it again"
         except VlbenchError as error:
             problem = str(error)
         job.state_file("").parent.mkdir(parents=True, exist_ok=True)
         if problem is None:
             job.state_file(".failed").unlink(missing_ok=True)
         else:
-            refusal = problem.removesuffix(f"; {RESTART_HINT}")  # a suite has no --restart
-            if refusal != problem:
-                refusal += "; delete its run directory (or rerun it with vlbench run --restart) to score it again"
-            job.state_file(".failed").write_text(f"error: {refusal}\n")
+            job.state_file(".failed").write_text(f"error: {problem}\n")
             changed.append(job)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the matchers built here are gone; their cached blocks would sit idle beside the jobs
