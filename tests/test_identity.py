@@ -2,6 +2,7 @@
 or other data refuses to resume (one line naming what changed, the stored record untouched), and
 `--restart` scores again. Identical inputs (a copy of the data elsewhere) resume."""
 
+import itertools
 import json
 import os
 import shutil
@@ -120,6 +121,33 @@ def test_changed_data_under_the_same_ids_refuses_to_resume(tmp_path, vlbench_her
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
     assert stored(tmp_path) == before
+
+
+def test_an_image_replaced_by_one_of_the_same_size_refuses_to_resume(tmp_path, vlbench_here):
+    root = comvg_copy(tmp_path / "data")
+    args = ("run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "data")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    before = stored(tmp_path)
+    images = sorted((root / "vg_concept").iterdir())
+    image, other = next((a, b) for a, b in itertools.combinations(images, 2) if a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes())
+    image.write_bytes(other.read_bytes())
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
+    assert stored(tmp_path) == before
+
+
+def test_a_run_fingerprinted_by_image_sizes_is_refused_with_the_reason(tmp_path, vlbench_here):
+    comvg_copy(tmp_path / "data")
+    args = ("run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "data")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    (identity,) = (tmp_path / "runs").rglob("identity.json")
+    record = json.loads(identity.read_text())
+    record["inputs"]["task"]["data"] = record["inputs"]["task"]["data"].removeprefix("image-bytes:")
+    identity.write_text(json.dumps(record))
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: these scores were stored by an older vlbench, which fingerprinted the data of task 'comvg' by its image files' sizes, not their bytes"), err
 
 
 def test_a_copy_of_the_same_data_elsewhere_resumes_and_both_roots_are_recorded(tmp_path, vlbench_here):

@@ -1,6 +1,8 @@
-"""Content hashes of files, computed once: a hash is cached under `$VLBENCH_CACHE/hashes`, keyed by
-the file's absolute path, inode, size and modification and change times, so a multi-gigabyte
-checkpoint is read again only when it changes."""
+"""Content hashes of files, computed once per version of a file: a hash is kept in memory and, for a
+file of 1 MiB or more, cached under `$VLBENCH_CACHE/hashes`, keyed by the file's absolute path,
+inode, size and modification and change times, so a multi-gigabyte checkpoint is read again only
+when it changes. A smaller file (an image) is read again by the next process: that costs about
+what looking it up would, without a cache entry per image."""
 
 from __future__ import annotations
 
@@ -11,24 +13,39 @@ from pathlib import Path
 
 from vlbench.config import cache_dir
 
+CACHED_FROM_BYTES = 1 << 20
+_hashed: dict[tuple, str] = {}  # this process's hashes, by the stamp of the file's version
+
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of `path`'s bytes (from the cache when its size and mtime are unchanged)."""
+    """The sha256 of `path`'s bytes (remembered while its inode, size and times are unchanged)."""
     path = Path(path).resolve()
     stat = path.stat()
-    entry = cache_dir() / "hashes" / f"{hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()}.json"
     stamp = {"path": str(path), "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+    key = tuple(stamp.values())
+    if key not in _hashed:
+        _hashed[key] = _cached_sha256(path, stamp) if stat.st_size >= CACHED_FROM_BYTES else _sha256(path)
+    return _hashed[key]
+
+
+def _cached_sha256(path: Path, stamp: dict) -> str:
+    entry = cache_dir() / "hashes" / f"{hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()}.json"
     try:
         cached = json.loads(entry.read_text())
         if {key: cached.get(key) for key in stamp} == stamp:
             return cached["sha256"]
     except (OSError, ValueError, KeyError):
         pass
+    digest = _sha256(path)
+    _remember(entry, {**stamp, "sha256": digest})
+    return digest
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    _remember(entry, {**stamp, "sha256": digest.hexdigest()})
     return digest.hexdigest()
 
 

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlbench.hashing import short
+from vlbench.hashing import file_sha256, short
 
 RESTART_HINT = "use another --runs-dir, or --restart to discard them"
+IMAGE_BYTES = "image-bytes:"
 
 
 @dataclass(frozen=True)
@@ -46,21 +47,22 @@ def component_identity(name: str, component: type, entry, **details: Any) -> dic
 
 def examples_fingerprint(examples: Sequence) -> str:
     """A hash of what the examples are: ids, texts, matching pairs, tags, image keys and crops, and
-    the size of each image file (a stat, no pixels read: cheap on any dataset)."""
+    the bytes of each image file (an image replaced by another, even of the same size, changes it).
+    It starts with `IMAGE_BYTES`, which an older vlbench's fingerprints (of image file sizes) lack."""
     digest = hashlib.sha256()
-    sizes: dict[Any, int] = {}
+    contents: dict[Any, str | None] = {}
     for example in examples:
         images = []
         for ref in example.images:
-            if ref.path is not None and ref.path not in sizes:
+            if ref.path is not None and ref.path not in contents:
                 try:
-                    sizes[ref.path] = ref.path.stat().st_size
+                    contents[ref.path] = file_sha256(ref.path)
                 except OSError:
-                    sizes[ref.path] = -1
-            images.append([ref.key, list(ref.crop) if ref.crop else None, sizes.get(ref.path)])
+                    contents[ref.path] = None
+            images.append([ref.key, list(ref.crop) if ref.crop else None, contents.get(ref.path)])
         line = [example.id, list(example.texts), [list(pair) for pair in example.positives], dict(sorted(example.tags.items())), images]
         digest.update(json.dumps(line, separators=(",", ":")).encode() + b"\n")
-    return digest.hexdigest()
+    return IMAGE_BYTES + digest.hexdigest()
 
 
 def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str | None) -> str | None:
@@ -74,8 +76,10 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old.get("version") != new["version"]:
             return f"{name} changed how it scores (version {old.get('version')} → {new['version']}) since these scores were stored"
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
+    if old_data != new_data and new_data.startswith(IMAGE_BYTES) and not str(old_data).startswith(IMAGE_BYTES):
+        return f"these scores were stored by an older vlbench, which fingerprinted the data of task '{current['task']['name']}' by its image files' sizes, not their bytes: it cannot show whether the images changed since"
     if old_data != new_data:
-        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(old_data)} → {short(new_data)})"
+        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(_digest(old_data))} → {short(_digest(new_data))})"
     old_libraries, new_libraries = stored.get("libraries"), current["libraries"]
     if old_libraries is None:
         return "these scores were stored without a record of the library versions that computed them (an older vlbench)"
@@ -89,6 +93,10 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old_print.get(key) != new_print.get(key):
             return f"matcher '{current['matcher']['name']}': its {key} changed since these scores were stored ({_brief(old_print.get(key))} → {_brief(new_print.get(key))})"
     return None
+
+
+def _digest(fingerprint: str | None) -> str | None:
+    return fingerprint.removeprefix(IMAGE_BYTES) if fingerprint else fingerprint
 
 
 def _brief(value: Any) -> str:

@@ -184,7 +184,7 @@ class Task:
 
     def data_fingerprint(self, examples: Sequence[Example]) -> str:
         """What identifies the data a run reads (part of its identity): by default a hash of the
-        examples' ids, texts, matching pairs, tags, image keys and image file sizes. A task whose
+        examples' ids, texts, matching pairs, tags, image keys and image files' bytes. A task whose
         pixels live somewhere the examples do not name (e.g. packed in parquet files) adds it."""
         from vlbench.identity import examples_fingerprint
 
