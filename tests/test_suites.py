@@ -168,8 +168,8 @@ def test_the_paper_suite_runs_end_to_end_on_the_mini_models(tmp_path):
 
 def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
     """A suite re-run checks its finished runs' inputs as a resume would: changed data makes the
-    run fail with the refusal (its stored scores are not shown as if they were the run asked
-    for); the data restored, it is done again."""
+    run stale with the refusal (its stored scores are not shown as if they were the run asked
+    for, and the plan does not count it as work); the data restored, it is done again."""
     from placeholders import REAL_COMVG_CSV, comvg_root
     from vlbench.suites import failure, run_jobs
 
@@ -185,7 +185,9 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
     csv = data / "compositional_visual_genome.csv"
     csv.write_text(original.replace("a man is sitting", "a man is standing", 1))
     (failed,) = run_jobs(jobs)
-    assert failure(failed).startswith("error: the data of task 'comvg' changed since these scores were stored") and job_state(failed) == "failed"
+    assert failure(failed).startswith("error: the data of task 'comvg' changed since these scores were stored") and job_state(failed) == "stale"
+    plan = vlbench_cli("suite", "plan", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout
+    assert "1 runs: 1 stale" in plan and "not counted: 1 stale runs" in plan, plan
     assert next((tmp_path / "runs").rglob("results.json")).read_bytes() == stored
 
     csv.write_text(original)

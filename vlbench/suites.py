@@ -104,12 +104,13 @@ def _single_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def job_state(job: Job) -> str:
-    """`done`, `running` (another process holds its lock), `failed` (its last attempt stopped with
-    an error, or the last `run_jobs` found its stored inputs differ from today's), `partial`
-    (scores stored, no results) or `pending`."""
+    """`done`, `stale` (finished, but the last `run_jobs` found its stored inputs differ from
+    today's: it is not run again until its directory is deleted), `running` (another process
+    holds its lock), `failed` (its last attempt stopped with an error), `partial` (scores stored,
+    no results) or `pending`."""
     results, failed = job.run_dir / "results.json", job.state_file(".failed")
-    if results.exists():  # failed only if the failure came after the results (a stale run)
-        return "failed" if failed.exists() and failed.stat().st_mtime_ns >= results.stat().st_mtime_ns else "done"
+    if results.exists():  # a failure recorded before the results is an earlier attempt's
+        return "stale" if failed.exists() and failed.stat().st_mtime_ns >= results.stat().st_mtime_ns else "done"
     if _locked(job.run_dir / "run.lock"):
         return "running"
     if failed.exists():

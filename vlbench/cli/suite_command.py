@@ -32,7 +32,7 @@ def plan(
     total, uncounted = Work(), 0
     for job, state in zip(jobs, states):
         work = job_work(job)
-        if state != "done":
+        if state not in ("done", "stale"):
             total += work or Work()
             uncounted += work is None
         passes = "UNet passes: unknown (data missing)" if work is None else f"UNet passes: {work.scoring:,} scoring + {work.training:,} training"
@@ -41,6 +41,8 @@ def plan(
     typer.echo(f"{len(jobs)} runs: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
     not_counted = f" ({uncounted} runs without their data not counted)" if uncounted else ""
     typer.echo(f"to do, from scratch: {total.scoring:,} UNet passes scoring and {total.training:,} training, each with a backward{not_counted}")
+    if "stale" in counts:
+        typer.echo(f"not counted: {counts['stale']} stale runs (finished, but the last suite run found their inputs changed; see vlbench suite status): delete their run directories to run them again")
     if unet_rate is not None:
         typer.echo(f"at {unet_rate:g} UNet passes/s, a backward costing {BACKWARD_COST} passes: {total.hours(unet_rate):.2f} GPU-hours")
     missing = missing_inputs(jobs)
@@ -82,14 +84,14 @@ def run(
 
 @suite_app.command("status")
 def status(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
-    """Done, running, failed (with its error), partial or pending, per run, with the cluster job
+    """Done, stale or failed (with the error), running, partial or pending, per run, with the cluster job
     that last ran it."""
     from vlbench.suites import failure, job_state, load_suite, submitted_as
 
     for job in load_suite(suite, runs_dir, data_dir):
         state = job_state(job)
         cluster_job = submitted_as(job)
-        typer.echo(f"{state:<8} {job.key}" + (f"  [job {cluster_job}]" if cluster_job and state != "done" else "") + (f"  {failure(job)}" if state == "failed" else ""))
+        typer.echo(f"{state:<8} {job.key}" + (f"  [job {cluster_job}]" if cluster_job and state != "done" else "") + (f"  {failure(job)}" if state in ("failed", "stale") else ""))
 
 
 def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str, options: str, where: str = "", cluster=None) -> None:
