@@ -96,25 +96,29 @@ def test_ctx_init_must_match_n_ctx():
 
 
 @pytest.mark.parametrize(
-    ("name", "trainable"),
+    ("name", "options", "trainable"),
     [
-        ("clip-ft", {"image_projection", "text_projection", "logit_scale", "logit_bias"}),
-        ("cocoop", {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias", "logit_bias"}),
+        ("clip-ft", {}, {"image_projection", "text_projection", "logit_scale", "logit_bias"}),
+        ("clip-ft", {"train_heads": "text"}, {"text_projection", "logit_scale", "logit_bias"}),
+        ("clip-ft", {"train_heads": "image"}, {"image_projection", "logit_scale", "logit_bias"}),
+        ("cocoop", {}, {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias", "logit_bias"}),
     ],
 )
-def test_only_the_intended_parameters_train_and_clip_stays_bit_identical(name, trainable):
-    matcher = make(name)
+def test_only_the_intended_parameters_train_and_clip_stays_bit_identical(name, options, trainable):
+    matcher = make(name, **options)
     model = matcher.features.model
     before = {key: value.clone() for key, value in model.state_dict().items()}
+    heads_before = {key: value.detach().clone() for key, value in matcher.trained.named_parameters()}
     example = comvg_examples(1)[0]
     from vlbench.losses import example_loss
 
     example_loss(matcher.score(load_images(example), example.texts), example.positives, "bce").backward()
     assert {key for key, value in matcher.trained.named_parameters() if value.grad is not None and value.grad.abs().sum() > 0} == trainable
     assert [key for key, value in model.named_parameters() if value.requires_grad or value.grad is not None] == []
-    assert {id(tensor) for tensor in matcher.trainable_parameters()} == {id(tensor) for tensor in matcher.trained.parameters()}
+    assert {id(tensor) for tensor in matcher.trainable_parameters()} == {id(tensor) for key, tensor in matcher.trained.named_parameters() if key in trainable}
     matcher.fit(comvg_examples(8), TrainConfig(**{**matcher.train_defaults, "epochs": 1}), load_images)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    assert {key for key, value in matcher.trained.named_parameters() if not torch.equal(heads_before[key], value)} == trainable
 
 
 def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_feature_cache, monkeypatch):

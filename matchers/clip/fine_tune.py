@@ -4,15 +4,24 @@ score(image, text) = exp(logit_scale) · cos(f_img · W_img, f_txt · W_txt) + b
 frozen towers' features before their projections (cached on disk), W_img and W_txt start from
 the model's `visual.proj` and `text_projection`, and logit_scale from the model's. The scalar
 bias is rank-neutral: it lets the protocol's `bce` loss calibrate, and starts at the midpoint of
-the training pairs' positive and negative scores.
+the training pairs' positive and negative scores. `train_heads: image` or `text` keeps the other
+projection frozen (an ablation: which head a task's learning needs).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from vlbench.matchers.clip.zero_shot import ClipOptions, TrainedClipMatcher
+
+
+@dataclass
+class ClipFineTuneOptions(ClipOptions):
+    train_heads: Literal["both", "image", "text"] = "both"  # which projections train (the others stay as shipped)
 
 
 class ProjectionHeads(torch.nn.Module):
@@ -35,7 +44,7 @@ class ProjectionHeads(torch.nn.Module):
 class ClipFineTuneMatcher(TrainedClipMatcher):
     name = "clip-ft"
     summary = "CLIP fine-tuning (DSD paper baseline): only the image/text projections and logit scale train."
-    Options = ClipOptions
+    Options = ClipFineTuneOptions
     # dsd's training budget (lr 1e-2, 40 epochs; the protocol's AdamW, bce, batch 8): one budget for
     # the matchers the protocol's loop trains. The protocol's 5 epochs are only 20 steps at 5% of mini
     # ComVG. The held-out mini-world 7, 5% shots, zero-shot 82.83: lr 1e-3 for 10 / 20 / 40 / 80
@@ -46,6 +55,9 @@ class ClipFineTuneMatcher(TrainedClipMatcher):
     def __init__(self, options, runtime):
         super().__init__(options, runtime)
         self.trained = ProjectionHeads(self.features.image_projection, self.features.text_projection, self.features.model.logit_scale)
+        frozen = {"image": [self.trained.text_projection], "text": [self.trained.image_projection]}.get(options.train_heads, [])
+        for projection in frozen:
+            projection.requires_grad_(False)
 
     def embed(self, image_features, text_features):
         return self.trained.embed(image_features, text_features)
