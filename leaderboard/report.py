@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, shots_order
+from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, shots_order, uncompared_note
 from vlbench.records import atomic_write_text
-from vlbench.stored_runs import StoredRun, find_runs
+from vlbench.stored_runs import StoredRun, configuration_names, find_runs
 
 ASSETS = Path(__file__).parent / "report_assets"
 
@@ -112,9 +112,9 @@ class _Shown:
 
 def _run_labels(group: Group) -> list[str]:
     """Each run's column label: its matcher, and where the group has several runs of one matcher
-    the configuration id."""
+    what tells them apart (`configuration_names`)."""
     names = [run.record.matcher for run in group.runs]
-    return [run.record.matcher + (f" ({run.record.config_id})" if names.count(run.record.matcher) > 1 else "") for run in group.runs]
+    return [run.record.matcher + (f" ({configuration_names([other.record for other in group.runs if other.record.matcher == run.record.matcher])[run.record.config_id]})" if names.count(run.record.matcher) > 1 else "") for run in group.runs]
 
 
 def group_data(group: Group) -> dict[str, Any]:
@@ -224,6 +224,8 @@ def _table_html(table: TaskTable) -> str:
             f"<p>{html.escape(comparison_caption(table.baseline))}</p>"
             f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
         )
+    if table.uncompared:
+        body += f"<p>{html.escape(uncompared_note(table))}</p>"
     return body
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from vlbench.config import Shots
 from vlbench.errors import VlbenchError
 from vlbench.stats import mean_and_ci
-from vlbench.stored_runs import RunRecord, StoredRun, find_runs
+from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
@@ -117,6 +117,7 @@ class TaskTable:
     rows: list[TableRow]
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
+    uncompared: list[str] = field(default_factory=list)  # rows with nothing to compare against (`uncompared_note`)
     headline: str = ""  # the column plots draw (the task's headline metric)
     reported_apart: ReportedApart | None = None
 
@@ -229,13 +230,15 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
     tables = []
     for task, data in dict.fromkeys((row.task, row.data) for row in rows):
         task_rows = [row for row in rows if row.data == data]
+        labels = _labels(task_rows)
+        task_rows.sort(key=lambda row: (shots_order(row.shots), row.limit or 0, row.matcher, labels[id(row)]))
         columns = columns_for(task_rows)
         table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
         for_task = [reference for reference in references or [] if reference["task"] == task]
         table.rows += [_reported_row(reference, table.columns) for reference in for_task if "columns" in reference]
         table.reported_apart = _reported_apart([reference for reference in for_task if "paper_metrics" in reference])
         if baseline is not None:
-            table.comparisons = _comparisons(task_rows, baseline, resamples)
+            table.comparisons, table.uncompared = _comparisons(task_rows, baseline, resamples)
         tables.append(table)
     return tables
 
@@ -318,18 +321,25 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
     from vlbench.leaderboard.outcomes import paired_outcomes
 
     labels = _labels(rows)
-    comparisons = []
+    comparisons, uncompared = [], []
     for row in rows:
         reference = _baseline_row(row, rows, baseline)
-        if reference is None or reference is row:
+        if reference is row or (row.shots == "0" and baseline == ZERO_SHOT):
             continue
-        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
+        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots) if reference else (None, [], [])
         if not ours:
+            uncompared.append(f"{labels[id(row)]} ({row.shots} shots)")
             continue
         result = paired_bootstrap(ours, theirs, resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
         comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against))
-    return comparisons
+    return comparisons, uncompared
+
+
+def uncompared_note(table: TaskTable) -> str:
+    """The line under a board's bootstrap that names the rows it could not compare."""
+    wanted = "zero-shot row of the same matcher, model, weights and options" if table.baseline == ZERO_SHOT else f"`{table.baseline}` row with the same shots"
+    return f"Not compared (no {wanted} scored the same examples): {'; '.join(table.uncompared)}."
 
 
 ZERO_SHOT = "zero-shot"
@@ -352,12 +362,13 @@ def _matcher_fingerprint(row: Row) -> Any:
 
 
 def _labels(rows: list[Row]) -> dict[int, str]:
-    """Matcher name, with the model and, where one matcher has several configurations, the id."""
+    """Matcher name, with the model and, where one matcher has several configurations at the same
+    shots, what tells them apart (`configuration_names`)."""
     labels = {}
     for row in rows:
         label = row.matcher + (f" ({row.model})" if row.model else "")
-        siblings = {other.config_id for other in rows if other.matcher == row.matcher and other.model == row.model and other.shots == row.shots}
-        labels[id(row)] = label + (f" [{row.config_id}]" if len(siblings) > 1 else "")
+        siblings = [other.records[0] for other in rows if (other.matcher, other.model, other.shots) == (row.matcher, row.model, row.shots)]
+        labels[id(row)] = label + (f" [{configuration_names(siblings)[row.config_id]}]" if len(siblings) > 1 else "")
     return labels
 
 
@@ -397,6 +408,8 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
             header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", *(["against"] if against else [])]
             lines += ["", comparison_caption(table.baseline), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
+        if table.uncompared:
+            lines += ["", uncompared_note(table)]
         for image in (plots or {}).get(table.task, []):
             lines += ["", f"![{table.task}]({image})"]
     return "\n".join(lines) + "\n"

@@ -156,6 +156,31 @@ def test_runs_on_other_data_get_their_own_table_and_are_never_compared(tmp_path)
     assert comparison.difference == pytest.approx(50.0) and comparison.pairs == 20  # against seed 7's zero-shot row
 
 
+def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_rows_are_listed(tmp_path):
+    """Rows of one matcher at the same shots are labelled by the settings that tell them apart
+    (matcher options, training settings), not by a hash; a trained row without a zero-shot row of
+    its options is named under the bootstrap rather than left out."""
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(20)]
+    settings = (("0", "both", None, ids[:10]), ("10%", "both", 0.01, ids[:16]), ("10%", "both", 0.001, ids[:12]), ("10%", "text", 0.01, ids[:11]))
+    for shots, heads, lr, correct in settings:
+        run = tmp_path / f"{shots}-{heads}-{lr}"
+        write_scored_run(run, "plain", 0, set(correct), ids)
+        results = next(run.rglob("results.json"))
+        record = json.loads(results.read_text())
+        record["config_id"] += f"-{shots}-{heads}-{lr}"
+        record["matcher"]["fingerprint"]["options"] = {"train_heads": heads}
+        record["protocol"].update(shots=shots, train=None if lr is None else {"lr": lr, "epochs": 40})
+        record["matcher"]["trained"] = shots != "0"
+        results.write_text(json.dumps(record))
+    (table,) = build_board([tmp_path], baseline="zero-shot")
+    assert [row.label for row in table.rows] == ["plain", "plain [train.lr=0.001, train_heads=both]", "plain [train.lr=0.01, train_heads=both]", "plain [train.lr=0.01, train_heads=text]"]
+    assert [(c.label, c.difference) for c in table.comparisons] == [("plain [train.lr=0.001, train_heads=both]", pytest.approx(10.0)), ("plain [train.lr=0.01, train_heads=both]", pytest.approx(30.0))]
+    assert table.uncompared == ["plain [train.lr=0.01, train_heads=text] (10% shots)"]
+    assert "Not compared (no zero-shot row of the same matcher, model, weights and options scored the same examples): plain [train.lr=0.01, train_heads=text] (10% shots)." in render_board([tmp_path], baseline="zero-shot")
+
+
 def test_tables_of_one_task_are_named_apart_by_options_and_version():
     from vlbench.leaderboard.tables import data_variant_names
     from vlbench.stored_runs import RunRecord

@@ -108,9 +108,27 @@ class RunRecord:
         return json.dumps({"task": task, "matcher": self.data["matcher"], "libraries": libraries}, sort_keys=True)
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """What a user chose for this configuration beyond matcher, model, shots and data: the
+        matcher's options, the training settings (as `train.<name>`) and the split protocol."""
+        train = {f"train.{name}": value for name, value in (self.protocol.train or {}).items()}
+        return {**self.data["matcher"]["fingerprint"].get("options", {}), **train, "split": self.protocol.split}
+
+    @property
     def limited(self) -> bool:
         """Whether the run evaluated a sample of its split's evaluation examples (`--limit`)."""
         return self.protocol.limit is not None and self.protocol.limit < self.protocol.n_eval
+
+
+def configuration_names(records: Sequence[RunRecord]) -> dict[str, str]:
+    """Per configuration id among `records` (runs of one matcher and model): the settings that
+    tell it from the others, as "name=value, …" (`RunRecord.settings`), or its id where those
+    agree (e.g. other weights under one model name)."""
+    settings = {record.config_id: record.settings for record in records}
+    differing = sorted({name for one in settings.values() for name in one if any(other.get(name) != one.get(name) for other in settings.values())})
+    names = {config: ", ".join(f"{name}={one.get(name)}" for name in differing) for config, one in settings.items()}
+    taken = list(names.values())
+    return {config: name if name and taken.count(name) == 1 else config for config, name in names.items()}
 
 
 class StoredRun:
