@@ -277,3 +277,11 @@ def test_the_console_shows_how_many_evaluation_examples_the_split_dropped(tmp_pa
     record = json.loads(next(tmp_path.rglob("results.json")).read_text())
     dropped = record["protocol"]["dropped_for_shared_images"]
     assert dropped > 0 and f"{dropped} evaluation examples dropped for showing an image seen in training" in result.stdout.replace("\n", " ")
+
+
+def test_the_results_path_is_one_unwrapped_line_on_a_narrow_terminal(tmp_path):
+    """Scripts take the path from the last line (`vlbench run … | tail -1`), however narrow the console."""
+    runs = tmp_path / "a-runs-directory-with-a-long-name-so-that-its-path-outgrows-forty-columns"
+    result = vlbench_cli("run", "--task", "colors", "--matcher", "random", "--runs-dir", str(runs), cwd=tmp_path, env={"COLUMNS": "40"})
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"results: {next(runs.rglob('results.json'))}", result.stdout

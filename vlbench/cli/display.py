@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from vlbench.stored_runs import RunRecord
 
 
@@ -24,11 +26,11 @@ def print_results(record: RunRecord) -> None:
     for tag, values in record.breakdown.items():
         for value, metrics in values.items():
             table.add_row(f"{tag}={value}", str(metrics["n"]), *(f"{metrics[name] * 100:.2f}" if name in metrics else "" for name in names))
-    console = Console()
-    console.print(table)
+    Console().print(table)
+    # Plain lines, never wrapped at the terminal's width: scripts read the path from the last one.
     if protocol.dropped_for_shared_images:
-        console.print(f"{protocol.dropped_for_shared_images} evaluation examples dropped for showing an image seen in training")
+        typer.echo(f"{protocol.dropped_for_shared_images} evaluation examples dropped for showing an image seen in training")
     timings = record.data["timings"]
     if timings["examples_resumed"]:
-        console.print(f"resumed {timings['examples_resumed']} stored examples, scored {timings['examples_scored']}")
-    console.print(f"results: {record.directory / 'results.json'}")
+        typer.echo(f"resumed {timings['examples_resumed']} stored examples, scored {timings['examples_scored']}")
+    typer.echo(f"results: {record.directory / 'results.json'}")
