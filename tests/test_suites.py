@@ -57,6 +57,16 @@ def test_the_paper_suite_plans_every_table_cell_and_names_every_download(tmp_pat
         assert any(line.startswith(f"missing: data for {task}: task '{task}': data root data/{task} does not exist") for line in missing), task
 
 
+def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
+    """Another run in the same runs directory (not in the suite, so not checked by it) stays off
+    the board, which says the suite regenerates it."""
+    (tmp_path / "s.yaml").write_text("seeds: [0]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
+    vlbench_cli("run", "--task", "colors", "--matcher", "color-words", "--runs-dir", "runs", cwd=tmp_path)
+    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", "--out", "board.md", cwd=tmp_path)
+    board = (tmp_path / "board.md").read_text()
+    assert "| random |" in board and "color-words" not in board
+
+
 def test_parallel_processes_give_the_sequential_board(tmp_path):
     (tmp_path / "s.yaml").write_text(SMALL)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)

@@ -116,7 +116,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
         for job in failed:
             typer.echo(f"failed: {job.key}: {failure(job)}", err=True)
         raise VlbenchError(f"{len(failed)} of {len(planned)} runs failed; fix them and run the same command again (finished runs are kept)")
-    markdown = render_board([runs_dir], baseline=baseline, plots=plots, out=out)
+    markdown = render_board([job.run_dir for job in planned], baseline=baseline, plots=plots, out=out)  # the suite's runs, not whatever else the directory holds
     typer.echo(markdown)
     if out:
         options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "") + (f" --jobs {jobs}" if jobs != 1 else "")
