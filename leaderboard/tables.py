@@ -9,6 +9,7 @@ only with runs of the same limit.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -226,6 +227,11 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
     matcher's row of the same data, shots and limit; `zero-shot` compares every trained row with
     the same matcher's zero-shot row."""
     rows = group_rows(find_runs(roots))
+    matchers = sorted({row.matcher for row in rows})
+    if baseline is not None and baseline != ZERO_SHOT and baseline not in matchers:
+        close = difflib.get_close_matches(baseline, matchers + [ZERO_SHOT], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise VlbenchError(f"--baseline {baseline}: no row of that matcher on this board.{hint} Its matchers: {', '.join(matchers)}; or {ZERO_SHOT}, each trained row against its own zero-shot row")
     names = data_variant_names([record for row in rows for record in row.records])
     tables = []
     for task, data in dict.fromkeys((row.task, row.data) for row in rows):
@@ -326,9 +332,14 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
         reference = _baseline_row(row, rows, baseline)
         if reference is row or (row.shots == "0" and baseline == ZERO_SHOT):
             continue
-        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots) if reference else (None, [], [])
-        if not ours:
-            uncompared.append(f"{labels[id(row)]} ({row.shots} shots)")
+        name = f"{labels[id(row)]} ({row.shots} shots)"
+        if reference is None:
+            uncompared.append(f"{name}: no {_wanted(baseline)}")
+            continue
+        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
+        fewest = min(record.n for record in row.records + reference.records)
+        if len(ours) < fewest / 2:
+            uncompared.append(f"{name}: {len(ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
         result = paired_bootstrap(ours, theirs, resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
@@ -336,10 +347,13 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
     return comparisons, uncompared
 
 
+def _wanted(baseline: str) -> str:
+    return "zero-shot row of the same matcher, model, weights and options on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots on these data"
+
+
 def uncompared_note(table: TaskTable) -> str:
-    """The line under a board's bootstrap that names the rows it could not compare."""
-    wanted = "zero-shot row of the same matcher, model, weights and options" if table.baseline == ZERO_SHOT else f"`{table.baseline}` row with the same shots"
-    return f"Not compared (no {wanted} scored the same examples): {'; '.join(table.uncompared)}."
+    """The line under a board's bootstrap that names the rows it did not compare, and why."""
+    return f"Not compared: {'; '.join(table.uncompared)}."
 
 
 ZERO_SHOT = "zero-shot"

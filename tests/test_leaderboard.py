@@ -109,6 +109,8 @@ def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     assert comparison.low < 20.0 < comparison.high and comparison.p_value < 1e-3
     markdown = render_board([tmp_path], baseline="plain")
     assert "Paired bootstrap against `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
+    with pytest.raises(VlbenchError, match="--baseline plian: no row of that matcher on this board. Did you mean 'plain'"):
+        build_board([tmp_path], baseline="plian")
 
 
 def test_outlier_seeds_are_flagged(tmp_path):
@@ -177,8 +179,27 @@ def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_
     (table,) = build_board([tmp_path], baseline="zero-shot")
     assert [row.label for row in table.rows] == ["plain", "plain [train.lr=0.001, train_heads=both]", "plain [train.lr=0.01, train_heads=both]", "plain [train.lr=0.01, train_heads=text]"]
     assert [(c.label, c.difference) for c in table.comparisons] == [("plain [train.lr=0.001, train_heads=both]", pytest.approx(10.0)), ("plain [train.lr=0.01, train_heads=both]", pytest.approx(30.0))]
-    assert table.uncompared == ["plain [train.lr=0.01, train_heads=text] (10% shots)"]
-    assert "Not compared (no zero-shot row of the same matcher, model, weights and options scored the same examples): plain [train.lr=0.01, train_heads=text] (10% shots)." in render_board([tmp_path], baseline="zero-shot")
+    assert table.uncompared == ["plain [train.lr=0.01, train_heads=text] (10% shots): no zero-shot row of the same matcher, model, weights and options on these data"]
+    assert f"Not compared: {table.uncompared[0]}." in render_board([tmp_path], baseline="zero-shot")
+
+
+def test_rows_sharing_under_half_their_examples_are_not_compared(tmp_path):
+    """Two --limit samples drawn from different evaluation pools share few examples: a bootstrap
+    on those few would be read as the rows' difference, so the rows are named instead."""
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(40)]
+    for shots, scored in (("0", ids[:20]), ("10%", ids[15:35])):
+        run = tmp_path / shots
+        write_scored_run(run, "plain", 0, set(scored[:10]), scored)
+        results = next(run.rglob("results.json"))
+        record = json.loads(results.read_text())
+        record["config_id"] += shots
+        record["protocol"].update(shots=shots, limit=20)
+        results.write_text(json.dumps(record))
+    (table,) = build_board([tmp_path], baseline="zero-shot")
+    assert table.comparisons == []
+    assert table.uncompared == ["plain (10% shots): 5 examples in common with plain (0 shots), under half of either row's (their `--limit` samples or splits differ)"]
 
 
 def test_tables_of_one_task_are_named_apart_by_options_and_version():
