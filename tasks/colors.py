@@ -55,6 +55,7 @@ class ColorsTask(Task):
     version = "1"
     summary = "Embedded demo: pick which of two drawn shapes matches 'a <colour> <shape>' (offline, no data)."
     Options = ColorsOptions
+    reads_data_root = False
 
     def examples(self, seed: int) -> list[Example]:
         options = self.options

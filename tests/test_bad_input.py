@@ -59,6 +59,7 @@ RUN_CASES = [
     ("split protocol", [*COLORS, "--matcher", "random", "--split", "random"], {}, "error: run options.split: 'random' is not allowed; choose one of 'grouped', 'paper-release'"),
     ("attention without maps", [*COLORS, "--matcher", "clip", "--model", "mini", "--save-attention"], {}, "error: --save-attention: matcher 'clip' records no attention maps (those that do: dsd)"),
     ("model for a matcher without one", [*COLORS, "--matcher", "random", "--model", "mini"], {}, "error: --model mini: matcher 'random' takes no model"),
+    ("data root for a task that makes its own data", ["run", "--task", "mini-comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "."], {}, "error: --data-root .: task 'mini-comvg' makes its own data and reads no data root"),
     ("unknown config key", [*COLORS, "--matcher", "random", "--config", "c.yaml"], {"c.yaml": "sheds: [1]\n"}, "error: c.yaml: unknown key 'sheds'. Did you mean 'seeds'?"),
     ("config not YAML", [*COLORS, "--matcher", "random", "--config", "c.yaml"], {"c.yaml": "task: colors\nmatcher: [random\n"}, "error: c.yaml, line 3: not valid YAML"),
     ("config not a mapping", [*COLORS, "--matcher", "random", "--config", "c.yaml"], {"c.yaml": "- a\n- b\n"}, "error: c.yaml: expected a mapping of keys to values at the top level"),

@@ -17,7 +17,9 @@ metrics and writes `results.json`. Rank 0 alone holds the run's lock and writes 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, resolve_device
-from vlbench.splits import Split, check_protocol, evaluation_ids, make_split
+from vlbench.splits import LIMIT_SAMPLE, Split, check_protocol, evaluation_ids, make_split
 from vlbench.stored_runs import SCHEMA_VERSION, RunRecord
 from vlbench.training import TrainConfig
 from vlbench.types import Example, Matcher, Task
@@ -79,8 +81,23 @@ def prepare(config: RunConfig) -> Prepared:
     _check_runs_dir(Path(config.runs_dir))
     device = resolve_device(config.device)
     device = distributed.rank_device(device, distributed.join(device))
-    task = task_class(task_options, Path(config.data_root) if config.data_root else None)
+    data_root = _data_root(config, task_class)
+    if data_root is None and config.data_root:  # VLBENCH_DATA, unread: nothing records it
+        config = dataclasses.replace(config, data_root=None)
+    task = task_class(task_options, data_root)
     return Prepared(config, task, matcher_class, matcher_options, train, device)
+
+
+def _data_root(config: RunConfig, task_class: type) -> Path | None:
+    """The run's data root; None for a task that makes its own data, which refuses one given for
+    this run and ignores `VLBENCH_DATA` (set for the other tasks)."""
+    if not config.data_root:
+        return None
+    if task_class.reads_data_root:
+        return Path(config.data_root)
+    if config.data_root != os.environ.get("VLBENCH_DATA"):
+        raise VlbenchError(f"--data-root {config.data_root}: task '{config.task}' makes its own data and reads no data root; drop --data-root (or data_root in --config)")
+    return None
 
 
 @dataclass
@@ -235,6 +252,7 @@ def run_configuration(prepared: Prepared) -> dict[str, Any]:
         "shots": config.shots_parsed.label(),
         "split": config.split,
         "limit": config.limit,
+        **({"limit_sample": LIMIT_SAMPLE} if config.limit is not None else {}),  # limited runs sampled otherwise before
         "train": as_dict(prepared.train) if prepared.train else None,
     }
 
@@ -305,7 +323,7 @@ def _results_record(prepared: Prepared, identity: RunIdentity, split: Split, mat
         "config_id": identity.config_id,
         "task": {**_component(inputs["task"]), "options": identity.config["task_options"], "headline": task.headline_metric(metrics), "data_fingerprint": inputs["task"]["data"]},
         "matcher": {**_component(inputs["matcher"]), "fingerprint": inputs["matcher"]["fingerprint"], "trained": prepared.train is not None},
-        "protocol": {**split.summary(), "limit": config.limit, "train": identity.config["train"]},
+        "protocol": {**split.summary(), "limit": config.limit, "limit_sample": identity.config.get("limit_sample"), "train": identity.config["train"]},
         "n": len(scored),
         "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),
         "metrics": metrics,

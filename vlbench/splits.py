@@ -133,14 +133,26 @@ def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:
     return Split(train_ids, tuple(evaluation), protocol, shots_label, seed, dropped)
 
 
-def evaluation_ids(eval_ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
+LIMIT_SAMPLE = "by-id"  # how `--limit` samples, recorded in a limited run's configuration and results
+
+
+def evaluation_ids(eval_ids: Sequence[str], limit: int | None, seed: int, sample: str = LIMIT_SAMPLE) -> list[str]:
     """The evaluation examples a run scores: all of `eval_ids`, or with `limit` a sample of that
-    many drawn with the run's seed, kept in split order. A sample, not the first rows: files are
-    often sorted by kind (ComVG's first 1,536 rows are all subject swaps)."""
+    many, kept in split order. A sample, not the first rows: files are often sorted by kind
+    (ComVG's first 1,536 rows are all subject swaps). `by-id` takes the examples whose seeded hash
+    of their id is smallest, so samples of one seed are nested: a 5% run's sample holds every
+    example of its zero-shot run's sample that it evaluates (all but those it trained on), and
+    the two pair for a bootstrap. `positions` is how runs stored before it sampled: positions
+    drawn from this pool, so a zero-shot and a 5% run's samples barely overlapped."""
     if limit is None or limit >= len(eval_ids):
         return list(eval_ids)
-    chosen = sorted(random.Random(f"vlbench-limit:{seed}").sample(range(len(eval_ids)), limit))
-    return [eval_ids[index] for index in chosen]
+    if sample == "positions":
+        chosen = sorted(random.Random(f"vlbench-limit:{seed}").sample(range(len(eval_ids)), limit))
+        return [eval_ids[index] for index in chosen]
+    if sample != LIMIT_SAMPLE:
+        raise VlbenchError(f"unknown --limit sample '{sample}' in a stored run (this vlbench knows {LIMIT_SAMPLE} and positions)")
+    kept = set(sorted(eval_ids, key=lambda example_id: hashlib.blake2b(f"vlbench-limit:{seed}:{example_id}".encode(), digest_size=8).digest())[:limit])
+    return [example_id for example_id in eval_ids if example_id in kept]
 
 
 def _checked_size(shots: Shots, pool_size: int, most: int, pool_name: str) -> int:

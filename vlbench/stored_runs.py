@@ -32,6 +32,7 @@ class Protocol:
     split_sha256: str
     limit: int | None
     train: dict[str, Any] | None
+    limit_sample: str | None = None  # how --limit sampled (`splits.evaluation_ids`); absent before `by-id`
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class RunRecord:
                 matcher=data["matcher"]["name"],
                 model=data["matcher"]["fingerprint"].get("model"),
                 trained=data["matcher"]["trained"],
-                protocol=Protocol(**{name: protocol[name] for name in Protocol.__dataclass_fields__}),
+                protocol=Protocol(**{name: protocol[name] for name in Protocol.__dataclass_fields__ if name != "limit_sample"}, limit_sample=protocol.get("limit_sample")),
                 n=data["n"],
                 metrics=data["metrics"],
                 breakdown=data["breakdown"],
@@ -152,7 +153,8 @@ class StoredRun:
     def evaluated_ids(self) -> list[str]:
         """The evaluation examples this run's metrics cover, in split order."""
         skipped = set(self.record.skipped_ids)
-        chosen = evaluation_ids(self.split["eval_ids"], self.record.protocol.limit, self.record.seed)
+        protocol = self.record.protocol
+        chosen = evaluation_ids(self.split["eval_ids"], protocol.limit, self.record.seed, protocol.limit_sample or "positions")
         return [example_id for example_id in chosen if example_id not in skipped]
 
     @cached_property

@@ -125,7 +125,8 @@ class Task:
     the first one `outcomes` returns); `version` is bumped when a change to the code changes what
     the examples or metrics are (stored runs then refuse to resume). `release_cut` says that the
     released DSD code cut this task's evaluation pool positionally into training and evaluation
-    rows, so `--split paper-release` may reproduce it.
+    rows, so `--split paper-release` may reproduce it. `reads_data_root` is False for a task that
+    makes its own data: a data root given for its run is refused, not recorded as if read.
     """
 
     name: ClassVar[str]
@@ -133,6 +134,7 @@ class Task:
     summary: ClassVar[str] = ""
     headline: ClassVar[str | None] = None
     release_cut: ClassVar[bool] = False
+    reads_data_root: ClassVar[bool] = True
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, data_root: Path | None) -> None:

@@ -62,6 +62,7 @@ class GeneratedData:
     """Mixin: the data root is the generated mini-world's `subfolder`."""
 
     subfolder: ClassVar[str]
+    reads_data_root = False
 
     def require_data_root(self) -> Path:
         return generated_root(self.options.world_seed, self.options.image_size) / self.subfolder
