@@ -69,6 +69,9 @@ def test_rerun_resumes_without_rescoring(tmp_path):
     assert len(log.read_text().splitlines()) == 12
     assert second.results["metrics"] == first.results["metrics"]
     assert second.results["timings"]["examples_resumed"] == 12
+    # The invocation that scored keeps its timings in its session line; the one with nothing to do adds none.
+    (session,) = second.results["provenance"]["sessions"]
+    assert session["examples_scored"] == 12 and session["timings"]["score_seconds"] == first.results["timings"]["score_seconds"]
 
 
 def test_score_command_recomputes_metrics_from_records_alone(tmp_path):

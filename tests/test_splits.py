@@ -2,7 +2,7 @@ import pytest
 
 from vlbench.config import Shots
 from vlbench.errors import VlbenchError
-from vlbench.splits import make_split
+from vlbench.splits import evaluation_ids, make_split
 from vlbench.types import Example, ImageRef
 
 
@@ -76,3 +76,22 @@ def test_shots_parse(text, fraction, count, label):
 def test_shots_out_of_range(text):
     with pytest.raises(VlbenchError, match="--shots"):
         Shots.parse(text)
+
+
+def test_limit_samples_of_one_seed_are_nested_and_stored_positional_samples_still_read():
+    """A 5% run's --limit sample holds every example of its zero-shot run's sample that it
+    evaluates; runs stored before sampled positions in their own pool, and are read that way."""
+    everything = [f"ex-{i}" for i in range(600)]
+    trained_on = set(everything[::20])
+    smaller = [example_id for example_id in everything if example_id not in trained_on]
+    for seed in (0, 1):
+        full, part = evaluation_ids(everything, 50, seed), evaluation_ids(smaller, 50, seed)
+        assert len(full) == len(part) == 50 and full != evaluation_ids(everything, 50, 1 - seed)
+        assert {i for i in full if i not in trained_on} <= set(part)
+        assert full == [i for i in everything if i in set(full)]  # kept in split order
+    import random
+
+    legacy = [everything[i] for i in sorted(random.Random("vlbench-limit:0").sample(range(600), 50))]
+    assert evaluation_ids(everything, 50, 0, "positions") == legacy
+    with pytest.raises(VlbenchError, match="unknown --limit sample 'shuffled'"):
+        evaluation_ids(everything, 50, 0, "shuffled")

@@ -14,10 +14,11 @@ import vlbench
 ALWAYS_LISTED = ("torch", "numpy", "pillow")
 
 
-def session_record(prepared, matcher, processes: int, examples_scored: int, trained: bool) -> dict[str, Any]:
+def session_record(prepared, matcher, processes: int, timings: dict[str, Any]) -> dict[str, Any]:
     """One invocation's line of `sessions.jsonl`: the code, machine and data root that scored
-    `examples_scored` examples (and trained, if `trained`). A resumed run lists every session, so
-    its provenance always describes what produced its scores."""
+    `timings["examples_scored"]` examples (and trained, if it has `fit_seconds`), and its
+    `timings`. A resumed run lists every session, so its provenance always describes what
+    produced its scores, and how long each part took, after a later invocation had nothing to do."""
     from vlbench.runtime import describe_device
 
     commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
@@ -34,8 +35,9 @@ def session_record(prepared, matcher, processes: int, examples_scored: int, trai
         "data_root": str(prepared.task.data_root.absolute()) if prepared.task.data_root else None,
         "batch_size": config.batch_size,
         "processes": processes,
-        "examples_scored": examples_scored,
-        "trained": trained,
+        "examples_scored": timings["examples_scored"],
+        "trained": timings["fit_seconds"] is not None,
+        "timings": {key: timings[key] for key in ("fit_seconds", "score_seconds", "pairs_per_second", "work")},
     }
 
 

@@ -191,7 +191,7 @@ def run(prepared: Prepared, seed: int) -> RunResult:
         def finish() -> dict[str, Any]:
             scored = _merged_scores(run_dir, config.task, evaluation, skipped)
             if fit_seconds is not None or timings["examples_scored"]:
-                run_dir.append_session(session_record(prepared, matcher, ranks.world_size, timings["examples_scored"], fit_seconds is not None))
+                run_dir.append_session(session_record(prepared, matcher, ranks.world_size, timings))
             results = _results_record(prepared, identity, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
