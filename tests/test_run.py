@@ -83,6 +83,17 @@ def test_score_command_recomputes_metrics_from_records_alone(tmp_path):
     assert rescore(result.run_dir)["metrics"] == result.results["metrics"]
 
 
+def test_an_unfinished_run_is_named_by_the_board_and_the_score_command(tmp_path):
+    run_once(tmp_path, matcher="random", task_options={"n_examples": 25})
+    cut = run_once(tmp_path, matcher="random", seed=1, task_options={"n_examples": 25})
+    (cut.run_dir / "results.json").unlink()  # as if stopped before its last example
+    board = vlbench_cli("leaderboard", "runs", cwd=tmp_path)
+    assert "| random | 0 | 1 |" in board.stdout
+    assert board.stderr.strip() == f"not on the board: 1 unfinished run(s) (scores stored, no results.json), e.g. {cut.run_dir.relative_to(tmp_path)}; run their commands again to finish them"
+    refused = vlbench_cli("score", str(cut.run_dir), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and f"{cut.run_dir} is an unfinished run (scores or trained state stored, no results); run its command again" in refused.stderr
+
+
 @pytest.fixture
 def mean_color():
     sys.path.insert(0, str(EXAMPLES))

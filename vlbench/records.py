@@ -75,6 +75,8 @@ class RunDirectory:
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
+            if name == RESULTS and self.holds_records():
+                raise VlbenchError(f"{path} not found: {self.path} is an unfinished run (scores or trained state stored, no results); run its command again to finish it") from None
             raise VlbenchError(f"{path} not found: is {self.path} a vlbench run directory?") from None
         except json.JSONDecodeError as error:
             raise VlbenchError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None

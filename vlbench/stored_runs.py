@@ -179,6 +179,13 @@ class StoredRun:
         return {item.id: task.outcomes(item.scores, item.positives) for item in self.evaluated_scores()}
 
 
+def unfinished_runs(roots: Sequence[Path]) -> list[Path]:
+    """Run directories under `roots` holding scores but no `results.json` (interrupted, or still
+    running): boards leave them out."""
+    found = {path.parent for root in roots if Path(root).is_dir() for pattern in ("scores.jsonl", "scores.rank-*.jsonl") for path in Path(root).rglob(pattern)}
+    return sorted(directory for directory in found if not (directory / RESULTS).exists())
+
+
 def find_runs(roots: Sequence[Path]) -> list[StoredRun]:
     """Every run (a directory holding `results.json`) under `roots`, sorted by path."""
     found: set[Path] = set()

@@ -24,7 +24,12 @@ def leaderboard(
         raise VlbenchError(f"--format {format}: choose markdown, csv or json")
     if out is not None:
         writable_file(out, "--out")
+    from vlbench.stored_runs import unfinished_runs
+
     text = render_board(runs or [Path("runs")], format, baseline, plots, references, out)
+    unfinished = unfinished_runs(runs or [Path("runs")])
+    if unfinished:
+        typer.echo(f"not on the board: {len(unfinished)} unfinished run(s) (scores stored, no results.json), e.g. {unfinished[0]}; run their commands again to finish them", err=True)
     if out:
         atomic_write_text(out, text)
         typer.echo(f"leaderboard: {out}")
