@@ -62,9 +62,10 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
     the board, which says the suite regenerates it."""
     (tmp_path / "s.yaml").write_text("seeds: [0]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
     vlbench_cli("run", "--task", "colors", "--matcher", "color-words", "--runs-dir", "runs", cwd=tmp_path)
-    vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", "--out", "board.md", cwd=tmp_path)
+    log = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", "--out", "board.md", cwd=tmp_path).stderr
     board = (tmp_path / "board.md").read_text()
     assert "| random |" in board and "color-words" not in board
+    assert "scoring · colors · random · shots 0 · seed 0" in log  # which run each bar of a suite's log is for
 
 
 def test_parallel_processes_give_the_sequential_board(tmp_path):

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
 from vlbench.errors import VlbenchError
-from vlbench.progress import progress_bar
+from vlbench.progress import progress_bar, run_label
 from vlbench.records import ScoredExample
 from vlbench.types import Example, ImageRef, LoadedImage, Matcher
 
@@ -117,7 +117,7 @@ def score_examples(
 
     skipped: dict[str, str] = {}
     batch: list[tuple[Example, list[LoadedImage]]] = []
-    with torch.inference_mode(), progress_bar(f"scoring ({matcher.name})", total=len(examples)) as advance:
+    with torch.inference_mode(), progress_bar("scoring" if run_label.get() else f"scoring ({matcher.name})", total=len(examples)) as advance:
         for example, future in prefetched(examples, workers, prepare=prepare, hash_pixels=matcher.hashes_pixels):
             try:
                 batch.append((example, future.result()))

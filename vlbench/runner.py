@@ -34,6 +34,7 @@ from vlbench.example_records import example_recorder
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record
+from vlbench.progress import labelled
 from vlbench.records import RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, resolve_device
 from vlbench.splits import LIMIT_SAMPLE, Split, check_protocol, evaluation_ids, make_split
@@ -130,6 +131,12 @@ def draw(prepared: Prepared, seed: int) -> Drawn:
 
 def run(prepared: Prepared, seed: int) -> RunResult:
     """Run (or resume) one seed and write its `results.json`."""
+    config = prepared.config
+    with labelled(f"{config.task} · {config.matcher} · shots {config.shots_parsed.label()} · seed {seed}"):
+        return _run(prepared, seed)
+
+
+def _run(prepared: Prepared, seed: int) -> RunResult:
     config = prepared.config
     drawn = draw(prepared, seed)
     pool, train_pool, split, evaluation = drawn.pool, drawn.train_pool, drawn.split, drawn.evaluation
