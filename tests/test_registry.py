@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_cli_start_and_listing_import_no_heavy_library(args):
         assert "Discriminative Stable Diffusion" in output or "ComVG" in output
 
 
-def test_two_distributions_declaring_one_name_is_an_error(monkeypatch):
+def test_two_distributions_declaring_one_name_is_an_error(monkeypatch, vlbench_here):
     from types import SimpleNamespace
 
     from vlbench import registry as registry_module
@@ -64,3 +65,7 @@ def test_two_distributions_declaring_one_name_is_an_error(monkeypatch):
     with pytest.raises(VlbenchError, match="matcher 'twin' is declared by both first-plugin and second-plugin; uninstall one of them"):
         matchers.get("twin")
     assert matchers.get("solo").name == "random"
+    monkeypatch.setattr(registry_module, "matchers", matchers)
+    code, listing, _ = vlbench_here("list", "matchers", cwd=Path.cwd())
+    (twin,) = [line for line in listing.splitlines() if "twin" in line]
+    assert code == 0 and "first-plugin and second-plugin" in twin and "conflict: declared by both; uninstall one of them" in twin
