@@ -66,7 +66,7 @@ RUN_CASES = [
     ("config missing", [*COLORS, "--matcher", "random", "--config", "missing.yaml"], {}, "error: cannot read config file missing.yaml: No such file or directory"),
     ("runs dir is a file", ["run", "--task", "colors", "--matcher", "random", "--runs-dir", "a-file"], {"a-file": "x"}, "error: --runs-dir a-file: "),
     ("runs dir read-only", ["run", "--task", "colors", "--matcher", "random", "--runs-dir", "/proc/vlbench-runs"], {}, "error: --runs-dir /proc/vlbench-runs: /proc is not writable"),
-    ("no data root", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs"], {}, "error: task 'comvg' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set data_root in --config."),
+    ("no data root", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs"], {}, "error: task 'comvg' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set data_root in --config (in a suite: the task entry's data_root, under --data-dir)."),
     ("data root missing", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "nowhere"], {}, "error: task 'comvg': data root nowhere does not exist."),
     ("data root is a file", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "a-file"], {"a-file": "x"}, "error: task 'comvg': data root a-file is a file; pass the directory that holds the data."),
     ("paper-release with a train split", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: task 'mini-refcocog' trains on its train pool with these options"),

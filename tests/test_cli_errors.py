@@ -15,7 +15,7 @@ from placeholders import comvg_root
     [
         (["run", "--task", "colours", "--matcher", "random"], "error: unknown task 'colours'. Did you mean 'colors'? Known tasks: colors"),
         (["run", "--task", "colors", "--matcher", "radnom"], "error: unknown matcher 'radnom'. Did you mean 'random'?"),
-        (["run", "--task", "tiny-files", "--matcher", "random"], "error: task 'tiny-files' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set data_root in --config. Expected layout: <root>/pairs.csv"),
+        (["run", "--task", "tiny-files", "--matcher", "random"], "error: task 'tiny-files' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set data_root in --config (in a suite: the task entry's data_root, under --data-dir). Expected layout: <root>/pairs.csv"),
         (["run", "--task", "tiny-files", "--matcher", "random", "--data-root", "nowhere"], "error: task 'tiny-files': data root nowhere does not exist."),
         (["run", "--task", "colors", "--matcher", "random", "--shots", "1.5"], "error: --shots 1.5: a fraction must be at least 0 and below 1 (got 1.5)"),
         (["run", "--task", "colors", "--matcher", "random", "--shots", "500"], "error: --shots 500: asks for 500 training examples but the evaluation pool has 200 examples; ask for at most 199"),

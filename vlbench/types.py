@@ -151,7 +151,7 @@ class Task:
         if self.data_root is None:
             raise VlbenchError(
                 f"task '{self.name}' needs its data: pass --data-root DIR, set VLBENCH_DATA, or set "
-                f"data_root in --config. Expected layout: {self.describe()}"
+                f"data_root in --config (in a suite: the task entry's data_root, under --data-dir). Expected layout: {self.describe()}"
             )
         if self.data_root.is_file():
             raise VlbenchError(f"task '{self.name}': data root {self.data_root} is a file; pass the directory that holds the data. Expected layout: {self.describe()}")
