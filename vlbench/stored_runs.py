@@ -111,9 +111,9 @@ class RunRecord:
     @property
     def settings(self) -> dict[str, Any]:
         """What a user chose for this configuration beyond matcher, model, shots and data: the
-        matcher's options, the training settings (as `train.<name>`) and the split protocol."""
+        matcher's options, the training settings (as `train.<name>`), the split protocol and `--limit`."""
         train = {f"train.{name}": value for name, value in (self.protocol.train or {}).items()}
-        return {**self.data["matcher"]["fingerprint"].get("options", {}), **train, "split": self.protocol.split}
+        return {**self.data["matcher"]["fingerprint"].get("options", {}), **train, "split": self.protocol.split, "limit": self.protocol.limit}
 
     @property
     def limited(self) -> bool:
