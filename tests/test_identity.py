@@ -143,11 +143,23 @@ def test_a_run_fingerprinted_by_image_sizes_is_refused_with_the_reason(tmp_path,
     assert vlbench_here(*args, cwd=tmp_path)[0] == 0
     (identity,) = (tmp_path / "runs").rglob("identity.json")
     record = json.loads(identity.read_text())
-    record["inputs"]["task"]["data"] = record["inputs"]["task"]["data"].removeprefix("image-bytes:")
+    record["inputs"]["task"]["data"] = "0" * 64  # a size-based fingerprint: another hash, no prefix
     identity.write_text(json.dumps(record))
     code, _, err = vlbench_here(*args, cwd=tmp_path)
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: these scores were stored by an older vlbench, which fingerprinted the data of task 'comvg' by its image files' sizes, not their bytes"), err
+
+
+def test_an_old_fingerprint_of_data_without_image_files_still_resumes(tmp_path, vlbench_here):
+    """Images a task renders (colors; Winoground from its hashed parquet files) were never
+    fingerprinted by size: the older fingerprint is the same hash without the prefix."""
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    (identity,) = (tmp_path / "runs").rglob("identity.json")
+    record = json.loads(identity.read_text())
+    record["inputs"]["task"]["data"] = record["inputs"]["task"]["data"].removeprefix("image-bytes:")
+    identity.write_text(json.dumps(record))
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
 
 
 def test_a_copy_of_the_same_data_elsewhere_resumes_and_both_roots_are_recorded(tmp_path, vlbench_here):

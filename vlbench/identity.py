@@ -76,6 +76,8 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old.get("version") != new["version"]:
             return f"{name} changed how it scores (version {old.get('version')} → {new['version']}) since these scores were stored"
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
+    if old_data == _digest(new_data):  # stored before IMAGE_BYTES by a task with no image files: the same hash
+        old_data = new_data
     if old_data != new_data and new_data.startswith(IMAGE_BYTES) and not str(old_data).startswith(IMAGE_BYTES):
         return f"these scores were stored by an older vlbench, which fingerprinted the data of task '{current['task']['name']}' by its image files' sizes, not their bytes: it cannot show whether the images changed since"
     if old_data != new_data:
