@@ -20,6 +20,7 @@ from typing import Any
 from vlbench.errors import VlbenchError
 from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, shots_order, uncompared_note
 from vlbench.records import atomic_write_text
+from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
 
 ASSETS = Path(__file__).parent / "report_assets"
@@ -34,16 +35,17 @@ class Group:
     shots: str
     seed: int
     limit: int | None
+    limit_sample: str | None  # `RunRecord.limit_sample`: named where it is not today's
     runs: list[StoredRun] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
-        limited = f"-limit-{self.limit}" if self.limit is not None else ""
+        limited = f"-limit-{self.limit}" + (f"-{self.limit_sample}" if self.limit_sample != LIMIT_SAMPLE else "") if self.limit is not None else ""
         return file_name(f"browse-{self.task}-shots-{self.shots}-seed-{self.seed}{limited}".replace("%", "pct"))
 
     @property
     def title(self) -> str:
-        return f"{self.task} · shots {self.shots} · seed {self.seed}" + (f" · limit {self.limit}" if self.limit is not None else "")
+        return f"{self.task} · shots {self.shots} · seed {self.seed}" + (f" · limit {self.limit}" + (f" ({self.limit_sample} sample)" if self.limit_sample != LIMIT_SAMPLE else "") if self.limit is not None else "")
 
 
 def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True, plots: bool = True) -> Path:
@@ -77,8 +79,8 @@ def comparison_groups(runs: list[StoredRun]) -> list[Group]:
     groups: dict[tuple[str, str, int, int | None], Group] = {}
     for run in runs:
         record = run.record
-        key = (record.data_key, record.protocol.split_sha256, record.seed, record.protocol.limit)
-        groups.setdefault(key, Group(names[record.data_key], record.shots, record.seed, record.protocol.limit)).runs.append(run)
+        key = (record.data_key, record.protocol.split_sha256, record.seed, record.protocol.limit, record.limit_sample)
+        groups.setdefault(key, Group(names[record.data_key], record.shots, record.seed, record.protocol.limit, record.limit_sample)).runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda run: (run.record.matcher, run.record.config_id))
     return sorted(groups.values(), key=lambda group: (group.task, shots_order(group.shots), group.seed, group.limit or 0))

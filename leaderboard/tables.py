@@ -38,6 +38,7 @@ class Row:
     config_id: str
     shots: str
     limit: int | None
+    limit_sample: str | None  # `RunRecord.limit_sample`
     runs: list[StoredRun] = field(default_factory=list)
 
     @property
@@ -52,7 +53,7 @@ class Row:
     @property
     def cohort(self) -> tuple[str, str, int | None]:
         """Rows ranked and compared together: the same data, shots and evaluation limit."""
-        return (self.data, self.shots, self.limit)
+        return (self.data, self.shots, self.limit, self.limit_sample)
 
     def values(self, column: tuple[str, ...]) -> list[float]:
         """The column's value in each seed's record (in seed order), where present."""
@@ -137,7 +138,7 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
     for run in runs:
         record = run.record
-        row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit))
+        row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit, record.limit_sample))
         if record.seed in row.seeds:
             raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}); pass each runs directory once")
         row.runs.append(run)
@@ -337,8 +338,8 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
             uncompared.append(f"{name}: no {_wanted(baseline)}")
             continue
         metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
-        fewest = min(record.n for record in row.records + reference.records)
-        if len(ours) < fewest / 2:
+        fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
+        if len(ours) < fewest / 2:  # `ours` has one entry per distinct example, over the seeds
             uncompared.append(f"{name}: {len(ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
         result = paired_bootstrap(ours, theirs, resamples)
@@ -367,7 +368,7 @@ def _baseline_row(row: Row, rows: list[Row], baseline: str) -> Row | None:
     if row.shots == "0":
         return None
     fingerprint = _matcher_fingerprint(row)
-    return next((other for other in rows if other.shots == "0" and other.data == row.data and other.limit == row.limit and other.matcher == row.matcher and _matcher_fingerprint(other) == fingerprint), None)
+    return next((other for other in rows if other.shots == "0" and other.data == row.data and (other.limit, other.limit_sample) == (row.limit, row.limit_sample) and other.matcher == row.matcher and _matcher_fingerprint(other) == fingerprint), None)
 
 
 def _matcher_fingerprint(row: Row) -> Any:

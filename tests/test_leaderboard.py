@@ -202,6 +202,24 @@ def test_rows_sharing_under_half_their_examples_are_not_compared(tmp_path):
     assert table.uncompared == ["plain (10% shots): 5 examples in common with plain (0 shots), under half of either row's (their `--limit` samples or splits differ)"]
 
 
+def test_a_limit_sampled_the_old_way_is_never_paired_with_one_sampled_by_id(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(40)]
+    for name, shots, sample, scored in (("new", "0", "by-id", ids[:20]), ("old", "0", None, ids[20:]), ("trained", "10%", "by-id", ids[:20])):
+        run = tmp_path / name
+        write_scored_run(run, "plain", 0, set(scored[:10 + (shots != "0") * 5]), scored)
+        results = next(run.rglob("results.json"))
+        record = json.loads(results.read_text())
+        record["config_id"] += name
+        record["protocol"].update(shots=shots, limit=20, limit_sample=sample)
+        results.write_text(json.dumps(record))
+    (table,) = build_board([tmp_path], baseline="zero-shot")
+    assert [row.label for row in table.rows] == ["plain [limit=20 (positions sample)]", "plain [limit=20]", "plain"]
+    (comparison,) = table.comparisons
+    assert comparison.against == "plain [limit=20] (0 shots)" and comparison.difference == pytest.approx(25.0) and table.uncompared == []
+
+
 def test_tables_of_one_task_are_named_apart_by_options_and_version():
     from vlbench.leaderboard.tables import data_variant_names
     from vlbench.stored_runs import RunRecord

@@ -14,7 +14,7 @@ from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.records import RESULTS, RunDirectory, ScoredExample
-from vlbench.splits import evaluation_ids
+from vlbench.splits import LIMIT_SAMPLE, evaluation_ids
 
 SCHEMA_VERSION = 2
 
@@ -113,7 +113,14 @@ class RunRecord:
         """What a user chose for this configuration beyond matcher, model, shots and data: the
         matcher's options, the training settings (as `train.<name>`), the split protocol and `--limit`."""
         train = {f"train.{name}": value for name, value in (self.protocol.train or {}).items()}
-        return {**self.data["matcher"]["fingerprint"].get("options", {}), **train, "split": self.protocol.split, "limit": self.protocol.limit}
+        limit = self.protocol.limit if self.limit_sample in (None, LIMIT_SAMPLE) else f"{self.protocol.limit} ({self.limit_sample} sample)"
+        return {**self.data["matcher"]["fingerprint"].get("options", {}), **train, "split": self.protocol.split, "limit": limit}
+
+    @property
+    def limit_sample(self) -> str | None:
+        """How the run's `--limit` sample was drawn (None without a limit): runs of one limit drawn
+        otherwise scored other examples."""
+        return None if self.protocol.limit is None else self.protocol.limit_sample or "positions"
 
     @property
     def limited(self) -> bool:
