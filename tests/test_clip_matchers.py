@@ -364,3 +364,18 @@ def test_cocoop_trains_with_cross_entropy_over_the_candidates_as_coco_op_does():
     assert prepare(config).train.loss == "ce"
     config = load_run_config(None, {"task": "colors", "matcher": "cocoop", "model": "mini", "shots": "5%", "train": {"loss": "bce"}})
     assert prepare(config).train.loss == "bce"  # the protocol's loss stays one option away
+
+
+def test_train_heads_at_its_default_leaves_clip_ft_s_configuration_as_before_it_existed(tmp_path):
+    """An option added later is out of the hashed configuration and the fingerprint at its default,
+    so clip-ft runs stored before `train_heads` keep their ids and resume."""
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare, run_configuration
+
+    def configuration(**options):
+        values = {"task": "colors", "matcher": "clip-ft", "model": "mini", "shots": "10%", "runs_dir": str(tmp_path), "matcher_options": options}
+        return run_configuration(prepare(load_run_config(None, values)))["matcher_options"]
+
+    assert configuration() == configuration(train_heads="both") == {"feature_cache": True}
+    assert configuration(train_heads="text") == {"feature_cache": True, "train_heads": "text"}
+    assert make("clip-ft").fingerprint()["options"] == {"feature_cache": True}

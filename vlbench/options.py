@@ -115,8 +115,13 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+ADDED_LATER = {"added_later": True}  # field metadata: see `as_dict`
+
+
 def as_dict(instance: Any) -> dict[str, Any]:
-    """A dataclass instance as plain data (lists for tuples), for records and hashing."""
+    """A dataclass instance as plain data (lists for tuples), for records and hashing. A field
+    declared with `metadata=ADDED_LATER` is left out at its default, so that runs stored before
+    the option existed keep their configuration ids and matcher fingerprints."""
     def plain(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [plain(item) for item in value]
@@ -124,4 +129,8 @@ def as_dict(instance: Any) -> dict[str, Any]:
             return {key: plain(item) for key, item in value.items()}
         return value
 
-    return plain(dataclasses.asdict(instance))
+    data = plain(dataclasses.asdict(instance))
+    for option in dataclasses.fields(instance):
+        if option.metadata.get("added_later") and getattr(instance, option.name) == option.default:
+            del data[option.name]
+    return data

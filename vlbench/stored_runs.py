@@ -134,7 +134,7 @@ def configuration_names(records: Sequence[RunRecord]) -> dict[str, str]:
     agree (e.g. other weights under one model name)."""
     settings = {record.config_id: record.settings for record in records}
     differing = sorted({name for one in settings.values() for name in one if any(other.get(name) != one.get(name) for other in settings.values())})
-    names = {config: ", ".join(f"{name}={one.get(name)}" for name in differing) for config, one in settings.items()}
+    names = {config: ", ".join(f"{name}={one[name]}" for name in differing if name in one) for config, one in settings.items()}
     taken = list(names.values())
     return {config: name if name and taken.count(name) == 1 else config for config, name in names.items()}
 

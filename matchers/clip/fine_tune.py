@@ -10,18 +10,19 @@ projection frozen (an ablation: which head a task's learning needs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from vlbench.matchers.clip.zero_shot import ClipOptions, TrainedClipMatcher
+from vlbench.options import ADDED_LATER
 
 
 @dataclass
 class ClipFineTuneOptions(ClipOptions):
-    train_heads: Literal["both", "image", "text"] = "both"  # which projections train (the others stay as shipped)
+    train_heads: Literal["both", "image", "text"] = field(default="both", metadata=ADDED_LATER)  # which projections train (the others stay as shipped)
 
 
 class ProjectionHeads(torch.nn.Module):
