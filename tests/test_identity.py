@@ -214,3 +214,24 @@ def test_files_get_the_umask_s_mode_not_0600(tmp_path, vlbench_here):
     (run_dir,) = {path.parent for path in (tmp_path / "runs").rglob("results.json")}
     for name in ("results.json", "config.yaml", "split.json", "state.pt", "identity.json"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_image_hashes_are_read_once_then_cached_per_directory_until_a_file_changes(tmp_path, monkeypatch):
+    from vlbench import hashing
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+    images = [tmp_path / "images" / name for name in ("a.png", "b.png")]
+    images[0].parent.mkdir()
+    for image, content in zip(images, (b"first", b"other")):
+        image.write_bytes(content)
+    read = []
+    sha256 = hashing._sha256
+    monkeypatch.setattr(hashing, "_sha256", lambda path: read.append(path.name) or sha256(path))
+    first = hashing.many_files_sha256(images)
+    assert read == ["a.png", "b.png"] and hashing.many_files_sha256(images) == first and read == ["a.png", "b.png"]
+    assert len(list((tmp_path / "cache" / "hashes").iterdir())) == 1  # one cache file for the directory
+    images[1].write_bytes(b"again")  # same size, other bytes
+    stat = images[1].stat()
+    os.utime(images[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = hashing.many_files_sha256(images)
+    assert read == ["a.png", "b.png", "b.png"] and second[images[0]] == first[images[0]] and second[images[1]] != first[images[1]]

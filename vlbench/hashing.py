@@ -1,8 +1,7 @@
-"""Content hashes of files, computed once per version of a file: a hash is kept in memory and, for a
-file of 1 MiB or more, cached under `$VLBENCH_CACHE/hashes`, keyed by the file's absolute path,
-inode, size and modification and change times, so a multi-gigabyte checkpoint is read again only
-when it changes. A smaller file (an image) is read again by the next process: that costs about
-what looking it up would, without a cache entry per image."""
+"""Content hashes of files, computed once per version of a file: cached under
+`$VLBENCH_CACHE/hashes`, keyed by the file's absolute path, inode, size and modification and change
+times, so a multi-gigabyte checkpoint, or a dataset's images, are read again only when they change.
+A checkpoint file has a cache entry of its own; many small files (images) share one per directory."""
 
 from __future__ import annotations
 
@@ -13,23 +12,13 @@ from pathlib import Path
 
 from vlbench.config import cache_dir
 
-CACHED_FROM_BYTES = 1 << 20
-_hashed: dict[tuple, str] = {}  # this process's hashes, by the stamp of the file's version
-
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of `path`'s bytes (remembered while its inode, size and times are unchanged)."""
+    """The sha256 of `path`'s bytes (from the cache when its size and mtime are unchanged)."""
     path = Path(path).resolve()
     stat = path.stat()
+    entry = _entry(f"{hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()}.json")
     stamp = {"path": str(path), "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
-    key = tuple(stamp.values())
-    if key not in _hashed:
-        _hashed[key] = _cached_sha256(path, stamp) if stat.st_size >= CACHED_FROM_BYTES else _sha256(path)
-    return _hashed[key]
-
-
-def _cached_sha256(path: Path, stamp: dict) -> str:
-    entry = cache_dir() / "hashes" / f"{hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()}.json"
     try:
         cached = json.loads(entry.read_text())
         if {key: cached.get(key) for key in stamp} == stamp:
@@ -39,6 +28,40 @@ def _cached_sha256(path: Path, stamp: dict) -> str:
     digest = _sha256(path)
     _remember(entry, {**stamp, "sha256": digest})
     return digest
+
+
+def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:
+    """The sha256 of each of many small files (a dataset's images; None where one cannot be read),
+    remembered in one cache file per directory, by file name, inode, size and times: a dataset is
+    read by its first run, and stat'ed by the next."""
+    by_directory: dict[Path, list[Path]] = {}
+    for path in paths:
+        by_directory.setdefault(Path(path).absolute().parent, []).append(Path(path))
+    hashes: dict[Path, str | None] = {}
+    for directory, files in by_directory.items():
+        entry = _entry(f"directory-{hashlib.blake2b(str(directory).encode(), digest_size=16).hexdigest()}.json")
+        try:
+            known = json.loads(entry.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            known = {}
+        changed = False
+        for path in files:
+            try:
+                stat = path.stat()
+                stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+                cached = known.get(path.name)
+                if not (isinstance(cached, list) and cached[:4] == stamp):
+                    known[path.name], changed = [*stamp, _sha256(path)], True
+                hashes[path] = known[path.name][4]
+            except OSError:
+                hashes[path] = None
+        if changed:
+            _remember(entry, {"directory": str(directory), "files": known})
+    return hashes
+
+
+def _entry(name: str) -> Path:
+    return cache_dir() / "hashes" / name
 
 
 def _sha256(path: Path) -> str:
@@ -58,11 +81,12 @@ def files_sha256(paths: Iterable[Path], root: Path) -> str:
 
 
 def _remember(entry: Path, record: dict) -> None:
-    """Cache a hash; an unwritable cache only costs hashing again next time."""
-    from vlbench.records import atomic_write_text
+    """Cache hashes (not synced to disk: they can be computed again); an unwritable cache only
+    costs hashing again next time."""
+    from vlbench.records import write_atomically
 
     try:
-        atomic_write_text(entry, json.dumps(record))
+        write_atomically(entry, lambda handle: handle.write(json.dumps(record).encode()), durable=False)
     except OSError:
         pass
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlbench.hashing import file_sha256, short
+from vlbench.hashing import many_files_sha256, short
 
 RESTART_HINT = "use another --runs-dir, or --restart to discard them"
 IMAGE_BYTES = "image-bytes:"
@@ -47,19 +47,13 @@ def component_identity(name: str, component: type, entry, **details: Any) -> dic
 
 def examples_fingerprint(examples: Sequence) -> str:
     """A hash of what the examples are: ids, texts, matching pairs, tags, image keys and crops, and
-    the bytes of each image file (an image replaced by another, even of the same size, changes it).
-    It starts with `IMAGE_BYTES`, which an older vlbench's fingerprints (of image file sizes) lack."""
+    the bytes of each image file (an image replaced by another, even of the same size, changes it;
+    read once and then cached by `hashing.many_files_sha256`). It starts with `IMAGE_BYTES`, which
+    an older vlbench's fingerprints (of image file sizes) lack."""
+    contents = many_files_sha256(dict.fromkeys(ref.path for example in examples for ref in example.images if ref.path is not None))
     digest = hashlib.sha256()
-    contents: dict[Any, str | None] = {}
     for example in examples:
-        images = []
-        for ref in example.images:
-            if ref.path is not None and ref.path not in contents:
-                try:
-                    contents[ref.path] = file_sha256(ref.path)
-                except OSError:
-                    contents[ref.path] = None
-            images.append([ref.key, list(ref.crop) if ref.crop else None, contents.get(ref.path)])
+        images = [[ref.key, list(ref.crop) if ref.crop else None, contents.get(ref.path)] for ref in example.images]
         line = [example.id, list(example.texts), [list(pair) for pair in example.positives], dict(sorted(example.tags.items())), images]
         digest.update(json.dumps(line, separators=(",", ":")).encode() + b"\n")
     return IMAGE_BYTES + digest.hexdigest()

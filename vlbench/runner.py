@@ -226,9 +226,10 @@ def run_identity(prepared: Prepared, matcher: dict[str, Any], examples: list[Exa
     is `matcher_inputs` of the run's matcher."""
     config = prepared.config
     task = prepared.task
+    data = distributed.current().on_main(lambda: task.data_fingerprint(examples))  # one process reads the images
     inputs = {
         "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher["fingerprint"]),
-        "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=task.data_fingerprint(examples)),
+        "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=data),
         "libraries": matcher["libraries"],
     }
     return RunIdentity(run_configuration(prepared), inputs)

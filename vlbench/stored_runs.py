@@ -130,11 +130,12 @@ class RunRecord:
 
 def configuration_names(records: Sequence[RunRecord]) -> dict[str, str]:
     """Per configuration id among `records` (runs of one matcher and model): the settings that
-    tell it from the others, as "name=value, …" (`RunRecord.settings`), or its id where those
-    agree (e.g. other weights under one model name)."""
+    tell it from the others, as "name=value, …" (`RunRecord.settings`; "default" for an option a
+    record leaves out, `options.ADDED_LATER`), or its id where those agree (e.g. other weights
+    under one model name)."""
     settings = {record.config_id: record.settings for record in records}
     differing = sorted({name for one in settings.values() for name in one if any(other.get(name) != one.get(name) for other in settings.values())})
-    names = {config: ", ".join(f"{name}={one[name]}" for name in differing if name in one) for config, one in settings.items()}
+    names = {config: ", ".join(f"{name}={one.get(name, 'default')}" for name in differing) for config, one in settings.items()}  # absent: an option added later, at its default
     taken = list(names.values())
     return {config: name if name and taken.count(name) == 1 else config for config, name in names.items()}
 
