@@ -228,11 +228,7 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
     matcher's row of the same data, shots and limit; `zero-shot` compares every trained row with
     the same matcher's zero-shot row."""
     rows = group_rows(find_runs(roots))
-    matchers = sorted({row.matcher for row in rows})
-    if baseline is not None and baseline != ZERO_SHOT and baseline not in matchers:
-        close = difflib.get_close_matches(baseline, matchers + [ZERO_SHOT], n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise VlbenchError(f"--baseline {baseline}: no row of that matcher on this board.{hint} Its matchers: {', '.join(matchers)}; or {ZERO_SHOT}, each trained row against its own zero-shot row")
+    check_baseline(baseline, [row.matcher for row in rows])
     names = data_variant_names([record for row in rows for record in row.records])
     tables = []
     for task, data in dict.fromkeys((row.task, row.data) for row in rows):
@@ -346,6 +342,15 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Compari
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
         comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against))
     return comparisons, uncompared
+
+
+def check_baseline(baseline: str | None, matchers: Sequence[str]) -> None:
+    """Refuse a `--baseline` that names none of the board's `matchers` (nor `zero-shot`)."""
+    matchers = sorted(set(matchers))
+    if baseline is not None and baseline != ZERO_SHOT and baseline not in matchers:
+        close = difflib.get_close_matches(baseline, matchers + [ZERO_SHOT], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise VlbenchError(f"--baseline {baseline}: no row of that matcher on this board.{hint} Its matchers: {', '.join(matchers)}; or {ZERO_SHOT}, each trained row against its own zero-shot row")
 
 
 def _wanted(baseline: str) -> str:

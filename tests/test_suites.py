@@ -66,6 +66,9 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
     board = (tmp_path / "board.md").read_text()
     assert "| random |" in board and "color-words" not in board
     assert "scoring · colors · random · shots 0 · seed 0" in log  # which run each bar of a suite's log is for
+    typo = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "other", "--baseline", "randmo", cwd=tmp_path, check=False)
+    assert typo.returncode == 2 and "--baseline randmo: no row of that matcher on this board. Did you mean 'random'?" in typo.stderr
+    assert not (tmp_path / "other").exists()  # refused before any run
 
 
 def test_parallel_processes_give_the_sequential_board(tmp_path):

@@ -100,6 +100,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     `where` it runs (e.g. "offline")."""
     from vlbench.errors import VlbenchError
     from vlbench.leaderboard.publish import render_board
+    from vlbench.leaderboard.tables import check_baseline
     from vlbench.progress import progress_bar
     from vlbench.records import atomic_write_text, writable_file
     from vlbench.suites import failure, load_suite, run_jobs
@@ -109,6 +110,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     if out is not None:
         writable_file(out, "--out")
     planned = load_suite(suite, runs_dir, data_dir)
+    check_baseline(baseline, [job.config.matcher for job in planned])  # before hours of runs, not after
     code = code_state()  # before anything is written: the board's own plots may be tracked files
     with progress_bar("suite", total=len(planned)) as advance:
         failed = run_jobs(planned, jobs, advance, cluster)
