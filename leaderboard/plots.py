@@ -35,9 +35,10 @@ def _shots_plot(plt, table, rows, path: Path) -> Path:
     shots = sorted({row.shots for row in rows}, key=shots_order)
     figure, axes = plt.subplots(figsize=(8, 4))
     column = table.columns.index(table.headline) if table.headline in table.columns else 0
-    for label in dict.fromkeys(row.label for row in rows):
-        points = [(shots.index(row.shots), row.cells[column]) for row in rows if row.label == label and row.cells[column] is not None]
-        axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=label)
+    for line in dict.fromkeys(row.line for row in rows):
+        joined = [row for row in rows if row.line == line]
+        points = [(shots.index(row.shots), row.cells[column]) for row in joined if row.cells[column] is not None]
+        axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=joined[-1].label)
     axes.set_xticks(range(len(shots)), shots)
     axes.set_xlabel("shots")
     axes.set_ylabel(f"{table.columns[column]} (%)")

@@ -85,6 +85,7 @@ class TableRow:
     reported: bool = False
     citation: str = ""
     config_id: str = ""
+    line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
 
 
 @dataclass
@@ -252,7 +253,9 @@ def _measured_rows(rows: list[Row], columns) -> list[TableRow]:
     cohorts = {}
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), config_id=row.config_id))
+        alone = labels[id(row)] == row.matcher + (f" ({row.model})" if row.model else "")
+        line = labels[id(row)] if alone else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), config_id=row.config_id, line=line))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -354,7 +357,7 @@ def check_baseline(baseline: str | None, matchers: Sequence[str]) -> None:
 
 
 def _wanted(baseline: str) -> str:
-    return "zero-shot row of the same matcher, model, weights and options on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots on these data"
+    return "zero-shot row of the same matcher, model, weights, options and --limit on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots and --limit on these data"
 
 
 def uncompared_note(table: TaskTable) -> str:

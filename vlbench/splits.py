@@ -141,7 +141,8 @@ def evaluation_ids(eval_ids: Sequence[str], limit: int | None, seed: int, sample
     many, kept in split order. A sample, not the first rows: files are often sorted by kind
     (ComVG's first 1,536 rows are all subject swaps). `by-id` takes the examples whose seeded hash
     of their id is smallest, so samples of one seed are nested: a 5% run's sample holds every
-    example of its zero-shot run's sample that it evaluates (all but those it trained on), and
+    example of its zero-shot run's sample that it evaluates (all but those it trained on or dropped
+    for showing a training image), and
     the two pair for a bootstrap. `positions` is how runs stored before it sampled: positions
     drawn from this pool, so a zero-shot and a 5% run's samples barely overlapped."""
     if limit is None or limit >= len(eval_ids):

@@ -206,5 +206,7 @@ def find_runs(roots: Sequence[Path]) -> list[StoredRun]:
         else:
             raise VlbenchError(f"{root}: no such run directory or results file")
     if not found:
-        raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}; run `vlbench run` first")
+        unfinished = unfinished_runs(roots)
+        there = f"; {len(unfinished)} unfinished run(s) there (scores stored, no results.json), e.g. {unfinished[0]}: run their commands again to finish them" if unfinished else "; run `vlbench run` first"
+        raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}{there}")
     return [StoredRun(directory) for directory in sorted(found)]
