@@ -48,6 +48,9 @@ class Group:
         return f"{self.task} · shots {self.shots} · seed {self.seed}" + (f" · limit {self.limit}" + (f" ({self.limit_sample} sample)" if self.limit_sample != LIMIT_SAMPLE else "") if self.limit is not None else "")
 
 
+REPORT_MANIFEST = ".vlbench-report.json"  # the files a report wrote, so the next one into its directory can remove the stale
+
+
 def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, references: bool = True, plots: bool = True) -> Path:
     """Write the site into `out`; returns the path of its `index.html`."""
     from vlbench.leaderboard.plots import write_plots
@@ -68,7 +71,24 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
         atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")
         atomic_write_text(out / f"{group.slug}.html", _browser_page(group))
     atomic_write_text(out / "index.html", _index_page(tables, images, groups))
+    written = ["report.css", "report.js", "index.html", *(path for paths in images.values() for path in paths)]
+    written += [name for group in groups for name in (f"data/{group.slug}.js", f"{group.slug}.html")]
+    _remove_earlier(out, written)
     return out / "index.html"
+
+
+def _remove_earlier(out: Path, written: list[str]) -> None:
+    """Delete what an earlier report in `out` wrote and this one did not (plots, browsers of runs no
+    longer there), as its manifest lists them; then list this report's files. Other files stay."""
+    manifest = out / REPORT_MANIFEST
+    try:
+        earlier = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    for name in set(earlier) - set(written) if isinstance(earlier, list) else ():
+        if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts:
+            (out / name).unlink(missing_ok=True)
+    atomic_write_text(manifest, json.dumps(sorted(written), indent=0) + "\n")
 
 
 def comparison_groups(runs: list[StoredRun]) -> list[Group]:
