@@ -237,24 +237,22 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
         labels = _labels(task_rows)
         task_rows.sort(key=lambda row: (shots_order(row.shots), row.limit or 0, row.matcher, labels[id(row)]))
         columns = columns_for(task_rows)
-        table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns), baseline, headline=task_rows[0].records[0].headline)
+        table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns, labels), baseline, headline=task_rows[0].records[0].headline)
         for_task = [reference for reference in references or [] if reference["task"] == task]
         table.rows += [_reported_row(reference, table.columns) for reference in for_task if "columns" in reference]
         table.reported_apart = _reported_apart([reference for reference in for_task if "paper_metrics" in reference])
         if baseline is not None:
-            table.comparisons, table.uncompared = _comparisons(task_rows, baseline, resamples)
+            table.comparisons, table.uncompared = _comparisons(task_rows, baseline, resamples, labels)
         tables.append(table)
     return tables
 
 
-def _measured_rows(rows: list[Row], columns) -> list[TableRow]:
-    labels = _labels(rows)
+def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[TableRow]:
     table_rows = []
     cohorts = {}
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
-        alone = labels[id(row)] == row.matcher + (f" ({row.model})" if row.model else "")
-        line = labels[id(row)] if alone else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
+        line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), config_id=row.config_id, line=line))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
@@ -322,11 +320,10 @@ def _reported_apart(references: list[dict[str, Any]]) -> ReportedApart | None:
     return ReportedApart(columns, rows, references[0]["note"])
 
 
-def _comparisons(rows: list[Row], baseline: str, resamples: int) -> list[Comparison]:
+def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[int, str]) -> tuple[list[Comparison], list[str]]:
     from vlbench.leaderboard.bootstrap import paired_bootstrap
     from vlbench.leaderboard.outcomes import paired_outcomes
 
-    labels = _labels(rows)
     comparisons, uncompared = [], []
     for row in rows:
         reference = _baseline_row(row, rows, baseline)
@@ -384,12 +381,16 @@ def _matcher_fingerprint(row: Row) -> Any:
     return row.records[0].data["matcher"]["fingerprint"]
 
 
+def _base_label(row: Row) -> str:
+    return row.matcher + (f" ({row.model})" if row.model else "")
+
+
 def _labels(rows: list[Row]) -> dict[int, str]:
     """Matcher name, with the model and, where one matcher has several configurations at the same
     shots, what tells them apart (`configuration_names`)."""
     labels = {}
     for row in rows:
-        label = row.matcher + (f" ({row.model})" if row.model else "")
+        label = _base_label(row)
         siblings = [other.records[0] for other in rows if (other.matcher, other.model, other.shots) == (row.matcher, row.model, row.shots)]
         labels[id(row)] = label + (f" [{configuration_names(siblings)[row.config_id]}]" if len(siblings) > 1 else "")
     return labels

@@ -161,8 +161,7 @@ class StoredRun:
     def evaluated_ids(self) -> list[str]:
         """The evaluation examples this run's metrics cover, in split order."""
         skipped = set(self.record.skipped_ids)
-        protocol = self.record.protocol
-        chosen = evaluation_ids(self.split["eval_ids"], protocol.limit, self.record.seed, protocol.limit_sample or "positions")
+        chosen = evaluation_ids(self.split["eval_ids"], self.record.protocol.limit, self.record.seed, self.record.limit_sample or LIMIT_SAMPLE)
         return [example_id for example_id in chosen if example_id not in skipped]
 
     @cached_property
