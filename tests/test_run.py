@@ -89,11 +89,11 @@ def test_an_unfinished_run_is_named_by_the_board_and_the_score_command(tmp_path)
     (cut.run_dir / "results.json").unlink()  # as if stopped before its last example
     board = vlbench_cli("leaderboard", "runs", cwd=tmp_path)
     assert "| random | 0 | 1 |" in board.stdout
-    assert board.stderr.strip() == f"not on the board: 1 unfinished run(s) (scores stored, no results.json), e.g. {cut.run_dir.relative_to(tmp_path)}; run their commands again to finish them"
+    assert board.stderr.strip() == f"not on the board: 1 unfinished run(s) (scores or training stored, no results.json), e.g. {cut.run_dir.relative_to(tmp_path)}; run their commands again to finish them"
     only_cut = vlbench_cli("leaderboard", str(cut.run_dir), cwd=tmp_path, check=False)
-    assert only_cut.returncode == 2 and "1 unfinished run(s) there (scores stored, no results.json)" in only_cut.stderr
+    assert only_cut.returncode == 2 and "1 unfinished run(s) there (scores or training stored, no results.json)" in only_cut.stderr
     refused = vlbench_cli("score", str(cut.run_dir), cwd=tmp_path, check=False)
-    assert refused.returncode == 2 and f"{cut.run_dir} is an unfinished run (scores or trained state stored, no results); run its command again" in refused.stderr
+    assert refused.returncode == 2 and f"{cut.run_dir} is an unfinished run (scores or training stored, no results); run its command again" in refused.stderr
 
 
 @pytest.fixture

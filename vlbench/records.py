@@ -33,7 +33,7 @@ from vlbench.errors import VlbenchError
 
 RESULTS = "results.json"
 SHARDED = ("scores", "examples", "thumbnails", "attention")  # append-only files a multi-process run writes per rank
-RECORDS = ("results.json", "state.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
+RECORDS = ("results.json", "state.pt", "training-checkpoint.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class RunDirectory:
         return self.path / "state.pt"
 
     @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "training-checkpoint.pt"
+
+    @property
     def results_path(self) -> Path:
         return self.path / RESULTS
 
@@ -76,7 +80,7 @@ class RunDirectory:
             return json.loads(path.read_text())
         except FileNotFoundError:
             if name == RESULTS and self.holds_records():
-                raise VlbenchError(f"{path} not found: {self.path} is an unfinished run (scores or trained state stored, no results); run its command again to finish it") from None
+                raise VlbenchError(f"{path} not found: {self.path} is an unfinished run (scores or training stored, no results); run its command again to finish it") from None
             raise VlbenchError(f"{path} not found: is {self.path} a vlbench run directory?") from None
         except json.JSONDecodeError as error:
             raise VlbenchError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
@@ -101,8 +105,9 @@ class RunDirectory:
             yield
 
     def holds_records(self) -> bool:
-        """Whether a run was stored here: scores (or their shards), trained state or results."""
-        return any(self.exists(name) for name in ("scores.jsonl", "state.pt", RESULTS)) or any(_shards(self.path, "scores"))
+        """Whether a run was stored here: scores (or their shards), trained state (or a training
+        checkpoint) or results."""
+        return any(self.exists(name) for name in ("scores.jsonl", "state.pt", "training-checkpoint.pt", RESULTS)) or any(_shards(self.path, "scores"))
 
     def discard_records(self) -> None:
         """Delete everything a run stored here (`--restart`), keeping the lock held by the caller."""

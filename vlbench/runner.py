@@ -6,7 +6,8 @@ matcher built (its model loaded and hashed) before the run directory is touched.
 
 Re-running the same configuration resumes: the stored inputs (`identity.json`: code versions,
 weights hash, data fingerprint) must match the current ones, trained state is loaded instead of
-retrained, and only examples missing from `scores.jsonl` are scored. `--restart` discards a run's
+retrained (an interrupted training resumes from its last checkpoint, `vlbench.checkpoints`), and
+only examples missing from `scores.jsonl` are scored. `--restart` discards a run's
 stored records first.
 
 Under `torchrun` / `accelerate launch` every rank draws the same split and trains on its share of
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench import distributed, registry
+from vlbench.checkpoints import TrainingCheckpoint, checkpointing
 from vlbench.config import RunConfig
 from vlbench.errors import Interrupted, VlbenchError
 from vlbench.evaluation import RecentImages, load_images, score_examples
@@ -162,10 +164,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
         # rank starts appending.
         already = ranks.on_main(open_run)
-        try:
-            fit_seconds = _fit_or_load(matcher, run_dir, drawn.training, prepared.train, ranks)
-        except KeyboardInterrupt:
-            raise Interrupted(0, len(evaluation), training=True) from None
+        fit_seconds = _fit_or_load(matcher, run_dir, drawn.training, prepared.train, ranks, len(evaluation))
         pending = [example for example in evaluation if example.id not in already]
         skipped: dict[str, str] = {}
         started = time.perf_counter()
@@ -356,7 +355,9 @@ def compute_metrics(task: Task, scored: list[ScoredExample]) -> tuple[dict[str, 
     return metrics, breakdown
 
 
-def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks) -> float | None:
+def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks, n_evaluation: int) -> float | None:
+    """Train (resuming from a training checkpoint if there is one) and store the trained state, or
+    load the state stored before; the seconds spent training, or None."""
     if train is None:
         return None
     import torch
@@ -366,9 +367,15 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         return None
     started = time.perf_counter()
     recent = RecentImages()  # each epoch shows the same images
-    matcher.fit(train_examples, train, lambda example: load_images(example, recent))
+    checkpoint = TrainingCheckpoint(run_dir.checkpoint_path)
+    try:
+        with checkpointing(checkpoint):
+            matcher.fit(train_examples, train, lambda example: load_images(example, recent))
+    except KeyboardInterrupt:
+        raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
     seconds = time.perf_counter() - started
     ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
+    ranks.on_main(checkpoint.discard)
     return seconds
 
 

@@ -187,9 +187,10 @@ class StoredRun:
 
 
 def unfinished_runs(roots: Sequence[Path]) -> list[Path]:
-    """Run directories under `roots` holding scores but no `results.json` (interrupted, or still
-    running): boards leave them out."""
-    found = {path.parent for root in roots if Path(root).is_dir() for pattern in ("scores.jsonl", "scores.rank-*.jsonl") for path in Path(root).rglob(pattern)}
+    """Run directories under `roots` holding scores, trained state or a training checkpoint but no
+    `results.json` (interrupted, or still running): boards leave them out."""
+    patterns = ("scores.jsonl", "scores.rank-*.jsonl", "state.pt", "training-checkpoint.pt")
+    found = {path.parent for root in roots if Path(root).is_dir() for pattern in patterns for path in Path(root).rglob(pattern)}
     return sorted(directory for directory in found if not (directory / RESULTS).exists())
 
 
@@ -206,6 +207,6 @@ def find_runs(roots: Sequence[Path]) -> list[StoredRun]:
             raise VlbenchError(f"{root}: no such run directory or results file")
     if not found:
         unfinished = unfinished_runs(roots)
-        there = f"; {len(unfinished)} unfinished run(s) there (scores stored, no results.json), e.g. {unfinished[0]}: run their commands again to finish them" if unfinished else "; run `vlbench run` first"
+        there = f"; {len(unfinished)} unfinished run(s) there (scores or training stored, no results.json), e.g. {unfinished[0]}: run their commands again to finish them" if unfinished else "; run `vlbench run` first"
         raise VlbenchError(f"no results.json found under {', '.join(str(root) for root in roots)}{there}")
     return [StoredRun(directory) for directory in sorted(found)]

@@ -106,8 +106,8 @@ def _single_seed(config: RunConfig, seed: int) -> RunConfig:
 def job_state(job: Job) -> str:
     """`done`, `stale` (finished, but the last `run_jobs` found its stored inputs differ from
     today's: it is not run again until its directory is deleted), `running` (another process
-    holds its lock), `failed` (its last attempt stopped with an error), `partial` (scores stored,
-    no results) or `pending`."""
+    holds its lock), `failed` (its last attempt stopped with an error), `partial` (scores, trained
+    state or a training checkpoint stored, no results) or `pending`."""
     results, failed = job.run_dir / "results.json", job.state_file(".failed")
     if results.exists():  # a failure recorded before the results is an earlier attempt's
         return "stale" if failed.exists() and failed.stat().st_mtime_ns >= results.stat().st_mtime_ns else "done"
@@ -115,7 +115,7 @@ def job_state(job: Job) -> str:
         return "running"
     if failed.exists():
         return "failed"
-    if (job.run_dir / "scores.jsonl").exists() or any(job.run_dir.glob("scores.rank-*.jsonl")):
+    if any((job.run_dir / name).exists() for name in ("scores.jsonl", "state.pt", "training-checkpoint.pt")) or any(job.run_dir.glob("scores.rank-*.jsonl")):
         return "partial"
     return "pending"
 

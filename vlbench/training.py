@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from vlbench import checkpoints
 from vlbench.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
     is scored, so memory holds one example's graph, not the batch's. In a multi-process run each rank takes its share of
     every batch and the gradients are summed over ranks, so a step's gradient is the mean over the
     whole batch, as in one process (uneven shares included).
+
+    Inside `checkpoints.checkpointing` (as runs train) an epoch's end is checkpointed once a minute
+    at most, and a checkpoint found at the start is resumed from, with the same end result.
     """
     import torch
 
@@ -85,16 +89,19 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
 
     parameters = matcher.trainable_parameters()
     optimizer = make_optimizer(parameters, train)
-    rng = random.Random(f"vlbench-train:{matcher.runtime.seed}")
-    order = list(examples)
-    steps_per_epoch = -(-len(order) // train.batch_size)
-    step = 0
-    with progress_bar("training", total=train.epochs * steps_per_epoch) as advance:
-        for _ in range(train.epochs):
-            rng.shuffle(order)
+    checkpoint = checkpoints.current()
+    resumed = checkpoint.restore(matcher, optimizer, examples, train) if checkpoint else None
+    position = resumed or checkpoints.Position(0, 0, list(range(len(examples))), random.Random(f"vlbench-train:{matcher.runtime.seed}"))
+    steps_per_epoch = -(-len(examples) // train.batch_size)
+    description = f"training (resumed after epoch {position.epochs_done})" if resumed else "training"
+    with progress_bar(description, total=train.epochs * steps_per_epoch) as advance:
+        advance(position.step)
+        while position.epochs_done < train.epochs:
+            position.shuffle.shuffle(position.order)
+            order = [examples[index] for index in position.order]
             for start in range(0, len(order), train.batch_size):
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(train, step, steps_per_epoch)
+                    group["lr"] = learning_rate(train, position.step, steps_per_epoch)
                 batch = order[start : start + train.batch_size]
                 optimizer.zero_grad()
                 for example in ranks.shard(batch):
@@ -105,5 +112,8 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
                 if train.grad_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
                 optimizer.step()
-                step += 1
+                position.step += 1
                 advance(1)
+            position.epochs_done += 1
+            if checkpoint:
+                checkpoint.save_if_due(matcher, optimizer, examples, train, position)

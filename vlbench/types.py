@@ -286,6 +286,11 @@ class Matcher:
 
         fit_by_scores(self, examples, train, load_images)
 
+    def training_generators(self) -> list[torch.Generator]:
+        """The random generators `fit` draws from besides torch's global one, kept in training
+        checkpoints so that a resumed training draws what an uninterrupted one would; none by default."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """Trained state to store in the run record (CPU tensors); empty for matchers that do not train."""
         if not self.trainable:

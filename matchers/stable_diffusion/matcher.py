@@ -196,6 +196,9 @@ class StableDiffusionMatcher(Matcher):
         finally:
             self.training_noise = None
 
+    def training_generators(self):
+        return [] if self.training_noise is None else [self.training_noise]
+
     def training_capture(self) -> AbstractContextManager:
         """The capture that scoring installs while training (none by default)."""
         return nullcontext()

@@ -29,7 +29,7 @@ def leaderboard(
     text = render_board(runs or [Path("runs")], format, baseline, plots, references, out)
     unfinished = unfinished_runs(runs or [Path("runs")])
     if unfinished:
-        typer.echo(f"not on the board: {len(unfinished)} unfinished run(s) (scores stored, no results.json), e.g. {unfinished[0]}; run their commands again to finish them", err=True)
+        typer.echo(f"not on the board: {len(unfinished)} unfinished run(s) (scores or training stored, no results.json), e.g. {unfinished[0]}; run their commands again to finish them", err=True)
     if out:
         atomic_write_text(out, text)
         typer.echo(f"leaderboard: {out}")

@@ -1,0 +1,98 @@
+"""An interrupted training resumes from its last checkpoint and ends bit-identical to an
+uninterrupted one; a checkpoint resumes only the training that wrote it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlbench import checkpoints, training
+from vlbench.config import load_run_config
+from vlbench.errors import Interrupted, VlbenchError
+from vlbench.runner import prepare, run
+
+# mini ComVG at 5%: 30 training examples, batch 8, so 4 optimiser steps an epoch.
+RUNS = {
+    "clip-ft": {"train": {"epochs": 4}},
+    "dsd": {"train": {"epochs": 3}, "matcher_options": {"noise_levels": [0.4]}},  # one noise level: a quarter of the UNet passes
+}
+
+
+def mini_run(runs_dir: Path, matcher: str):
+    values = {"task": "mini-comvg", "matcher": matcher, "model": "mini", "shots": "5%", "limit": 10, "runs_dir": str(runs_dir), **RUNS[matcher]}
+    return run(prepare(load_run_config(None, values)), 0)
+
+
+def counting_steps(monkeypatch, interrupt_at: int | None = None) -> list[int]:
+    """Count optimiser steps from now on; with `interrupt_at`, Ctrl-C arrives at that step."""
+    steps: list[int] = []
+    make_optimizer = training.make_optimizer
+
+    def counted(parameters, train):
+        optimizer = make_optimizer(parameters, train)
+        step = optimizer.step
+
+        def counted_step():
+            steps.append(1)
+            if len(steps) == interrupt_at:
+                raise KeyboardInterrupt
+            return step()
+
+        optimizer.step = counted_step
+        return optimizer
+
+    monkeypatch.setattr(training, "make_optimizer", counted)
+    return steps
+
+
+@pytest.mark.parametrize("matcher", list(RUNS))
+def test_an_interrupted_training_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, matcher):
+    clean = mini_run(tmp_path / "clean", matcher)
+    epochs = RUNS[matcher]["train"]["epochs"]
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every epoch's end
+    counting_steps(monkeypatch, interrupt_at=6)  # in the second epoch
+    with pytest.raises(Interrupted, match=f"1 of {epochs} epochs are kept"):
+        mini_run(tmp_path / "interrupted", matcher)
+    (checkpoint,) = (tmp_path / "interrupted").rglob("training-checkpoint.pt")
+
+    resumed_steps = counting_steps(monkeypatch)
+    resumed = mini_run(tmp_path / "interrupted", matcher)
+    assert len(resumed_steps) == 4 * (epochs - 1)  # the first epoch is not trained again
+    assert not checkpoint.exists()
+    trained = [torch.load(result.run_dir / "state.pt", weights_only=True) for result in (clean, resumed)]
+    assert trained[0].keys() == trained[1].keys() and all(torch.equal(trained[0][key], trained[1][key]) for key in trained[0])
+    assert (clean.run_dir / "scores.jsonl").read_text() == (resumed.run_dir / "scores.jsonl").read_text()
+    assert clean.results["metrics"] == resumed.results["metrics"]
+
+
+def test_a_checkpoint_resumes_only_on_the_compute_that_wrote_it_and_restart_discards_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_SECONDS", 0.0)
+    counting_steps(monkeypatch, interrupt_at=6)
+    with pytest.raises(Interrupted):
+        mini_run(tmp_path, "clip-ft")
+    (checkpoint,) = tmp_path.rglob("training-checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=True)
+    threads = state["random"][0]["compute"]["threads"]
+    state["random"][0]["compute"]["threads"] = threads + 1
+    torch.save(state, checkpoint)
+
+    counting_steps(monkeypatch)
+    with pytest.raises(VlbenchError) as refused:
+        mini_run(tmp_path, "clip-ft")
+    assert f"written on cpu with {threads + 1} threads cannot resume on cpu with {threads}" in str(refused.value)
+    assert f"set OMP_NUM_THREADS={threads + 1} to resume it, or --restart to train from the start" in str(refused.value)
+    assert checkpoint.exists()
+
+    steps = counting_steps(monkeypatch)
+    values = {"task": "mini-comvg", "matcher": "clip-ft", "model": "mini", "shots": "5%", "limit": 10, "runs_dir": str(tmp_path), "restart": True, **RUNS["clip-ft"]}
+    run(prepare(load_run_config(None, values)), 0)
+    assert len(steps) == 16 and not checkpoint.exists()
+
+
+def test_an_interrupt_before_the_first_checkpoint_says_nothing_trained_is_kept(tmp_path, monkeypatch):
+    counting_steps(monkeypatch, interrupt_at=2)
+    with pytest.raises(Interrupted, match=r"^interrupted while training, before its first checkpoint \(nothing trained is kept\)"):
+        mini_run(tmp_path, "clip-ft")
