@@ -92,3 +92,54 @@ def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     shipped = mini_comvg_accuracy(tmp_path / "a", "clip", "mini", world_seed=7)
     retrained = mini_comvg_accuracy(tmp_path / "b", "clip", str(tmp_path / "retrained"), world_seed=7)
     assert all(abs(shipped[part] - retrained[part]) <= 0.02 for part in PARTS), (shipped, retrained)
+
+
+def copy_of_mini_clip(folder, weights_name="open_clip_model.safetensors"):
+    from vlbench.matchers.mini_models import mini_model_dir
+
+    shipped = mini_model_dir("mini-clip")
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((shipped / "open_clip_config.json").read_bytes())
+    (folder / weights_name).write_bytes((shipped / "open_clip_model.safetensors").read_bytes())
+    return folder
+
+
+def test_a_model_folder_s_fingerprint_covers_whichever_weights_file_open_clip_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vlbench.matchers.clip.loading import load_open_clip
+    from vlbench.hashing import files_sha256
+    from vlbench.matchers.mini_models import mini_model_dir
+
+    shipped = mini_model_dir("mini-clip")
+    # The shipped model's fingerprint is the one its stored runs were made with: config and weights.
+    assert load_open_clip("mini", "cpu").fingerprint["weights_sha256"] == files_sha256([shipped / "open_clip_config.json", shipped / "open_clip_model.safetensors"], shipped)
+    folder = copy_of_mini_clip(tmp_path / "renamed", "model.safetensors")  # a name open_clip also loads
+    before = load_open_clip(str(folder), "cpu").fingerprint["weights_sha256"]
+    weights = load_file(folder / "model.safetensors")
+    name = next(iter(weights))
+    save_file({**weights, name: weights[name] * 0.5}, folder / "model.safetensors")
+    assert load_open_clip(str(folder), "cpu").fingerprint["weights_sha256"] != before
+
+
+@pytest.mark.parametrize("extra, hint", [(None, ""), ("epoch_32.pt", "(epoch_32.pt: open_clip does not read .pt files here; rename to open_clip_pytorch_model.bin)")])
+def test_a_model_folder_without_weights_open_clip_reads_is_refused(tmp_path, extra, hint):
+    folder = copy_of_mini_clip(tmp_path / "model")
+    (folder / "open_clip_model.safetensors").unlink()
+    if extra:
+        (folder / extra).write_bytes(b"weights")
+    result = vlbench_cli("run", "--task", "mini-comvg", "--matcher", "clip", "--model", str(folder), "--limit", "5", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and not (tmp_path / "runs").exists()
+    assert result.stderr.strip().splitlines()[-1] == f"error: --model {folder}: {folder} holds no weights file open_clip reads (*.safetensors, *.bin, *.pth){' ' + hint if hint else ''}; it would score with random weights"
+
+
+def test_a_model_folder_whose_config_names_a_tokenizer_fingerprints_the_tokenizer_files(tmp_path):
+    from vlbench.matchers.clip.loading import _local_dir_files
+
+    folder = copy_of_mini_clip(tmp_path / "model")
+    (folder / "tokenizer.json").write_text("{}")
+    assert {file.name for file in _local_dir_files(folder)} == {"open_clip_config.json", "open_clip_model.safetensors"}
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "some/tokenizer"
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    assert {file.name for file in _local_dir_files(folder)} == {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"}

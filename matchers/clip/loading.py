@@ -20,6 +20,7 @@ from vlbench.hashing import files_sha256
 from vlbench.matchers.mini_models import mini_model_dir
 
 DEFAULT_MODEL = "ViT-B-16:openai"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a local-dir model
 
 
 @dataclass
@@ -39,12 +40,13 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     try:
         logging.disable(logging.ERROR)  # open_clip logs the failure it then raises; the raised error is reported below
         if path.is_dir():
-            if not (path / "open_clip_config.json").exists():
-                raise VlbenchError(f"--model {spec}: {path} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)")
+            problem = _local_dir_problem(path)
+            if problem:
+                raise VlbenchError(f"--model {spec}: {problem}")
             name = f"local-dir:{path}"
             created = open_clip.create_model_and_transforms(name, device=device)
             tokenizer = open_clip.get_tokenizer(name)
-            checkpoint = (path, [path / "open_clip_config.json", *path.glob("open_clip_*model*")])
+            checkpoint = (path, _local_dir_files(path))
         elif spec.startswith("hf-hub:"):
             created = open_clip.create_model_and_transforms(spec, device=device)
             tokenizer = open_clip.get_tokenizer(spec)
@@ -87,7 +89,7 @@ def missing_open_clip(model: str | None) -> str | None:
     if spec == "mini":
         return None
     if Path(spec).is_dir():
-        return None if (Path(spec) / "open_clip_config.json").exists() else f"{spec} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)"
+        return _local_dir_problem(Path(spec))
     fetch = f"on a machine with internet run `python -c \"import open_clip; open_clip.create_model_and_transforms('{spec}')\"` and copy ~/.cache/huggingface here"
     if spec.startswith("hf-hub:"):
         repo, names = spec.removeprefix("hf-hub:"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -105,6 +107,34 @@ def missing_open_clip(model: str | None) -> str | None:
     if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
         return None
     return f"{spec}: not in the local Hugging Face cache ({repo}); {fetch}"
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The files of a local-dir model that open_clip may take its weights from (it picks one by name)."""
+    return [file for file in path.iterdir() if file.is_file() and file.suffix in WEIGHT_SUFFIXES]
+
+
+def _local_dir_problem(path: Path) -> str | None:
+    """Why open_clip cannot load a model with its trained weights from folder `path`; None if it can."""
+    if not (path / "open_clip_config.json").exists():
+        return f"{path} has no open_clip_config.json (an open_clip local-dir model holds it and its weights)"
+    if not _weight_files(path):
+        named = [file.name for file in path.glob("*.pt")]
+        hint = f" ({', '.join(named)}: open_clip does not read .pt files here; rename to open_clip_pytorch_model.bin)" if named else ""
+        return f"{path} holds no weights file open_clip reads (*.safetensors, *.bin, *.pth){hint}; it would score with random weights"
+    return None
+
+
+def _local_dir_files(path: Path) -> list[Path]:
+    """What a local-dir model's scores depend on: its config, every weights file, and where the
+    config names a Hugging Face tokenizer (which open_clip then reads from the folder), every other file."""
+    import json
+
+    config = path / "open_clip_config.json"
+    files = [config, *_weight_files(path)]
+    if json.loads(config.read_text()).get("model_cfg", {}).get("text_cfg", {}).get("hf_tokenizer_name"):
+        files += [file for file in path.iterdir() if file.is_file() and not file.name.startswith(".") and file not in files]
+    return files
 
 
 def _untrained_message(spec: str, tags: list[str]) -> str:
