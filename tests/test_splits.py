@@ -72,6 +72,14 @@ def test_shots_parse(text, fraction, count, label):
     assert (shots.fraction, shots.count, shots.label()) == (fraction, count, label)
 
 
+def test_two_spellings_of_one_fraction_are_one_run_and_a_finer_fraction_is_refused():
+    """A run is named by its fraction to 6 significant digits; a fraction finer than its name
+    would share the name and draw another split."""
+    assert Shots.parse("0.0825") == Shots.parse("8.25%") and Shots.parse("33.3333%").label() == "33.3333%"
+    with pytest.raises(VlbenchError, match=r"^--shots 0.08249999: give a fraction of at most 6 significant digits, as runs are named by them \(e.g. 8.25%\)$"):
+        Shots.parse("0.08249999")
+
+
 @pytest.mark.parametrize("text", ["1.5", "-3", "150%", "many"])
 def test_shots_out_of_range(text):
     with pytest.raises(VlbenchError, match="--shots"):

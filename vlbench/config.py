@@ -6,6 +6,7 @@ Precedence: CLI flag, then the YAML file, then the defaults below. The data root
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,7 +44,10 @@ class Shots:
             raise VlbenchError(f"--shots {raw!r}: give a fraction (0.05 or 5%) or a count (16)") from None
         if not 0 <= fraction < 1:
             raise VlbenchError(f"--shots {raw}: a fraction must be at least 0 and below 1 (got {fraction:g})")
-        return cls(fraction=fraction)
+        named = float(f"{fraction * 100:g}") / 100  # the fraction the run's name (`label`) gives
+        if not math.isclose(named, fraction, rel_tol=1e-12):
+            raise VlbenchError(f"--shots {raw}: give a fraction of at most 6 significant digits, as runs are named by them (e.g. {named * 100:g}%)")
+        return cls(fraction=named)
 
     @property
     def is_zero(self) -> bool:
