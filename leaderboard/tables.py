@@ -20,6 +20,7 @@ from typing import Any
 
 from vlbench.config import Shots
 from vlbench.errors import VlbenchError
+from vlbench.hashing import short
 from vlbench.stats import mean_and_ci
 from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
@@ -145,6 +146,7 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
         row.runs.append(run)
     for row in rows.values():
         _check_same_inputs(row)
+    _check_same_data(runs)
     return sorted(rows.values(), key=lambda row: (row.task, row.data, shots_order(row.shots), row.limit or 0, row.matcher, row.config_id))
 
 
@@ -158,6 +160,23 @@ def _check_same_inputs(row: Row) -> None:
             raise VlbenchError(
                 f"{row.task}, {row.matcher} (config {row.config_id}): seeds {first.seed} and {record.seed} were computed from different inputs "
                 f"({difference}), so they cannot be averaged; rerun the stale seeds (vlbench run --restart) or keep them in separate runs directories"
+            )
+
+
+def _check_same_data(runs: list[StoredRun]) -> None:
+    """Refuse runs on one task's data whose evaluation pools differ where they must agree (a data
+    file edited between them): their rows would be ranked and paired as if on the same examples."""
+    seen: dict[tuple[str, int | None], RunRecord] = {}
+    for run in runs:
+        record = run.record
+        if record.evaluation_data is None:
+            continue
+        fingerprint, seed = record.evaluation_data
+        first = seen.setdefault((record.data_key, seed), record)
+        if first.evaluation_data[0] != fingerprint:
+            raise VlbenchError(
+                f"{record.task}: {first.directory} and {record.directory} evaluated different data ({'every seed' if seed is None else f'seed {seed}'} should see the same examples; "
+                f"fingerprints {short(first.evaluation_data[0])} → {short(fingerprint)}): the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories"
             )
 
 

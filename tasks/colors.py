@@ -56,6 +56,7 @@ class ColorsTask(Task):
     summary = "Embedded demo: pick which of two drawn shapes matches 'a <colour> <shape>' (offline, no data)."
     Options = ColorsOptions
     reads_data_root = False
+    examples_vary_by_seed = False
 
     def examples(self, seed: int) -> list[Example]:
         options = self.options

@@ -39,6 +39,7 @@ class ComVGOptions:
 
 class ComVGTask(Task):
     name = "comvg"
+    examples_vary_by_seed = False
     version = "1"
     summary = "ComVG: pick the image matching a sentence against one differing in subject, object or predicate."
     headline = "average"

@@ -30,6 +30,7 @@ class WinogroundOptions:
 
 class WinogroundTask(Task):
     name = "winoground"
+    examples_vary_by_seed = False
     version = "1"
     summary = "Winoground: match 2 images to 2 captions with the same words reordered (text/image/group)."
     headline = "group"

@@ -123,6 +123,25 @@ def test_changed_data_under_the_same_ids_refuses_to_resume(tmp_path, vlbench_her
     assert stored(tmp_path) == before
 
 
+@pytest.mark.parametrize("other", ["seed", "matcher"])
+def test_a_board_of_runs_on_data_edited_between_them_is_refused(tmp_path, vlbench_here, other):
+    """ComVG's examples do not depend on the seed, so every run on its data must have evaluated the
+    same pool; a caption edited between two runs (each resumable on its own) makes the board refuse."""
+    comvg_copy(tmp_path / "data")
+    args = ("run", "--task", "comvg", "--runs-dir", "runs", "--data-root", "data")
+    assert vlbench_here(*args, "--matcher", "random", cwd=tmp_path)[0] == 0
+    comvg_copy(tmp_path / "data", caption_change=("a man is sitting", "a man is standing"))
+    second = ("--matcher", "random", "--seed", "1") if other == "seed" else ("--matcher", "color-words")
+    assert vlbench_here(*args, *second, cwd=tmp_path)[0] == 0
+    code, _, err = vlbench_here("leaderboard", "runs", cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: comvg: runs/comvg/") and "evaluated different data (every seed should see the same examples; fingerprints " in line, err
+    assert line.endswith("the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories")
+    comvg_copy(tmp_path / "data")  # the data as the first run saw it: the second run, rerun on it, agrees
+    assert vlbench_here(*args, *second, "--restart", cwd=tmp_path)[0] == 0
+    assert vlbench_here("leaderboard", "runs", cwd=tmp_path)[0] == 0
+
+
 def test_an_image_replaced_by_one_of_the_same_size_refuses_to_resume(tmp_path, vlbench_here):
     root = comvg_copy(tmp_path / "data")
     args = ("run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "data")
@@ -205,6 +224,28 @@ def test_scores_stored_without_a_record_of_their_inputs_are_refused(tmp_path, vl
     next((tmp_path / "runs").rglob("identity.json")).unlink()
     code, _, err = vlbench_here(*args, cwd=tmp_path)
     assert code == 2 and "stored without a record of their inputs (an older vlbench)" in err
+
+
+@pytest.mark.parametrize("other", ["configuration", "seed"])
+def test_a_run_directory_copied_to_another_run_s_place_is_refused(tmp_path, vlbench_here, other):
+    # The copy is cut short (5 scores kept, no results) and has no split record; the other run
+    # shares every input (data, weights, code), only its configuration or seed differs.
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    theirs = ("--limit", "20") if other == "configuration" else ("--seed", "1")
+    for extra in ((), theirs):
+        assert vlbench_here(*args, *extra, cwd=tmp_path)[0] == 0
+    def directory(limit=None, seed=0):
+        return next(path.parent for path in (tmp_path / "runs").rglob(f"seed-{seed}/config.yaml") if f"limit: {limit or 'null'}" in path.read_text())
+
+    source, target = (directory(limit=20), directory()) if other == "configuration" else (directory(), directory(seed=1))
+    shutil.rmtree(target)
+    shutil.copytree(source, target)
+    for name in ("results.json", "split.json"):
+        (target / name).unlink()
+    scores = (target / "scores.jsonl").read_text().splitlines(keepends=True)
+    (target / "scores.jsonl").write_text("".join(scores[:5]))
+    code, _, err = vlbench_here(*args, *(theirs if other == "seed" else ()), cwd=tmp_path)
+    assert code == 2 and f"{target.relative_to(tmp_path)} holds the records of another run (configuration " in err and err.strip().endswith("as if copied or moved here" + HINT), err
 
 
 def test_files_get_the_umask_s_mode_not_0600(tmp_path, vlbench_here):

@@ -147,6 +147,8 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
     torch.manual_seed(seed)
     matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
+    # What boards compare runs' evaluation data by: the fingerprint of the pool alone.
+    evaluation_data = identity.inputs["task"]["data"] if train_pool is None else distributed.current().on_main(lambda: prepared.task.data_fingerprint(pool))
     run_dir = RunDirectory(run_path(prepared, seed))
     ranks = distributed.current()
     with ExitStack() as held:
@@ -198,7 +200,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             scored = _merged_scores(run_dir, config.task, evaluation, skipped)
             if fit_seconds is not None or timings["examples_scored"]:
                 run_dir.append_session(session_record(prepared, matcher, ranks.world_size, timings))
-            results = _results_record(prepared, identity, split, matcher, scored, skipped, timings, run_dir.sessions())
+            results = _results_record(prepared, identity, evaluation_data, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
 
@@ -244,7 +246,7 @@ def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[st
     if key not in matchers:
         matchers[key] = matcher_inputs(prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, False)))
     identity = run_identity(prepared, matchers[key], drawn.pool + (drawn.train_pool or []))
-    return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config)
+    return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed)
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:
@@ -272,17 +274,21 @@ def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, c
         run_dir.write_text("config.yaml", _yaml({**identity.config, "seed": seed, "data_root": config.data_root and str(Path(config.data_root).absolute()), "batch_size": config.batch_size, "device": device}))
         run_dir.write_json("identity.json", identity.to_record())
         return
-    problem = _stored_inputs_problem(run_dir, identity, split, config)
+    problem = _stored_inputs_problem(run_dir, identity, split, config, seed)
     if problem is not None:
         raise VlbenchError(f"{problem}; {RESTART_HINT}")
 
 
-def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig) -> str | None:
-    """Why the records in `run_dir` do not belong to a run of `identity` and `split` (without what
-    to do about it: that depends on the caller), or None."""
+def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int) -> str | None:
+    """Why the records in `run_dir` do not belong to seed `seed`'s run of `identity` and `split`
+    (without what to do about it: that depends on the caller), or None."""
     if not run_dir.exists("identity.json"):
         return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench)"
-    stored = run_dir.read_json("identity.json").get("inputs", {})
+    record = run_dir.read_json("identity.json")
+    stored_seed = _yaml_load((run_dir.path / "config.yaml").read_text()).get("seed") if run_dir.exists("config.yaml") else seed
+    if (record.get("config_id"), stored_seed) != (identity.config_id, seed):
+        return f"{run_dir.path} holds the records of another run (configuration {record.get('config_id')}, seed {stored_seed}), not of this one (configuration {identity.config_id}, seed {seed}), as if copied or moved here"
+    stored = record.get("inputs", {})
     if "libraries" not in stored:  # stored before identities named them: each session recorded them
         recorded = {json.dumps(session.get("libraries"), sort_keys=True) for session in run_dir.sessions()}
         stored = {**stored, "libraries": json.loads(recorded.pop())} if len(recorded) == 1 else stored
@@ -319,8 +325,9 @@ def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], 
     return scored
 
 
-def _results_record(prepared: Prepared, identity: RunIdentity, split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The content of `results.json` (schema in the README)."""
+def _results_record(prepared: Prepared, identity: RunIdentity, evaluation_data: str, split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The content of `results.json` (schema in the README); `evaluation_data`: the fingerprint of
+    the evaluation pool alone."""
     config = prepared.config
     task = prepared.task
     metrics, breakdown = compute_metrics(task, scored)
@@ -328,7 +335,14 @@ def _results_record(prepared: Prepared, identity: RunIdentity, split: Split, mat
     return {
         "schema_version": SCHEMA_VERSION,
         "config_id": identity.config_id,
-        "task": {**_component(inputs["task"]), "options": identity.config["task_options"], "headline": task.headline_metric(metrics), "data_fingerprint": inputs["task"]["data"]},
+        "task": {
+            **_component(inputs["task"]),
+            "options": identity.config["task_options"],
+            "headline": task.headline_metric(metrics),
+            "data_fingerprint": inputs["task"]["data"],
+            "evaluation_fingerprint": evaluation_data,
+            "examples_vary_by_seed": task.examples_vary_by_seed,
+        },
         "matcher": {**_component(inputs["matcher"]), "fingerprint": inputs["matcher"]["fingerprint"], "trained": prepared.train is not None},
         "protocol": {**split.summary(), "limit": config.limit, "limit_sample": identity.config.get("limit_sample"), "train": identity.config["train"]},
         "n": len(scored),
@@ -411,6 +425,12 @@ def _attention_matchers() -> list[str]:
 
 def _path_label(shots: str) -> str:
     return shots.replace("%", "pct")
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text) or {}
 
 
 def _yaml(data: dict[str, Any]) -> str:

@@ -99,11 +99,21 @@ class RunRecord:
         return json.dumps([task["name"], task.get("version"), task["options"]], sort_keys=True)
 
     @property
+    def evaluation_data(self) -> tuple[str, int | None] | None:
+        """The fingerprint of the run's evaluation pool and the seed it holds for (None where the
+        task's examples do not vary by seed: then every seed's); None for a run stored before it
+        was recorded. Runs on one `data_key` that share this seed must share the fingerprint."""
+        task = self.data["task"]
+        if "evaluation_fingerprint" not in task:
+            return None
+        return task["evaluation_fingerprint"], (self.seed if task["examples_vary_by_seed"] else None)
+
+    @property
     def inputs_key(self) -> str:
         """What the run's scores were computed from, besides its seed and data (`data_key`): the
         matcher (its code's version, weights, options), the task's code version and the library
         versions of its sessions. The seeds of one configuration must agree on it to be averaged."""
-        task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "headline")}
+        task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "evaluation_fingerprint", "examples_vary_by_seed", "headline")}
         sessions = self.data.get("provenance", {}).get("sessions", [])
         libraries = [json.loads(text) for text in sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in sessions})]
         return json.dumps({"task": task, "matcher": self.data["matcher"], "libraries": libraries}, sort_keys=True)

@@ -127,6 +127,8 @@ class Task:
     released DSD code cut this task's evaluation pool positionally into training and evaluation
     rows, so `--split paper-release` may reproduce it. `reads_data_root` is False for a task that
     makes its own data: a data root given for its run is refused, not recorded as if read.
+    `examples_vary_by_seed` is False for a task whose `examples` ignore the seed: boards then check
+    that every seed of every run on its data evaluated the same examples.
     """
 
     name: ClassVar[str]
@@ -135,6 +137,7 @@ class Task:
     headline: ClassVar[str | None] = None
     release_cut: ClassVar[bool] = False
     reads_data_root: ClassVar[bool] = True
+    examples_vary_by_seed: ClassVar[bool] = True
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any, data_root: Path | None) -> None:
