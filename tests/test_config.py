@@ -34,6 +34,14 @@ def test_cli_overrides_yaml_and_environment_gives_data_root(tmp_path, monkeypatc
     assert load_run_config(config_file, {"data_root": "/from/flag"}).data_root == "/from/flag"
 
 
+def test_a_data_root_from_the_environment_is_named_as_such_when_it_is_missing(tmp_path, monkeypatch, vlbench_here):
+    """VLBENCH_DATA overrides a config file's data_root: an error about it says where it came from."""
+    (tmp_path / "run.yaml").write_text(f"data_root: {tmp_path}\n")
+    monkeypatch.setenv("VLBENCH_DATA", str(tmp_path / "stale"))
+    code, _, err = vlbench_here("run", "--task", "comvg", "--matcher", "random", "--config", "run.yaml", cwd=tmp_path)
+    assert code == 2 and f"error: task 'comvg': data root {tmp_path / 'stale'} (from VLBENCH_DATA, which --data-root overrides and which overrides data_root in --config) does not exist." in err, err
+
+
 def test_yaml_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: colors\nmatcher: [random\n")

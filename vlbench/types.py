@@ -157,17 +157,25 @@ class Task:
                 f"data_root in --config (in a suite: the task entry's data_root, under --data-dir). Expected layout: {self.describe()}"
             )
         if self.data_root.is_file():
-            raise VlbenchError(f"task '{self.name}': data root {self.data_root} is a file; pass the directory that holds the data. Expected layout: {self.describe()}")
+            raise VlbenchError(f"task '{self.name}': data root {self.data_root}{self._root_source()} is a file; pass the directory that holds the data. Expected layout: {self.describe()}")
         if not self.data_root.is_dir():
-            raise VlbenchError(f"task '{self.name}': data root {self.data_root} does not exist. Expected layout: {self.describe()}")
+            raise VlbenchError(f"task '{self.name}': data root {self.data_root}{self._root_source()} does not exist. Expected layout: {self.describe()}")
         return self.data_root
 
     def data_file(self, relative: str | Path) -> Path:
         """`relative` under the data root; a missing file is an error that shows the layout."""
         path = self.require_data_root() / relative
         if not path.exists():
-            raise VlbenchError(f"task '{self.name}': {path} not found. Expected layout: {self.describe()}")
+            raise VlbenchError(f"task '{self.name}': {path} not found{self._root_source()}. Expected layout: {self.describe()}")
         return path
+
+    def _root_source(self) -> str:
+        """Where the data root came from, for errors, when the environment set it (it overrides a
+        config file's `data_root` and is easy to forget)."""
+        import os
+
+        from_environment = os.environ.get("VLBENCH_DATA")
+        return " (from VLBENCH_DATA, which --data-root overrides and which overrides data_root in --config)" if from_environment and Path(from_environment) == self.data_root else ""
 
     def train_pool(self, seed: int) -> list[Example] | None:
         """The official train split, or None: few-shot examples are then split off `examples(seed)`
