@@ -20,7 +20,7 @@ from typing import Any
 
 from vlbench.config import Shots
 from vlbench.errors import VlbenchError
-from vlbench.hashing import short
+from vlbench.identity import short_fingerprint
 from vlbench.stats import mean_and_ci
 from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
@@ -176,7 +176,7 @@ def _check_same_data(runs: list[StoredRun]) -> None:
         if first.evaluation_data[0] != fingerprint:
             raise VlbenchError(
                 f"{record.task}: {first.directory} and {record.directory} evaluated different data ({'every seed' if seed is None else f'seed {seed}'} should see the same examples; "
-                f"fingerprints {short(first.evaluation_data[0])} → {short(fingerprint)}): the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories"
+                f"fingerprints {short_fingerprint(first.evaluation_data[0])} → {short_fingerprint(fingerprint)}): the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories"
             )
 
 

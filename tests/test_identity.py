@@ -5,6 +5,7 @@ or other data refuses to resume (one line naming what changed, the stored record
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,8 @@ def test_a_board_of_runs_on_data_edited_between_them_is_refused(tmp_path, vlbenc
     code, _, err = vlbench_here("leaderboard", "runs", cwd=tmp_path)
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: comvg: runs/comvg/") and "evaluated different data (every seed should see the same examples; fingerprints " in line, err
+    old, new = re.search(r"fingerprints (\S+) → (\S+)\)", line).groups()
+    assert old != new and not old.startswith("image-bytes"), line
     assert line.endswith("the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories")
     comvg_copy(tmp_path / "data")  # the data as the first run saw it: the second run, rerun on it, agrees
     assert vlbench_here(*args, *second, "--restart", cwd=tmp_path)[0] == 0

@@ -76,6 +76,8 @@ def test_two_spellings_of_one_fraction_are_one_run_and_a_finer_fraction_is_refus
     """A run is named by its fraction to 6 significant digits; a fraction finer than its name
     would share the name and draw another split."""
     assert Shots.parse("0.0825") == Shots.parse("8.25%") and Shots.parse("33.3333%").label() == "33.3333%"
+    # Both spellings are the fraction as its decimal spelling reads (1.4 / 100 in floats is not 0.014).
+    assert Shots.parse("1.4%").fraction == Shots.parse("0.014").fraction == 0.014 and Shots.parse("0.014").size(250) == 4
     with pytest.raises(VlbenchError, match=r"^--shots 0.08249999: give a fraction of at most 6 significant digits, as runs are named by them \(e.g. 8.25%\)$"):
         Shots.parse("0.08249999")
 

@@ -48,10 +48,10 @@ class TrainingCheckpoint:
 
         from vlbench import distributed
 
-        if not self.path.exists():
-            return None
         ranks = distributed.current()
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = ranks.from_main(torch.load(self.path, map_location="cpu", weights_only=True) if ranks.is_main and self.path.exists() else None)
+        if state is None:
+            return None
         _check_matches(state, self.path, examples, train, ranks.world_size)
         mismatch = next(filter(None, ranks.gather(_compute_mismatch(state["random"][ranks.rank]["compute"], _compute(matcher)))), None)
         if mismatch:
@@ -149,8 +149,8 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     an uninterrupted training ends), with what to do; None when it can."""
     if stored == now:
         return None
-    fix = f"set OMP_NUM_THREADS={stored['threads']} to resume it, or " if stored["device"] == now["device"] else ""
-    return f"a training checkpoint written on {stored['device']} with {stored['threads']} threads cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}--restart to train from the start"
+    fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (a suite sets it from --parallel), or " if stored["device"] == now["device"] else ""
+    return f"a training checkpoint written on {stored['device']} with {stored['threads']} threads cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 
 def _check_matches(state: dict[str, Any], path: Path, examples: Sequence[Example], train: TrainConfig, world_size: int) -> None:
@@ -174,4 +174,7 @@ def _write(path: Path, state: dict[str, Any]) -> None:
 
     from vlbench.records import write_atomically
 
-    write_atomically(path, lambda handle: torch.save(state, handle))
+    try:
+        write_atomically(path, lambda handle: torch.save(state, handle))
+    except OSError as error:  # as a VlbenchError it reaches every rank (`Ranks.on_main`)
+        raise VlbenchError(f"{path}: the training checkpoint cannot be written ({error.strerror})") from None

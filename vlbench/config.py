@@ -10,6 +10,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ class Shots:
             raise VlbenchError(f"--shots {raw!r}: give a fraction (0.05 or 5%) or a count (16)") from None
         if not 0 <= fraction < 1:
             raise VlbenchError(f"--shots {raw}: a fraction must be at least 0 and below 1 (got {fraction:g})")
-        named = float(f"{fraction * 100:g}") / 100  # the fraction the run's name (`label`) gives
+        named = float(Decimal(f"{fraction * 100:g}") / 100)  # the fraction the run's name (`label`) gives, as 0.014 reads
         if not math.isclose(named, fraction, rel_tol=1e-12):
             raise VlbenchError(f"--shots {raw}: give a fraction of at most 6 significant digits, as runs are named by them (e.g. {named * 100:g}%)")
         return cls(fraction=named)

@@ -75,7 +75,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     if old_data != new_data and new_data.startswith(IMAGE_BYTES) and not str(old_data).startswith(IMAGE_BYTES):
         return f"these scores were stored by an older vlbench, which fingerprinted the data of task '{current['task']['name']}' by its image files' sizes, not their bytes: it cannot show whether the images changed since"
     if old_data != new_data:
-        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short(_digest(old_data))} → {short(_digest(new_data))})"
+        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short_fingerprint(old_data)} → {short_fingerprint(new_data)})"
     old_libraries, new_libraries = stored.get("libraries"), current["libraries"]
     if old_libraries is None:
         return "these scores were stored without a record of the library versions that computed them (an older vlbench)"
@@ -93,6 +93,11 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
 
 def _digest(fingerprint: str | None) -> str | None:
     return fingerprint.removeprefix(IMAGE_BYTES) if fingerprint else fingerprint
+
+
+def short_fingerprint(fingerprint: str | None) -> str:
+    """A data fingerprint's first digits, for messages (past the prefix every new one shares)."""
+    return short(_digest(fingerprint))
 
 
 def _brief(value: Any) -> str:

@@ -296,7 +296,7 @@ def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: 
     if change is not None:
         return f"{change}, in {run_dir.path}"
     if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:
-        return f"{run_dir.path} holds scores of a different split than this run draws (the task's data changed)"
+        return f"{run_dir.path} holds scores of a different split than this run draws (the task's data, or how splits are drawn, changed)"
     return None
 
 
