@@ -3,7 +3,8 @@ the same examples (same split and seed)?
 
 A pair is one example both scored (see `outcomes.paired_outcomes`); a resample draws pairs with replacement. The
 p-value is two-sided, from the resampled differences shifted to mean zero (the null):
-`P(|δ* − δ̂| ≥ |δ̂|)`.
+`(#{|δ* − δ̂| ≥ |δ̂|} + 1) / (B + 1)` over the B resamples, counting the observed sample as one of
+them (Davison & Hinkley 1997), so it is never 0: at most 1/(B + 1) is the resolution.
 """
 
 from __future__ import annotations
@@ -35,5 +36,6 @@ def paired_bootstrap(matcher: Sequence[float], baseline: Sequence[float], resamp
         for start in range(0, resamples, 1000)
     ])
     low, high = np.percentile(means, [2.5, 97.5])
-    p_value = float(np.mean(np.abs(means - observed) >= abs(observed) - 1e-12))
+    extreme = int(np.count_nonzero(np.abs(means - observed) >= abs(observed) - 1e-12))
+    p_value = (extreme + 1) / (means.size + 1)
     return PairedBootstrap(observed, float(low), float(high), p_value, int(differences.size))

@@ -57,9 +57,9 @@ def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
         cells = [row.cells[index] for index in tags]
         axes.bar(
             [index + offset * width for index in range(len(tags))],
-            [cell.mean if cell else 0 for cell in cells],
+            [cell.mean if cell else float("nan") for cell in cells],  # no value: a gap, not a 0% bar
             width,
-            yerr=[(cell.half_width or 0) if cell else 0 for cell in cells],
+            yerr=[(cell.half_width or 0) if cell else float("nan") for cell in cells],
             capsize=2,
             label=f"{row.label} · {row.shots}",
         )

@@ -48,7 +48,7 @@ class RefCOCOgOptions:
 
 class RefCOCOgTask(Task):
     name = "refcocog"
-    version = "1"
+    version = "2"  # 2: no negative is a sentence of a ref on the positive's image
     summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
     release_cut = True
     Options = RefCOCOgOptions
@@ -75,6 +75,9 @@ class RefCOCOgTask(Task):
         refs = [ref for ref in self._refs() if split in (ALL_SPLITS, ref["split"])]
         boxes = self._boxes() if self.options.view == "crop" else {}
         sentences = [(ref["image_id"], sentence["sent"]) for ref in refs for sentence in ref["sentences"]]
+        said_of: dict[int, set[str]] = {}  # what the refs on each image say
+        for image_id, text in sentences:
+            said_of.setdefault(image_id, set()).add(text)
         images = self.require_data_root() / self.options.images
         examples = []
         for ref in refs:
@@ -84,7 +87,7 @@ class RefCOCOgTask(Task):
             else:
                 image = ImageRef(str(ref["image_id"]), path)
             for sentence in ref["sentences"]:
-                negatives = _negatives(sentences, ref["image_id"], sentence["sent"], random.Random(f"refcocog-negatives:{seed}:{sentence['sent_id']}"))
+                negatives = _negatives(sentences, said_of[ref["image_id"]], ref["image_id"], random.Random(f"refcocog-negatives:{seed}:{sentence['sent_id']}"))
                 texts = (sentence["sent"], *negatives)
                 examples.append(Example(f"refcocog-{sentence['sent_id']}", (image,), texts, ((0, 0),), {}))
         return examples
@@ -117,12 +120,14 @@ class RefCOCOgTask(Task):
         return (x - pad_x, y - pad_y, x + width + pad_x, y + height + pad_y)
 
 
-def _negatives(sentences: list[tuple[int, str]], image_id: int, positive: str, rng: random.Random) -> list[str]:
-    """9 distinct sentences of refs on other images, none equal to the positive."""
+def _negatives(sentences: list[tuple[int, str]], said: set[str], image_id: int, rng: random.Random) -> list[str]:
+    """9 distinct sentences of refs on other images, none of them `said` of this image by any of its
+    refs (such a sentence, drawn from another image, would describe this one truly: a correct
+    choice counted wrong)."""
     negatives: list[str] = []
     for _ in range(1000 * N_CANDIDATES):
         owner, text = rng.choice(sentences)
-        if owner != image_id and text != positive and text not in negatives:
+        if owner != image_id and text not in said and text not in negatives:
             negatives.append(text)
             if len(negatives) == N_CANDIDATES - 1:
                 return negatives

@@ -280,7 +280,10 @@ def test_shipped_reference_numbers_cite_every_row():
     assert {reference["task"] for reference in references} == real | {f"mini-{task}" for task in real}
     assert all(reference["citation"] and (reference.get("columns") or reference.get("paper_metrics")) for reference in references)
     dsd = next(reference for reference in references if reference["task"] == "comvg" and reference["method"] == "DSD")
-    assert dsd["columns"]["average"] == 78.11
+    # The paper's ComVG average is not the mean of its three swap types (the measured `average`):
+    # it is shown apart, under its own name.
+    assert dsd["paper_metrics"] == {"average": 78.11} and "average" not in dsd["columns"]
+    assert round(sum(dsd["columns"].values()) / 3, 2) == 75.83
     # A mini task shows its real task's rows, named as such.
     mirrored = next(reference for reference in references if reference["task"] == "mini-comvg" and reference["method"] == "DSD (real comvg)")
     assert mirrored["columns"] == dsd["columns"] and mirrored["citation"] == dsd["citation"]

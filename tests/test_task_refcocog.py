@@ -7,9 +7,9 @@ from placeholders import write_images
 from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
 
 
-def write_refcocog(root, refs_name="refs(umd).p"):
+def write_refcocog(root, refs_name="refs(umd).p", shared=None):
     """Refs in the refer toolkit's pickle layout: 10 images (1-4 train, 5-10 val), 2 refs each,
-    2 sentences per ref."""
+    2 sentences per ref (with `shared`, every image's first ref says it as its second sentence)."""
     refs, annotations = [], []
     sent_id = 0
     for image_id in range(1, 11):
@@ -18,7 +18,7 @@ def write_refcocog(root, refs_name="refs(umd).p"):
             ann_id = image_id * 10 + slot
             sentences = []
             for variant in range(2):
-                text = f"object {slot} of image {image_id}, phrasing {variant}"
+                text = shared if shared and (slot, variant) == (0, 1) else f"object {slot} of image {image_id}, phrasing {variant}"
                 sentences.append({"raw": text, "sent": text, "tokens": text.split(), "sent_id": sent_id})
                 sent_id += 1
             refs.append({"ref_id": ann_id, "ann_id": ann_id, "image_id": image_id, "split": split, "category_id": 1, "file_name": f"COCO_train2014_{image_id:012d}_{ann_id}.jpg", "sentences": sentences})
@@ -44,6 +44,20 @@ def test_one_example_per_sentence_of_the_evaluation_split(root):
         own_image = f"of image {example.image_keys[0]},"
         assert own_image in example.texts[0] and not any(own_image in text for text in example.texts[1:])
     assert len(RefCOCOgTask(RefCOCOgOptions(), root).train_pool(seed=0)) == 16
+
+
+def test_no_negative_is_a_sentence_said_of_the_positive_s_image(tmp_path):
+    """A sentence refs on several images share describes each of them: drawn from another image as
+    a negative, it would still be true of this one, and choosing it counted wrong."""
+    write_refcocog(tmp_path, shared="the thing on the left")
+    with open(tmp_path / "refs(umd).p", "rb") as handle:
+        refs = pickle.load(handle)
+    said = {}
+    for ref in refs:
+        said.setdefault(str(ref["image_id"]), set()).update(sentence["sent"] for sentence in ref["sentences"])
+    for seed in range(5):
+        for example in RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=seed):
+            assert not set(example.texts[1:]) & said[example.image_keys[0]], example
 
 
 def test_negatives_follow_the_seed(root):
