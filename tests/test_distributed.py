@@ -142,6 +142,32 @@ def test_data_parallel_training_matches_one_process(tmp_path, processes):
         torch.testing.assert_close(ranked_state[name], value, rtol=0, atol=1e-6)
 
 
+def test_an_interrupted_data_parallel_training_resumes_from_its_checkpoint_on_every_rank(tmp_path):
+    """Two ranks checkpoint at each epoch's end (rank 0 writes, every rank's streams in it), stop at
+    the same step of the second epoch, and resume to the state an uninterrupted pair of ranks ends with."""
+    import torch
+
+    args = ["run", "--task", "mini-comvg", "--matcher", "clip-ft", "--model", "mini", "--shots", "5%", "--limit", "20", "--config", "train.yaml"]
+    (tmp_path / "train.yaml").write_text("train: {epochs: 3}\n")
+
+    def launch(interrupt_at: int, runs: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TESTS / "launch_interrupted_training.py"), str(interrupt_at), *args, "--runs-dir", runs]
+        return subprocess.run(command, cwd=tmp_path, env=ENVIRONMENT, capture_output=True, text=True)
+
+    assert launch(0, "clean").returncode == 0
+    stopped = launch(6, "interrupted")
+    assert stopped.returncode != 0 and "1 of 3 epochs are kept" in stopped.stderr, stopped.stderr
+    (checkpoint,) = (tmp_path / "interrupted").rglob("training-checkpoint.pt")
+    assert len(torch.load(checkpoint, weights_only=True)["random"]) == 2
+    resumed = launch(0, "interrupted")
+    assert resumed.returncode == 0 and "training (resumed after epoch 1)" in resumed.stderr, resumed.stderr
+    assert not checkpoint.exists()
+    (clean_state,), (resumed_state,) = (list((tmp_path / name).rglob("state.pt")) for name in ("clean", "interrupted"))
+    clean_state, resumed_state = torch.load(clean_state), torch.load(resumed_state)
+    assert clean_state.keys() == resumed_state.keys() and all(torch.equal(clean_state[name], resumed_state[name]) for name in clean_state)
+    assert results_of(tmp_path / "clean")["metrics"] == results_of(tmp_path / "interrupted")["metrics"]
+
+
 def test_accelerate_launch_runs_the_same_command(tmp_path):
     args = ["run", "--task", "mini-comvg", "--matcher", "clip", "--model", "mini", "--limit", "30"]
     # `--multi_gpu` is accelerate's torchrun launcher; it runs gloo processes on a CPU-only machine.
