@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlbench.errors import VlbenchError
+from vlbench.options import as_dict
 
 if TYPE_CHECKING:
     from vlbench.training import TrainConfig
@@ -78,7 +79,7 @@ class TrainingCheckpoint:
         state = {
             "format": FORMAT,
             "examples": [example.id for example in examples],
-            "train": _train_record(train),
+            "train": as_dict(train),
             "world_size": ranks.world_size,
             "epochs_done": position.epochs_done,
             "step": position.step,
@@ -159,14 +160,8 @@ def _check_matches(state: dict[str, Any], path: Path, examples: Sequence[Example
         raise VlbenchError(f"{path}: a training checkpoint of another format ({state.get('format')}, this vlbench writes {FORMAT}){RESTART}")
     if state["world_size"] != world_size:
         raise VlbenchError(f"{path}: a training checkpoint written by {state['world_size']} processes cannot resume in {world_size} (each draws its own noise); run with {state['world_size']}{RESTART}")
-    if state["examples"] != [example.id for example in examples] or state["train"] != _train_record(train):
+    if state["examples"] != [example.id for example in examples] or state["train"] != as_dict(train):
         raise VlbenchError(f"{path}: a training checkpoint of other training examples or options{RESTART}")
-
-
-def _train_record(train: TrainConfig) -> dict[str, Any]:
-    from vlbench.options import as_dict
-
-    return as_dict(train)
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:

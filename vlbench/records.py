@@ -33,6 +33,7 @@ from vlbench.errors import VlbenchError
 
 RESULTS = "results.json"
 SHARDED = ("scores", "examples", "thumbnails", "attention")  # append-only files a multi-process run writes per rank
+STORED_WORK = ("scores.jsonl", "state.pt", "training-checkpoint.pt")  # besides rank shards of scores: a run was (partly) done
 RECORDS = ("results.json", "state.pt", "training-checkpoint.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
 
 
@@ -107,7 +108,7 @@ class RunDirectory:
     def holds_records(self) -> bool:
         """Whether a run was stored here: scores (or their shards), trained state (or a training
         checkpoint) or results."""
-        return any(self.exists(name) for name in ("scores.jsonl", "state.pt", "training-checkpoint.pt", RESULTS)) or any(_shards(self.path, "scores"))
+        return any(self.exists(name) for name in (*STORED_WORK, RESULTS)) or any(_shards(self.path, "scores"))
 
     def discard_records(self) -> None:
         """Delete everything a run stored here (`--restart`), keeping the lock held by the caller."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from vlbench import distributed, registry
 from vlbench.checkpoints import TrainingCheckpoint, checkpointing
-from vlbench.config import RunConfig
+from vlbench.config import RunConfig, read_yaml
 from vlbench.errors import Interrupted, VlbenchError
 from vlbench.evaluation import RecentImages, load_images, score_examples
 from vlbench.example_records import example_recorder
@@ -285,7 +285,7 @@ def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: 
     if not run_dir.exists("identity.json"):
         return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench)"
     record = run_dir.read_json("identity.json")
-    stored_seed = _yaml_load((run_dir.path / "config.yaml").read_text()).get("seed") if run_dir.exists("config.yaml") else seed
+    stored_seed = read_yaml(run_dir.path / "config.yaml").get("seed") if run_dir.exists("config.yaml") else seed
     if (record.get("config_id"), stored_seed) != (identity.config_id, seed):
         return f"{run_dir.path} holds the records of another run (configuration {record.get('config_id')}, seed {stored_seed}), not of this one (configuration {identity.config_id}, seed {seed}), as if copied or moved here"
     stored = record.get("inputs", {})
@@ -425,12 +425,6 @@ def _attention_matchers() -> list[str]:
 
 def _path_label(shots: str) -> str:
     return shots.replace("%", "pct")
-
-
-def _yaml_load(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text) or {}
 
 
 def _yaml(data: dict[str, Any]) -> str:

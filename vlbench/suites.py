@@ -32,6 +32,7 @@ from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
 from vlbench.options import build
+from vlbench.records import RunDirectory
 from vlbench.runner import Prepared, prepare, run, run_path, stored_run_change
 
 STATE_DIR = ".suite"  # under the runs dir: per job, its configuration, log and outcome
@@ -115,7 +116,7 @@ def job_state(job: Job) -> str:
         return "running"
     if failed.exists():
         return "failed"
-    if any((job.run_dir / name).exists() for name in ("scores.jsonl", "state.pt", "training-checkpoint.pt")) or any(job.run_dir.glob("scores.rank-*.jsonl")):
+    if RunDirectory(job.run_dir).holds_records():  # results.json, the other record it counts, is ruled out above
         return "partial"
     return "pending"
 
