@@ -76,13 +76,11 @@ def evaluate(task: str, matcher: str, *, model: str | None = None, shots: str | 
         values["runs_dir"] = str(values["runs_dir"])
     config = build(RunConfig, values, "vlbench.evaluate")
     prepared = prepare(config)
-    try:
-        runs = []
-        for seed in config.seeds:
-            result = run(prepared, seed)
-            runs.append(SeedResult(seed, result.run_dir, result.results))
-    finally:
-        distributed.leave()
+    runs = []
+    for seed in config.seeds:
+        result = run(prepared, seed)
+        runs.append(SeedResult(seed, result.run_dir, result.results))
+    distributed.leave()  # not after an error: a rank that failed alone would wait at the barrier forever
     return Evaluation(runs)
 
 

@@ -120,10 +120,15 @@ def join(device: str) -> Ranks:
 
 
 def leave() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, once every rank has come here.
+
+    Call it after a run that ended well on every rank. The barrier keeps ranks from tearing the
+    group down at different times: rank 0 still prints results while the others would already
+    be exiting, and gloo can then abort a process at exit after its work is done."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
