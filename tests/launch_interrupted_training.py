@@ -3,27 +3,10 @@ checkpoint at every epoch's end and, when STEP > 0, Ctrl-C at optimiser step STE
 
 import sys
 
+from support import counting_optimizer_steps
 from vlbench import checkpoints, training
 from vlbench.cli.app import main
 
 checkpoints.CHECKPOINT_SECONDS = 0.0
-interrupt_at = int(sys.argv.pop(1))
-make_optimizer = training.make_optimizer
-
-
-def interrupting(parameters, train):
-    optimizer = make_optimizer(parameters, train)
-    step, taken = optimizer.step, [0]
-
-    def counted_step():
-        taken[0] += 1
-        if taken[0] == interrupt_at:
-            raise KeyboardInterrupt
-        return step()
-
-    optimizer.step = counted_step
-    return optimizer
-
-
-training.make_optimizer = interrupting
+training.make_optimizer = counting_optimizer_steps(training.make_optimizer, [], int(sys.argv.pop(1)) or None)
 main()

@@ -94,6 +94,25 @@ def open_gate(gate: Path) -> None:
     (gate / "open").touch()
 
 
+def counting_optimizer_steps(make_optimizer, steps: list[int], interrupt_at: int | None = None):
+    """`make_optimizer` whose optimisers append to `steps` at each step; Ctrl-C arrives at step `interrupt_at`."""
+
+    def counted(parameters, train):
+        optimizer = make_optimizer(parameters, train)
+        step = optimizer.step
+
+        def counted_step():
+            steps.append(1)
+            if len(steps) == interrupt_at:
+                raise KeyboardInterrupt
+            return step()
+
+        optimizer.step = counted_step
+        return optimizer
+
+    return counted
+
+
 def results_record(task: str, matcher: str, config_id: str, shots: str, seed: int, metrics: dict, breakdown: dict, n: int, model=None, headline=None, limit=None, n_eval=None) -> dict:
     """A `results.json` document with the fields the readers need, for hand-made run records."""
     return {

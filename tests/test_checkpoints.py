@@ -13,6 +13,8 @@ from vlbench.config import load_run_config
 from vlbench.errors import Interrupted, VlbenchError
 from vlbench.runner import prepare, run
 
+from support import counting_optimizer_steps
+
 # mini ComVG at 5%: 30 training examples, batch 8, so 4 optimiser steps an epoch.
 RUNS = {
     "clip-ft": {"train": {"epochs": 4}},
@@ -28,22 +30,7 @@ def mini_run(runs_dir: Path, matcher: str):
 def counting_steps(monkeypatch, interrupt_at: int | None = None) -> list[int]:
     """Count optimiser steps from now on; with `interrupt_at`, Ctrl-C arrives at that step."""
     steps: list[int] = []
-    make_optimizer = training.make_optimizer
-
-    def counted(parameters, train):
-        optimizer = make_optimizer(parameters, train)
-        step = optimizer.step
-
-        def counted_step():
-            steps.append(1)
-            if len(steps) == interrupt_at:
-                raise KeyboardInterrupt
-            return step()
-
-        optimizer.step = counted_step
-        return optimizer
-
-    monkeypatch.setattr(training, "make_optimizer", counted)
+    monkeypatch.setattr(training, "make_optimizer", counting_optimizer_steps(training.make_optimizer, steps, interrupt_at))
     return steps
 
 
