@@ -143,7 +143,7 @@ class RunDirectory:
     def own_lines(self, stem: str, rank: int | None) -> dict[str, dict[str, Any]]:
         """The records of the files a process of `rank` may read while other ranks append: the
         merged `<stem>.jsonl` (appended to only without ranks) and its own shard."""
-        paths = [self.path / f"{stem}.jsonl"] + ([self.path / f"{stem}.rank-{rank}.jsonl"] if rank is not None else [])
+        paths = [self.path / f"{stem}.jsonl"] + ([self.path / shard_name(stem, rank)] if rank is not None else [])
         return {item["id"]: item for path in paths for item in _read_jsonl(path, ("id",))}
 
     def merge_shards(self) -> None:
@@ -168,7 +168,7 @@ class RunDirectory:
     @contextmanager
     def line_appender(self, stem: str, rank: int | None = None) -> Iterator[Any]:
         """Yields `append(lines: Sequence[str])` onto `<stem>.jsonl`, or `<stem>.rank-R.jsonl`."""
-        path = self.path / (f"{stem}.jsonl" if rank is None else f"{stem}.rank-{rank}.jsonl")
+        path = self.path / (f"{stem}.jsonl" if rank is None else shard_name(stem, rank))
         with open(path, "a") as handle:
             def append(lines: Sequence[str]) -> None:
                 handle.write("".join(lines))
@@ -178,8 +178,13 @@ class RunDirectory:
             os.fsync(handle.fileno())
 
 
+def shard_name(stem: str, rank: int | str) -> str:
+    """The file rank `rank` of a multi-process run appends its `<stem>` lines to; rank `"*"` makes the glob of every rank's."""
+    return f"{stem}.rank-{rank}.jsonl"
+
+
 def _shards(directory: Path, stem: str) -> list[Path]:
-    return sorted(directory.glob(f"{stem}.rank-*.jsonl"), key=lambda path: int(path.name.split(".")[1][5:]))
+    return sorted(directory.glob(shard_name(stem, "*")), key=lambda path: int(path.name.split(".")[1][5:]))
 
 
 def _read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.records import RESULTS, STORED_WORK, RunDirectory, ScoredExample
+from vlbench.records import RESULTS, STORED_WORK, RunDirectory, ScoredExample, shard_name
 from vlbench.splits import LIMIT_SAMPLE, evaluation_ids
 
 SCHEMA_VERSION = 2
@@ -199,7 +199,7 @@ class StoredRun:
 def unfinished_runs(roots: Sequence[Path]) -> list[Path]:
     """Run directories under `roots` holding scores, trained state or a training checkpoint but no
     `results.json` (interrupted, or still running): boards leave them out."""
-    patterns = (*STORED_WORK, "scores.rank-*.jsonl")
+    patterns = (*STORED_WORK, shard_name("scores", "*"))
     found = {path.parent for root in roots if Path(root).is_dir() for pattern in patterns for path in Path(root).rglob(pattern)}
     return sorted(directory for directory in found if not (directory / RESULTS).exists())
 
