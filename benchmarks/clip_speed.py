@@ -4,10 +4,10 @@
 
 The plain loop is what a user would write: per batch of examples, load the images, preprocess,
 encode every image and text of the batch, normalise, one dot product per example. vlbench is
-timed as `timings.score_seconds` of a run (image loading, scoring, records), once with an empty
-feature cache (cold), then twice with the features the cold run stored (warm: the first of
-these merges the cold run's shards, one per batch, as any run does once it finds many small
-shards; the second reads the merged shard). The four are interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
+timed as `timings.score_seconds` of a run (image loading, scoring, records), once with empty
+feature and thumbnail caches (cold), then twice with the features and thumbnails the cold run
+stored (warm: no image is decoded; the first of these merges the cold run's shards, one per
+batch, as any run does once it finds many small shards; the second reads the merged shard). The four are interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
 `--released-comvg` scores the released csv's 5,400 examples (placeholder images, one colour per
 image id), where 524 images fill 10,800 image slots: the plain loop encodes every slot, vlbench
 each distinct image once per batch (cold) or not at all (warm).
@@ -34,8 +34,6 @@ def plain_loop(examples, clip, batch_size: int, timed=lambda part, compute: comp
     import torch
     import torch.nn.functional as F
 
-    from vlbench.evaluation import load_images
-
     def similarities(batch, image_embeddings, text_embeddings):
         image_at, text_at = 0, 0
         for example in batch:
@@ -46,8 +44,8 @@ def plain_loop(examples, clip, batch_size: int, timed=lambda part, compute: comp
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
-            images = timed("loading images", lambda: [image for example in batch for image in load_images(example)])
-            pixels = timed("preprocessing", lambda: torch.stack([clip.preprocess(image.pixels) for image in images]))
+            pictures = timed("loading images", lambda: [ref.load() for example in batch for ref in example.images])
+            pixels = timed("preprocessing", lambda: torch.stack([clip.preprocess(picture) for picture in pictures]))
             image_embeddings = timed("image encoder", lambda: F.normalize(clip.model.encode_image(pixels), dim=-1))
             tokens = timed("tokenizer", lambda: clip.tokenizer([text for example in batch for text in example.texts]))
             text_embeddings = timed("text encoder", lambda: F.normalize(clip.model.encode_text(tokens), dim=-1))
@@ -70,25 +68,28 @@ def plain_loop_parts(examples, clip, batch_size: int) -> dict[str, float]:
 
 
 def loading_thread_parts(examples) -> dict[str, float]:
-    """Seconds of the work vlbench's loading thread does for a warm run, timed one by one on this
-    thread (`--parts`): decoding (through the recent-images cache), pixel hashes, thumbnails."""
+    """Seconds of the work vlbench's loading threads do for a cold run, timed one by one on this
+    thread (`--parts`): content keys (all a warm run does), decoding (through the recent-images
+    cache), thumbnails."""
     from vlbench.evaluation import RecentImages, load_images
     from vlbench.example_records import thumbnail_line
 
-    seconds = dict.fromkeys(("decoding", "pixel hashes", "thumbnails"), 0.0)
+    seconds = dict.fromkeys(("content keys", "decoding", "thumbnails"), 0.0)
     recent = RecentImages()
     for example in examples:
         started = time.perf_counter()
         images = load_images(example, recent)
-        hashed = time.perf_counter()
         for image in images:
-            image.content_hash  # noqa: B018 - computed as the loading thread does
-        encoding = time.perf_counter()
+            image.content_key  # noqa: B018 - computed as the loading thread does
+        keyed = time.perf_counter()
+        for image in images:
+            image.pixels  # noqa: B018 - decoded as the loading thread does
+        decoded = time.perf_counter()
         for image in images:
             thumbnail_line(image)
-        seconds["decoding"] += hashed - started
-        seconds["pixel hashes"] += encoding - hashed
-        seconds["thumbnails"] += time.perf_counter() - encoding
+        seconds["content keys"] += keyed - started
+        seconds["decoding"] += decoded - keyed
+        seconds["thumbnails"] += time.perf_counter() - decoded
     return seconds
 
 
@@ -114,6 +115,8 @@ def main() -> None:
 
         def vlbench_run(name: str, cache: Path) -> float:
             feature_cache.cache_root = lambda: cache  # this repeat's feature cache
+            if name.startswith("cold"):
+                (Path(directory) / "thumbnails.sqlite3").unlink(missing_ok=True)  # and no thumbnails
             config = load_run_config(None, {**task, "matcher": "clip", "model": "mini", "batch_size": args.batch_size, **({"image_workers": args.image_workers} if args.image_workers else {}), "thumbnails": not args.no_thumbnails, "runs_dir": str(Path(directory) / name)})
             return run(prepare(config), 0).results["timings"]["score_seconds"]
 
@@ -139,7 +142,7 @@ def main() -> None:
     if parts:
         import statistics
 
-        print("parts timed one by one, median seconds (the plain loop's, then the loading thread's work in a warm run): " + ", ".join(f"{part} {statistics.median(run[part] for run in parts):.3f}" for part in parts[0]))
+        print("parts timed one by one, median seconds (the plain loop's, then the loading threads' work in a cold run): " + ", ".join(f"{part} {statistics.median(run[part] for run in parts):.3f}" for part in parts[0]))
 
 
 if __name__ == "__main__":

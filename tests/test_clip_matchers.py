@@ -14,6 +14,7 @@ from vlbench.feature_cache import ENCODE_BATCH
 from vlbench.runner import prepare, run
 from vlbench.tasks.miniworld.tasks import MiniComVGOptions, MiniComVGTask
 from vlbench.training import TrainConfig
+from vlbench.types import ImageRef
 
 TEXTS = ["a red circle left of a blue square", "the green triangle"]
 
@@ -121,10 +122,10 @@ def test_only_the_intended_parameters_train_and_clip_stays_bit_identical(name, o
     assert {key for key, value in matcher.trained.named_parameters() if not torch.equal(heads_before[key], value)} == trainable
 
 
-def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_feature_cache, monkeypatch):
+def test_second_evaluation_reads_frozen_features_from_disk_and_decodes_no_image(tmp_path, private_feature_cache, monkeypatch):
     first = mini_run(tmp_path / "a", "mini-comvg", "clip", limit=40)
     examples = comvg_examples(40)
-    pictures = {image.content_hash for example in examples for image in load_images(example)}
+    pictures = {image.content_key for example in examples for image in load_images(example)}
     sentences = {text for example in examples for text in example.texts}
     assert cached_keys(private_feature_cache, "image") == len(pictures) > 40
     assert cached_keys(private_feature_cache, "text") == len(sentences) > 30
@@ -132,9 +133,15 @@ def test_second_evaluation_reads_frozen_features_from_disk(tmp_path, private_fea
     def no_encoder(*args, **kwargs):
         raise AssertionError("the image encoder ran again")
 
+    decoded = []
+    load = ImageRef.load
+    monkeypatch.setattr(ImageRef, "load", lambda ref, data=None: decoded.append(ref.key) or load(ref, data))
     monkeypatch.setattr("open_clip.transformer.VisionTransformer.forward", no_encoder)
     second = mini_run(tmp_path / "b", "mini-comvg", "clip", limit=40)
     assert second.results["metrics"] == first.results["metrics"]
+    assert decoded == []  # features and thumbnails both came from the caches
+    stored = [sorted((run / name).read_text().splitlines()) for run in (first.run_dir, second.run_dir) for name in ("scores.jsonl", "thumbnails.jsonl")]
+    assert stored[:2] == stored[2:] and len(stored[1]) == len(pictures)
 
 
 def cached_keys(root, kind):
@@ -312,9 +319,9 @@ def test_batched_examples_score_as_each_example_alone_and_encode_each_distinct_i
         alone = [matcher.score(images, texts) for images, texts in repeated]
         encoded = []
         encode = matcher.features._encode_images
-        monkeypatch.setattr(matcher.features, "_encode_images", lambda images, encode=encode: encoded.append([image.content_hash for image in images]) or encode(images))
+        monkeypatch.setattr(matcher.features, "_encode_images", lambda images, encode=encode: encoded.append([image.content_key for image in images]) or encode(images))
         batched = matcher.score_examples(repeated)
-        distinct = {image.content_hash for images, _ in repeated for image in images}
+        distinct = {image.content_key for images, _ in repeated for image in images}
         assert {len(batch) for batch in encoded} == {ENCODE_BATCH}, name  # the last batch filled up with repeats
         assert sorted(key for batch in encoded for key in dict.fromkeys(batch)) == sorted(distinct), name
         assert max((one - other).abs().max().item() for one, other in zip(batched, alone)) <= 1e-5, name

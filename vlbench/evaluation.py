@@ -16,45 +16,45 @@ from vlbench.types import Example, ImageRef, LoadedImage, Matcher
 
 
 class RecentImages:
-    """The image files loaded last, up to `budget` bytes of pixels and `count` images, each handed
-    to every example that shows it while it stays (ComVG shows 524 images in 5,400 examples): one
-    decode, and one pixel hash, per stay. Images a task renders (no file) are loaded each time:
-    their key alone need not tell two renderings apart. Thread-safe; two threads may both load an
-    image that neither holds yet."""
+    """The image files loaded last, up to `budget` bytes of decoded pixels and `count` images,
+    each handed to every example that shows it while it stays (ComVG shows 524 images in 5,400
+    examples): one decode, and one pixel hash, per stay. Images a task renders (no file) are
+    loaded each time: their key alone need not tell two renderings apart. Thread-safe."""
 
     def __init__(self, budget: int = 64 * 2**20, count: int = 1024) -> None:
         self.budget, self.count, self.held = budget, count, 0
         self.images: OrderedDict[ImageRef, LoadedImage] = OrderedDict()
+        self.sizes: dict[ImageRef, int] = {}  # decoded bytes of the held images
         self.lock = threading.Lock()
 
     def load(self, ref: ImageRef) -> LoadedImage:
         if ref.path is None:
-            return LoadedImage(ref.key, ref.load())
+            return LoadedImage.of(ref)
         with self.lock:
-            if ref in self.images:
+            image = self.images.get(ref)
+            if image is not None:
                 self.images.move_to_end(ref)
-                return self.images[ref]
-        image = LoadedImage(ref.key, ref.load())
-        with self.lock:
-            if ref not in self.images:
-                self.images[ref] = image
-                self.held += _pixel_bytes(image)
-                while (self.held > self.budget or len(self.images) > self.count) and len(self.images) > 1:
-                    self.held -= _pixel_bytes(self.images.popitem(last=False)[1])
+                return image
+            image = self.images[ref] = LoadedImage.of(ref, on_decode=lambda decoded: self._decoded(ref, decoded))
+            self._evict()
         return image
 
+    def _decoded(self, ref: ImageRef, image: LoadedImage) -> None:
+        with self.lock:
+            if self.images.get(ref) is image:
+                width, height = image.pixels.size
+                self.sizes[ref] = width * height * 4  # PIL keeps an RGB pixel in 4 bytes
+                self.held += self.sizes[ref]
+                self._evict()
 
-def _pixel_bytes(image: LoadedImage) -> int:
-    width, height = image.pixels.size
-    return width * height * 4  # PIL keeps an RGB pixel in 4 bytes
+    def _evict(self) -> None:
+        while (self.held > self.budget or len(self.images) > self.count) and len(self.images) > 1:
+            self.held -= self.sizes.pop(self.images.popitem(last=False)[0], 0)
 
 
 def load_images(example: Example, recent: RecentImages | None = None) -> list[LoadedImage]:
-    """The example's images, loaded (through `recent`, if given); errors name the example."""
-    try:
-        return [recent.load(ref) if recent is not None else LoadedImage(ref.key, ref.load()) for ref in example.images]
-    except VlbenchError as error:
-        raise VlbenchError(f"example '{example.id}': {error}") from None
+    """The example's images, decoded on first use (through `recent`, if given)."""
+    return [recent.load(ref) if recent is not None else LoadedImage.of(ref) for ref in example.images]
 
 
 def prefetched(
@@ -62,13 +62,12 @@ def prefetched(
     workers: int = 4,
     window: int = 32,
     prepare: Callable[[list[LoadedImage]], None] | None = None,
-    hash_pixels: bool = False,
 ) -> Iterator[tuple[Example, Future]]:
-    """(example, future of its loaded images) in order, decoding up to `window` examples ahead in
-    threads, so at most `window` examples' images are held in memory. The threads also hash each
-    image's pixels if `hash_pixels` (for matchers whose caches key on it) and call
-    `prepare(images)` if given. Examples that show the same image while it is among the last
-    images loaded (64 MiB of pixels, 1,024 images) get the same `LoadedImage` (`RecentImages`).
+    """(example, future of its images) in order, preparing up to `window` examples ahead in
+    threads (`prepare(images)`: decoding what scoring will need), so at most `window` examples'
+    images are held in memory; errors name the example. Examples that show the same image while
+    it is among the last images loaded (64 MiB of pixels, 1,024 images) get the same
+    `LoadedImage` (`RecentImages`).
 
     Threads rather than DataLoader worker processes: decoding releases the GIL, nothing is pickled
     across processes, and no process is forked after CUDA or a model has been initialised."""
@@ -79,11 +78,11 @@ def prefetched(
 
     def load(example: Example) -> list[LoadedImage]:
         images = load_images(example, recent)
-        if hash_pixels:
-            for image in images:
-                image.content_hash  # noqa: B018 - computed here, in parallel, rather than on the scoring thread
         if prepare is not None:
-            prepare(images)
+            try:
+                prepare(images)
+            except VlbenchError as error:
+                raise VlbenchError(f"example '{example.id}': {error}") from None
         return images
 
     pending = iter(examples)
@@ -108,8 +107,8 @@ def score_examples(
     prepare: Callable[[list[LoadedImage]], None] | None = None,
 ) -> dict[str, str]:
     """Score `examples` in batches of `batch_size` examples, appending each batch's results (and
-    passing each scored batch to `record`, if given; `prepare` runs on each example's images in
-    the loading threads).
+    passing each scored batch to `record`, if given). The loading threads run the matcher's
+    `prepare_images`, then `prepare` if given, on each example's images.
 
     An example whose images cannot be loaded stops the run, or with ``on_bad_example="skip"`` is
     left out; returns the skipped ids with their errors."""
@@ -118,7 +117,7 @@ def score_examples(
     skipped: dict[str, str] = {}
     batch: list[tuple[Example, list[LoadedImage]]] = []
     with torch.inference_mode(), progress_bar("scoring" if run_label.get() else f"scoring ({matcher.name})", total=len(examples)) as advance:
-        for example, future in prefetched(examples, workers, prepare=prepare, hash_pixels=matcher.hashes_pixels):
+        for example, future in prefetched(examples, workers, prepare=_both(matcher.prepare_images, prepare)):
             try:
                 batch.append((example, future.result()))
             except VlbenchError as error:
@@ -134,6 +133,12 @@ def score_examples(
             _score_batch(matcher, batch, append, record)
             advance(len(batch))
     return skipped
+
+
+def _both(first: Callable[[list[LoadedImage]], None], then: Callable[[list[LoadedImage]], None] | None) -> Callable[[list[LoadedImage]], None]:
+    if then is None:
+        return first
+    return lambda images: (first(images), then(images))
 
 
 def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]], append: Callable, record: Callable | None) -> None:

@@ -135,6 +135,16 @@ class FeatureCache:
             self._write_shard(kind, [keys[index] for index in missing], computed)
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
 
+    def index(self, kind: str) -> None:
+        """Learn which items of `kind` the cache holds (merging small shards first), so `holds`
+        can answer; `get` does it by itself."""
+        self._scan(kind)
+
+    def holds(self, kind: str, key: str) -> bool:
+        """Whether `get` would find `key` without computing it, as far as this process knows (from
+        the last `index` or `get`). Reads only: safe beside a `get` on another thread."""
+        return (kind, key) in self.memory.items or (kind, key) in self.shard_of
+
     def _read_into_memory(self, kind: str, keys: list[str]) -> None:
         """Read the shards holding `keys` into memory, scanning first for keys no known shard holds
         (another writer may have added them); a shard gone meanwhile (merged by another process)

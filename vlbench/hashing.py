@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:
         by_directory.setdefault(Path(path).absolute().parent, []).append(Path(path))
     hashes: dict[Path, str | None] = {}
     for directory, files in by_directory.items():
-        entry = _entry(f"directory-{hashlib.blake2b(str(directory).encode(), digest_size=16).hexdigest()}.json")
+        entry = _directory_entry(directory)
         try:
             known = json.loads(entry.read_text())["files"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -58,6 +59,43 @@ def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:
         if changed:
             _remember(entry, {"directory": str(directory), "files": known})
     return hashes
+
+
+_known: dict[Path, tuple[int | None, dict]] = {}  # a directory's cache file as last read: its mtime, its files
+_known_lock = threading.Lock()
+
+
+def known_sha256(path: Path) -> str | None:
+    """The sha256 of image file `path` as `many_files_sha256` last cached it, if the file is
+    unchanged since (same inode, size and times); None when unknown or changed. Reads no file
+    but its directory's cache file, again only after that changed."""
+    path = Path(path).absolute()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    with _known_lock:
+        read_at, files = _known.get(path.parent, (None, {}))
+        cached = files.get(path.name)
+        if not (isinstance(cached, list) and cached[:4] == stamp):
+            entry = _directory_entry(path.parent)
+            try:
+                modified = entry.stat().st_mtime_ns
+            except OSError:
+                return None
+            if modified != read_at:
+                try:
+                    files = json.loads(entry.read_text())["files"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    files = {}
+                _known[path.parent] = (modified, files if isinstance(files, dict) else {})
+                cached = _known[path.parent][1].get(path.name)
+    return cached[4] if isinstance(cached, list) and len(cached) == 5 and cached[:4] == stamp else None
+
+
+def _directory_entry(directory: Path) -> Path:
+    return _entry(f"directory-{hashlib.blake2b(str(directory).encode(), digest_size=16).hexdigest()}.json")
 
 
 def _entry(name: str) -> Path:

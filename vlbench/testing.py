@@ -39,8 +39,8 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     - trained state (trainable matchers): perturbed parameters survive `state_dict` →
       `load_state_dict` into a fresh matcher, and change the scores; others store nothing;
     - a JSON-serialisable `fingerprint` and a one-line `summary`;
-    - `hashes_pixels`: a matcher that reads `LoadedImage.content_hash` declares it (the loading
-      threads then compute it ahead of scoring).
+    - `hashes_pixels`: a matcher that reads `LoadedImage.content_hash` while scoring (not only in
+      its `prepare_images`) declares it (the loading threads then compute it ahead of scoring).
 
     `matcher` is a registered name (built with `vlbench.create_matcher(name, model, **options)`
     on the CPU) or a function returning a new matcher."""
@@ -53,7 +53,8 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     json.dumps(first.fingerprint())
     if len(examples) < 2:
         raise ValueError("check_matcher needs at least two examples")
-    loaded = [(_load(example), list(example.texts)) for example in examples]
+    loaded = [(_load(first, example), list(example.texts)) for example in examples]
+    hashed_ahead = {id(image) for images, _ in loaded for image in images if "content_hash" in vars(image)}  # a cached_property, once read
     with torch.no_grad():
         alone = [first.score(images, texts) for images, texts in loaded]
         for (images, texts), scores, example in zip(loaded, alone, examples):
@@ -73,7 +74,7 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
         again = make()
         _close([again.score(images, texts) for images, texts in loaded], alone, tolerance, f"matcher '{first.name}': a second matcher built the same way scores differently")
         _check_state(first, make, loaded, tolerance)
-        _check_pixel_hashing(first, loaded, examples)
+        _check_pixel_hashing(first, loaded, examples, hashed_ahead)
 
 
 def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
@@ -143,8 +144,11 @@ def _check_options(options_class: type, who: str) -> None:
     raise AssertionError(f"{who}: an unknown option key must be refused")
 
 
-def _load(example: Example) -> list[LoadedImage]:
-    return [LoadedImage(ref.key, ref.load()) for ref in example.images]
+def _load(matcher: Matcher, example: Example) -> list[LoadedImage]:
+    """The example's images as a run's loading threads hand them over: prepared by the matcher."""
+    images = [LoadedImage.of(ref) for ref in example.images]
+    matcher.prepare_images(images)
+    return images
 
 
 def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_texts: int) -> None:
@@ -153,8 +157,8 @@ def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_t
     assert all(math.isfinite(value) for value in scores.flatten().tolist()), f"matcher '{matcher.name}': scores of '{example.id}' are not all finite"
 
 
-def _check_pixel_hashing(matcher: Matcher, loaded, examples: Sequence[Example]) -> None:
-    hashed = [example.id for (images, _), example in zip(loaded, examples) if any("content_hash" in vars(image) for image in images)]  # a cached_property, once read
+def _check_pixel_hashing(matcher: Matcher, loaded, examples: Sequence[Example], hashed_ahead: set[int]) -> None:
+    hashed = [example.id for (images, _), example in zip(loaded, examples) if any("content_hash" in vars(image) and id(image) not in hashed_ahead for image in images)]
     assert matcher.hashes_pixels or not hashed, f"matcher '{matcher.name}': it reads LoadedImage.content_hash (of '{hashed[0] if hashed else ''}'): set hashes_pixels = True, so the loading threads compute it ahead of scoring"
 
 

@@ -7,6 +7,8 @@ A task yields `Example`s; a matcher turns an example's images and texts into a s
 from __future__ import annotations
 
 import hashlib
+import io
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,10 +38,11 @@ class ImageRef:
     render: Callable[[], PILImage] | None = field(default=None, compare=False)
     crop: tuple[float, float, float, float] | None = None
 
-    def load(self) -> PILImage:
-        """The image as RGB (transparency composited on white); a missing or unreadable file
-        raises `VlbenchError` naming it."""
-        image = self.render() if self.render is not None else self._open()
+    def load(self, data: bytes | None = None) -> PILImage:
+        """The image as RGB (transparency composited on white), decoded from `data` (the file's
+        bytes, when already read) or from the file; a missing or unreadable file raises
+        `VlbenchError` naming it."""
+        image = self.render() if self.render is not None else self._open(data)
         image = to_rgb(image)
         if self.crop is not None:
             left, top, right, bottom = self.crop
@@ -47,11 +50,20 @@ class ImageRef:
             image = image.crop((max(0, round(left)), max(0, round(top)), min(width, round(right)), min(height, round(bottom))))
         return image
 
-    def _open(self) -> PILImage:
+    def read_bytes(self) -> bytes:
+        """The file's bytes; a missing or unreadable file raises `VlbenchError` naming it."""
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise VlbenchError(f"image '{self.key}' not found at {self.path}") from None
+        except OSError as error:
+            raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
+
+    def _open(self, data: bytes | None) -> PILImage:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(self.path) as image:
+            with Image.open(io.BytesIO(data) if data is not None else self.path) as image:
                 image.load()
                 return image
         except FileNotFoundError:
@@ -71,14 +83,49 @@ def to_rgb(image: PILImage) -> PILImage:
     return image.convert("RGB")
 
 
-@dataclass(frozen=True)
 class LoadedImage:
-    """An image handed to a matcher: its `key` (for caches and seeding) and its RGB pixels.
+    """An image handed to a matcher: its `key` (for caches and seeding) and its RGB `pixels`.
     Examples that show the same image may be handed the same object: read the pixels, never
-    change them in place."""
+    change them in place.
 
-    key: str
-    pixels: PILImage
+    Made from an `ImageRef` (`LoadedImage.of`), the pixels are decoded on first use, so a matcher
+    whose features of the image are cached never decodes it: `content_key` stands for the pixels
+    without decoding them where the file's sha256 is known (`hashing.known_sha256`)."""
+
+    def __init__(self, key: str, pixels: PILImage | None = None, source: ImageRef | None = None, on_decode: Callable[[LoadedImage], None] | None = None) -> None:
+        self.key = key
+        self.source = source
+        self._pixels = pixels
+        self._file_sha256: str | None = None  # of the bytes the pixels were decoded from
+        self._on_decode = on_decode
+        self._decoding = threading.Lock()
+
+    @classmethod
+    def of(cls, ref: ImageRef, on_decode: Callable[[LoadedImage], None] | None = None) -> LoadedImage:
+        """The image `ref` names, decoded on first use (`on_decode(image)` is called then)."""
+        return cls(ref.key, source=ref, on_decode=on_decode)
+
+    @property
+    def pixels(self) -> PILImage:
+        with self._decoding:
+            if self._pixels is None and self.source is not None:
+                self._pixels = self._decode()
+                decoded = True
+            else:
+                decoded = False
+        if decoded and self._on_decode is not None:
+            self._on_decode(self)
+        return self._pixels
+
+    def _decode(self) -> PILImage:
+        ref = self.source
+        if ref.path is None:
+            return ref.load()
+        data = ref.read_bytes()
+        self._file_sha256 = hashlib.sha256(data).hexdigest()
+        if "content_key" in vars(self) and self.content_key != _file_key(self._file_sha256, ref.crop):
+            raise VlbenchError(f"image '{self.key}' at {ref.path} changed on disk while this run used it")
+        return ref.load(data)
 
     @cached_property
     def content_hash(self) -> str:
@@ -86,6 +133,29 @@ class LoadedImage:
         digest = hashlib.blake2b(f"{self.pixels.mode}:{self.pixels.size}:".encode(), digest_size=16)
         digest.update(self.pixels.tobytes())
         return digest.hexdigest()
+
+    @cached_property
+    def content_key(self) -> str:
+        """A key that stands for the pixels as `content_hash` does (the same key, the same pixels,
+        with this vlbench and Pillow): for an image file, a hash of its bytes' sha256 and the crop,
+        found without reading the file where `hashing.known_sha256` knows it; else the pixel hash."""
+        from vlbench.hashing import known_sha256
+
+        ref = self.source
+        if ref is None or ref.path is None:
+            return self.content_hash
+        digest = self._file_sha256 or known_sha256(ref.path)
+        if digest is None:
+            self.pixels  # noqa: B018 - reads and hashes the file
+            digest = self._file_sha256
+        return _file_key(digest, ref.crop)
+
+
+FILE_KEY_VERSION = 1  # bump when the pixels an ImageRef decodes from the same bytes change (to_rgb, cropping)
+
+
+def _file_key(sha256: str, crop: tuple[float, float, float, float] | None) -> str:
+    return hashlib.blake2b(f"file-v{FILE_KEY_VERSION}:{sha256}:{list(crop) if crop else None}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -227,6 +297,7 @@ class Matcher:
     `scoring_rounds_in_fit` (for the compute estimate, with `unet_passes` and `training_rounds`),
     `hashes_pixels` (reads `LoadedImage.content_hash`: the loading threads then compute it ahead
     of scoring; a matcher that reads it without saying so computes it on the scoring thread).
+    `prepare_images` says what else the loading threads do ahead of scoring.
     """
 
     name: ClassVar[str]
@@ -243,6 +314,16 @@ class Matcher:
     def __init__(self, options: Any, runtime: Runtime) -> None:
         self.options = options
         self.runtime = runtime
+
+    def prepare_images(self, images: Sequence[LoadedImage]) -> None:
+        """Runs in the image loading threads on each example's images before the example is
+        scored: decodes them (and hashes their pixels if `hashes_pixels`). A matcher that needs
+        no pixels of some images (their features are cached under `LoadedImage.content_key`)
+        may leave those undecoded; a file that cannot be read then fails when it is decoded."""
+        for image in images:
+            image.pixels  # noqa: B018 - decoded here, in parallel, rather than on the scoring thread
+            if self.hashes_pixels:
+                image.content_hash  # noqa: B018 - likewise
 
     @classmethod
     def missing_model(cls, model: str | None) -> str | None:

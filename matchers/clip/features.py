@@ -8,6 +8,7 @@ for zero-shot `clip` through their full encoders; `clip-ft` and `cocoop` need th
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from importlib.metadata import version
 
@@ -44,6 +45,7 @@ class ClipFeatures:
             "preprocess": repr(clip.preprocess),
         }
         self.cache = open_feature_cache(producer, cache)
+        self.indexing, self.indexed = threading.Lock(), False
 
     def require_heads(self, matcher: str) -> None:
         if not self.has_heads:
@@ -54,7 +56,18 @@ class ClipFeatures:
 
     def images(self, images) -> torch.Tensor:
         """`[n, width]` float32 features of the vision tower before `proj` (the embedding without heads)."""
-        return self._cached("image", [image.content_hash for image in images], lambda indices: self._encode_images([images[i] for i in indices]))
+        return self._cached("image", [image.content_key for image in images], lambda indices: self._encode_images([images[i] for i in indices]))
+
+    def decode_uncached(self, images) -> None:
+        """Decode the images whose features the cache lacks (in the loading threads, ahead of
+        `images`); the others stay undecoded."""
+        with self.indexing:
+            if self.cache is not None and not self.indexed:
+                self.cache.index("image")
+            self.indexed = True
+        for image in images:
+            if self.cache is None or not self.cache.holds("image", image.content_key):
+                image.pixels  # noqa: B018 - decoded here rather than on the scoring thread
 
     def texts(self, texts) -> torch.Tensor:
         """`[n, width]` float32 features of the text tower before `text_projection`."""

@@ -15,14 +15,14 @@ class ClipOptions:
 
 class ClipMatcher(Matcher):
     """score(image, text) = cos(image embedding, text embedding). Features are computed once per
-    distinct image and text, in batches of one fixed size, so a score depends on what else is in a
-    batch only through the projection heads' float rounding (README, determinism)."""
+    distinct image (`LoadedImage.content_key`) and text, in batches of one fixed size, so a
+    score depends on what else is in a batch only through the projection heads' float rounding
+    (README, determinism)."""
 
     name = "clip"
     version = "3"  # 2: features encoded one item at a time; 3: in padded batches of 8
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
     uses_model = True
-    hashes_pixels = True  # features are cached and shared in a batch by pixels
     Options = ClipOptions
 
     def __init__(self, options, runtime):
@@ -37,6 +37,10 @@ class ClipMatcher(Matcher):
         from vlbench.matchers.clip.loading import missing_open_clip
 
         return missing_open_clip(model)
+
+    def prepare_images(self, images):
+        """Only images whose features are not cached are decoded (a warm cache decodes none)."""
+        self.features.decode_uncached(images)
 
     def score(self, images, texts):
         return self.score_examples([(images, texts)])[0]

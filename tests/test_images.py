@@ -1,0 +1,93 @@
+"""Images decoded on first use, the content key that stands for their pixels without decoding
+them, and the thumbnail cache that lets a run over known images decode none."""
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from vlbench import hashing
+from vlbench.errors import VlbenchError
+from vlbench.thumbnail_cache import ThumbnailCache
+from vlbench.types import ImageRef, LoadedImage
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The image files read, by key."""
+    read = []
+    read_bytes = ImageRef.read_bytes
+    monkeypatch.setattr(ImageRef, "read_bytes", lambda ref: read.append(ref.key) or read_bytes(ref))
+    return read
+
+
+def picture(path, colour, size=(12, 8)):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_a_known_file_s_content_key_is_found_without_reading_it_and_stands_for_its_pixels(tmp_path, reads):
+    red, copy, blue = picture(tmp_path / "red.png", (200, 0, 0)), tmp_path / "copy.png", picture(tmp_path / "blue.png", (0, 0, 200))
+    shutil.copy(red, copy)
+    hashing.many_files_sha256([red, copy, blue])
+    keys = {name: LoadedImage.of(ImageRef(name, path=tmp_path / f"{name}.png")).content_key for name in ("red", "copy", "blue")}
+    assert reads == []
+    assert keys["red"] == keys["copy"] != keys["blue"]  # the same bytes elsewhere: the same pixels
+    cropped = LoadedImage.of(ImageRef("red", path=red, crop=(0, 0, 6, 8))).content_key
+    assert cropped != keys["red"] and reads == []
+
+    unknown = picture(tmp_path / "unknown.png", (200, 0, 0))  # the same bytes, never hashed: read once, same key
+    image = LoadedImage.of(ImageRef("unknown", path=unknown))
+    assert image.content_key == keys["red"] and reads == ["unknown"]
+    assert image.pixels.getpixel((0, 0)) == (200, 0, 0) and reads == ["unknown"]
+
+
+def test_a_file_rewritten_since_it_was_hashed_gets_the_key_of_its_new_bytes(tmp_path, reads):
+    path = picture(tmp_path / "a.png", (200, 0, 0))
+    hashing.many_files_sha256([path])
+    before = LoadedImage.of(ImageRef("a", path=path)).content_key
+    picture(path, (0, 200, 0), size=(13, 8))  # another size: the cached hash no longer applies
+    after = LoadedImage.of(ImageRef("a", path=path))
+    assert after.content_key != before and reads == ["a"]
+    assert after.pixels.getpixel((0, 0)) == (0, 200, 0)
+
+
+def test_a_file_that_changes_between_its_key_and_its_decoding_is_refused(tmp_path):
+    path = picture(tmp_path / "a.png", (200, 0, 0))
+    hashing.many_files_sha256([path])
+    image = LoadedImage.of(ImageRef("a", path=path))
+    image.content_key  # noqa: B018 - taken from the hash cache, before the change
+    picture(path, (0, 200, 0))
+    with pytest.raises(VlbenchError, match="image 'a' at .* changed on disk while this run used it"):
+        image.pixels  # noqa: B018
+
+
+def test_a_missing_file_is_named_when_its_key_or_pixels_are_asked_for(tmp_path):
+    image = LoadedImage.of(ImageRef("gone", path=tmp_path / "gone.png"))
+    with pytest.raises(VlbenchError, match="image 'gone' not found at .*gone.png"):
+        image.content_key  # noqa: B018
+
+
+def test_an_image_without_a_file_is_keyed_by_its_pixels():
+    rendered = LoadedImage.of(ImageRef("r", render=lambda: Image.new("RGB", (4, 4), (1, 2, 3))))
+    assert rendered.content_key == rendered.content_hash == LoadedImage("other", Image.new("RGB", (4, 4), (1, 2, 3))).content_hash
+
+
+def test_thumbnails_are_kept_across_processes_per_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    first = ThumbnailCache("recipe one")
+    first.put([("k1", "data:one"), ("k2", "data:two")])
+    first.put([("k1", "data:again")])  # a key keeps its first thumbnail
+    first.close()
+    assert ThumbnailCache("recipe one").get(["k1", "k2", "k3"]) == {"k1": "data:one", "k2": "data:two"}
+    assert ThumbnailCache("recipe two").get(["k1"]) == {}
+
+
+def test_a_damaged_thumbnail_cache_is_left_alone_with_a_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    (tmp_path / "thumbnails.sqlite3").write_bytes(b"not a database, and long enough to be read as a header " * 4)
+    cache = ThumbnailCache("recipe")
+    cache.put([("k1", "data:one")])
+    assert cache.get(["k1"]) == {}
+    warnings = capsys.readouterr().err
+    assert warnings.count("warning: the thumbnail cache") == 1 and "going on without it" in warnings
