@@ -91,3 +91,63 @@ def test_a_damaged_thumbnail_cache_is_left_alone_with_a_warning(tmp_path, monkey
     assert cache.get(["k1"]) == {}
     warnings = capsys.readouterr().err
     assert warnings.count("warning: the thumbnail cache") == 1 and "going on without it" in warnings
+
+
+def test_an_image_names_exactly_one_source(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of path and render"):
+        ImageRef("both", path=tmp_path / "a.png", render=lambda: Image.new("RGB", (4, 4)))
+    with pytest.raises(ValueError, match="exactly one of path and render"):
+        ImageRef("neither")
+
+
+def test_the_content_key_changes_with_what_decodes_the_file(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    path = picture(tmp_path / "a.png", (200, 0, 0))
+    hashing.many_files_sha256([path])
+    plain = LoadedImage.of(ImageRef("a", path=path)).content_key
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # Pillow then decodes what it would refuse
+    assert LoadedImage.of(ImageRef("a", path=path)).content_key != plain
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    monkeypatch.setattr("vlbench.types.decoder_identity", lambda: '{"pillow": "another"}')
+    assert LoadedImage.of(ImageRef("a", path=path)).content_key != plain
+
+
+def test_an_image_pickles_with_its_pixels_or_its_source(tmp_path):
+    import pickle
+
+    path = picture(tmp_path / "a.png", (200, 0, 0))
+    lazy, decoded = LoadedImage.of(ImageRef("a", path=path)), LoadedImage.of(ImageRef("a", path=path))
+    decoded.pixels  # noqa: B018
+    for image in (lazy, decoded, LoadedImage("b", Image.new("RGB", (2, 2), (1, 2, 3)))):
+        copy = pickle.loads(pickle.dumps(image))
+        assert copy.key == image.key and copy.pixels.tobytes() == image.pixels.tobytes() and copy.content_key == image.content_key
+
+
+def test_an_unreadable_image_a_matcher_left_undecoded_is_named_and_skipped_when_scored(tmp_path):
+    """A matcher may leave images undecoded in `prepare_images`; one that fails when the matcher
+    decodes it while scoring is still found, named, and skipped with "skip"."""
+    import torch
+
+    from vlbench.evaluation import score_examples
+    from vlbench.types import Example, Matcher
+
+    class Lazy(Matcher):
+        name = "lazy"
+
+        def prepare_images(self, images):
+            pass  # decodes nothing ahead
+
+        def score(self, images, texts):
+            return torch.tensor([[float(image.pixels.getpixel((0, 0))[0])] * len(texts) for image in images])
+
+    for name in "abc":
+        picture(tmp_path / f"{name}.png", (10 * "abc".index(name), 0, 0))
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    examples = [Example(name, (ImageRef(name, path=tmp_path / f"{name}.png"),), ("a text",), ((0, 0),)) for name in "abc"]
+    scored = []
+    skipped = score_examples(Lazy(None, None), examples, batch_size=3, append=scored.extend, on_bad_example="skip", workers=1)
+    assert [example.id for example in scored] == ["a", "c"] and [example.scores for example in scored] == [[[0.0]], [[20.0]]]
+    assert list(skipped) == ["b"] and skipped["b"].startswith("example 'b': image 'b' at ") and skipped["b"].endswith("cannot be read: Pillow does not recognise it as an image")
+    with pytest.raises(VlbenchError, match="^example 'b': image 'b' at .* cannot be read"):
+        score_examples(Lazy(None, None), examples, batch_size=3, append=lambda batch: None, workers=1)

@@ -35,16 +35,15 @@ class RecentImages:
             if image is not None:
                 self.images.move_to_end(ref)
                 return image
-            image = self.images[ref] = LoadedImage.of(ref, on_decode=lambda decoded: self._decoded(ref, decoded))
+            image = self.images[ref] = LoadedImage.of(ref, on_decode=lambda size: self._decoded(ref, image, size))
             self._evict()
         return image
 
-    def _decoded(self, ref: ImageRef, image: LoadedImage) -> None:
+    def _decoded(self, ref: ImageRef, image: LoadedImage, size: int) -> None:
         with self.lock:
             if self.images.get(ref) is image:
-                width, height = image.pixels.size
-                self.sizes[ref] = width * height * 4  # PIL keeps an RGB pixel in 4 bytes
-                self.held += self.sizes[ref]
+                self.sizes[ref] = size
+                self.held += size
                 self._evict()
 
     def _evict(self) -> None:
@@ -55,6 +54,17 @@ class RecentImages:
 def load_images(example: Example, recent: RecentImages | None = None) -> list[LoadedImage]:
     """The example's images, decoded on first use (through `recent`, if given)."""
     return [recent.load(ref) if recent is not None else LoadedImage.of(ref) for ref in example.images]
+
+
+def prepared_images(example: Example, recent: RecentImages | None, prepare: Callable[[list[LoadedImage]], None]) -> list[LoadedImage]:
+    """The example's images after `prepare(images)` (a matcher's `prepare_images`: decoding what
+    it will need); an image that cannot be read raises `VlbenchError` naming the example."""
+    images = load_images(example, recent)
+    try:
+        prepare(images)
+    except VlbenchError as error:
+        raise VlbenchError(f"example '{example.id}': {error}") from None
+    return images
 
 
 def prefetched(
@@ -77,13 +87,7 @@ def prefetched(
     recent = RecentImages()
 
     def load(example: Example) -> list[LoadedImage]:
-        images = load_images(example, recent)
-        if prepare is not None:
-            try:
-                prepare(images)
-            except VlbenchError as error:
-                raise VlbenchError(f"example '{example.id}': {error}") from None
-        return images
+        return prepared_images(example, recent, prepare or (lambda images: None))
 
     pending = iter(examples)
     with ThreadPoolExecutor(workers) as pool:
@@ -126,11 +130,11 @@ def score_examples(
                 skipped[example.id] = str(error)
                 advance(1)
             if len(batch) == batch_size:
-                _score_batch(matcher, batch, append, record)
+                _score_finding_bad_images(matcher, batch, append, record, on_bad_example, skipped)
                 advance(len(batch))
                 batch = []
         if batch:
-            _score_batch(matcher, batch, append, record)
+            _score_finding_bad_images(matcher, batch, append, record, on_bad_example, skipped)
             advance(len(batch))
     return skipped
 
@@ -139,6 +143,30 @@ def _both(first: Callable[[list[LoadedImage]], None], then: Callable[[list[Loade
     if then is None:
         return first
     return lambda images: (first(images), then(images))
+
+
+def _score_finding_bad_images(matcher: Matcher, batch, append: Callable, record: Callable | None, on_bad_example: str, skipped: dict[str, str]) -> None:
+    """Score `batch`. An image the matcher's `prepare_images` left undecoded that cannot be read
+    fails while the batch is scored: the examples showing one are then found and named, and with
+    "skip" left out while the others are scored."""
+    try:
+        _score_batch(matcher, batch, append, record)
+    except VlbenchError:
+        bad = {}
+        for example, images in batch:
+            try:
+                for image in images:
+                    image.pixels  # noqa: B018 - decoded to find the image that fails
+            except VlbenchError as error:
+                bad[example.id] = f"example '{example.id}': {error}"
+        if not bad:
+            raise
+        if on_bad_example != "skip":
+            raise VlbenchError(next(iter(bad.values()))) from None
+        skipped.update(bad)
+        good = [(example, images) for example, images in batch if example.id not in bad]
+        if good:
+            _score_batch(matcher, good, append, record)
 
 
 def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]], append: Callable, record: Callable | None) -> None:

@@ -31,7 +31,7 @@ from vlbench import distributed, registry
 from vlbench.checkpoints import TrainingCheckpoint, checkpointing
 from vlbench.config import RunConfig, read_yaml
 from vlbench.errors import Interrupted, VlbenchError
-from vlbench.evaluation import RecentImages, load_images, score_examples
+from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.options import as_dict, build
@@ -384,7 +384,7 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     checkpoint = TrainingCheckpoint(run_dir.checkpoint_path)
     try:
         with checkpointing(checkpoint):
-            matcher.fit(train_examples, train, lambda example: load_images(example, recent))
+            matcher.fit(train_examples, train, lambda example: prepared_images(example, recent, matcher.prepare_images))
     except KeyboardInterrupt:
         raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
     seconds = time.perf_counter() - started

@@ -159,7 +159,7 @@ def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_t
 
 def _check_pixel_hashing(matcher: Matcher, loaded, examples: Sequence[Example], hashed_ahead: set[int]) -> None:
     hashed = [example.id for (images, _), example in zip(loaded, examples) if any("content_hash" in vars(image) and id(image) not in hashed_ahead for image in images)]
-    assert matcher.hashes_pixels or not hashed, f"matcher '{matcher.name}': it reads LoadedImage.content_hash (of '{hashed[0] if hashed else ''}'): set hashes_pixels = True, so the loading threads compute it ahead of scoring"
+    assert matcher.hashes_pixels or not hashed, f"matcher '{matcher.name}': it reads LoadedImage.content_hash (of '{hashed[0] if hashed else ''}'; content_key reads it for an image without a file) while scoring: set hashes_pixels = True, or read it in prepare_images, so the loading threads compute it ahead of scoring"
 
 
 def _close(actual, expected, tolerance: float, message: str) -> None:

@@ -37,9 +37,11 @@ class ThumbnailCache:
 
     def get(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached data URIs of those of `keys` the cache holds."""
-        if self.connection is None or not keys:
+        if not keys:
             return {}
         with self.lock:
+            if self.connection is None:
+                return {}
             try:
                 marks = ",".join("?" * len(keys))
                 rows = self.connection.execute(f"SELECT key, uri FROM thumbnails WHERE recipe = ? AND key IN ({marks})", (self.recipe, *keys)).fetchall()
@@ -51,9 +53,11 @@ class ThumbnailCache:
     def put(self, items: Iterable[tuple[str, str]]) -> None:
         """Keep (key, data URI) pairs, in one transaction."""
         rows = [(self.recipe, key, uri) for key, uri in items]
-        if self.connection is None or not rows:
+        if not rows:
             return
         with self.lock:
+            if self.connection is None:
+                return
             try:
                 with self.connection:
                     self.connection.execute("BEGIN IMMEDIATE")
@@ -62,9 +66,10 @@ class ThumbnailCache:
                 self._give_up(error)
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
 
     def _give_up(self, error: Exception) -> None:
         print(f"warning: the thumbnail cache ({cache_dir() / 'thumbnails.sqlite3'}) cannot be used ({error}); going on without it. Delete that file, or set VLBENCH_CACHE to a writable directory, to keep thumbnails across runs.", file=sys.stderr)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +38,10 @@ class ImageRef:
     path: Path | None = None
     render: Callable[[], PILImage] | None = field(default=None, compare=False)
     crop: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.render is None):
+            raise ValueError(f"image '{self.key}': give exactly one of path and render")
 
     def load(self, data: bytes | None = None) -> PILImage:
         """The image as RGB (transparency composited on white), decoded from `data` (the file's
@@ -68,7 +73,9 @@ class ImageRef:
                 return image
         except FileNotFoundError:
             raise VlbenchError(f"image '{self.key}' not found at {self.path}") from None
-        except (UnidentifiedImageError, OSError) as error:
+        except UnidentifiedImageError:
+            raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: Pillow does not recognise it as an image") from None
+        except OSError as error:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
 
 
@@ -92,40 +99,28 @@ class LoadedImage:
     whose features of the image are cached never decodes it: `content_key` stands for the pixels
     without decoding them where the file's sha256 is known (`hashing.known_sha256`)."""
 
-    def __init__(self, key: str, pixels: PILImage | None = None, source: ImageRef | None = None, on_decode: Callable[[LoadedImage], None] | None = None) -> None:
+    def __init__(self, key: str, pixels: PILImage | None = None) -> None:
         self.key = key
-        self.source = source
+        self.source: ImageRef | None = None
         self._pixels = pixels
+        self._on_decode: Callable[[int], None] | None = None
         self._file_sha256: str | None = None  # of the bytes the pixels were decoded from
-        self._on_decode = on_decode
-        self._decoding = threading.Lock()
+        self._content_key: str | None = None
+        self._lock = threading.Lock()  # the key and the decoding agree on one version of the file
 
     @classmethod
-    def of(cls, ref: ImageRef, on_decode: Callable[[LoadedImage], None] | None = None) -> LoadedImage:
-        """The image `ref` names, decoded on first use (`on_decode(image)` is called then)."""
-        return cls(ref.key, source=ref, on_decode=on_decode)
+    def of(cls, ref: ImageRef, on_decode: Callable[[int], None] | None = None) -> LoadedImage:
+        """The image `ref` names, decoded on first use (then `on_decode(bytes of pixels)`)."""
+        image = cls(ref.key)
+        image.source, image._on_decode = ref, on_decode
+        return image
 
     @property
     def pixels(self) -> PILImage:
-        with self._decoding:
-            if self._pixels is None and self.source is not None:
-                self._pixels = self._decode()
-                decoded = True
-            else:
-                decoded = False
-        if decoded and self._on_decode is not None:
-            self._on_decode(self)
+        with self._lock:
+            decoded = self._decode_once()
+        self._report(decoded)
         return self._pixels
-
-    def _decode(self) -> PILImage:
-        ref = self.source
-        if ref.path is None:
-            return ref.load()
-        data = ref.read_bytes()
-        self._file_sha256 = hashlib.sha256(data).hexdigest()
-        if "content_key" in vars(self) and self.content_key != _file_key(self._file_sha256, ref.crop):
-            raise VlbenchError(f"image '{self.key}' at {ref.path} changed on disk while this run used it")
-        return ref.load(data)
 
     @cached_property
     def content_hash(self) -> str:
@@ -134,28 +129,73 @@ class LoadedImage:
         digest.update(self.pixels.tobytes())
         return digest.hexdigest()
 
-    @cached_property
+    @property
     def content_key(self) -> str:
-        """A key that stands for the pixels as `content_hash` does (the same key, the same pixels,
-        with this vlbench and Pillow): for an image file, a hash of its bytes' sha256 and the crop,
-        found without reading the file where `hashing.known_sha256` knows it; else the pixel hash."""
+        """A key that stands for the pixels as `content_hash` does (the same key, the same pixels):
+        for an image file, a hash of its bytes' sha256, its crop and the decoders
+        (`decoder_identity`), found without reading the file where `hashing.known_sha256` knows
+        it; else the pixel hash."""
         from vlbench.hashing import known_sha256
 
         ref = self.source
         if ref is None or ref.path is None:
             return self.content_hash
-        digest = self._file_sha256 or known_sha256(ref.path)
-        if digest is None:
-            self.pixels  # noqa: B018 - reads and hashes the file
-            digest = self._file_sha256
-        return _file_key(digest, ref.crop)
+        decoded = False
+        with self._lock:
+            if self._content_key is None:
+                digest = self._file_sha256 or known_sha256(ref.path)
+                if digest is None:
+                    decoded = self._decode_once()  # reads and hashes the file
+                    digest = self._file_sha256
+                self._content_key = _file_key(digest, ref.crop)
+        self._report(decoded)
+        return self._content_key
+
+    def _decode_once(self) -> bool:
+        """Decode, if not done yet (under `_lock`); whether it decoded now."""
+        if self._pixels is not None or self.source is None:
+            return False
+        ref = self.source
+        if ref.path is None:
+            self._pixels = ref.load()
+            return True
+        data = ref.read_bytes()
+        self._file_sha256 = hashlib.sha256(data).hexdigest()
+        if self._content_key is not None and self._content_key != _file_key(self._file_sha256, ref.crop):
+            raise VlbenchError(f"image '{self.key}' at {ref.path} changed on disk while this run used it")
+        self._pixels = ref.load(data)
+        return True
+
+    def _report(self, decoded: bool) -> None:
+        if decoded and self._on_decode is not None:
+            width, height = self._pixels.size
+            self._on_decode(width * height * 4)  # PIL keeps an RGB pixel in 4 bytes
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**vars(self), "_lock": None, "_on_decode": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _lock=threading.Lock())
 
 
 FILE_KEY_VERSION = 1  # bump when the pixels an ImageRef decodes from the same bytes change (to_rgb, cropping)
 
 
+@cache
+def decoder_identity() -> str:
+    """What turns an image file's bytes into pixels besides vlbench: Pillow and its codecs'
+    versions, and whether it loads truncated files."""
+    from PIL import features
+
+    codecs = {codec: features.version(codec) for codec in ("jpg", "libjpeg_turbo", "jpg_2000", "zlib", "zlib_ng", "libtiff", "webp", "avif")}  # None where absent
+    return json.dumps({"vlbench": FILE_KEY_VERSION, "pillow": features.version("pil"), **codecs}, sort_keys=True)
+
+
 def _file_key(sha256: str, crop: tuple[float, float, float, float] | None) -> str:
-    return hashlib.blake2b(f"file-v{FILE_KEY_VERSION}:{sha256}:{list(crop) if crop else None}".encode(), digest_size=16).hexdigest()
+    from PIL import ImageFile
+
+    truncated = ", truncated files loaded" if ImageFile.LOAD_TRUNCATED_IMAGES else ""  # a process-wide switch
+    return hashlib.blake2b(f"{decoder_identity()}{truncated}:{sha256}:{list(crop) if crop else None}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
