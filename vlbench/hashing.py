@@ -41,17 +41,12 @@ def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:
     hashes: dict[Path, str | None] = {}
     for directory, files in by_directory.items():
         entry = _directory_entry(directory)
-        try:
-            known = json.loads(entry.read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            known = {}
+        known = _directory_files(entry)
         changed = False
         for path in files:
             try:
-                stat = path.stat()
-                stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-                cached = known.get(path.name)
-                if not (isinstance(cached, list) and cached[:4] == stamp):
+                stamp = _stamp(path)
+                if _unchanged(known.get(path.name), stamp) is None:
                     known[path.name], changed = [*stamp, _sha256(path)], True
                 hashes[path] = known[path.name][4]
             except OSError:
@@ -71,27 +66,42 @@ def known_sha256(path: Path) -> str | None:
     but its directory's cache file, again only after that changed."""
     path = Path(path).absolute()
     try:
-        stat = path.stat()
+        stamp = _stamp(path)
     except OSError:
         return None
-    stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
     with _known_lock:
         read_at, files = _known.get(path.parent, (None, {}))
-        cached = files.get(path.name)
-        if not (isinstance(cached, list) and cached[:4] == stamp):
+        digest = _unchanged(files.get(path.name), stamp)
+        if digest is None:
             entry = _directory_entry(path.parent)
             try:
                 modified = entry.stat().st_mtime_ns
             except OSError:
                 return None
             if modified != read_at:
-                try:
-                    files = json.loads(entry.read_text())["files"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    files = {}
-                _known[path.parent] = (modified, files if isinstance(files, dict) else {})
-                cached = _known[path.parent][1].get(path.name)
+                _known[path.parent] = (modified, _directory_files(entry))
+                digest = _unchanged(_known[path.parent][1].get(path.name), stamp)
+    return digest
+
+
+def _stamp(path: Path) -> list[int]:
+    """What tells one version of a file from another without reading it: inode, size, times."""
+    stat = path.stat()
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _unchanged(cached, stamp: list[int]) -> str | None:
+    """The sha256 of a directory cache entry (`[*stamp, sha256]`) if its stamp is `stamp`."""
     return cached[4] if isinstance(cached, list) and len(cached) == 5 and cached[:4] == stamp else None
+
+
+def _directory_files(entry: Path) -> dict:
+    """The files a directory's cache file holds (none if it is missing or damaged)."""
+    try:
+        files = json.loads(entry.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return files if isinstance(files, dict) else {}
 
 
 def _directory_entry(directory: Path) -> Path:
