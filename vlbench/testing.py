@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vlbench.errors import VlbenchError
+from vlbench.evaluation import prepared_images
 from vlbench.types import Example, LoadedImage, Matcher, Task
 
 
@@ -53,7 +54,7 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     json.dumps(first.fingerprint())
     if len(examples) < 2:
         raise ValueError("check_matcher needs at least two examples")
-    loaded = [(_load(first, example), list(example.texts)) for example in examples]
+    loaded = [(prepared_images(example, None, first.prepare_images), list(example.texts)) for example in examples]  # as a run's loading threads hand them over
     hashed_ahead = {id(image) for images, _ in loaded for image in images if "content_hash" in vars(image)}  # a cached_property, once read
     with torch.no_grad():
         alone = [first.score(images, texts) for images, texts in loaded]
@@ -142,13 +143,6 @@ def _check_options(options_class: type, who: str) -> None:
     except VlbenchError:
         return
     raise AssertionError(f"{who}: an unknown option key must be refused")
-
-
-def _load(matcher: Matcher, example: Example) -> list[LoadedImage]:
-    """The example's images as a run's loading threads hand them over: prepared by the matcher."""
-    images = [LoadedImage.of(ref) for ref in example.images]
-    matcher.prepare_images(images)
-    return images
 
 
 def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_texts: int) -> None:

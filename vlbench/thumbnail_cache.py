@@ -26,10 +26,10 @@ class ThumbnailCache:
         self.recipe = f"{recipe}, pillow {version('pillow')}"
         self.lock = threading.Lock()  # one connection, shared by the loading threads and the scoring thread
         self.connection: sqlite3.Connection | None = None
+        self.path = cache_dir() / "thumbnails.sqlite3"
         try:
-            path = cache_dir() / "thumbnails.sqlite3"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
             self.connection.execute("PRAGMA synchronous=OFF")  # a cache: what a crash loses is encoded again
             self.connection.execute("CREATE TABLE IF NOT EXISTS thumbnails (recipe TEXT, key TEXT, uri TEXT, PRIMARY KEY (recipe, key))")
         except (OSError, sqlite3.Error) as error:
@@ -72,7 +72,7 @@ class ThumbnailCache:
                 self.connection = None
 
     def _give_up(self, error: Exception) -> None:
-        print(f"warning: the thumbnail cache ({cache_dir() / 'thumbnails.sqlite3'}) cannot be used ({error}); going on without it. Delete that file, or set VLBENCH_CACHE to a writable directory, to keep thumbnails across runs.", file=sys.stderr)
+        print(f"warning: the thumbnail cache ({self.path}) cannot be used ({error}); going on without it. Delete that file, or set VLBENCH_CACHE to a writable directory, to keep thumbnails across runs.", file=sys.stderr)
         if self.connection is not None:
             self.connection.close()
         self.connection = None
