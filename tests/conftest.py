@@ -42,6 +42,16 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def settled(monkeypatch):
+    """Files the test writes count as written long before they are hashed, so their hashes are
+    cached (`hashing.SETTLED_NS`)."""
+    from vlbench import hashing
+
+    now_ns = hashing.now_ns
+    monkeypatch.setattr(hashing, "now_ns", lambda: now_ns() + 3600 * 10**9)
+
+
 def mini_results(tmp_path: Path, task: str, matcher: str, model: str, world_seed: int, **values) -> dict:
     """`results.json` of a run (zero-shot unless `shots` is given) on the mini-world `world_seed`."""
     from vlbench.config import load_run_config

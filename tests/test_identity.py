@@ -260,7 +260,7 @@ def test_files_get_the_umask_s_mode_not_0600(tmp_path, vlbench_here):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
-def test_image_hashes_are_read_once_then_cached_per_directory_until_a_file_changes(tmp_path, monkeypatch):
+def test_image_hashes_are_read_once_then_cached_per_directory_until_a_file_changes(tmp_path, monkeypatch, settled):
     from vlbench import hashing
 
     monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
@@ -279,3 +279,25 @@ def test_image_hashes_are_read_once_then_cached_per_directory_until_a_file_chang
     os.utime(images[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     second = hashing.many_files_sha256(images)
     assert read == ["a.png", "b.png", "b.png"] and second[images[0]] == first[images[0]] and second[images[1]] != first[images[1]]
+
+
+def test_a_file_hashed_within_its_timestamps_granularity_is_hashed_again_after_a_rewrite_that_keeps_them(tmp_path, monkeypatch):
+    """On a file system whose clock did not tick between two writes, the second keeps the file's
+    inode, size and times: a hash taken in that tick is not cached, so the rewrite is seen."""
+    from vlbench import hashing
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"first")
+    written = path.stat()
+    coarse = [written.st_ino, written.st_size, written.st_mtime_ns, written.st_ctime_ns]
+    monkeypatch.setattr(hashing, "_stamp", lambda _: coarse)  # what stat says after either write
+    monkeypatch.setattr(hashing, "now_ns", lambda: max(coarse[2:]) + hashing.SETTLED_NS - 1)  # hashed before the file settled
+    first, single = hashing.many_files_sha256([path])[path], hashing.file_sha256(path)
+    assert hashing.known_sha256(path) is None
+    path.write_bytes(b"other")
+    assert hashing.many_files_sha256([path])[path] == hashing.file_sha256(path) != first == single
+
+    monkeypatch.setattr(hashing, "now_ns", lambda: max(coarse[2:]) + hashing.SETTLED_NS)  # hashed once settled: kept
+    assert hashing.many_files_sha256([path])[path] == hashing.known_sha256(path) == hashing.file_sha256(path) != first
+    assert len(list((tmp_path / "cache" / "hashes").iterdir())) == 2  # the directory's cache file and the file's

@@ -26,7 +26,7 @@ def picture(path, colour, size=(12, 8)):
     return path
 
 
-def test_a_known_file_s_content_key_is_found_without_reading_it_and_stands_for_its_pixels(tmp_path, reads):
+def test_a_known_file_s_content_key_is_found_without_reading_it_and_stands_for_its_pixels(tmp_path, reads, settled):
     red, copy, blue = picture(tmp_path / "red.png", (200, 0, 0)), tmp_path / "copy.png", picture(tmp_path / "blue.png", (0, 0, 200))
     shutil.copy(red, copy)
     hashing.many_files_sha256([red, copy, blue])
@@ -36,13 +36,13 @@ def test_a_known_file_s_content_key_is_found_without_reading_it_and_stands_for_i
     cropped = LoadedImage.of(ImageRef("red", path=red, crop=(0, 0, 6, 8))).content_key
     assert cropped != keys["red"] and reads == []
 
-    unknown = picture(tmp_path / "unknown.png", (200, 0, 0))  # the same bytes, never hashed: read once, same key
-    image = LoadedImage.of(ImageRef("unknown", path=unknown))
+    unknown = picture(tmp_path / "unknown.png", (200, 0, 0))  # the same bytes, never hashed: read, not decoded
+    image = LoadedImage.of(ImageRef("unknown", path=unknown), on_decode=lambda size: reads.append("decoded"))
     assert image.content_key == keys["red"] and reads == ["unknown"]
-    assert image.pixels.getpixel((0, 0)) == (200, 0, 0) and reads == ["unknown"]
+    assert image.pixels.getpixel((0, 0)) == (200, 0, 0) and reads == ["unknown", "unknown", "decoded"]
 
 
-def test_a_file_rewritten_since_it_was_hashed_gets_the_key_of_its_new_bytes(tmp_path, reads):
+def test_a_file_rewritten_since_it_was_hashed_gets_the_key_of_its_new_bytes(tmp_path, reads, settled):
     path = picture(tmp_path / "a.png", (200, 0, 0))
     hashing.many_files_sha256([path])
     before = LoadedImage.of(ImageRef("a", path=path)).content_key
@@ -52,11 +52,13 @@ def test_a_file_rewritten_since_it_was_hashed_gets_the_key_of_its_new_bytes(tmp_
     assert after.pixels.getpixel((0, 0)) == (0, 200, 0)
 
 
-def test_a_file_that_changes_between_its_key_and_its_decoding_is_refused(tmp_path):
+@pytest.mark.parametrize("key_from", ["hash cache", "file"])
+def test_a_file_that_changes_between_its_key_and_its_decoding_is_refused(tmp_path, settled, key_from):
     path = picture(tmp_path / "a.png", (200, 0, 0))
-    hashing.many_files_sha256([path])
+    if key_from == "hash cache":
+        hashing.many_files_sha256([path])
     image = LoadedImage.of(ImageRef("a", path=path))
-    image.content_key  # noqa: B018 - taken from the hash cache, before the change
+    image.content_key  # noqa: B018 - taken before the change
     picture(path, (0, 200, 0))
     with pytest.raises(VlbenchError, match="image 'a' at .* changed on disk while this run used it"):
         image.pixels  # noqa: B018

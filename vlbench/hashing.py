@@ -1,25 +1,37 @@
 """Content hashes of files, computed once per version of a file: cached under
 `$VLBENCH_CACHE/hashes`, keyed by the file's absolute path, inode, size and modification and change
 times, so a multi-gigabyte checkpoint, or a dataset's images, are read again only when they change.
-A checkpoint file has a cache entry of its own; many small files (images) share one per directory."""
+A checkpoint file has a cache entry of its own; many small files (images) share one per directory.
+
+A file's times only tell its versions apart once they are older than the file system's timestamp
+granularity (a clock tick on Linux, 1 to 2 s on some file systems): a file rewritten within the same
+tick keeps them. So a hash is cached only for a file whose times lie `SETTLED_NS` or more before
+its hashing began (git's "racily clean" entries, handled by not keeping them); a file written just
+before is hashed again next time."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from vlbench.config import cache_dir
 
+SETTLED_NS = 3 * 10**9  # coarser than any file system's timestamps (FAT: 2 s), with a second for clock skew
+now_ns = time.time_ns  # when hashing begins, against the file's times (tests move it)
+CACHE_FORMAT = 2  # 2: only settled files' hashes (1, unnamed, kept any, so it is not read)
+
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of `path`'s bytes (from the cache when its size and mtime are unchanged)."""
+    """The sha256 of `path`'s bytes (from the cache when its inode, size and times are unchanged)."""
     path = Path(path).resolve()
-    stat = path.stat()
+    started = now_ns()
+    inode, size, mtime_ns, ctime_ns = _stamp(path)
     entry = _entry(f"{hashlib.blake2b(str(path).encode(), digest_size=16).hexdigest()}.json")
-    stamp = {"path": str(path), "inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+    stamp = {"path": str(path), "inode": inode, "size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns}
     try:
         cached = json.loads(entry.read_text())
         if {key: cached.get(key) for key in stamp} == stamp:
@@ -27,7 +39,8 @@ def file_sha256(path: Path) -> str:
     except (OSError, ValueError, KeyError):
         pass
     digest = _sha256(path)
-    _remember(entry, {**stamp, "sha256": digest})
+    if _settled([mtime_ns, ctime_ns], started):
+        _remember(entry, {**stamp, "sha256": digest})
     return digest
 
 
@@ -45,10 +58,13 @@ def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:
         changed = False
         for path in files:
             try:
+                started = now_ns()
                 stamp = _stamp(path)
-                if _unchanged(known.get(path.name), stamp) is None:
-                    known[path.name], changed = [*stamp, _sha256(path)], True
-                hashes[path] = known[path.name][4]
+                hashes[path] = _unchanged(known.get(path.name), stamp)
+                if hashes[path] is None:
+                    hashes[path] = _sha256(path)
+                    if _settled(stamp[2:], started):
+                        known[path.name], changed = [*stamp, hashes[path]], True
             except OSError:
                 hashes[path] = None
         if changed:
@@ -90,6 +106,12 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
+def _settled(times: list[int], started: int) -> bool:
+    """Whether a file with these (modification, change) times, hashed from `started` on, cannot be
+    rewritten without changing them: both lie `SETTLED_NS` or more before `started`."""
+    return max(times) <= started - SETTLED_NS
+
+
 def _unchanged(cached, stamp: list[int]) -> str | None:
     """The sha256 of a directory cache entry (`[*stamp, sha256]`) if its stamp is `stamp`."""
     return cached[4] if isinstance(cached, list) and len(cached) == 5 and cached[:4] == stamp else None
@@ -109,7 +131,7 @@ def _directory_entry(directory: Path) -> Path:
 
 
 def _entry(name: str) -> Path:
-    return cache_dir() / "hashes" / name
+    return cache_dir() / "hashes" / f"{CACHE_FORMAT}-{name}"
 
 
 def _sha256(path: Path) -> str:

@@ -134,21 +134,16 @@ class LoadedImage:
         """A key that stands for the pixels as `content_hash` does (the same key, the same pixels):
         for an image file, a hash of its bytes' sha256, its crop and the decoders
         (`decoder_identity`), found without reading the file where `hashing.known_sha256` knows
-        it; else the pixel hash."""
+        it, else by reading it (never decoding it); for a rendered image, the pixel hash."""
         from vlbench.hashing import known_sha256
 
         ref = self.source
         if ref is None or ref.path is None:
             return self.content_hash
-        decoded = False
         with self._lock:
             if self._content_key is None:
-                digest = self._file_sha256 or known_sha256(ref.path)
-                if digest is None:
-                    decoded = self._decode_once()  # reads and hashes the file
-                    digest = self._file_sha256
+                digest = self._file_sha256 or known_sha256(ref.path) or hashlib.sha256(ref.read_bytes()).hexdigest()
                 self._content_key = _file_key(digest, ref.crop)
-        self._report(decoded)
         return self._content_key
 
     def _decode_once(self) -> bool:
