@@ -139,6 +139,7 @@ def file_name(text: str) -> str:
 def group_rows(runs: list[StoredRun]) -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
     for run in runs:
+        run.check_metrics()
         record = run.record
         row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit, record.limit_sample))
         if record.seed in row.seeds:

@@ -95,6 +95,21 @@ def write_scored_run(root, matcher, seed, correct_ids, ids):
     (run / "results.json").write_text(json.dumps(record))
 
 
+def test_a_run_whose_results_are_not_what_its_scores_give_is_refused_until_rescored(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+    from vlbench.rescore import rescore
+
+    write_scored_run(tmp_path, "random", 0, {"e0", "e1"}, ["e0", "e1", "e2", "e3"])
+    run = tmp_path / "colors" / "random" / "cfg-random" / "seed-0"
+    scores = (run / "scores.jsonl").read_text().splitlines()
+    assert build_board([tmp_path])[0].rows[0].cells[0].mean == 50.0
+    (run / "scores.jsonl").write_text("\n".join([*scores[:3], scores[3].replace("[[0.0], [1.0]]", "[[1.0], [0.0]]")]) + "\n")  # e3 now right
+    with pytest.raises(VlbenchError, match=r"seed-0/results.json records accuracy 0.5 where its scores give 0.75 \(1 more differ\): the run's files disagree .* `vlbench score .*seed-0` rewrites"):
+        build_board([tmp_path])
+    rescore(run)
+    assert build_board([tmp_path])[0].rows[0].cells[0].mean == 75.0
+
+
 def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     from vlbench.leaderboard.tables import build_board
 

@@ -69,3 +69,11 @@ def _means(outcomes: Sequence[dict[str, float]]) -> dict[str, Any]:
     names = list(outcomes[0])
     # math.fsum is exact, so the mean does not depend on the order examples were scored in.
     return {name: math.fsum(outcome[name] for outcome in outcomes) / len(outcomes) for name in names}
+
+
+def compute_metrics(task, scored) -> tuple[dict[str, float], dict[str, Any]]:
+    """A run's metrics and per-tag breakdown from its stored scores (`ScoredExample`s) on `task`."""
+    outcomes = [task.outcomes(item.scores, item.positives) for item in scored]
+    metrics, breakdown = aggregate(outcomes, [item.tags for item in scored])
+    metrics.update(task.summarize({"metrics": metrics, "breakdown": breakdown}))
+    return metrics, breakdown

@@ -34,6 +34,7 @@ from vlbench.errors import Interrupted, VlbenchError
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
+from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record
 from vlbench.progress import labelled
@@ -357,16 +358,6 @@ def _results_record(prepared: Prepared, identity: RunIdentity, evaluation_data: 
 
 def _component(identity: dict[str, Any]) -> dict[str, Any]:
     return {key: identity[key] for key in ("name", "version", "distribution", "distribution_version")}
-
-
-def compute_metrics(task: Task, scored: list[ScoredExample]) -> tuple[dict[str, float], dict[str, Any]]:
-    """Aggregate metrics and per-tag breakdowns from stored score records."""
-    from vlbench.metrics import aggregate
-
-    outcomes = [task.outcomes(item.scores, item.positives) for item in scored]
-    metrics, breakdown = aggregate(outcomes, [item.tags for item in scored])
-    metrics.update(task.summarize({"metrics": metrics, "breakdown": breakdown}))
-    return metrics, breakdown
 
 
 def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks, n_evaluation: int) -> float | None:

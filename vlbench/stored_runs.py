@@ -10,11 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlbench.errors import VlbenchError
+from vlbench.metrics import compute_metrics
 from vlbench.records import RESULTS, STORED_WORK, RunDirectory, ScoredExample, shard_name
 from vlbench.splits import LIMIT_SAMPLE, evaluation_ids
+
+if TYPE_CHECKING:
+    from vlbench.types import Task
 
 SCHEMA_VERSION = 2
 
@@ -186,14 +190,46 @@ class StoredRun:
         return [self.scores[example_id] for example_id in self.evaluated_ids()]
 
     @cached_property
-    def outcomes(self) -> dict[str, dict[str, float]]:
-        """Per evaluated example, the task's per-example metric values."""
+    def task(self) -> Task:
+        """The run's task with its recorded options (no data: what its metrics need)."""
         from vlbench import registry
         from vlbench.options import build
 
         task_class = registry.tasks.get(self.record.task)
-        task = task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
-        return {item.id: task.outcomes(item.scores, item.positives) for item in self.evaluated_scores()}
+        return task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
+
+    @cached_property
+    def outcomes(self) -> dict[str, dict[str, float]]:
+        """Per evaluated example, the task's per-example metric values."""
+        return {item.id: self.task.outcomes(item.scores, item.positives) for item in self.evaluated_scores()}
+
+    def check_metrics(self) -> None:
+        """Refuse a run whose `results.json` does not hold what its stored scores give (n, metrics,
+        breakdown): the files of two runs mixed, or one edited. A run stored without scores (a
+        results file alone) is taken as it is."""
+        if not self.scores:
+            return
+        scored = self.evaluated_scores()
+        metrics, breakdown = compute_metrics(self.task, scored)
+        recorded = {"n": self.record.n, **self.record.metrics, **_flat(self.record.breakdown)}
+        computed = {"n": len(scored), **metrics, **_flat(breakdown)}
+        differing = [name for name in dict.fromkeys([*recorded, *computed]) if json.dumps(recorded.get(name)) != json.dumps(computed.get(name))]
+        if differing:
+            name = differing[0]
+            raise VlbenchError(
+                f"{self.directory / RESULTS} records {name} {_shown(recorded.get(name))} where its scores give {_shown(computed.get(name))}"
+                f"{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}: the run's files disagree (mixed from two runs, or edited); "
+                f"`vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep"
+            )
+
+
+def _flat(breakdown: dict[str, Any]) -> dict[str, Any]:
+    """A breakdown's values by "tag=value metric" name."""
+    return {f"{tag}={value} {name}": number for tag, values in breakdown.items() for value, group in values.items() for name, number in group.items()}
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def unfinished_runs(roots: Sequence[Path]) -> list[Path]:
