@@ -1,6 +1,9 @@
 """The shipped mini CLIP, loaded through open_clip's real `local-dir` path, offline."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -143,3 +146,40 @@ def test_a_model_folder_whose_config_names_a_tokenizer_fingerprints_the_tokenize
     config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "some/tokenizer"
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     assert {file.name for file in _local_dir_files(folder)} == {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"}
+
+
+def hub_repository(hub, name: str, files: dict, revision: str) -> None:
+    """A Hugging Face hub cache entry for repository `name` at `revision` (its `main`), holding `files` (name → bytes)."""
+    root = hub / f"models--{name.replace('/', '--')}"
+    snapshot = root / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for file_name, content in files.items():
+        (snapshot / file_name).write_bytes(content)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+
+
+def test_a_hub_model_s_fingerprint_covers_a_tokenizer_from_another_repository(tmp_path):
+    """The config of `hf-hub:vlbench-test/clip` names its tokenizer in `vlbench-test/tokenizer`: a
+    new revision of that repository tokenizes differently, and the model's fingerprint changes."""
+    from vlbench.matchers.mini_models import mini_model_dir
+
+    hub, clip, tokenizer = tmp_path / "hub", mini_model_dir("mini-clip"), mini_model_dir("mini-sd") / "tokenizer"
+    config = json.loads((clip / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "vlbench-test/tokenizer"
+    hub_repository(hub, "vlbench-test/clip", {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": (clip / "open_clip_model.safetensors").read_bytes()}, "1" * 40)
+    files = {**{file.name: file.read_bytes() for file in tokenizer.iterdir()}, "config.json": b'{"model_type": "clip_text_model"}'}
+    hub_repository(hub, "vlbench-test/tokenizer", files, "2" * 40)
+
+    def loaded() -> dict:
+        script = "import json; from vlbench.matchers.clip.loading import load_open_clip; c = load_open_clip('hf-hub:vlbench-test/clip', 'cpu'); print(json.dumps([c.fingerprint, c.tokenizer(['a red cube']).tolist()]))"
+        result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, check=True)
+        return json.loads(result.stdout.splitlines()[-1])
+
+    (before, tokens_before), vocabulary = loaded(), json.loads(files["tokenizer.json"])
+    ids = vocabulary["model"]["vocab"]
+    ids["red</w>"], ids["blue</w>"] = ids["blue</w>"], ids["red</w>"]  # the new revision swaps two words' ids
+    hub_repository(hub, "vlbench-test/tokenizer", {**files, "tokenizer.json": json.dumps(vocabulary).encode()}, "3" * 40)
+    after, tokens_after = loaded()
+    assert tokens_after != tokens_before and after["weights_sha256"] == before["weights_sha256"]
+    assert after["tokenizer_sha256"] != before["tokenizer_sha256"]

@@ -64,10 +64,11 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     except VlbenchError:
         raise
     except Exception as error:  # open_clip raises many kinds for a model it cannot get offline
+        arguments = f"'{spec}'" if spec.startswith("hf-hub:") else f"'{spec.partition(':')[0]}', pretrained='{spec.partition(':')[2] or 'openai'}'"
         raise VlbenchError(
             f"--model {spec}: open_clip could not load it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
             f"Offline, download it first on a machine with internet (e.g. `python -c \"import open_clip; "
-            f"open_clip.create_model_and_transforms('{spec.partition(':')[0]}', pretrained='{spec.partition(':')[2] or 'openai'}')\"`) "
+            f"open_clip.create_model_and_transforms({arguments}); open_clip.get_tokenizer({arguments.partition(',')[0]})\"`) "
             f"and copy the cache (~/.cache/huggingface), or pass a local-dir model folder; `--model mini` needs nothing."
         ) from None
     finally:
@@ -75,7 +76,35 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     clip_model, _, preprocess = created
     clip_model.eval()
     root, files = checkpoint
-    return LoadedClip(clip_model, preprocess, tokenizer, {"model": spec, "weights_sha256": files_sha256(files, root)})
+    fingerprint = {"model": spec, "weights_sha256": files_sha256(files, root)}
+    tokenizer_hash = tokenizer_sha256(tokenizer)
+    if tokenizer_hash is not None:
+        fingerprint["tokenizer_sha256"] = tokenizer_hash
+    return LoadedClip(clip_model, preprocess, tokenizer, fingerprint)
+
+
+def tokenizer_sha256(tokenizer) -> str | None:
+    """A hash of how a Hugging Face tokenizer that open_clip wraps (a model config's
+    `hf_tokenizer_name`, often another hub repository than the weights', or SigLIP's) tokenizes:
+    a fast tokenizer's whole state (vocabulary, merges, normalisation, special tokens), or a slow
+    one's vocabulary files and special tokens, wherever it was loaded from. None for open_clip's
+    own tokenizer, which its version fixes."""
+    import hashlib
+    import json
+    import tempfile
+
+    wrapped = getattr(tokenizer, "tokenizer", None)
+    if wrapped is None or not hasattr(wrapped, "save_vocabulary"):
+        return None
+    backend = getattr(wrapped, "backend_tokenizer", None)
+    digest = hashlib.sha256(json.dumps(wrapped.special_tokens_map, sort_keys=True, default=str).encode())
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            for written in sorted(wrapped.save_vocabulary(directory)):
+                digest.update(Path(written).read_bytes())
+    return digest.hexdigest()
 
 
 def missing_open_clip(model: str | None) -> str | None:
