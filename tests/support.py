@@ -130,6 +130,18 @@ def results_record(task: str, matcher: str, config_id: str, shots: str, seed: in
     }
 
 
+def hub_repository(hub: Path, name: str, files: dict[str, bytes], revision: str) -> None:
+    """A Hugging Face hub cache entry (under `hub`, a `HF_HUB_CACHE`) for repository `name` at
+    `revision`, its `main`, holding `files` (path in the repository → bytes)."""
+    root = hub / f"models--{name.replace('/', '--')}"
+    snapshot = root / "snapshots" / revision
+    for file_name, content in files.items():
+        (snapshot / file_name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / file_name).write_bytes(content)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+
+
 def register_all() -> None:
     from vlbench import registry
 

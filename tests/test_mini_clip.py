@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import mini_comvg_accuracy, mini_results, vlbench_cli
+from support import hub_repository
 
 PARTS = ("subject", "object", "verb")
 pytestmark = pytest.mark.usefixtures("offline")
@@ -146,17 +147,6 @@ def test_a_model_folder_whose_config_names_a_tokenizer_fingerprints_the_tokenize
     config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "some/tokenizer"
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     assert {file.name for file in _local_dir_files(folder)} == {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"}
-
-
-def hub_repository(hub, name: str, files: dict, revision: str) -> None:
-    """A Hugging Face hub cache entry for repository `name` at `revision` (its `main`), holding `files` (name → bytes)."""
-    root = hub / f"models--{name.replace('/', '--')}"
-    snapshot = root / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    for file_name, content in files.items():
-        (snapshot / file_name).write_bytes(content)
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(revision)
 
 
 def test_a_hub_model_s_fingerprint_covers_a_tokenizer_from_another_repository(tmp_path):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import mini_comvg_accuracy
+from support import hub_repository
 
 TARGETS = {"subject": 0.85, "object": 0.85, "verb": 0.65}
 # The model card's measurement: diffusion-itm as vlbench scored before it took upstream's defaults.
@@ -74,3 +75,31 @@ def test_retraining_with_the_recipe_reproduces_the_shipped_numbers(tmp_path):
     shipped = mini_comvg_accuracy(tmp_path / "a", "diffusion-itm", "mini", world_seed=7)
     retrained = mini_comvg_accuracy(tmp_path / "b", "diffusion-itm", str(tmp_path / "retrained"), world_seed=7)
     assert all(abs(shipped[part] - retrained[part]) <= 0.02 for part in TARGETS), (shipped, retrained)
+
+
+def test_a_hub_model_in_the_local_cache_loads_without_the_network(tmp_path):
+    """Not in offline mode, a cached hub model is still read from the cache alone: no connection
+    is attempted (huggingface_hub would otherwise retry each file for about 25 s without internet)."""
+    import os
+    import subprocess
+    import sys
+
+    from vlbench.matchers.mini_models import mini_model_dir
+    from vlbench.matchers.stable_diffusion.loading import load_stable_diffusion
+
+    shipped = mini_model_dir("mini-sd")
+    hub_repository(tmp_path / "hub", "vlbench-test/sd", {path.relative_to(shipped).as_posix(): path.read_bytes() for path in shipped.rglob("*") if path.is_file()}, "4" * 40)
+    script = (
+        "import json, socket\n"
+        "attempts = []\n"
+        "def refuse(*args, **kwargs):\n"
+        "    attempts.append(repr(args[:2]))\n"
+        "    raise OSError('no network here')\n"
+        "socket.getaddrinfo = socket.socket.connect = refuse\n"
+        "from vlbench.matchers.stable_diffusion.loading import load_stable_diffusion\n"
+        "print(json.dumps([attempts, load_stable_diffusion('vlbench-test/sd', 'cpu').fingerprint['weights_sha256']]))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    result = subprocess.run([sys.executable, "-c", script], env={**environment, "HF_HUB_CACHE": str(tmp_path / "hub")}, capture_output=True, text=True, check=True)
+    attempts, weights = json.loads(result.stdout.splitlines()[-1])
+    assert attempts == [] and weights == load_stable_diffusion("mini", "cpu").fingerprint["weights_sha256"]

@@ -37,17 +37,20 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
     from transformers import CLIPTextModel, CLIPTokenizer
 
     spec = model or DEFAULT_MODEL
-    root = str(mini_model_dir("mini-sd")) if spec == "mini" else spec
     try:
+        folder = model_folder(spec)
         with _quiet_loading():
-            tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
-            text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder")
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae")
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-            scheduler = DDPMScheduler.from_pretrained(root, subfolder="scheduler")
+            tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder")
+            vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae")
+            unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler")
     except Exception as error:  # hub and file errors come in many types
+        cause = f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        if Path(spec).is_dir():
+            raise VlbenchError(f"--model {spec}: cannot load this folder as a diffusers Stable Diffusion checkpoint {cause}; it needs model_index.json and unet/, vae/, text_encoder/, tokenizer/, scheduler/") from None
         raise VlbenchError(
-            f"--model {spec}: cannot load a Stable Diffusion checkpoint ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"--model {spec}: cannot load a Stable Diffusion checkpoint {cause}. "
             f"Offline, download it on a machine with internet (`huggingface-cli download {spec if spec != 'mini' else DEFAULT_MODEL} --local-dir DIR`), "
             "copy DIR here and pass --model DIR; `--model mini` needs nothing."
         ) from None
@@ -55,7 +58,6 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
         part.requires_grad_(False)
         part.eval()
         part.to(device)
-    folder = Path(root) if Path(root).is_dir() else _hub_snapshot(spec)
     # diffusers' `_name_or_path` (where it was loaded from) and `_diffusers_version` are no part of
     # the model: the same files elsewhere, or saved by another diffusers, are the same checkpoint
     unet_config = {key: value for key, value in unet.config.items() if not key.startswith("_")}
@@ -121,8 +123,45 @@ def _weight_files(folder: Path, name: str) -> list[Path]:
     return [folder / shard for shard in sorted(set(read_json(index).get("weight_map", {}).values()))]
 
 
+def model_folder(spec: str) -> Path:
+    """The folder a checkpoint loads from: the mini SD's, a local folder, or a hub model's snapshot
+    in the local hub cache, downloaded first if it is not there. A cached model loads without the
+    network (huggingface_hub would otherwise ask the hub about every file, retrying each for about
+    25 s on a machine without internet)."""
+    if spec == "mini":
+        return mini_model_dir("mini-sd")
+    if Path(spec).is_dir():
+        return Path(spec)
+    try:
+        return _hub_snapshot(spec)
+    except Exception:  # not in the local hub cache
+        return _downloaded(spec)
+
+
 def _hub_snapshot(repo: str) -> Path:
-    """The local snapshot folder of a hub model that was just loaded from the cache."""
+    """The local snapshot folder of a hub model in the hub cache, holding its `model_index.json`."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo, local_files_only=True))
+    folder = Path(snapshot_download(repo, local_files_only=True))
+    if not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"{folder} has no model_index.json")
+    return folder
+
+
+def _downloaded(repo: str) -> Path:
+    """Download what a load reads of hub model `repo` (as `checkpoint_files` picks it: configs,
+    tokenizer files, and one weights format per component, not the fp16 or EMA variants)."""
+    import re
+
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    files = list_repo_files(repo)
+    wanted = [name for name in files if name == "model_index.json" or (name.split("/")[0] in COMPONENTS and name.endswith((".json", ".txt")))]
+    for component in COMPONENTS:
+        for weights in WEIGHT_FILES:
+            stem, suffix = weights.rsplit(".", 1)
+            chosen = [name for name in files if re.fullmatch(rf"{component}/{re.escape(stem)}(-\d+-of-\d+)?\.{suffix}", name)]
+            if chosen:
+                wanted += chosen
+                break
+    return Path(snapshot_download(repo, allow_patterns=wanted))
