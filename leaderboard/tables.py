@@ -484,13 +484,16 @@ def _format(cell: Cell | None) -> str:
 
 
 def render_csv(tables: list[TaskTable]) -> str:
-    """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported, citation."""
+    """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported,
+    citation; then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    the mean the difference in points, n the examples paired, with its interval (low, high), p and
+    the row it is `against`."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
@@ -498,6 +501,8 @@ def render_csv(tables: list[TaskTable]) -> str:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
                         writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation])
+        for compared in table.comparisons:
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against])
     return buffer.getvalue()
 
 

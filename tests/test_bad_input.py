@@ -51,6 +51,7 @@ RUN_CASES = [
     ("batch size", [*COLORS, "--matcher", "random", "--batch-size", "0"], {}, "error: --batch-size 0: must be at least 1"),
     ("limit", [*COLORS, "--matcher", "random", "--limit", "-3"], {}, "error: --limit -3: give at least 1 example, or leave it out for all"),
     ("seed twice", [*COLORS, "--matcher", "random", "--seed", "1", "--seed", "1"], {}, "error: seeds [1, 1]: each seed once"),
+    ("negative seed", [*COLORS, "--matcher", "random", "--seed", "-1"], {}, "error: seeds [-1]: each seed is a whole number, 0 or more"),
     ("device name", [*COLORS, "--matcher", "random", "--device", "gpu"], {}, "error: --device gpu: choose auto, cpu, cuda or cuda:N"),
     ("shots fraction", [*COLORS, "--matcher", "random", "--shots", "1.5"], {}, "error: --shots 1.5: a fraction must be at least 0 and below 1 (got 1.5)"),
     ("shots negative", [*COLORS, "--matcher", "random", "--shots", "-5"], {}, "error: --shots -5: a count of shots cannot be negative"),

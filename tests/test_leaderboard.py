@@ -335,6 +335,21 @@ def test_csv_and_json_carry_the_markdown_numbers(runs):
     assert any(row["label"] == "mean-color" and row["cells"][0]["best"] for row in tables[0]["rows"])
 
 
+def test_csv_carries_the_paired_bootstrap_of_each_row_against_the_baseline(tmp_path):
+    import csv
+    import io
+
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"e{i}" for i in range(40)]
+    write_scored_run(tmp_path, "random", 0, set(ids[:20]), ids)
+    write_scored_run(tmp_path, "color-words", 0, set(ids[:36]), ids)
+    (compared,) = build_board([tmp_path], baseline="random", resamples=2000)[0].comparisons
+    (line,) = [row for row in csv.DictReader(io.StringIO(render_board([tmp_path], "csv", baseline="random"))) if row["column"] == "accuracy difference"]
+    assert (line["matcher"], line["shots"], line["n"], line["mean"], line["against"]) == ("color-words", "0", "40", "40.0000", compared.against) and compared.against.startswith("random")
+    assert float(line["low"]) < 40 < float(line["high"]) and float(line["p"]) < 0.001
+
+
 def test_plots_are_written_and_linked_from_run_records_alone(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("board")
     markdown = render_board([runs], plots=out / "plots", out=out / "board.md")

@@ -150,7 +150,7 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     an uninterrupted training ends), with what to do; None when it can."""
     if stored == now:
         return None
-    fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (a suite sets it from --parallel), or " if stored["device"] == now["device"] else ""
+    fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (`vlbench suite run --jobs N` sets it to the cores over N), or " if stored["device"] == now["device"] else ""
     return f"a training checkpoint written on {stored['device']} with {stored['threads']} threads cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 

@@ -111,6 +111,8 @@ class RunConfig:
             raise VlbenchError("no seeds given: pass --seed at least once")
         if len(set(self.seeds)) != len(self.seeds):
             raise VlbenchError(f"seeds {self.seeds}: each seed once")
+        if any(not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 for seed in self.seeds):
+            raise VlbenchError(f"seeds {self.seeds}: each seed is a whole number, 0 or more")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise VlbenchError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N")
 

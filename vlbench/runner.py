@@ -126,6 +126,11 @@ def draw(prepared: Prepared, seed: int) -> Drawn:
         _check_ids(config.task, train_pool, "training")
     check_protocol(config.task, prepared.task.release_cut, train_pool is not None, config.shots_parsed, config.split)
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
+    if config.limit is not None and config.limit >= len(split.eval_ids):
+        raise VlbenchError(
+            f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
+            "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
+        )
     evaluation_by_id = {example.id: example for example in pool}
     evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
     by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
