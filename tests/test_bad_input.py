@@ -50,6 +50,7 @@ RUN_CASES = [
     ("train without training", [*COLORS, "--matcher", "clip", "--model", "mini", "--config", "c.yaml"], {"c.yaml": "train: {epochs: 3}\n"}, "error: 'train:' options given, but matcher 'clip' does not train with --shots 0"),
     ("batch size", [*COLORS, "--matcher", "random", "--batch-size", "0"], {}, "error: --batch-size 0: must be at least 1"),
     ("limit", [*COLORS, "--matcher", "random", "--limit", "-3"], {}, "error: --limit -3: give at least 1 example, or leave it out for all"),
+    ("limit over the split", [*COLORS, "--matcher", "random", "--limit", "100000"], {}, "error: --limit 100000: seed 0's split of colors has "),
     ("seed twice", [*COLORS, "--matcher", "random", "--seed", "1", "--seed", "1"], {}, "error: seeds [1, 1]: each seed once"),
     ("negative seed", [*COLORS, "--matcher", "random", "--seed", "-1"], {}, "error: seeds [-1]: each seed is a whole number, 0 or more"),
     ("device name", [*COLORS, "--matcher", "random", "--device", "gpu"], {}, "error: --device gpu: choose auto, cpu, cuda or cuda:N"),

@@ -199,6 +199,17 @@ def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_
     assert f"Not compared: {table.uncompared[0]}." in render_board([tmp_path], baseline="zero-shot")
 
 
+def test_a_configuration_without_a_limit_is_labelled_limit_all_beside_a_limited_one(tmp_path):
+    from vlbench.stored_runs import RunRecord, configuration_names
+
+    from vlbench.splits import LIMIT_SAMPLE
+
+    documents = [results_record("colors", "plain", f"cfg-{limit}", "0", 0, {"accuracy": 0.5}, {}, 20, limit=limit) for limit in (None, 20)]
+    documents[1]["protocol"]["limit_sample"] = LIMIT_SAMPLE
+    records = [RunRecord.parse(document, tmp_path) for document in documents]
+    assert configuration_names(records) == {"cfg-None": "limit=all", "cfg-20": "limit=20"}
+
+
 def test_rows_sharing_under_half_their_examples_are_not_compared(tmp_path):
     """Two --limit samples drawn from different evaluation pools share few examples: a bootstrap
     on those few would be read as the rows' difference, so the rows are named instead."""

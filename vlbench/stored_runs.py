@@ -149,9 +149,19 @@ def configuration_names(records: Sequence[RunRecord]) -> dict[str, str]:
     under one model name)."""
     settings = {record.config_id: record.settings for record in records}
     differing = sorted({name for one in settings.values() for name in one if any(other.get(name) != one.get(name) for other in settings.values())})
-    names = {config: ", ".join(f"{name}={one.get(name, 'default')}" for name in differing) for config, one in settings.items()}  # absent: an option added later, at its default
+    names = {config: ", ".join(f"{name}={_setting(name, one)}" for name in differing) for config, one in settings.items()}
     taken = list(names.values())
     return {config: name if name and taken.count(name) == 1 else config for config, name in names.items()}
+
+
+def _setting(name: str, settings: dict[str, Any]) -> str:
+    """A setting's value as a label shows it: "default" where absent (an option added later, at
+    its default), "all" for no `--limit`."""
+    if name not in settings:
+        return "default"
+    if name == "limit" and settings[name] is None:
+        return "all"
+    return str(settings[name])
 
 
 class StoredRun:
