@@ -127,7 +127,7 @@ def test_bad_data_is_one_clear_line(tmp_path, args, message):
     [
         ("clip", "ViT-B-32:openai", "error: --model ViT-B-32:openai: open_clip could not load it (RuntimeError: Failed to download weights for tag 'openai'"),
         ("clip", "ViT-B-32", "error: --model ViT-B-32: names an architecture without weights (it would score with random ones); add a pretrained tag, ARCH:TAG (its tags: openai, "),
-        ("dsd", "stabilityai/stable-diffusion-2-1-base", "error: --model stabilityai/stable-diffusion-2-1-base: cannot load a Stable Diffusion checkpoint (OSError: "),
+        ("dsd", "stabilityai/stable-diffusion-2-1-base", "error: --model stabilityai/stable-diffusion-2-1-base: cannot load a Stable Diffusion checkpoint (OfflineModeIsEnabled: "),
     ],
 )
 def test_a_model_not_available_offline_says_what_to_download(tmp_path, matcher, model, message):

@@ -129,7 +129,15 @@ def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunC
     for required in ("task", "matcher"):
         if not values.get(required):
             raise VlbenchError(f"no {required} given: pass --{required} or set '{required}:' in --config")
-    return build(RunConfig, values, str(config_file) if config_file else "run options")
+    where = str(config_file) if config_file else "run options"
+    try:
+        return build(RunConfig, values, where)
+    except VlbenchError as error:
+        for key, value in overrides.items():  # a value given as a flag: the error names the flag
+            if value is not None and str(error).startswith(f"{where}.{key}: "):
+                flag = "--seed" if key == "seeds" else f"--{key.replace('_', '-')}"
+                raise VlbenchError(f"{flag} {value}: {str(error).removeprefix(f'{where}.{key}: ')}") from None
+        raise
 
 
 def resolve_data_root(flag: str | None, from_config: str | None) -> str | None:
