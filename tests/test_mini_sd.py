@@ -103,3 +103,8 @@ def test_a_hub_model_in_the_local_cache_loads_without_the_network(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env={**environment, "HF_HUB_CACHE": str(tmp_path / "hub")}, capture_output=True, text=True, check=True)
     attempts, weights = json.loads(result.stdout.splitlines()[-1])
     assert attempts == [] and weights == load_stable_diffusion("mini", "cpu").fingerprint["weights_sha256"]
+
+    # A snapshot that lacks a file a load reads (a download cut off) is completed, not loaded: offline, that is refused.
+    next((tmp_path / "hub").rglob("unet/diffusion_pytorch_model.safetensors")).unlink()
+    offline = subprocess.run([sys.executable, "-c", script], env={**environment, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert offline.returncode != 0 and "vlbench.errors.VlbenchError: --model vlbench-test/sd: cannot load a Stable Diffusion checkpoint (OfflineModeIsEnabled" in offline.stderr

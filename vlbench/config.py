@@ -117,8 +117,9 @@ class RunConfig:
             raise VlbenchError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N")
 
 
-def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """Merge the YAML file (if any) with CLI `overrides` (None values are not given)."""
+def load_run_config(config_file: Path | None, overrides: dict[str, Any], flags: bool = False) -> RunConfig:
+    """Merge the YAML file (if any) with `overrides` (None values are not given); with `flags`,
+    the overrides came from command-line flags, and an error in one names the flag."""
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update(read_yaml(config_file))
@@ -133,7 +134,7 @@ def load_run_config(config_file: Path | None, overrides: dict[str, Any]) -> RunC
     try:
         return build(RunConfig, values, where)
     except VlbenchError as error:
-        for key, value in overrides.items():  # a value given as a flag: the error names the flag
+        for key, value in overrides.items() if flags else ():
             if value is not None and str(error).startswith(f"{where}.{key}: "):
                 flag = "--seed" if key == "seeds" else f"--{key.replace('_', '-')}"
                 raise VlbenchError(f"{flag} {value}: {str(error).removeprefix(f'{where}.{key}: ')}") from None

@@ -126,11 +126,6 @@ def draw(prepared: Prepared, seed: int) -> Drawn:
         _check_ids(config.task, train_pool, "training")
     check_protocol(config.task, prepared.task.release_cut, train_pool is not None, config.shots_parsed, config.split)
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
-    if config.limit is not None and config.limit >= len(split.eval_ids):
-        raise VlbenchError(
-            f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
-            "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
-        )
     evaluation_by_id = {example.id: example for example in pool}
     evaluation = [evaluation_by_id[i] for i in evaluation_ids(split.eval_ids, config.limit, seed)]
     by_id = {example.id: example for example in (pool if train_pool is None else train_pool)}
@@ -148,6 +143,12 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
     config = prepared.config
     drawn = draw(prepared, seed)
     pool, train_pool, split, evaluation = drawn.pool, drawn.train_pool, drawn.split, drawn.evaluation
+    run_dir = RunDirectory(run_path(prepared, seed))
+    if config.limit is not None and config.limit >= len(split.eval_ids) and (config.restart or not run_dir.holds_records()):
+        raise VlbenchError(
+            f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
+            "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
+        )
     import torch
 
     torch.manual_seed(seed)
@@ -155,7 +156,6 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
     identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
     # What boards compare runs' evaluation data by: the fingerprint of the pool alone.
     evaluation_data = identity.inputs["task"]["data"] if train_pool is None else distributed.current().on_main(lambda: prepared.task.data_fingerprint(pool))
-    run_dir = RunDirectory(run_path(prepared, seed))
     ranks = distributed.current()
     with ExitStack() as held:
         def open_run() -> set[str]:

@@ -215,9 +215,14 @@ class StoredRun:
 
     def check_metrics(self) -> None:
         """Refuse a run whose `results.json` does not hold what its stored scores give (n, metrics,
-        breakdown): the files of two runs mixed, or one edited. A run stored without scores (a
-        results file alone) is taken as it is."""
-        if not self.scores:
+        breakdown): the files of two runs mixed, or one edited. Taken as they are: a run stored
+        without scores (a results file alone), and one whose task this vlbench lacks (a plugin not
+        installed here) or has at another version (whose metrics may have been computed otherwise)."""
+        from vlbench import registry
+
+        if not self.scores or self.record.task not in registry.tasks.names():
+            return
+        if str(registry.tasks.get(self.record.task).version) != str(self.record.data["task"].get("version")):
             return
         scored = self.evaluated_scores()
         metrics, breakdown = compute_metrics(self.task, scored)

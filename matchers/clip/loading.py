@@ -61,6 +61,7 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
             tokenizer = open_clip.get_tokenizer(architecture)
             weights = Path(open_clip.pretrained.download_pretrained(open_clip.pretrained.get_pretrained_cfg(architecture, tag)))
             checkpoint = (weights.parent, [weights])
+        tokenizer_hash = tokenizer_sha256(tokenizer)
     except VlbenchError:
         raise
     except Exception as error:  # open_clip raises many kinds for a model it cannot get offline
@@ -77,7 +78,6 @@ def load_open_clip(model: str | None, device: str) -> LoadedClip:
     clip_model.eval()
     root, files = checkpoint
     fingerprint = {"model": spec, "weights_sha256": files_sha256(files, root)}
-    tokenizer_hash = tokenizer_sha256(tokenizer)
     if tokenizer_hash is not None:
         fingerprint["tokenizer_sha256"] = tokenizer_hash
     return LoadedClip(clip_model, preprocess, tokenizer, fingerprint)

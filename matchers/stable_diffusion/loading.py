@@ -139,24 +139,40 @@ def model_folder(spec: str) -> Path:
 
 
 def _hub_snapshot(repo: str) -> Path:
-    """The local snapshot folder of a hub model in the hub cache, holding its `model_index.json`."""
+    """The local snapshot folder of a hub model in the hub cache, if it holds every file a load
+    reads (a download cut off, or a cache filled with other weight variants, does not)."""
     from huggingface_hub import snapshot_download
 
     folder = Path(snapshot_download(repo, local_files_only=True))
-    if not (folder / "model_index.json").exists():
-        raise FileNotFoundError(f"{folder} has no model_index.json")
+    lacking = _lacking(folder)
+    if lacking:
+        raise FileNotFoundError(f"{folder} lacks {lacking}")
     return folder
 
 
+def _lacking(folder: Path) -> str | None:
+    """The first component part a load reads that `folder` lacks, or None."""
+    for component, config in (("unet", "config.json"), ("vae", "config.json"), ("text_encoder", "config.json"), ("tokenizer", "tokenizer_config.json"), ("scheduler", "scheduler_config.json")):
+        if not (folder / component / config).exists():
+            return f"{component}/{config}"
+        if component in ("unet", "vae", "text_encoder"):
+            weights = next((files for name in WEIGHT_FILES if (files := _weight_files(folder / component, name))), [])
+            if not weights or not all(path.exists() for path in weights):
+                return f"{component}'s weights"
+    return None
+
+
 def _downloaded(repo: str) -> Path:
-    """Download what a load reads of hub model `repo` (as `checkpoint_files` picks it: configs,
-    tokenizer files, and one weights format per component, not the fp16 or EMA variants)."""
+    """Download what a load reads of hub model `repo` (as `checkpoint_files` picks it: each
+    component's configs and tokenizer files and one weights format, not the fp16 or EMA variants;
+    not `model_index.json`, which loading a component at a time never read, so a hub model's
+    fingerprint stays what it was)."""
     import re
 
     from huggingface_hub import list_repo_files, snapshot_download
 
     files = list_repo_files(repo)
-    wanted = [name for name in files if name == "model_index.json" or (name.split("/")[0] in COMPONENTS and name.endswith((".json", ".txt")))]
+    wanted = [name for name in files if name.split("/")[0] in COMPONENTS and name.endswith((".json", ".txt"))]
     for component in COMPONENTS:
         for weights in WEIGHT_FILES:
             stem, suffix = weights.rsplit(".", 1)

@@ -42,7 +42,7 @@ def run(
         "batch_size": batch_size, "device": device, "split": split, "on_bad_example": on_bad_example, "save_attention": save_attention,
         "restart": restart,
     }
-    run_config = load_run_config(config, overrides)
+    run_config = load_run_config(config, overrides, flags=True)
     prepared = prepare(run_config)
     for each_seed in run_config.seeds:
         result = run_seed(prepared, each_seed)
