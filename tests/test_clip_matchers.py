@@ -172,6 +172,42 @@ def test_a_damaged_shard_is_computed_again_and_a_new_process_reads_the_others(tm
     assert calls == [[0, 1], [0], [2]]  # only the damaged one again
 
 
+def test_features_cached_on_one_kind_of_cpu_are_not_read_on_another(private_feature_cache, monkeypatch):
+    """A cache shared by a cluster's nodes: kernels for other vector instructions round otherwise."""
+    first = make("clip").features.cache.directory
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ANOTHER")
+    assert make("clip").features.cache.directory != first
+
+
+def test_a_shard_whose_zip_flags_were_damaged_is_computed_again(tmp_path):
+    """A flipped flag bit reads as an encrypted member (RuntimeError), not a short file."""
+    from vlbench.feature_cache import FeatureCache
+
+    compute = lambda indices: torch.tensor([[float(i), 1.0] for i in indices])  # noqa: E731
+    cache = FeatureCache({"producer": "test"}, root=tmp_path)
+    cache.get("text", ["aa11"], compute)
+    (shard,) = (cache.directory / "text").glob("*.npz")
+    data = bytearray(shard.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first member's central directory entry: its flags at +8
+    data[entry + 8] |= 1
+    shard.write_bytes(bytes(data))
+    assert FeatureCache({"producer": "test"}, root=tmp_path).get("text", ["aa11", "bb22"], compute).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+
+
+def test_merged_shards_are_sized_by_whole_items_not_their_last_axis(tmp_path, monkeypatch):
+    """Latent-shaped items (`[4, 8, 8]` float32: 1 KiB each) fill a merged shard by their bytes."""
+    from vlbench import feature_cache
+    from vlbench.feature_cache import MERGE_AT, FeatureCache
+
+    monkeypatch.setattr(feature_cache, "MERGED_SHARD_BYTES", 4 * 1024)
+    keys = [f"{index:04x}" for index in range(2 * MERGE_AT)]
+    writer = FeatureCache({"producer": "test"}, root=tmp_path)
+    for start in range(0, len(keys), 2):
+        writer.get("latent", keys[start : start + 2], lambda indices: torch.zeros(len(indices), 4, 8, 8))
+    FeatureCache({"producer": "test"}, root=tmp_path).get("latent", keys[:1], no_compute)  # merges
+    assert sorted(len(np.load(shard)["keys"]) for shard in (writer.directory / "latent").glob("*.npz")) == [4, 4, 4, 4]
+
+
 def test_concurrent_writers_each_add_their_shards(tmp_path):
     import multiprocessing
 

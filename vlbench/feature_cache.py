@@ -43,7 +43,7 @@ MERGE_AT = 8
 MERGED_SHARD_BYTES = 64 * 2**20  # about the most features one merged shard holds
 MERGE_LOCK = "merging.lock"
 STALE_LOCK_SECONDS = 600  # a lock this old was left by a merge that died
-UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a shard cut short or damaged
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError)  # a shard cut short or damaged (a flipped flag bit reads as encryption or an unknown compression)
 
 
 def cache_root() -> Path:
@@ -53,6 +53,29 @@ def cache_root() -> Path:
 
 def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def device_identity(device: str) -> dict[str, Any]:
+    """What decides a device's float rounding beyond the library versions, so a cache shared by
+    machines (a cluster's nodes) never hands one machine's features to another: for a GPU its
+    model, compute capability, CUDA and cuDNN versions and TF32 settings; for the CPU its
+    architecture and the vector instructions PyTorch's kernels use."""
+    import platform
+
+    import torch
+
+    chosen = torch.device(device)
+    if chosen.type == "cuda":
+        index = chosen.index if chosen.index is not None else torch.cuda.current_device()
+        return {
+            "device": "cuda",
+            "gpu": torch.cuda.get_device_name(index),
+            "capability": list(torch.cuda.get_device_capability(index)),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
+        }
+    return {"device": chosen.type, "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> FeatureCache | None:
@@ -266,7 +289,7 @@ def _merge_groups(shards: list[Path]) -> Iterator[tuple[list[Path], dict[str, np
             continue
         group.append(shard)
         items.update((key, row) for key, row in zip(keys, features) if key not in items)
-        if len(items) * features.itemsize * features.shape[-1] >= MERGED_SHARD_BYTES:
+        if len(items) * features[0].nbytes >= MERGED_SHARD_BYTES:
             yield group, items
             group, items = [], {}
     if group:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
-from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
+from vlbench.feature_cache import cached_features, device_identity, open_feature_cache, text_hash
 from vlbench.matchers.clip.preprocessing import preprocess_batch
 
 FEATURES_VERSION = 1
@@ -41,7 +41,9 @@ class ClipFeatures:
             "torch": torch.__version__,
             "torchvision": version("torchvision"),  # with Pillow, resizes and crops the pixels
             "pillow": version("pillow"),
-            "device": torch.device(device).type,
+            "ftfy": version("ftfy"),  # with regex, open_clip's tokenizer cleans and splits texts
+            "regex": version("regex"),
+            **device_identity(device),
             "preprocess": repr(clip.preprocess),
         }
         self.cache = open_feature_cache(producer, cache)

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vlbench.feature_cache import cached_features, open_feature_cache, text_hash
+from vlbench.feature_cache import cached_features, device_identity, open_feature_cache, text_hash
 
 INPUTS_VERSION = 1
 Resize = Literal["squash", "center_crop", "clip_224"]
@@ -57,9 +57,10 @@ class DiffusionInputs:
             "model": sd.fingerprint,
             "diffusers": version("diffusers"),
             "transformers": version("transformers"),
+            "tokenizers": version("tokenizers"),  # transformers' CLIP tokenizer runs on it
             "torch": torch.__version__,
             "pillow": version("pillow"),  # resizes the pixels
-            "device": torch.device(device).type,
+            **device_identity(device),
             "resize": resize,
             "pixel_size": self.pixel_size,
         }
