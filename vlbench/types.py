@@ -47,7 +47,7 @@ class ImageRef:
         """The image as RGB (transparency composited on white), decoded from `data` (the file's
         bytes, when already read) or from the file; a missing or unreadable file raises
         `VlbenchError` naming it."""
-        image = self.render() if self.render is not None else self._open(data)
+        image = self.render() if self.render is not None else self._open(data if data is not None else self.read_bytes())
         image = to_rgb(image)
         if self.crop is not None:
             left, top, right, bottom = self.crop
@@ -64,15 +64,14 @@ class ImageRef:
         except OSError as error:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
 
-    def _open(self, data: bytes | None) -> PILImage:
+    def _open(self, data: bytes) -> PILImage:
+        """The image decoded from the file's bytes `data`."""
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(io.BytesIO(data) if data is not None else self.path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 return image
-        except FileNotFoundError:
-            raise VlbenchError(f"image '{self.key}' not found at {self.path}") from None
         except UnidentifiedImageError:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: Pillow does not recognise it as an image") from None
         except OSError as error:

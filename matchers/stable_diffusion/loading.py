@@ -109,8 +109,14 @@ def checkpoint_files(root: Path) -> list[Path]:
         folder = root / component
         if folder.is_dir():
             files += [path for path in folder.iterdir() if path.suffix in (".json", ".txt")]
-            files += next((weights for name in WEIGHT_FILES if (weights := _weight_files(folder, name))), [])
+            files += _component_weights(folder)
     return files
+
+
+def _component_weights(folder: Path) -> list[Path]:
+    """The weights a component folder loads from: the first of `WEIGHT_FILES` it has (one file, or
+    the shards its index names, which may be missing); none if it has none."""
+    return next((weights for name in WEIGHT_FILES if (weights := _weight_files(folder, name))), [])
 
 
 def _weight_files(folder: Path, name: str) -> list[Path]:
@@ -156,7 +162,7 @@ def _lacking(folder: Path) -> str | None:
         if not (folder / component / config).exists():
             return f"{component}/{config}"
         if component in ("unet", "vae", "text_encoder"):
-            weights = next((files for name in WEIGHT_FILES if (files := _weight_files(folder / component, name))), [])
+            weights = _component_weights(folder / component)
             if not weights or not all(path.exists() for path in weights):
                 return f"{component}'s weights"
     return None
