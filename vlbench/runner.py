@@ -33,6 +33,7 @@ from vlbench.config import RunConfig, read_yaml
 from vlbench.errors import Interrupted, VlbenchError
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
+from vlbench.example_rules import check_examples
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
@@ -121,9 +122,9 @@ def draw(prepared: Prepared, seed: int) -> Drawn:
     config = prepared.config
     pool = prepared.task.examples(seed)
     train_pool = None if config.shots_parsed.is_zero else prepared.task.train_pool(seed)
-    _check_ids(config.task, pool, "evaluation")
+    check_examples(config.task, pool, "evaluation")
     if train_pool is not None:
-        _check_ids(config.task, train_pool, "training")
+        check_examples(config.task, train_pool, "training")
     check_protocol(config.task, prepared.task.release_cut, train_pool is not None, config.shots_parsed, config.split)
     split = make_split(config.task, pool, train_pool, config.shots_parsed, seed, config.split)
     evaluation_by_id = {example.id: example for example in pool}
@@ -387,16 +388,6 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
     ranks.on_main(checkpoint.discard)
     return seconds
-
-
-def _check_ids(task: str, examples: list[Example], which: str) -> None:
-    seen: set[str] = set()
-    for example in examples:
-        if example.id in seen:
-            raise VlbenchError(f"task '{task}': duplicate example id '{example.id}' in the {which} examples")
-        seen.add(example.id)
-    if not examples:
-        raise VlbenchError(f"task '{task}' has no {which} examples (check its data and options)")
 
 
 def _check_runs_dir(runs_dir: Path) -> None:

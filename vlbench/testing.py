@@ -82,9 +82,10 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     """Check a task (built with its data root):
 
     - options: a dataclass whose defaults build and round-trip, refusing an unknown key;
-    - examples: a non-empty list of `Example`s with unique string ids, at least one image (with a
-      key) and one text each, matching pairs inside the matrix; the same list on a second call;
-    - the train pool, if any: examples whose ids are not evaluation ids;
+    - examples: a non-empty list of examples as a run requires them (`example_rules`: unique
+      string ids, images, non-blank texts, matching pairs inside the matrix, string tags); the
+      same list on a second call;
+    - the train pool, if any: examples as those, whose ids are not evaluation ids;
     - metrics: on the first `sample` examples, a matrix that scores every matching pair 1 and every
       other pair 0 gets every per-example metric 1, and an all-tied matrix gets 0 (ties count as
       wrong); values are in [0, 1]; `headline_metric` names one of the aggregated metrics;
@@ -94,18 +95,13 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     _check_options(type(task).Options, f"task '{name}'")
     examples = task.examples(seed)
     assert isinstance(examples, list) and examples, f"task '{name}': examples() must return a non-empty list"
+    _assert_examples(name, examples, "evaluation")
     ids = [example.id for example in examples]
-    assert all(isinstance(example, Example) for example in examples), f"task '{name}': examples() must return vlbench.types.Example objects"
-    assert all(isinstance(example_id, str) and example_id for example_id in ids), f"task '{name}': example ids must be non-empty strings"
-    assert len(set(ids)) == len(ids), f"task '{name}': example ids must be unique"
-    for example in examples:
-        assert example.images and all(ref.key for ref in example.images), f"task '{name}': example '{example.id}' needs images with keys"
-        assert example.texts and all(isinstance(text, str) for text in example.texts), f"task '{name}': example '{example.id}' needs texts"
-        assert example.positives and all(0 <= i < len(example.images) and 0 <= t < len(example.texts) for i, t in example.positives), f"task '{name}': example '{example.id}' has matching pairs outside its matrix"
     again = task.examples(seed)
     assert [(example.id, example.texts, example.image_keys) for example in again] == [(example.id, example.texts, example.image_keys) for example in examples], f"task '{name}': examples() gives another list the second time"
     train_pool = task.train_pool(seed)
     if train_pool is not None:
+        _assert_examples(name, train_pool, "training")
         assert not {example.id for example in train_pool} & set(ids), f"task '{name}': train pool and evaluation examples share ids"
     outcomes = []
     for example in examples[:sample]:
@@ -124,6 +120,16 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     assert all(image.pixels.mode == "RGB" for image in images), f"task '{name}': images must load as RGB"
     assert task.data_fingerprint(examples) == task.data_fingerprint(again), f"task '{name}': the data fingerprint changes between calls"
     assert task.describe(), f"task '{name}': describe() must say what data it reads"
+
+
+def _assert_examples(name: str, examples: list, which: str) -> None:
+    """The run's rules (`example_rules.check_examples`), as an assertion."""
+    from vlbench.example_rules import check_examples
+
+    try:
+        check_examples(name, examples, which)
+    except VlbenchError as error:
+        raise AssertionError(str(error)) from None
 
 
 def _factory(name: str, model: str | None, options: dict[str, Any]) -> Callable[[], Matcher]:
