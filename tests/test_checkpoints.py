@@ -53,6 +53,8 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_and_ends_as_an_unin
     assert trained[0].keys() == trained[1].keys() and all(torch.equal(trained[0][key], trained[1][key]) for key in trained[0])
     assert (clean.run_dir / "scores.jsonl").read_text() == (resumed.run_dir / "scores.jsonl").read_text()
     assert clean.results["metrics"] == resumed.results["metrics"]
+    sessions = resumed.results["provenance"]["sessions"]
+    assert [(session["ended"], session.get("training_epochs_checkpointed"), session["trained"]) for session in sessions] == [("interrupted", 1, False), ("completed", None, True)]
 
 
 def test_a_checkpoint_resumes_only_on_the_compute_that_wrote_it_and_restart_discards_it(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from conftest import TESTS, vlbench_cli
 from support import open_gate, wait_until_paused
 from vlbench import registry
 from vlbench.config import load_run_config
+from vlbench.errors import VlbenchError
 from vlbench.rescore import rescore
 from vlbench.runner import prepare, run
 
@@ -283,6 +284,20 @@ def test_a_signal_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, s
     resumed = vlbench_cli(*args, cwd=tmp_path)
     assert "resumed 10 stored examples, scored 30" in resumed.stdout
     assert len(log.read_text().splitlines()) == 40
+    (results,) = tmp_path.rglob("results.json")
+    sessions = json.loads(results.read_text())["provenance"]["sessions"]
+    assert [(session["ended"], session["examples_scored"]) for session in sessions] == [("interrupted", 10), ("completed", 30)]
+
+
+def test_an_invocation_that_fails_after_storing_scores_leaves_its_session_line(tmp_path):
+    # Example colors-12 gets NaN scores, refused once two batches of 5 are stored.
+    with pytest.raises(VlbenchError, match="colors-12"):
+        run_once(tmp_path, matcher="counting", batch_size=5, task_options={"n_examples": 20}, matcher_options={"nan_key": "12-0"})
+    (scores,) = tmp_path.rglob("scores.jsonl")
+    (session,) = [json.loads(line) for line in scores.with_name("sessions.jsonl").read_text().splitlines()]
+    assert len(scores.read_text().splitlines()) == session["examples_scored"] == 10
+    assert session["ended"].startswith("failed: VlbenchError: ") and "colors-12" in session["ended"]
+    assert not session["trained"] and "rank" not in session
 
 
 def test_the_console_shows_how_many_evaluation_examples_the_split_dropped(tmp_path):

@@ -41,6 +41,7 @@ class TrainingCheckpoint:
 
     path: Path
     epochs_kept: int = 0
+    epochs_restored: int = 0  # epochs_kept when training resumed from the file
     last_written: float = field(default_factory=time.monotonic)
 
     def restore(self, matcher: Matcher, optimizer: Any, examples: Sequence[Example], train: TrainConfig) -> Position | None:
@@ -62,7 +63,7 @@ class TrainingCheckpoint:
         _set_random_state(matcher, state["random"][ranks.rank])
         shuffle = random.Random()
         shuffle.setstate((state["shuffle"]["version"], tuple(state["shuffle"]["internal"]), state["shuffle"]["gauss"]))
-        self.epochs_kept = state["epochs_done"]
+        self.epochs_kept = self.epochs_restored = state["epochs_done"]
         return Position(state["epochs_done"], state["step"], list(state["order"]), shuffle)
 
     def save_if_due(self, matcher: Matcher, optimizer: Any, examples: Sequence[Example], train: TrainConfig, position: Position) -> None:

@@ -22,7 +22,8 @@ import dataclasses
 import json
 import os
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,24 +174,24 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
         # Every rank must deal out the same pending list, so rank 0 reads what is done before any
         # rank starts appending.
         already = ranks.on_main(open_run)
-        fit_seconds = _fit_or_load(matcher, run_dir, drawn.training, prepared.train, ranks, len(evaluation))
         pending = [example for example in evaluation if example.id not in already]
-        skipped: dict[str, str] = {}
-        started = time.perf_counter()
-        mine = ranks.shard(pending)
-        appended = [len(evaluation) - len(pending)]
-        if mine:
-            shard = ranks.rank if ranks.distributed else None
-            with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as recorder:
-                def counted(scored: list[ScoredExample]) -> None:
-                    append(scored)
-                    appended[0] += len(scored)
+        with _session_if_stopped(run_dir, prepared, matcher, ranks) as work:
+            fit_seconds = _fit_or_load(matcher, run_dir, drawn.training, prepared.train, ranks, len(evaluation), work)
+            skipped: dict[str, str] = {}
+            started = work.scoring_started = time.perf_counter()
+            mine = ranks.shard(pending)
+            if mine:
+                shard = ranks.rank if ranks.distributed else None
+                with run_dir.score_appender(shard) as append, example_recorder(run_dir, shard, matcher, config.thumbnails, config.save_attention) as recorder:
+                    def counted(scored: list[ScoredExample]) -> None:
+                        append(scored)
+                        work.examples_scored += len(scored)
 
-                try:
-                    skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, recorder.record, recorder.prepare)
-                except KeyboardInterrupt:
-                    raise Interrupted(appended[0], len(evaluation)) from None
-        skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
+                    try:
+                        skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, recorder.record, recorder.prepare)
+                    except KeyboardInterrupt:
+                        raise Interrupted(len(evaluation) - len(pending) + work.examples_scored, len(evaluation)) from None
+            skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
         score_seconds = time.perf_counter() - started
 
         pairs_scored = sum(example.n_pairs for example in pending if example.id not in skipped)
@@ -206,7 +207,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
         def finish() -> dict[str, Any]:
             scored = _merged_scores(run_dir, config.task, evaluation, skipped)
             if fit_seconds is not None or timings["examples_scored"]:
-                run_dir.append_session(session_record(prepared, matcher, ranks.world_size, timings))
+                run_dir.append_session({**session_record(prepared, matcher, ranks.world_size, timings), "ended": "completed"})
             results = _results_record(prepared, identity, evaluation_data, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
@@ -366,9 +367,10 @@ def _component(identity: dict[str, Any]) -> dict[str, Any]:
     return {key: identity[key] for key in ("name", "version", "distribution", "distribution_version")}
 
 
-def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks, n_evaluation: int) -> float | None:
+def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[Example], train: TrainConfig | None, ranks: distributed.Ranks, n_evaluation: int, work: WorkStored) -> float | None:
     """Train (resuming from a training checkpoint if there is one) and store the trained state, or
-    load the state stored before; the seconds spent training, or None."""
+    load the state stored before; the seconds spent training, or None. What training stored goes
+    into `work` as it is stored."""
     if train is None:
         return None
     import torch
@@ -384,10 +386,55 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
             matcher.fit(train_examples, train, lambda example: prepared_images(example, recent, matcher.prepare_images))
     except KeyboardInterrupt:
         raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
+    finally:
+        if checkpoint.epochs_kept > checkpoint.epochs_restored:
+            work.epochs_checkpointed = checkpoint.epochs_kept
     seconds = time.perf_counter() - started
     ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
     ranks.on_main(checkpoint.discard)
+    work.fit_seconds = seconds
     return seconds
+
+
+@dataclass
+class WorkStored:
+    """What one invocation of a run stored so far (by this process): the line it leaves in
+    `sessions.jsonl` if it stops before the end."""
+
+    fit_seconds: float | None = None  # training finished and its state was stored
+    epochs_checkpointed: int | None = None  # training stopped with this many epochs in the checkpoint
+    examples_scored: int = 0
+    scoring_started: float | None = None
+
+
+@contextmanager
+def _session_if_stopped(run_dir: RunDirectory, prepared: Prepared, matcher: Matcher, ranks: distributed.Ranks) -> Iterator[WorkStored]:
+    """Yields the invocation's `WorkStored`; if anything (an error, Ctrl-C, SIGTERM) stops it after
+    it stored work, appends its session line, `ended` saying how it stopped, so the run's
+    provenance names every invocation whose work it keeps. Each process of a multi-process run
+    appends its own line (with its `rank`): a stopped process cannot count the others' work. A
+    process killed outright (SIGKILL) leaves no line."""
+    work = WorkStored()
+    try:
+        yield work
+    except BaseException as error:
+        if work.fit_seconds is not None or work.epochs_checkpointed or work.examples_scored:
+            started = work.scoring_started
+            timings = {
+                "fit_seconds": work.fit_seconds,
+                "score_seconds": None if started is None else time.perf_counter() - started,
+                "examples_scored": work.examples_scored,
+                "pairs_per_second": None,
+                "work": matcher.work_done(),
+            }
+            ended = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else f"failed: {type(error).__name__}: {error}"
+            session = {**session_record(prepared, matcher, ranks.world_size, timings), "ended": ended}
+            if work.epochs_checkpointed:
+                session["training_epochs_checkpointed"] = work.epochs_checkpointed
+            if ranks.distributed:
+                session["rank"] = ranks.rank
+            run_dir.append_session(session)
+        raise
 
 
 def _check_runs_dir(runs_dir: Path) -> None:
