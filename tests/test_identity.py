@@ -9,10 +9,18 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from placeholders import REAL_COMVG_CSV, comvg_root
+from vlbench import registry
+from vlbench.config import load_run_config
+from vlbench.errors import VlbenchError
+from vlbench.registry import Entry
+from vlbench.runner import prepare, run
+from vlbench.types import Matcher
 
 HINT = "; use another --runs-dir, or --restart to discard them"
 
@@ -52,6 +60,35 @@ def test_changed_weights_at_the_same_path_refuse_to_resume(tmp_path, vlbench_her
     assert record["timings"]["examples_scored"] == 20 and record["timings"]["examples_resumed"] == 0
     assert record["matcher"]["fingerprint"]["weights_sha256"] != json.loads(before[0])["matcher"]["fingerprint"]["weights_sha256"]
     assert len(record["provenance"]["sessions"]) == 1, "the discarded run's sessions went with it"
+
+
+class FileWeighted(Matcher):
+    """A plugin-like matcher whose one weight is the number in the `--model` file (no hashing of its own)."""
+
+    name = "file-weighted"
+    summary = "Test matcher: image slot times the weight read from --model."
+    uses_model = True
+
+    def score(self, images, texts):
+        model = Path(self.runtime.model)
+        weight = float((model / "weight.txt" if model.is_dir() else model).read_text())
+        return torch.tensor([[weight * float(image.key.endswith("-0")) for _ in texts] for image in images])
+
+
+@pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
+def test_a_plugin_matcher_s_local_model_is_hashed_and_other_weights_refuse_to_resume(tmp_path, monkeypatch, as_folder):
+    monkeypatch.setitem(registry.matchers._discover(), "file-weighted", Entry("file-weighted", "tests:FileWeighted", "tests", "tests", None, FileWeighted))
+    weights = tmp_path / "model" / "weight.txt" if as_folder else tmp_path / "weight.txt"
+    weights.parent.mkdir(exist_ok=True)
+    weights.write_text("1.0")
+    values = {"task": "colors", "matcher": "file-weighted", "model": str(weights.parent if as_folder else weights), "runs_dir": str(tmp_path / "runs"), "task_options": {"n_examples": 6}}
+    first = run(prepare(load_run_config(None, values)), 0)
+    (weights.parent / ".lock").write_text("not weights")  # hidden files are not hashed
+    assert run(prepare(load_run_config(None, values)), 0).results["timings"]["examples_resumed"] == 6
+    weights.write_text("-1.0")
+    with pytest.raises(VlbenchError, match=r"weights of --model .* changed since these scores were stored \(sha256 "):
+        run(prepare(load_run_config(None, values)), 0)
+    assert "weights_sha256" in first.results["matcher"]["fingerprint"]
 
 
 def plugin_source(root, version, sign):

@@ -432,10 +432,27 @@ class Matcher:
         self.trained_module().load_state_dict(state)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies this matcher's scores: name, model id and revision, options."""
+        """What identifies this matcher's scores: name, `--model`, options and `model_fingerprint()`."""
         from vlbench.options import as_dict
 
-        return {"name": self.name, "model": self.runtime.model, "options": as_dict(self.options)}
+        return {"name": self.name, "model": self.runtime.model, "options": as_dict(self.options), **self.model_fingerprint()}
+
+    def model_fingerprint(self) -> dict[str, Any]:
+        """What identifies the weights `--model` names (a resume with other weights is refused):
+        by default, where `--model` is a local file or folder, `weights_sha256` over its files
+        (hidden ones aside); nothing for a name that is not a path. A matcher that resolves model
+        names itself (a hub id) returns its own `weights_sha256` (and `model`, the resolved name)."""
+        from vlbench.hashing import files_sha256
+
+        if not self.uses_model or self.runtime.model is None:
+            return {}
+        path = Path(self.runtime.model).expanduser()
+        if path.is_file():
+            return {"weights_sha256": files_sha256([path], path.parent)}
+        if path.is_dir():
+            files = [file for file in path.rglob("*") if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)]
+            return {"weights_sha256": files_sha256(files, path)}
+        return {}
 
     def take_attention(self) -> list[dict[str, Any]]:
         """With `runtime.save_attention` (matchers with `records_attention`): after `score_examples`,

@@ -65,8 +65,8 @@ class ClipMatcher(Matcher):
         """One example's score matrix from its images' and texts' embeddings."""
         return images @ texts.T
 
-    def fingerprint(self):
-        return {**super().fingerprint(), **self.features.clip.fingerprint}
+    def model_fingerprint(self):
+        return self.features.clip.fingerprint
 
     def library_versions(self):
         return ["open_clip_torch", "torchvision"]

@@ -206,8 +206,8 @@ class StableDiffusionMatcher(Matcher):
     def work_done(self):
         return dict(self.passes)
 
-    def fingerprint(self):
-        return {**super().fingerprint(), **self.sd.fingerprint}
+    def model_fingerprint(self):
+        return self.sd.fingerprint
 
     def library_versions(self):
         return ["diffusers", "transformers"]
