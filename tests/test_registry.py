@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 from vlbench import registry
 from vlbench.errors import VlbenchError
 from vlbench.registry import Registry
+from vlbench.types import Matcher
 
 
 def test_built_ins_come_from_entry_points():
@@ -57,15 +59,51 @@ def test_two_distributions_declaring_one_name_is_an_error(monkeypatch, vlbench_h
     points = [
         declared("twin", "first_plugin:Twin", "first-plugin"),
         declared("twin", "second_plugin:Twin", "second-plugin"),
-        declared("solo", "vlbench.matchers.random:RandomMatcher", "first-plugin"),
-        declared("solo", "vlbench.matchers.random:RandomMatcher", "first-plugin"),  # seen twice
+        declared("random", "vlbench.matchers.random:RandomMatcher", "first-plugin"),
+        declared("random", "vlbench.matchers.random:RandomMatcher", "first-plugin"),  # seen twice
+        declared("color-words", "vlbench.matchers.color_words:ColorWordsMatcher", "built-in"),
+        declared("color-words", "shadow_plugin:ColorWords", "shadow-plugin"),
     ]
     monkeypatch.setattr(registry_module, "entry_points", lambda group: points)
     matchers = Registry("matcher", "vlbench.matchers")
     with pytest.raises(VlbenchError, match="matcher 'twin' is declared by both first-plugin and second-plugin; uninstall one of them"):
         matchers.get("twin")
-    assert matchers.get("solo").name == "random"
+    assert matchers.get("random").name == "random"
+    with pytest.raises(VlbenchError, match=r"matcher 'color-words' is declared by both built-in and shadow-plugin; uninstall shadow-plugin \(pip uninstall <distribution>\)"):
+        matchers.get("color-words")
     monkeypatch.setattr(registry_module, "matchers", matchers)
     code, listing, _ = vlbench_here("list", "matchers", cwd=Path.cwd())
     (twin,) = [line for line in listing.splitlines() if "twin" in line]
     assert code == 0 and "first-plugin and second-plugin" in twin and "conflict: declared by both; uninstall one of them" in twin
+
+
+class NamedOtherwise(Matcher):
+    name = "something-else"
+
+
+class Nameless(Matcher):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("target", "problem", "summary_in_source"),
+    [
+        ("vlbench.identity:RESTART_HINT", "is str, not a subclass of vlbench.types.Matcher; point the entry point at one", False),
+        ("vlbench.tasks.colors:ColorsTask", "is class ColorsTask, not a subclass of vlbench.types.Matcher", True),
+        ("test_registry:NamedOtherwise", "sets `name = 'something-else'`; a class's `name` must be the name it is registered under", False),
+        ("test_registry:Nameless", "sets no `name`", False),
+    ],
+    ids=["not-a-class", "a-task", "another-name", "no-name"],
+)
+def test_an_entry_loading_something_else_than_a_matcher_of_its_name_is_refused_and_the_others_still_list(target, problem, summary_in_source, vlbench_here, monkeypatch):
+    from vlbench import registry as registry_module
+
+    matchers = Registry("matcher", "vlbench.matchers")
+    matchers.register("odd", target, origin="odd-plugin")
+    with pytest.raises(VlbenchError, match=re.escape(f"matcher 'odd' (from odd-plugin, {target}) {problem}")):
+        matchers.get("odd")
+    monkeypatch.setattr(registry_module, "matchers", matchers)
+    code, listing, _ = vlbench_here("list", "matchers", cwd=Path.cwd())
+    (odd,) = [line for line in listing.splitlines() if line.startswith("│ odd ")]
+    # A summary written in the source is listed without importing the entry (listing stays fast).
+    assert code == 0 and "random" in listing and ("broken" in odd) != summary_in_source, listing

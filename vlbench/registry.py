@@ -38,7 +38,9 @@ class Entry:
     def load(self, kind: str) -> Any:
         if self.rivals:
             origins = " and ".join((self.origin, *self.rivals))
-            raise VlbenchError(f"{kind} '{self.name}' is declared by both {origins}; uninstall one of them")
+            plugins = [origin for origin in (self.origin, *self.rivals) if origin != BUILT_IN]
+            remedy = f"uninstall {' or '.join(plugins)}" if len(plugins) < len(self.rivals) + 1 else "uninstall one of them"
+            raise VlbenchError(f"{kind} '{self.name}' is declared by both {origins}; {remedy} (pip uninstall <distribution>)")
         if self.loaded is None:
             module_name, _, attribute = self.target.partition(":")
             try:
@@ -50,6 +52,7 @@ class Entry:
                     f"{kind} '{self.name}' (from {self.origin}, {self.target}) failed to load: "
                     f"{type(error).__name__}: {error}"
                 ) from error
+            _check_loaded(obj, kind, self)
             self.loaded = obj
         return self.loaded
 
@@ -63,6 +66,20 @@ class Entry:
         return self.load(kind).summary
 
 
+def _check_loaded(obj: Any, kind: str, entry: Entry) -> None:
+    """Refuse an entry that loads something other than a Matcher (Task) subclass named as registered."""
+    from vlbench.types import Matcher, Task
+
+    base = {"matcher": Matcher, "task": Task}[kind]
+    where = f"{kind} '{entry.name}' (from {entry.origin}, {entry.target})"
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise VlbenchError(f"{where} is {type(obj).__name__ if not isinstance(obj, type) else f'class {obj.__name__}'}, not a subclass of vlbench.types.{base.__name__}; point the entry point at one")
+    declared = getattr(obj, "name", None)
+    if declared != entry.name:
+        said = "sets no `name`" if declared is None else f"sets `name = {declared!r}`"
+        raise VlbenchError(f"{where} {said}; a class's `name` must be the name it is registered under, which runs record and errors use")
+
+
 def _summary_in_source(target: str) -> str | None:
     module_name, _, attribute = target.partition(":")
     try:
@@ -72,7 +89,11 @@ def _summary_in_source(target: str) -> str | None:
         return None
     if source is None:
         return None
-    for node in ast.parse(source).body:
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:  # importing it fails too, and says so
+        return None
+    for node in body:
         if isinstance(node, ast.ClassDef) and node.name == attribute:
             for statement in node.body:
                 target_node = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else getattr(statement, "target", None)
