@@ -85,6 +85,30 @@ def test_a_checker_catches_a_matcher_whose_scores_depend_on_companions():
         check_matcher(lambda: Softmaxed(NoOptions(), Runtime()), mixed_examples())
 
 
+def test_a_trainable_matcher_initialised_by_pytorch_s_defaults_conforms():
+    import torch
+
+    from vlbench.runtime import Runtime
+    from vlbench.types import Matcher, NoOptions
+
+    class LinearOnLengths(Matcher):
+        """A linear layer over (text length, image key length), initialised as PyTorch does: at random."""
+
+        name = "linear-on-lengths"
+        summary = "Test: a default-initialised linear head."
+        trainable = True
+
+        def __init__(self, options, runtime):
+            super().__init__(options, runtime)
+            self.trained = torch.nn.Linear(2, 1)
+
+        def score(self, images, texts):
+            features = torch.tensor([[[float(len(text)), float(len(image.key))] for text in texts] for image in images])
+            return self.trained(features).squeeze(-1)
+
+    check_matcher(lambda: LinearOnLengths(NoOptions(), Runtime()), mixed_examples())
+
+
 def test_a_checker_catches_a_matcher_that_hashes_pixels_without_saying_so():
     import torch
 

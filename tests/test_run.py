@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from support import open_gate, wait_until_paused
 from vlbench import registry
 from vlbench.config import load_run_config
 from vlbench.errors import VlbenchError
+from vlbench.registry import Entry
 from vlbench.rescore import rescore
 from vlbench.runner import prepare, run
+from vlbench.types import Matcher
 
 EXAMPLES = TESTS.parent / "examples" / "vlbench-mean-color"
 
@@ -318,3 +321,37 @@ def test_the_results_path_is_one_unwrapped_line_on_a_narrow_terminal(tmp_path):
     result = vlbench_cli("run", "--task", "colors", "--matcher", "random", "--runs-dir", str(runs), cwd=tmp_path, env={"COLUMNS": "40"})
     last = result.stdout.strip().splitlines()[-1]
     assert last == f"results: {next(runs.rglob('results.json'))}", result.stdout
+
+
+class ListScores(Matcher):
+    name = "list-scores"
+    summary = "Test matcher: scores as nested lists."
+
+    def score(self, images, texts):
+        return [[0.0 for _ in texts] for _ in images]
+
+
+class OneShort(Matcher):
+    name = "one-short"
+    summary = "Test matcher: score_examples drops the last example."
+
+    def score(self, images, texts):
+        import torch
+
+        return torch.zeros(len(images), len(texts))
+
+    def score_examples(self, batch):
+        return [self.score(images, texts) for images, texts in batch[:-1]]
+
+
+@pytest.mark.parametrize(
+    ("matcher", "problem"),
+    [
+        (ListScores, "matcher 'list-scores' returned a list of scores for example 'colors-0'; return a torch.Tensor [n_images, n_texts] = [2, 1]"),
+        (OneShort, "matcher 'one-short' returned 3 score matrices from score_examples for 4 examples; return one per example, in their order"),
+    ],
+)
+def test_scores_of_the_wrong_kind_are_refused_naming_the_matcher(tmp_path, monkeypatch, matcher, problem):
+    monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))
+    with pytest.raises(VlbenchError, match=re.escape(problem)):
+        run_once(tmp_path, matcher=matcher.name, batch_size=4, task_options={"n_examples": 8})

@@ -8,6 +8,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
+from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.progress import progress_bar, run_label
@@ -170,15 +171,23 @@ def _score_finding_bad_images(matcher: Matcher, batch, append: Callable, record:
 
 
 def _score_batch(matcher: Matcher, batch: list[tuple[Example, list[LoadedImage]]], append: Callable, record: Callable | None) -> None:
-    matrices = matcher.score_examples([(images, example.texts) for example, images in batch])
-    scored = [_checked(matcher, example, matrix) for (example, _), matrix in zip(batch, matrices, strict=True)]
+    matrices = list(matcher.score_examples([(images, example.texts) for example, images in batch]))
+    if len(matrices) != len(batch):
+        raise VlbenchError(f"matcher '{matcher.name}' returned {len(matrices)} score matrices from score_examples for {len(batch)} examples; return one per example, in their order")
+    scored = [checked_scores(matcher, example, matrix) for (example, _), matrix in zip(batch, matrices)]
     if record is not None:
         record(batch)  # before the scores: an example with scores always has its record
     append(scored)
 
 
-def _checked(matcher: Matcher, example: Example, matrix) -> ScoredExample:
+def checked_scores(matcher: Matcher, example: Example, matrix: Any) -> ScoredExample:
+    """`example`'s scores as stored, once `matrix` is found to be a tensor `[n_images, n_texts]`
+    (integers are stored as floats) of finite numbers."""
+    import torch
+
     expected = (len(example.images), len(example.texts))
+    if not isinstance(matrix, torch.Tensor):
+        raise VlbenchError(f"matcher '{matcher.name}' returned a {type(matrix).__name__} of scores for example '{example.id}'; return a torch.Tensor [n_images, n_texts] = {list(expected)}")
     if tuple(matrix.shape) != expected:
         raise VlbenchError(
             f"matcher '{matcher.name}' returned scores of shape {tuple(matrix.shape)} for example "

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.evaluation import prepared_images
+from vlbench.evaluation import checked_scores, prepared_images
 from vlbench.types import Example, LoadedImage, Matcher, Task
 
 
@@ -36,7 +35,8 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     - batching: `score_examples` of several examples equals `score` of each;
     - candidate order: reversing the images and texts reverses the matrix;
     - companions: a pair scores the same alone, and next to another example's candidates;
-    - determinism: a second matcher built the same way gives the same scores;
+    - determinism: a second matcher built the same way gives the same scores (torch is seeded
+      before each is built, as a run seeds it, so PyTorch's default initialisation is fine);
     - trained state (trainable matchers): perturbed parameters survive `state_dict` →
       `load_state_dict` into a fresh matcher, and change the scores; others store nothing;
     - a JSON-serialisable `fingerprint` and a one-line `summary`;
@@ -47,7 +47,12 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     on the CPU) or a function returning a new matcher."""
     import torch
 
-    make = matcher if callable(matcher) else _factory(matcher, model, options)
+    build = matcher if callable(matcher) else _factory(matcher, model, options)
+
+    def make() -> Matcher:
+        torch.manual_seed(0)  # as a run seeds torch with its seed before it builds its matcher
+        return build()
+
     first = make()
     _check_options(type(first).Options, f"matcher '{first.name}'")
     assert first.summary and "\n" not in first.summary, f"matcher '{first.name}': give a one-line summary"
@@ -59,7 +64,7 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     with torch.no_grad():
         alone = [first.score(images, texts) for images, texts in loaded]
         for (images, texts), scores, example in zip(loaded, alone, examples):
-            _check_matrix(first, example, scores, len(images), len(texts))
+            _check_matrix(first, example, scores)
         batched = first.score_examples(loaded)
         _close(batched, alone, tolerance, f"matcher '{first.name}': score_examples of several examples differs from score of each")
         for (images, texts), scores, example in zip(loaded, alone, examples):
@@ -151,10 +156,12 @@ def _check_options(options_class: type, who: str) -> None:
     raise AssertionError(f"{who}: an unknown option key must be refused")
 
 
-def _check_matrix(matcher: Matcher, example: Example, scores, n_images: int, n_texts: int) -> None:
-    assert tuple(scores.shape) == (n_images, n_texts), f"matcher '{matcher.name}': scores of '{example.id}' have shape {tuple(scores.shape)}, expected {(n_images, n_texts)}"
-    assert scores.is_floating_point(), f"matcher '{matcher.name}': scores must be floating point"
-    assert all(math.isfinite(value) for value in scores.flatten().tolist()), f"matcher '{matcher.name}': scores of '{example.id}' are not all finite"
+def _check_matrix(matcher: Matcher, example: Example, scores) -> None:
+    """The run's check of a score matrix (`evaluation.checked_scores`), as an assertion."""
+    try:
+        checked_scores(matcher, example, scores)
+    except VlbenchError as error:
+        raise AssertionError(str(error)) from None
 
 
 def _check_pixel_hashing(matcher: Matcher, loaded, examples: Sequence[Example], hashed_ahead: set[int]) -> None:
