@@ -60,7 +60,12 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
     _check_destination(out)
     tables = build_board(roots, baseline, read_references() if references else None)
     groups = comparison_groups(find_runs(roots))
+    earlier = _listed(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Listed before anything is written: a report stopped midway leaves a directory the next one
+    # recognises as a report's and cleans up.
+    pages = [name for group in groups for name in (f"data/{group.slug}.js", f"{group.slug}.html")]
+    atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted({*earlier, "report.css", "report.js", "index.html", *pages}), indent=0) + "\n")
     (out / "data").mkdir(exist_ok=True)
     for asset in ("report.css", "report.js"):
         shutil.copyfile(ASSETS / asset, out / asset)
@@ -71,24 +76,26 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
         atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")
         atomic_write_text(out / f"{group.slug}.html", _browser_page(group))
     atomic_write_text(out / "index.html", _index_page(tables, images, groups))
-    written = ["report.css", "report.js", "index.html", *(path for paths in images.values() for path in paths)]
-    written += [name for group in groups for name in (f"data/{group.slug}.js", f"{group.slug}.html")]
-    _remove_earlier(out, written)
+    written = ["report.css", "report.js", "index.html", *(path for paths in images.values() for path in paths), *pages]
+    _remove_earlier(out, earlier, written)
     return out / "index.html"
 
 
-def _remove_earlier(out: Path, written: list[str]) -> None:
-    """Delete what an earlier report in `out` wrote and this one did not (plots, browsers of runs no
-    longer there), as its manifest lists them; then list this report's files. Other files stay."""
-    manifest = out / REPORT_MANIFEST
+def _listed(out: Path) -> list[str]:
+    """The files an earlier report in `out` wrote, as its manifest lists them (none without one)."""
     try:
-        earlier = json.loads(manifest.read_text())
+        earlier = json.loads((out / REPORT_MANIFEST).read_text())
     except (OSError, ValueError):
-        earlier = []
-    for name in set(earlier) - set(written) if isinstance(earlier, list) else ():
-        if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts:
-            (out / name).unlink(missing_ok=True)
-    atomic_write_text(manifest, json.dumps(sorted(written), indent=0) + "\n")
+        return []
+    return [name for name in earlier if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts] if isinstance(earlier, list) else []
+
+
+def _remove_earlier(out: Path, earlier: list[str], written: list[str]) -> None:
+    """Delete what an earlier report in `out` wrote and this one did not (plots, browsers of runs no
+    longer there); then list this report's files. Other files stay."""
+    for name in set(earlier) - set(written):
+        (out / name).unlink(missing_ok=True)
+    atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted(written), indent=0) + "\n")
 
 
 def comparison_groups(runs: list[StoredRun]) -> list[Group]:
@@ -177,7 +184,7 @@ def _check_destination(out: Path) -> None:
     (a file, someone's directory, no write permission) is refused before writing."""
     from vlbench.records import writable_directory
 
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists() and not (out / REPORT_MANIFEST).exists():
         raise VlbenchError(f"--html {out}: the directory holds other files; give a new or empty directory (or one holding an earlier report)")
     problem = writable_directory(out)
     if problem:

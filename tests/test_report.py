@@ -148,6 +148,20 @@ def test_the_report_needs_only_the_run_records(mini_runs, tmp_path):
     assert (tmp_path / "site" / "index.html").exists() and "plots/" not in (tmp_path / "site" / "index.html").read_text()
 
 
+def test_a_report_stopped_midway_names_the_missing_task_and_leaves_a_directory_the_next_report_takes(mini_runs, tmp_path):
+    records = tmp_path / "records"
+    shutil.copytree(run_dir(mini_runs, "clip"), records / "elsewhere" / "seed-0")
+    results = records / "elsewhere" / "seed-0" / "results.json"
+    record = json.loads(results.read_text())
+    record["task"].update(name="vanished-task", distribution="vlbench-vanished", distribution_version="0.3.0")
+    results.write_text(json.dumps(record))
+    failed = vlbench_cli("report", str(records), "--html", "site", "--no-plots", cwd=tmp_path, check=False)
+    assert failed.returncode == 2 and "needs the code of task 'vanished-task', from vlbench-vanished 0.3.0, which is not installed here" in failed.stderr
+    assert not (tmp_path / "site" / "index.html").exists() and (tmp_path / "site" / "report.css").exists()
+    vlbench_cli("report", str(mini_runs), "--html", "site", "--no-plots", cwd=tmp_path)
+    assert (tmp_path / "site" / "index.html").exists()
+
+
 def chromium():
     """Headless Debian Chromium through its chromedriver (no browser download)."""
     from selenium import webdriver

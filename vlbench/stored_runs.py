@@ -205,6 +205,12 @@ class StoredRun:
         from vlbench import registry
         from vlbench.options import build
 
+        if self.record.task not in registry.tasks.names():
+            task = self.record.data["task"]
+            raise VlbenchError(
+                f"{self.directory}: judging its examples one by one (the report's example browser, --baseline's paired bootstrap) needs the code of task "
+                f"'{self.record.task}', from {task.get('distribution')} {task.get('distribution_version')}, which is not installed here; install it, or leave these runs out"
+            )
         task_class = registry.tasks.get(self.record.task)
         return task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
 
