@@ -355,3 +355,56 @@ def test_scores_of_the_wrong_kind_are_refused_naming_the_matcher(tmp_path, monke
     monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))
     with pytest.raises(VlbenchError, match=re.escape(problem)):
         run_once(tmp_path, matcher=matcher.name, batch_size=4, task_options={"n_examples": 8})
+
+
+class FailsOnThirdCall(Matcher):
+    name = "fails-on-third-call"
+    summary = "Test matcher: raises from its third scoring call."
+    calls = 0
+
+    def score(self, images, texts):
+        import torch
+
+        type(self).calls += 1
+        if type(self).calls == 3:
+            raise RuntimeError("boom")
+        return torch.zeros(len(images), len(texts))
+
+
+class LengthHead(Matcher):
+    name = "length-head"
+    summary = "Test matcher: a trained linear head over text lengths."
+    trainable = True
+    width = 1
+
+    def __init__(self, options, runtime):
+        import torch
+
+        super().__init__(options, runtime)
+        self.trained = torch.nn.Linear(self.width, 1)
+
+    def score(self, images, texts):
+        import torch
+
+        lengths = torch.tensor([[float(len(text) + len(image.key))] * self.width for image in images for text in texts])
+        return self.trained(lengths).view(len(images), len(texts))
+
+
+def registered(monkeypatch, matcher):
+    monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))
+
+
+def test_a_matcher_s_own_error_is_named_with_where_it_was_raised_and_the_run_resumes(tmp_path, monkeypatch):
+    registered(monkeypatch, FailsOnThirdCall)
+    with pytest.raises(VlbenchError, match=r"^scoring failed: RuntimeError: boom \(raised at test_run.py:\d+, in score\); what the run stored is kept: fix it and run the same command to resume \(--debug shows the traceback\)$"):
+        run_once(tmp_path, matcher="fails-on-third-call", batch_size=2, task_options={"n_examples": 8})
+    assert run_once(tmp_path, matcher="fails-on-third-call", batch_size=2, task_options={"n_examples": 8}).results["timings"]["examples_resumed"] == 2  # the first batch of two
+
+
+def test_a_stored_trained_state_that_no_longer_fits_the_matcher_is_refused_with_the_remedy(tmp_path, monkeypatch):
+    registered(monkeypatch, LengthHead)
+    options = {"matcher": "length-head", "shots": "25%", "train": {"epochs": 1}, "limit": 4, "task_options": {"n_examples": 40}}
+    run_once(tmp_path, **options)
+    monkeypatch.setattr(LengthHead, "width", 2)  # the code changed, its version did not
+    with pytest.raises(VlbenchError, match=r"state.pt: the stored trained state does not fit matcher 'length-head' \(Error\(s\) in loading state_dict for Linear:\): other code of the same version stored it; bump the matcher's version"):
+        run_once(tmp_path, **options)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
     import torch
 
     torch.manual_seed(seed)
-    matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
+    with failures_named(f"building matcher '{config.matcher}'", stored=False):
+        matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
     # What boards compare runs' evaluation data by: the fingerprint of the pool alone.
     evaluation_data = identity.inputs["task"]["data"] if train_pool is None else distributed.current().on_main(lambda: prepared.task.data_fingerprint(pool))
@@ -188,7 +190,8 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
                         work.examples_scored += len(scored)
 
                     try:
-                        skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, recorder.record, recorder.prepare)
+                        with failures_named("scoring"):
+                            skipped = score_examples(matcher, mine, config.batch_size, counted, config.on_bad_example, config.image_workers, recorder.record, recorder.prepare)
                     except KeyboardInterrupt:
                         raise Interrupted(len(evaluation) - len(pending) + work.examples_scored, len(evaluation)) from None
             skipped = {example_id: error for part in ranks.gather(skipped) for example_id, error in part.items()}
@@ -376,13 +379,21 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     import torch
 
     if run_dir.state_path.exists():
-        matcher.load_state_dict(torch.load(run_dir.state_path, map_location="cpu", weights_only=True))
+        state = torch.load(run_dir.state_path, map_location="cpu", weights_only=True)
+        try:
+            matcher.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise VlbenchError(
+                f"{run_dir.state_path}: the stored trained state does not fit matcher '{matcher.name}' ({first_line}): other code of the same version stored it; "
+                "bump the matcher's version when its trained state changes (such runs are then refused), or --restart to train again"
+            ) from error
         return None
     started = time.perf_counter()
     recent = RecentImages()  # each epoch shows the same images
     checkpoint = TrainingCheckpoint(run_dir.checkpoint_path)
     try:
-        with checkpointing(checkpoint):
+        with checkpointing(checkpoint), failures_named("training"):
             matcher.fit(train_examples, train, lambda example: prepared_images(example, recent, matcher.prepare_images))
     except KeyboardInterrupt:
         raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
@@ -394,6 +405,22 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     ranks.on_main(checkpoint.discard)
     work.fit_seconds = seconds
     return seconds
+
+
+@contextmanager
+def failures_named(doing: str, stored: bool = True) -> Iterator[None]:
+    """An unexpected exception while `doing` (a matcher's or task's own error) becomes a
+    `VlbenchError` saying what failed and where it was raised, so the command line prints one line
+    and says whether the run resumes; `--debug` shows the traceback. Ctrl-C passes through."""
+    try:
+        yield
+    except (VlbenchError, Interrupted):
+        raise
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+        after = "what the run stored is kept: fix it and run the same command to resume" if stored else "fix it and run the same command"
+        raise VlbenchError(f"{doing} failed: {type(error).__name__}: {error}{where}; {after} (--debug shows the traceback)") from error
 
 
 @dataclass
