@@ -147,3 +147,32 @@ def register_all() -> None:
 
     registry.matchers.register("counting", CountingMatcher, origin="tests")
     registry.tasks.register("tiny-files", TinyFilesTask, origin="tests")
+
+
+class LengthHead(Matcher):
+    """Scores (text length + image key length) through a trained linear layer; `width` copies of it in."""
+
+    name = "length-head"
+    summary = "Test matcher: a trained linear head over text lengths."
+    trainable = True
+    width = 1
+
+    def __init__(self, options, runtime):
+        import torch
+
+        super().__init__(options, runtime)
+        self.trained = torch.nn.Linear(self.width, 1)
+
+    def score(self, images, texts):
+        import torch
+
+        lengths = torch.tensor([[float(len(text) + len(image.key))] * self.width for image in images for text in texts])
+        return self.trained(lengths).view(len(images), len(texts))
+
+
+def registered(monkeypatch, matcher) -> None:
+    """`matcher` (a class) registered under its name for one test."""
+    from vlbench import registry
+    from vlbench.registry import Entry
+
+    monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))

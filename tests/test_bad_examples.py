@@ -51,3 +51,17 @@ def test_data_check_opens_every_image_and_names_each_broken_one(small_comvg, tmp
     for name, reason in (("2358258.jpg", "missing"), ("2416600.jpg", "empty (0 bytes)"), ("2400993.jpg", "a directory, not an image file"), ("2357994.jpg", "cannot be decoded")):
         assert f"{name}: {reason}" in output, name
     assert "expected layout: <root>/compositional_visual_genome.csv" in output
+
+
+def test_an_unreadable_training_image_is_an_error_even_with_skip(small_comvg, tmp_path, monkeypatch):
+    from support import LengthHead, registered
+    from vlbench.config import load_run_config
+    from vlbench.errors import VlbenchError
+    from vlbench.runner import prepare, run
+
+    registered(monkeypatch, LengthHead)
+    for image in (small_comvg / "vg_concept").iterdir():
+        image.write_bytes(b"")
+    values = {"task": "comvg", "matcher": "length-head", "data_root": str(small_comvg), "shots": "5", "on_bad_example": "skip", "runs_dir": str(tmp_path / "runs")}
+    with pytest.raises(VlbenchError, match=r"^training example 'comvg-\d+': image '\d+' at .* cannot be read.* \(--on-bad-example skip leaves out evaluation examples only: the split's training examples are all trained on\)$"):
+        run(prepare(load_run_config(None, values)), 0)

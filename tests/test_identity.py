@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from placeholders import REAL_COMVG_CSV, comvg_root
-from vlbench import registry
+from support import registered
 from vlbench.config import load_run_config
 from vlbench.errors import VlbenchError
-from vlbench.registry import Entry
 from vlbench.runner import prepare, run
 from vlbench.types import Matcher
 
@@ -77,7 +76,7 @@ class FileWeighted(Matcher):
 
 @pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
 def test_a_plugin_matcher_s_local_model_is_hashed_and_other_weights_refuse_to_resume(tmp_path, monkeypatch, as_folder):
-    monkeypatch.setitem(registry.matchers._discover(), "file-weighted", Entry("file-weighted", "tests:FileWeighted", "tests", "tests", None, FileWeighted))
+    registered(monkeypatch, FileWeighted)
     weights = tmp_path / "model" / "weight.txt" if as_folder else tmp_path / "weight.txt"
     weights.parent.mkdir(exist_ok=True)
     weights.write_text("1.0")

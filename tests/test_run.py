@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import TESTS, vlbench_cli
-from support import open_gate, wait_until_paused
+from support import LengthHead, open_gate, registered, wait_until_paused
 from vlbench import registry
 from vlbench.config import load_run_config
 from vlbench.errors import VlbenchError
-from vlbench.registry import Entry
 from vlbench.rescore import rescore
 from vlbench.runner import prepare, run
 from vlbench.types import Matcher
@@ -352,7 +351,7 @@ class OneShort(Matcher):
     ],
 )
 def test_scores_of_the_wrong_kind_are_refused_naming_the_matcher(tmp_path, monkeypatch, matcher, problem):
-    monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))
+    registered(monkeypatch, matcher)
     with pytest.raises(VlbenchError, match=re.escape(problem)):
         run_once(tmp_path, matcher=matcher.name, batch_size=4, task_options={"n_examples": 8})
 
@@ -369,29 +368,6 @@ class FailsOnThirdCall(Matcher):
         if type(self).calls == 3:
             raise RuntimeError("boom")
         return torch.zeros(len(images), len(texts))
-
-
-class LengthHead(Matcher):
-    name = "length-head"
-    summary = "Test matcher: a trained linear head over text lengths."
-    trainable = True
-    width = 1
-
-    def __init__(self, options, runtime):
-        import torch
-
-        super().__init__(options, runtime)
-        self.trained = torch.nn.Linear(self.width, 1)
-
-    def score(self, images, texts):
-        import torch
-
-        lengths = torch.tensor([[float(len(text) + len(image.key))] * self.width for image in images for text in texts])
-        return self.trained(lengths).view(len(images), len(texts))
-
-
-def registered(monkeypatch, matcher):
-    monkeypatch.setitem(registry.matchers._discover(), matcher.name, Entry(matcher.name, f"tests:{matcher.__name__}", "tests", "tests", None, matcher))
 
 
 def test_a_matcher_s_own_error_is_named_with_where_it_was_raised_and_the_run_resumes(tmp_path, monkeypatch):

@@ -392,9 +392,16 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     started = time.perf_counter()
     recent = RecentImages()  # each epoch shows the same images
     checkpoint = TrainingCheckpoint(run_dir.checkpoint_path)
+
+    def training_images(example: Example) -> list:
+        try:
+            return prepared_images(example, recent, matcher.prepare_images)
+        except VlbenchError as error:
+            raise VlbenchError(f"training {error} (--on-bad-example skip leaves out evaluation examples only: the split's training examples are all trained on)") from None
+
     try:
         with checkpointing(checkpoint), failures_named("training"):
-            matcher.fit(train_examples, train, lambda example: prepared_images(example, recent, matcher.prepare_images))
+            matcher.fit(train_examples, train, training_images)
     except KeyboardInterrupt:
         raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
     finally:
