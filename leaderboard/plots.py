@@ -38,7 +38,7 @@ def _shots_plot(plt, table, rows, path: Path) -> Path:
     for line in dict.fromkeys(row.line for row in rows):
         joined = [row for row in rows if row.line == line]
         points = [(shots.index(row.shots), row.cells[column]) for row in joined if row.cells[column] is not None]
-        axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=[cell.half_width or 0 for _, cell in points], marker="o", capsize=3, label=joined[-1].label)
+        axes.errorbar([x for x, _ in points], [cell.mean for _, cell in points], yerr=_within_percent([cell for _, cell in points]), marker="o", capsize=3, label=joined[-1].label)
     axes.set_xticks(range(len(shots)), shots)
     axes.set_xlabel("shots")
     axes.set_ylabel(f"{table.columns[column]} (%)")
@@ -59,7 +59,7 @@ def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
             [index + offset * width for index in range(len(tags))],
             [cell.mean if cell else float("nan") for cell in cells],  # no value: a gap, not a 0% bar
             width,
-            yerr=[(cell.half_width or 0) if cell else float("nan") for cell in cells],
+            yerr=_within_percent(cells),
             capsize=2,
             label=f"{row.label} · {row.shots}",
         )
@@ -72,3 +72,10 @@ def _tags_plot(plt, table, rows, tags: list[int], path: Path) -> Path:
     plt.close(figure)
     return path
 
+
+def _within_percent(cells) -> list[list[float]]:
+    """Error bars (below, above) of each cell's interval, cut at 0 and 100 %: with few seeds a
+    Student t interval reaches past what a proportion can be. A missing cell: no bar."""
+    below = [min(cell.half_width or 0, cell.mean) if cell else float("nan") for cell in cells]
+    above = [min(cell.half_width or 0, 100 - cell.mean) if cell else float("nan") for cell in cells]
+    return [below, above]

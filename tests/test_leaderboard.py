@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -379,6 +380,15 @@ def test_plots_are_written_and_linked_from_run_records_alone(runs, tmp_path_fact
     for name in ("colors-shots.png", "colors-tags.png"):
         assert (out / "plots" / name).stat().st_size > 1000
         assert f"](plots/{name})" in markdown
+
+
+def test_plotted_intervals_stop_at_0_and_100_percent():
+    from vlbench.leaderboard.plots import _within_percent
+    from vlbench.leaderboard.tables import Cell
+
+    below, above = _within_percent([Cell(75.0, 141.18), Cell(4.0, 10.0), Cell(50.0, None), None])
+    assert below[:3] == [75.0, 4.0, 0] and above[:3] == [25.0, 10.0, 0]
+    assert math.isnan(below[3]) and math.isnan(above[3])
 
 
 def test_zero_shot_browsers_keep_seeds_apart_and_winoground_compares_on_group(tmp_path):
