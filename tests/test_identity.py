@@ -337,3 +337,16 @@ def test_a_file_hashed_within_its_timestamps_granularity_is_hashed_again_after_a
     monkeypatch.setattr(hashing, "now_ns", lambda: max(coarse[2:]) + hashing.SETTLED_NS)  # hashed once settled: kept
     assert hashing.many_files_sha256([path])[path] == hashing.known_sha256(path) == hashing.file_sha256(path) != first
     assert len(list((tmp_path / "cache" / "hashes").iterdir())) == 2  # the directory's cache file and the file's
+
+
+@pytest.mark.parametrize(("kind", "change"), [("matcher", "how it scores"), ("task", "what its examples or metrics are")])
+def test_a_component_s_version_bump_refuses_to_resume_saying_what_it_changed(tmp_path, monkeypatch, kind, change):
+    from vlbench import registry
+
+    values = {"task": "colors", "matcher": "color-words", "runs_dir": str(tmp_path / "runs"), "task_options": {"n_examples": 4}}
+    run(prepare(load_run_config(None, values)), 0)
+    component = registry.matchers.get("color-words") if kind == "matcher" else registry.tasks.get("colors")
+    monkeypatch.setattr(component, "version", f"{component.version}-next")
+    name = "color-words" if kind == "matcher" else "colors"
+    with pytest.raises(VlbenchError, match=re.escape(f"{kind} '{name}' changed {change} (version {component.version.removesuffix('-next')} → {component.version}) since these scores were stored")):
+        run(prepare(load_run_config(None, values)), 0)

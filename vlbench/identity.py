@@ -68,7 +68,8 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if (old.get("distribution"), old.get("distribution_version")) != (new["distribution"], new["distribution_version"]):
             return f"{name} comes from {new['distribution']} {new['distribution_version']} now, from {old.get('distribution')} {old.get('distribution_version')} when these scores were stored"
         if old.get("version") != new["version"]:
-            return f"{name} changed how it scores (version {old.get('version')} → {new['version']}) since these scores were stored"
+            change = "how it scores" if kind == "matcher" else "what its examples or metrics are"
+            return f"{name} changed {change} (version {old.get('version')} → {new['version']}) since these scores were stored"
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
     if old_data == _digest(new_data):  # stored before IMAGE_BYTES by a task with no image files: the same hash
         old_data = new_data
