@@ -173,3 +173,7 @@ def test_example_plugins_conform_installed_and_run(example_site, tmp_path):
     record = json.loads(next(tmp_path.rglob("results.json")).read_text())
     # color-words: the caption names the square's colour, the foil another one.
     assert record["metrics"] == {"accuracy": 1.0} and record["task"]["distribution"] == "vlbench-foils"
+    (session,) = record["provenance"]["sessions"]
+    task = session["plugins"]["task"]  # color-words is built in: vlbench's own commit covers it
+    assert list(session["plugins"]) == ["task"] and (task["distribution"], task["version"], task["editable"]) == ("vlbench-foils", "0.1.0", False)
+    assert task["url"].startswith("file://") and task["url"].endswith("/examples/vlbench-foils") and "git_commit" in task

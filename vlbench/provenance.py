@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import vlbench
 
@@ -35,10 +37,53 @@ def session_record(prepared, matcher, processes: int, timings: dict[str, Any]) -
         "data_root": str(prepared.task.data_root.absolute()) if prepared.task.data_root else None,
         "batch_size": config.batch_size,
         "processes": processes,
+        "plugins": plugin_sources(config.matcher, config.task),
         "examples_scored": timings["examples_scored"],
         "trained": timings["fit_seconds"] is not None,
         "timings": {key: timings[key] for key in ("fit_seconds", "score_seconds", "pairs_per_second", "work")},
     }
+
+
+def plugin_sources(matcher: str, task: str) -> dict[str, dict[str, Any]]:
+    """Where the code of a run's plugin matcher and task came from (built-ins: vlbench's own
+    `git_commit`), so provenance covers a plugin edited without a version bump."""
+    from vlbench import registry
+
+    entries = {"matcher": registry.matchers.entry(matcher), "task": registry.tasks.entry(task)}
+    return {kind: install_source(entry.distribution) for kind, entry in entries.items() if entry.origin != registry.BUILT_IN and entry.distribution}
+
+
+def install_source(distribution: str) -> dict[str, Any]:
+    """How `distribution` was installed: its version, the URL pip installed it from (none for an
+    index), editable or not, the VCS commit, and for a local folder in a git checkout that
+    checkout's commit and whether it has uncommitted changes."""
+    try:
+        found = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return {}
+    source: dict[str, Any] = {"distribution": distribution, "version": found.version}
+    try:
+        direct = json.loads(found.read_text("direct_url.json") or "null")
+    except ValueError:
+        direct = None
+    if not isinstance(direct, dict):
+        return source
+    source.update(url=direct.get("url"), editable=bool((direct.get("dir_info") or {}).get("editable")))
+    if isinstance(direct.get("vcs_info"), dict):
+        source["vcs_commit"] = direct["vcs_info"].get("commit_id")
+    elif str(direct.get("url", "")).startswith("file://"):
+        source["git_commit"], source["git_dirty"] = _checkout_state(Path(unquote(urlparse(direct["url"]).path)))
+    return source
+
+
+def _checkout_state(folder: Path) -> tuple[str | None, bool | None]:
+    """(commit, has uncommitted changes) of the git checkout holding `folder`; (None, None) if none."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=folder, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(status.strip())
 
 
 def scoring_libraries(matcher) -> dict[str, str | None]:
