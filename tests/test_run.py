@@ -384,3 +384,16 @@ def test_a_stored_trained_state_that_no_longer_fits_the_matcher_is_refused_with_
     monkeypatch.setattr(LengthHead, "width", 2)  # the code changed, its version did not
     with pytest.raises(VlbenchError, match=r"state.pt: the stored trained state does not fit matcher 'length-head' \(Error\(s\) in loading state_dict for Linear:\): other code of the same version stored it; bump the matcher's version"):
         run_once(tmp_path, **options)
+
+
+def test_python_m_vlbench_runs_beside_a_folder_named_vlbench(tmp_path):
+    # `python -m` puts the working directory first on sys.path, where this folder shadows the
+    # package (the parent of a checkout, for one): `import vlbench` is then a namespace package.
+    from vlbench.version import __version__
+
+    (tmp_path / "vlbench").mkdir()
+    done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--task", "colors", "--matcher", "random"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (results,) = tmp_path.rglob("results.json")
+    assert json.loads(results.read_text())["provenance"]["sessions"][0]["vlbench_version"] == __version__
+

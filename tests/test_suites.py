@@ -73,6 +73,7 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
 
 def test_parallel_processes_give_the_sequential_board(tmp_path):
     (tmp_path / "s.yaml").write_text(SMALL)
+    (tmp_path / "vlbench").mkdir()  # named like the package, in the working directory: job processes must not import it
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", "--out", "two.md", cwd=tmp_path)
     sequential, parallel = render_board([tmp_path / "one"]), render_board([tmp_path / "two"])

@@ -5,8 +5,7 @@ that needs them is built. The Python API (`evaluate`, `create_matcher`, `create_
 `vlbench.api`; the conformance checks for plugin authors in `vlbench.testing`.
 """
 
-__version__ = "0.2.0"
-
-from vlbench.api import Evaluation, create_matcher, create_task, evaluate  # noqa: E402
+from vlbench.api import Evaluation, create_matcher, create_task, evaluate
+from vlbench.version import __version__
 
 __all__ = ["Evaluation", "create_matcher", "create_task", "evaluate", "__version__"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import vlbench
+from vlbench.version import __version__
 
 ALWAYS_LISTED = ("torch", "numpy", "pillow")
 
@@ -23,11 +23,11 @@ def session_record(prepared, matcher, processes: int, timings: dict[str, Any]) -
     produced its scores, and how long each part took, after a later invocation had nothing to do."""
     from vlbench.runtime import describe_device
 
-    commit, dirty = git_state(Path(vlbench.__file__).resolve().parent.parent)
+    commit, dirty = checkout_state()
     config = prepared.config
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "vlbench_version": vlbench.__version__,
+        "vlbench_version": __version__,
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
@@ -97,6 +97,13 @@ def library_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def checkout_state() -> tuple[str | None, bool | None]:
+    """`git_state` of the source tree this vlbench runs from. Found from this file, not from
+    `vlbench.__file__`, which is None where a folder named vlbench in the working directory
+    shadows the package."""
+    return git_state(Path(__file__).resolve().parent.parent)
 
 
 def git_state(source: Path) -> tuple[str | None, bool | None]:

@@ -270,10 +270,15 @@ def job_environment(parallel: int) -> dict[str, str]:
     return environment
 
 
+# `vlbench run` in a child process, without the working directory on sys.path (as `-m` would put
+# it): a folder named vlbench there, such as the checkout seen from its parent, would shadow the package.
+CHILD_RUN = "import sys; del sys.path[0]; from vlbench.cli.app import main; main()"
+
+
 def _run_process(job: Job, environment: dict[str, str]) -> bool:
     config_file = _config_file(job)
     with open(job.state_file(".log"), "w") as log:
-        done = subprocess.run([sys.executable, "-m", "vlbench", "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
+        done = subprocess.run([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
     if done.returncode != 0:
         error = first_error_line(job.state_file(".log").read_text())
         job.state_file(".failed").write_text((error or f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")

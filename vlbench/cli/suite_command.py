@@ -128,10 +128,9 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
 
 def code_state() -> tuple[str | None, bool]:
     """The commit of vlbench's source tree and whether it has uncommitted changes."""
-    import vlbench
-    from vlbench.provenance import git_state
+    from vlbench.provenance import checkout_state
 
-    return git_state(Path(vlbench.__file__).resolve().parent.parent)
+    return checkout_state()
 
 
 def with_provenance(markdown: str, command: str, code: tuple[str | None, bool], where: str = "") -> str:
@@ -139,12 +138,12 @@ def with_provenance(markdown: str, command: str, code: tuple[str | None, bool], 
     `code_state`) under its title."""
     import datetime
 
-    import vlbench
+    from vlbench.version import __version__
 
     commit, dirty = code
     stamp = (
         f"Regenerate from scratch{f' ({where})' if where else ''}: `{command}`. "
-        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {vlbench.__version__}."
+        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {__version__}."
     )
     title, rest = markdown.split("\n\n", 1)
     return f"{title}\n\n{stamp}\n\n{rest}"
