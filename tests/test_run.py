@@ -233,6 +233,33 @@ def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(tmp_path):
     clean = json.loads(next((tmp_path / "clean").rglob("results.json")).read_text())
     assert killed["metrics"] == clean["metrics"] and killed["breakdown"] == clean["breakdown"]
     assert killed["n"] == 40
+    (session,) = killed["provenance"]["sessions"]  # the killed invocation left none
+    assert (session["examples_scored"], session["unrecorded"]) == (30, {"examples": 10})
+
+
+def test_a_run_killed_after_its_last_score_gets_a_session_and_joins_the_board(tmp_path):
+    from vlbench.leaderboard.publish import render_board
+
+    for seed in (0, 1):
+        run_once(tmp_path, seed=seed, task_options={"n_examples": 12})
+    (killed,) = tmp_path.rglob("seed-1")
+    for name in ("results.json", "sessions.jsonl"):  # as a kill between the last score and the session line leaves it
+        (killed / name).unlink()
+    resumed = run_once(tmp_path, seed=1, task_options={"n_examples": 12})
+    (session,) = resumed.results["provenance"]["sessions"]
+    assert (session["examples_scored"], session["unrecorded"], session["ended"]) == (0, {"examples": 12}, "completed")
+    assert "| color-words | 0 | 2 |" in render_board([tmp_path / "runs"])
+
+
+def test_rerunning_a_finished_run_whose_scores_were_edited_is_refused(tmp_path):
+    result = run_once(tmp_path, task_options={"n_examples": 12})
+    scores = result.run_dir / "scores.jsonl"
+    records = [json.loads(line) for line in scores.read_text().splitlines()]
+    decided = next(record for record in records if record["scores"][0] != record["scores"][1])  # no tie: swapping its images flips it
+    decided["scores"].reverse()
+    scores.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(VlbenchError, match=r"results.json records accuracy .* where its scores give .*: the run's files disagree"):
+        run_once(tmp_path, task_options={"n_examples": 12})
 
 
 def test_concurrent_runs_share_a_runs_directory_and_the_same_run_is_refused(tmp_path):

@@ -41,10 +41,10 @@ from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record
 from vlbench.progress import labelled
-from vlbench.records import RunDirectory, ScoredExample, write_atomically
+from vlbench.records import RESULTS, RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, resolve_device
 from vlbench.splits import LIMIT_SAMPLE, Split, check_protocol, evaluation_ids, make_split
-from vlbench.stored_runs import SCHEMA_VERSION, RunRecord
+from vlbench.stored_runs import SCHEMA_VERSION, RunRecord, StoredRun
 from vlbench.training import TrainConfig
 from vlbench.types import Example, Matcher, Task
 
@@ -209,8 +209,12 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
 
         def finish() -> dict[str, Any]:
             scored = _merged_scores(run_dir, config.task, evaluation, skipped)
-            if fit_seconds is not None or timings["examples_scored"]:
-                run_dir.append_session({**session_record(prepared, matcher, ranks.world_size, timings), "ended": "completed"})
+            did_work = fit_seconds is not None or timings["examples_scored"]
+            if not did_work and run_dir.exists(RESULTS):
+                StoredRun(run_dir.path).check_metrics()  # scores edited since: not rewritten silently
+            unrecorded = _unrecorded_work(run_dir, len(scored) - timings["examples_scored"], prepared.train is not None and fit_seconds is None)
+            if did_work or unrecorded:
+                run_dir.append_session({**session_record(prepared, matcher, ranks.world_size, timings), "ended": "completed", **unrecorded})
             results = _results_record(prepared, identity, evaluation_data, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
@@ -318,6 +322,17 @@ def _check_attention_kept(run_dir: RunDirectory, done: set[str]) -> None:
             f"--save-attention: {run_dir.path} already holds scores of {len(without)} examples scored without "
             "keeping their maps, and finished examples are not scored again; use another --runs-dir, or --restart"
         )
+
+
+def _unrecorded_work(run_dir: RunDirectory, examples_stored_before: int, trained_before: bool) -> dict[str, Any]:
+    """What the run stored before this invocation that no line of `sessions.jsonl` accounts for
+    (an invocation killed outright records nothing): `{"unrecorded": {"examples": N, "training":
+    True}}`, or nothing."""
+    sessions = run_dir.sessions()
+    examples = examples_stored_before - sum(session.get("examples_scored") or 0 for session in sessions)
+    training = trained_before and run_dir.state_path.exists() and not any(session.get("trained") for session in sessions)
+    unrecorded = {**({"examples": examples} if examples > 0 else {}), **({"training": True} if training else {})}
+    return {"unrecorded": unrecorded} if unrecorded else {}
 
 
 def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], skipped: dict[str, str]) -> list[ScoredExample]:
