@@ -251,6 +251,22 @@ def test_a_run_killed_after_its_last_score_gets_a_session_and_joins_the_board(tm
     assert "| color-words | 0 | 2 |" in render_board([tmp_path / "runs"])
 
 
+def test_lines_cut_off_mid_write_are_dropped_before_anything_is_appended_after_them(tmp_path):
+    clean = run_once(tmp_path, "clean", task_options={"n_examples": 12})
+    torn = run_once(tmp_path, task_options={"n_examples": 12})
+    files = ("scores.jsonl", "examples.jsonl", "sessions.jsonl")
+    for name in files:  # as a crash, a full disk or a power loss mid-write leaves them
+        path = torn.run_dir / name
+        path.write_bytes(path.read_bytes()[:-20])
+    (torn.run_dir / "results.json").unlink()
+    resumed = run_once(tmp_path, task_options={"n_examples": 12})
+    assert resumed.results["timings"]["examples_scored"] == 1 and resumed.results["metrics"] == clean.results["metrics"]
+    for name in files:
+        lines = (torn.run_dir / name).read_text().splitlines()
+        assert all(json.loads(line) for line in lines), name
+    assert (torn.run_dir / "scores.jsonl").read_text() == (clean.run_dir / "scores.jsonl").read_text()
+
+
 def test_rerunning_a_finished_run_whose_scores_were_edited_is_refused(tmp_path):
     result = run_once(tmp_path, task_options={"n_examples": 12})
     scores = result.run_dir / "scores.jsonl"

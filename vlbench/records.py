@@ -9,11 +9,12 @@ Layout (one directory per task, matcher, resolved config, shots and seed)::
     examples.jsonl, thumbnails.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
     <file>.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
-    sessions.jsonl one line per invocation that trained or scored (code, machine, data root)
+    sessions.jsonl one line per invocation that trained or scored (code, machine, data root);
+                   a process of a multi-process run that stopped early writes sessions.rank-R.jsonl
     results.json   metrics, breakdowns, timings and provenance (schema in the README)
 
-JSON and state files are replaced atomically; score files are append-only, and a line cut off
-by a crash is dropped when the run resumes. Readers see the union of `scores.jsonl` and any rank
+JSON and state files are replaced atomically; line files are append-only, and a line cut off
+by a crash is dropped when the run resumes (before anything is appended after it). Readers see the union of `scores.jsonl` and any rank
 shards, by example id, so a run killed before its shards were merged resumes where it stopped.
 """
 
@@ -112,18 +113,22 @@ class RunDirectory:
 
     def discard_records(self) -> None:
         """Delete everything a run stored here (`--restart`), keeping the lock held by the caller."""
-        for stem in SHARDED:
+        for stem in (*SHARDED, "sessions"):
             for path in (self.path / f"{stem}.jsonl", *_shards(self.path, stem)):
                 path.unlink(missing_ok=True)
         for name in RECORDS:
             (self.path / name).unlink(missing_ok=True)
 
-    def append_session(self, session: dict[str, Any]) -> None:
-        with self.line_appender("sessions") as append:
+    def append_session(self, session: dict[str, Any], rank: int | None = None) -> None:
+        """Append one invocation's line to `sessions.jsonl`, or with `rank` to that rank's own file
+        (ranks stopping at once never write into one file)."""
+        with self.line_appender("sessions", rank) as append:
             append([json.dumps(session) + "\n"])
 
     def sessions(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "sessions.jsonl", ())
+        """Every invocation's line (`sessions.jsonl` and the ranks' files), oldest first."""
+        lines = [session for path in (self.path / "sessions.jsonl", *_shards(self.path, "sessions")) for session in _read_jsonl(path, ())]
+        return sorted(lines, key=lambda session: str(session.get("created", "")))
 
     def read_scores(self) -> dict[str, ScoredExample]:
         """The scored examples so far, by id, from `scores.jsonl` and any rank shards."""
@@ -169,6 +174,7 @@ class RunDirectory:
     def line_appender(self, stem: str, rank: int | None = None) -> Iterator[Any]:
         """Yields `append(lines: Sequence[str])` onto `<stem>.jsonl`, or `<stem>.rank-R.jsonl`."""
         path = self.path / (f"{stem}.jsonl" if rank is None else shard_name(stem, rank))
+        _cut_torn_tail(path)
         with open(path, "a") as handle:
             def append(lines: Sequence[str]) -> None:
                 handle.write("".join(lines))
@@ -185,6 +191,20 @@ def shard_name(stem: str, rank: int | str) -> str:
 
 def _shards(directory: Path, stem: str) -> list[Path]:
     return sorted(directory.glob(shard_name(stem, "*")), key=lambda path: int(path.name.split(".")[1][5:]))
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a partial last line (a write cut off by a crash, a full disk) before appending after
+    it, which would otherwise glue the next record onto it in the middle of the file."""
+    try:
+        with open(path, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0 or (handle.seek(size - 1), handle.read(1))[1] == b"\n":
+                return
+            handle.seek(0)
+            handle.truncate(handle.read().rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def _read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:

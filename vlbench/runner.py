@@ -461,7 +461,8 @@ def _session_if_stopped(run_dir: RunDirectory, prepared: Prepared, matcher: Matc
     """Yields the invocation's `WorkStored`; if anything (an error, Ctrl-C, SIGTERM) stops it after
     it stored work, appends its session line, `ended` saying how it stopped, so the run's
     provenance names every invocation whose work it keeps. Each process of a multi-process run
-    appends its own line (with its `rank`): a stopped process cannot count the others' work. A
+    appends its own line (with its `rank`, to its own file): a stopped process cannot count the
+    others' work. A
     process killed outright (SIGKILL) leaves no line."""
     work = WorkStored()
     try:
@@ -482,7 +483,7 @@ def _session_if_stopped(run_dir: RunDirectory, prepared: Prepared, matcher: Matc
                 session["training_epochs_checkpointed"] = work.epochs_checkpointed
             if ranks.distributed:
                 session["rank"] = ranks.rank
-            run_dir.append_session(session)
+            run_dir.append_session(session, ranks.rank if ranks.distributed else None)
         raise
 
 
