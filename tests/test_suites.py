@@ -219,3 +219,26 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
     data.rename(tmp_path / "moved")
     (failed,) = run_jobs(jobs)
     assert "data root" in failure(failed) and "does not exist" in failure(failed), failure(failed)
+
+
+def test_a_job_process_stopped_after_writing_its_results_is_done_not_stale(tmp_path, monkeypatch):
+    import subprocess
+
+    from vlbench import suites
+
+    (tmp_path / "s.yaml").write_text("seeds: [0, 1]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
+    finished, stopped = load_suite(tmp_path / "s.yaml", tmp_path / "runs")
+    finished.state_file(".log").parent.mkdir(parents=True)  # as run_jobs makes it
+
+    def interrupted(job, writes_results):
+        def child(command, **_):
+            if writes_results:
+                job.run_dir.mkdir(parents=True, exist_ok=True)
+                (job.run_dir / "results.json").write_text("{}")
+            return subprocess.CompletedProcess(command, 130)
+        return child
+
+    monkeypatch.setattr(suites.subprocess, "run", interrupted(finished, True))  # Ctrl-C while it printed its metrics
+    assert suites._run_process(finished, {}) and job_state(finished) == "done"
+    monkeypatch.setattr(suites.subprocess, "run", interrupted(stopped, False))  # Ctrl-C while it scored
+    assert not suites._run_process(stopped, {}) and job_state(stopped) == "failed"

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -277,9 +278,11 @@ CHILD_RUN = "import sys; del sys.path[0]; from vlbench.cli.app import main; main
 
 def _run_process(job: Job, environment: dict[str, str]) -> bool:
     config_file = _config_file(job)
+    started = time.time_ns()
     with open(job.state_file(".log"), "w") as log:
         done = subprocess.run([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
-    if done.returncode != 0:
+    results = job.run_dir / "results.json"
+    if done.returncode != 0 and not (results.exists() and results.stat().st_mtime_ns >= started):  # stopped after finishing: done, not stale
         error = first_error_line(job.state_file(".log").read_text())
         job.state_file(".failed").write_text((error or f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
         return False
