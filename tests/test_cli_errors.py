@@ -169,3 +169,14 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_others_keep_working(tmp_
         "error: matcher 'broken' (from broken-plugin, broken_plugin_module:Matcher) failed to load: ModuleNotFoundError: No module named 'a_dependency_that_is_not_installed'"
     ]
     assert vlbench("run", "--task", "colors", "--matcher", "random").returncode == 0
+
+
+def test_ctrl_c_outside_training_and_scoring_says_it_was_interrupted(vlbench_here, monkeypatch, tmp_path):
+    from vlbench.registry import Registry
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Registry, "names", interrupted)  # Ctrl-C while the entries are read
+    code, _, errors = vlbench_here("list", "matchers", cwd=tmp_path)
+    assert code == 130 and errors.strip() == "interrupted; what was stored is kept, and the same command resumes"

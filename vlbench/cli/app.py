@@ -39,6 +39,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is handled like Ctrl-C
     try:
         app()
+    except SystemExit as leaving:
+        from vlbench import distributed
+
+        if leaving.code == 130 and distributed.current().is_main:  # typer's answer to a Ctrl-C outside training and scoring
+            typer.secho("interrupted; what was stored is kept, and the same command resumes", err=True, fg="yellow")
+        raise
     except VlbenchError as error:
         if _debug["on"]:
             raise
