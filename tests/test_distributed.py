@@ -194,3 +194,17 @@ def test_a_second_launch_on_a_running_run_is_refused_on_every_rank(tmp_path):
     assert len(refusals) == 2, second.stderr
     assert first.returncode == 0, first_errors
     assert len(scored_ids(_run_dir(tmp_path / "runs"))) == 40
+
+
+def test_a_collective_broken_by_another_process_stopping_ends_this_one_with_one_line(monkeypatch):
+    import torch.distributed as dist
+
+    from vlbench.distributed import Ranks
+    from vlbench.errors import VlbenchError
+
+    def closed(*args, **kwargs):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:40283\nException raised from ...")
+
+    monkeypatch.setattr(dist, "all_gather_object", closed)
+    with pytest.raises(VlbenchError, match=r"^another process of this run stopped, so this one stops too \(its own error, printed by it, says why; here: RuntimeError: \[.*pair.cc:561\] Connection closed by peer \[127.0.0.1\]:40283\); what the run stored is kept: run the same command to resume$"):
+        Ranks(rank=0, world_size=2).gather({})

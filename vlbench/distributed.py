@@ -8,7 +8,8 @@ and every collective here is a no-op, so the single-process path runs the same c
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,7 +46,8 @@ class Ranks:
         import torch.distributed as dist
 
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        with _peers_present():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def on_main(self, action: Callable[[], Result]) -> Result:
@@ -68,7 +70,8 @@ class Ranks:
         import torch.distributed as dist
 
         values: list[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
+        with _peers_present():
+            dist.all_gather_object(values, value)
         return values
 
     def sum_gradients(self, parameters: Sequence[Any]) -> None:
@@ -81,7 +84,22 @@ class Ranks:
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            with _peers_present():
+                dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+
+
+@contextmanager
+def _peers_present() -> Iterator[None]:
+    """A collective that fails because another process of the run stopped (its own error is the
+    one to read) ends this process with one line instead of the backend's traceback."""
+    try:
+        yield
+    except RuntimeError as error:
+        lines = str(error).strip().splitlines()
+        raise VlbenchError(
+            f"another process of this run stopped, so this one stops too (its own error, printed by it, says why; here: {type(error).__name__}: "
+            f"{lines[0] if lines else ''}); what the run stored is kept: run the same command to resume"
+        ) from error
 
 
 def current() -> Ranks:
