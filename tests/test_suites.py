@@ -221,24 +221,42 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
     assert "data root" in failure(failed) and "does not exist" in failure(failed), failure(failed)
 
 
-def test_a_job_process_stopped_after_writing_its_results_is_done_not_stale(tmp_path, monkeypatch):
-    import subprocess
-
+def test_a_job_process_stopped_after_writing_its_results_is_done_not_stale(tmp_path):
     from vlbench import suites
 
     (tmp_path / "s.yaml").write_text("seeds: [0, 1]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
     finished, stopped = load_suite(tmp_path / "s.yaml", tmp_path / "runs")
     finished.state_file(".log").parent.mkdir(parents=True)  # as run_jobs makes it
 
-    def interrupted(job, writes_results):
-        def child(command, **_):
-            if writes_results:
-                job.run_dir.mkdir(parents=True, exist_ok=True)
-                (job.run_dir / "results.json").write_text("{}")
-            return subprocess.CompletedProcess(command, 130)
-        return child
+    class Interrupted(suites.JobProcesses):
+        """Job processes that exit 130, as on a Ctrl-C, after writing their results or not."""
 
-    monkeypatch.setattr(suites.subprocess, "run", interrupted(finished, True))  # Ctrl-C while it printed its metrics
-    assert suites._run_process(finished, {}) and job_state(finished) == "done"
-    monkeypatch.setattr(suites.subprocess, "run", interrupted(stopped, False))  # Ctrl-C while it scored
-    assert not suites._run_process(stopped, {}) and job_state(stopped) == "failed"
+        def __init__(self, job, writes_results):
+            super().__init__()
+            self.job, self.writes_results = job, writes_results
+
+        def start(self, command, **options):
+            return command
+
+        def wait(self, process):
+            if self.writes_results:
+                self.job.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.job.run_dir / "results.json").write_text("{}")
+            return 130
+
+    assert suites._run_process(finished, {}, Interrupted(finished, True)) and job_state(finished) == "done"  # while it printed its metrics
+    assert not suites._run_process(stopped, {}, Interrupted(stopped, False)) and job_state(stopped) == "failed"  # while it scored, the suite still on
+
+
+def test_stopping_the_job_processes_interrupts_the_running_ones_and_starts_no_other():
+    import subprocess
+
+    from vlbench.suites import JobProcesses
+
+    children = JobProcesses()
+    waiting = "import signal; print('ready', flush=True); signal.pause()"  # until a signal ends it
+    process = children.start([sys.executable, "-c", waiting], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    children.stop()
+    assert children.wait(process) != 0 and not children.running
+    assert children.start([sys.executable, "-c", "pass"]) is None

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -212,9 +214,13 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
     elif parallel == 1:
         outcomes = [counted(_run_here)(job) for job in todo]
     else:
-        environment = job_environment(parallel)
+        environment, children = job_environment(parallel), JobProcesses()
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            outcomes = list(pool.map(counted(lambda job: _run_process(job, environment)), todo))
+            try:
+                outcomes = list(pool.map(counted(lambda job: _run_process(job, environment, children)), todo))
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises it): the running jobs stop as they would, what they stored is kept
+                children.stop()
+                raise
     return stale + [job for job, ok in zip(todo, outcomes) if not ok]
 
 
@@ -276,15 +282,51 @@ def job_environment(parallel: int) -> dict[str, str]:
 CHILD_RUN = "import sys; del sys.path[0]; from vlbench.cli.app import main; main()"
 
 
-def _run_process(job: Job, environment: dict[str, str]) -> bool:
+class JobProcesses:
+    """The job processes of a suite running now; once stopped, the running ones get SIGINT (as a
+    Ctrl-C in their terminal gives them: they keep what they stored) and no other one starts."""
+
+    def __init__(self) -> None:
+        self.running: set[subprocess.Popen] = set()
+        self.stopped = False
+        self.lock = threading.Lock()
+
+    def start(self, command: list[str], **options: Any) -> subprocess.Popen | None:
+        """The started process, or None once stopped."""
+        with self.lock:
+            if self.stopped:
+                return None
+            process = subprocess.Popen(command, **options)
+            self.running.add(process)
+            return process
+
+    def wait(self, process: subprocess.Popen) -> int:
+        code = process.wait()
+        with self.lock:
+            self.running.discard(process)
+        return code
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for process in self.running:
+                process.send_signal(signal.SIGINT)
+
+
+def _run_process(job: Job, environment: dict[str, str], children: JobProcesses) -> bool:
     config_file = _config_file(job)
     started = time.time_ns()
     with open(job.state_file(".log"), "w") as log:
-        done = subprocess.run([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
+        process = children.start([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
+        if process is None:
+            return False
+        code = children.wait(process)
     results = job.run_dir / "results.json"
-    if done.returncode != 0 and not (results.exists() and results.stat().st_mtime_ns >= started):  # stopped after finishing: done, not stale
+    if code != 0 and not (results.exists() and results.stat().st_mtime_ns >= started):  # stopped after finishing: done, not stale
+        if children.stopped:  # stopped with the suite: partial or pending, not failed
+            return False
         error = first_error_line(job.state_file(".log").read_text())
-        job.state_file(".failed").write_text((error or f"exit {done.returncode}; see {job.state_file('.log')}") + "\n")
+        job.state_file(".failed").write_text((error or f"exit {code}; see {job.state_file('.log')}") + "\n")
         return False
     return True
 
