@@ -134,3 +134,17 @@ def test_the_committed_mini_world_board_is_what_its_command_makes(tmp_path):
     assert board_structure((tmp_path / "board.md").read_text()) == board_structure(committed)
     for image in re.findall(r"\]\((plots/[^)]+\.png)\)", committed):
         assert (tmp_path / image).stat().st_size > 1000
+
+
+def test_a_generation_stopped_by_ctrl_c_leaves_no_half_written_world(tmp_path, monkeypatch):
+    from vlbench.tasks.miniworld import tasks
+
+    def interrupted(staging, world_seed, image_size):
+        (staging / "comvg").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(tasks, "write_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tasks.generated_root(3, 32)
+    assert not list((tmp_path / "miniworld").iterdir())

@@ -31,8 +31,10 @@ def generated_root(world_seed: int, image_size: int) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         write_all(staging, world_seed, image_size)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C or SIGTERM too: no half-written world left behind
         shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, OSError):
+            raise
         raise VlbenchError(
             f"the mini-world is generated into $VLBENCH_CACHE on first use, but {error.filename} cannot be written ({error.strerror}); "
             "set VLBENCH_CACHE to a writable directory"
