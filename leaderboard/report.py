@@ -60,17 +60,23 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
     _check_destination(out)
     tables = build_board(roots, baseline, read_references() if references else None)
     groups = comparison_groups(find_runs(roots))
+    for group in groups:
+        for run in group.runs:
+            run.task  # noqa: B018 - a run whose task's code is missing is refused before anything is written
     earlier = _listed(out)
     out.mkdir(parents=True, exist_ok=True)
     # Listed before anything is written: a report stopped midway leaves a directory the next one
     # recognises as a report's and cleans up.
     pages = [name for group in groups for name in (f"data/{group.slug}.js", f"{group.slug}.html")]
-    atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted({*earlier, "report.css", "report.js", "index.html", *pages}), indent=0) + "\n")
+    planned = {*earlier, "report.css", "report.js", "index.html", *pages}
+    atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted(planned), indent=0) + "\n")
     (out / "data").mkdir(exist_ok=True)
     for asset in ("report.css", "report.js"):
         shutil.copyfile(ASSETS / asset, out / asset)
     drawn = write_plots(tables, out / "plots") if plots else {}
     images = {task: [path.relative_to(out).as_posix() for path in paths] for task, paths in drawn.items()}
+    planned.update(path for paths in images.values() for path in paths)
+    atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted(planned), indent=0) + "\n")
     for group in groups:
         data = group_data(group)
         atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")

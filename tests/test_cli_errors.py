@@ -179,4 +179,4 @@ def test_ctrl_c_outside_training_and_scoring_says_it_was_interrupted(vlbench_her
 
     monkeypatch.setattr(Registry, "names", interrupted)  # Ctrl-C while the entries are read
     code, _, errors = vlbench_here("list", "matchers", cwd=tmp_path)
-    assert code == 130 and errors.strip() == "interrupted; what was stored is kept, and the same command resumes"
+    assert code == 130 and errors.strip() == "interrupted (a run keeps what it stored, and the same command resumes it)"

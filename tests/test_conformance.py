@@ -176,4 +176,4 @@ def test_example_plugins_conform_installed_and_run(example_site, tmp_path):
     (session,) = record["provenance"]["sessions"]
     task = session["plugins"]["task"]  # color-words is built in: vlbench's own commit covers it
     assert list(session["plugins"]) == ["task"] and (task["distribution"], task["version"], task["editable"]) == ("vlbench-foils", "0.1.0", False)
-    assert task["url"].startswith("file://") and task["url"].endswith("/examples/vlbench-foils") and "git_commit" in task
+    assert task["url"].startswith("file://") and task["url"].endswith("/examples/vlbench-foils") and "git_commit" not in task  # a copy: the folder may have changed since

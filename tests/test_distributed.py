@@ -206,5 +206,5 @@ def test_a_collective_broken_by_another_process_stopping_ends_this_one_with_one_
         raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:40283\nException raised from ...")
 
     monkeypatch.setattr(dist, "all_gather_object", closed)
-    with pytest.raises(VlbenchError, match=r"^another process of this run stopped, so this one stops too \(its own error, printed by it, says why; here: RuntimeError: \[.*pair.cc:561\] Connection closed by peer \[127.0.0.1\]:40283\); what the run stored is kept: run the same command to resume$"):
+    with pytest.raises(VlbenchError, match=r"^a collective operation with the other processes of this run failed: another process stopped \(its own error says why\) or it timed out \(RuntimeError: \[.*pair.cc:561\] Connection closed by peer \[127.0.0.1\]:40283\); what the run stored is kept: run the same command to resume$"):
         Ranks(rank=0, world_size=2).gather({})

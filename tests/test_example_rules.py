@@ -31,8 +31,8 @@ MALFORMED = [
     (dict(positives=()), "has positives ()"),
     (dict(positives=((0, 2),)), "matching pair (0, 2) outside its 2×2"),
     (dict(positives=((0, -1),)), "matching pair (0, -1) outside"),
-    (dict(positives=((True, 0),)), "matching pair (True, 0) outside"),
-    (dict(positives=((0,),)), "matching pair (0,) outside"),
+    (dict(positives=((True, 0),)), "matching pair (True, 0); give (image index, text index), two integers"),
+    (dict(positives=((0,),)), "matching pair (0,); give (image index, text index), two integers"),
     (dict(tags={"kind": None}), "has tags {'kind': None}"),
     (dict(tags={"kind": 1}), "has tags {'kind': 1}"),
 ]

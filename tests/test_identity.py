@@ -88,6 +88,12 @@ def test_a_plugin_matcher_s_local_model_is_hashed_and_other_weights_refuse_to_re
     with pytest.raises(VlbenchError, match=r"weights of --model .* changed since these scores were stored \(sha256 "):
         run(prepare(load_run_config(None, values)), 0)
     assert "weights_sha256" in first.results["matcher"]["fingerprint"]
+    identity = first.run_dir / "identity.json"  # as a vlbench that did not hash a plugin's --model stored it
+    record = json.loads(identity.read_text())
+    del record["inputs"]["matcher"]["fingerprint"]["weights_sha256"]
+    identity.write_text(json.dumps(record))
+    with pytest.raises(VlbenchError, match=r"stored by an older vlbench, which did not hash the files of --model .*: it cannot show whether the weights changed since"):
+        run(prepare(load_run_config(None, values)), 0)
 
 
 def plugin_source(root, version, sign):

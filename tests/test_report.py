@@ -148,7 +148,7 @@ def test_the_report_needs_only_the_run_records(mini_runs, tmp_path):
     assert (tmp_path / "site" / "index.html").exists() and "plots/" not in (tmp_path / "site" / "index.html").read_text()
 
 
-def test_a_report_stopped_midway_names_the_missing_task_and_leaves_a_directory_the_next_report_takes(mini_runs, tmp_path):
+def test_runs_of_a_task_whose_plugin_is_missing_are_refused_before_anything_is_written(mini_runs, tmp_path):
     records = tmp_path / "records"
     shutil.copytree(run_dir(mini_runs, "clip"), records / "elsewhere" / "seed-0")
     results = records / "elsewhere" / "seed-0" / "results.json"
@@ -157,8 +157,21 @@ def test_a_report_stopped_midway_names_the_missing_task_and_leaves_a_directory_t
     results.write_text(json.dumps(record))
     failed = vlbench_cli("report", str(records), "--html", "site", "--no-plots", cwd=tmp_path, check=False)
     assert failed.returncode == 2 and "needs the code of task 'vanished-task', from vlbench-vanished 0.3.0, which is not installed here" in failed.stderr
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_report_stopped_midway_leaves_a_directory_the_next_report_takes(mini_runs, tmp_path, monkeypatch):
+    from vlbench.leaderboard import report
+
+    def stopped(group):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(report, "group_data", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            report.write_report([mini_runs], tmp_path / "site", plots=False)
     assert not (tmp_path / "site" / "index.html").exists() and (tmp_path / "site" / "report.css").exists()
-    vlbench_cli("report", str(mini_runs), "--html", "site", "--no-plots", cwd=tmp_path)
+    report.write_report([mini_runs], tmp_path / "site", plots=False)
     assert (tmp_path / "site" / "index.html").exists()
 
 

@@ -415,7 +415,8 @@ class FailsOnThirdCall(Matcher):
 
 def test_a_matcher_s_own_error_is_named_with_where_it_was_raised_and_the_run_resumes(tmp_path, monkeypatch):
     registered(monkeypatch, FailsOnThirdCall)
-    with pytest.raises(VlbenchError, match=r"^scoring failed: RuntimeError: boom \(raised at test_run.py:\d+, in score\); what the run stored is kept: fix it and run the same command to resume \(--debug shows the traceback\)$"):
+    monkeypatch.setattr(FailsOnThirdCall, "calls", 0)
+    with pytest.raises(VlbenchError, match=r"^scoring failed: RuntimeError: boom \(raised at test_run.py:\d+, in score\); what the run stored is kept: the same command resumes once the cause is fixed \(--debug shows the traceback\)$"):
         run_once(tmp_path, matcher="fails-on-third-call", batch_size=2, task_options={"n_examples": 8})
     assert run_once(tmp_path, matcher="fails-on-third-call", batch_size=2, task_options={"n_examples": 8}).results["timings"]["examples_resumed"] == 2  # the first batch of two
 

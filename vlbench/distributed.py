@@ -90,15 +90,15 @@ class Ranks:
 
 @contextmanager
 def _peers_present() -> Iterator[None]:
-    """A collective that fails because another process of the run stopped (its own error is the
-    one to read) ends this process with one line instead of the backend's traceback."""
+    """A collective that fails (another process of the run stopped, whose own error says why, or
+    the backend timed out) ends this process with one line instead of the backend's traceback."""
     try:
         yield
     except RuntimeError as error:
         lines = str(error).strip().splitlines()
         raise VlbenchError(
-            f"another process of this run stopped, so this one stops too (its own error, printed by it, says why; here: {type(error).__name__}: "
-            f"{lines[0] if lines else ''}); what the run stored is kept: run the same command to resume"
+            f"a collective operation with the other processes of this run failed: another process stopped (its own error says why) or it timed out "
+            f"({type(error).__name__}: {lines[0] if lines else ''}); what the run stored is kept: run the same command to resume"
         ) from error
 
 

@@ -34,7 +34,9 @@ def example_problem(example: object) -> str | None:
     if not _sequence(example.positives) or not example.positives:
         return f"has positives {_shown(example.positives)}; give a non-empty tuple of (image index, text index) pairs"
     for pair in example.positives:
-        if not _index_pair(pair, len(images), len(texts)):
+        if not _index_pair(pair):
+            return f"has a matching pair {pair!r}; give (image index, text index), two integers"
+        if not (0 <= pair[0] < len(images) and 0 <= pair[1] < len(texts)):
             return f"has a matching pair {pair!r} outside its {len(images)}×{len(texts)} (images × texts) matrix; indices count from 0"
     if not isinstance(example.tags, Mapping) or not all(isinstance(key, str) and isinstance(value, str) for key, value in example.tags.items()):
         return f"has tags {_shown(example.tags)}; tags map strings to strings"
@@ -60,11 +62,8 @@ def _sequence(value: object) -> bool:
     return isinstance(value, (tuple, list))
 
 
-def _index_pair(pair: object, n_images: int, n_texts: int) -> bool:
-    if not _sequence(pair) or len(pair) != 2 or not all(isinstance(index, int) and not isinstance(index, bool) for index in pair):
-        return False
-    image, text = pair
-    return 0 <= image < n_images and 0 <= text < n_texts
+def _index_pair(pair: object) -> bool:
+    return _sequence(pair) and len(pair) == 2 and all(isinstance(index, int) and not isinstance(index, bool) for index in pair)
 
 
 def _shown(value: object) -> str:

@@ -84,6 +84,8 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old_libraries.get(library) != new_libraries.get(library):
             return f"{library} is at version {new_libraries.get(library)} now, at {old_libraries.get(library)} when these scores were stored"
     old_print, new_print = stored.get("matcher", {}).get("fingerprint", {}), current["matcher"]["fingerprint"]
+    if "weights_sha256" in new_print and "weights_sha256" not in old_print:
+        return f"these scores were stored by an older vlbench, which did not hash the files of --model {model}: it cannot show whether the weights changed since"
     if old_print.get("weights_sha256") != new_print.get("weights_sha256"):
         return f"weights of --model {model} changed since these scores were stored (sha256 {short(old_print.get('weights_sha256'))} → {short(new_print.get('weights_sha256'))})"
     for key in sorted(old_print.keys() | new_print.keys()):

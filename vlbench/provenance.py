@@ -55,7 +55,7 @@ def plugin_sources(matcher: str, task: str) -> dict[str, dict[str, Any]]:
 
 def install_source(distribution: str) -> dict[str, Any]:
     """How `distribution` was installed: its version, the URL pip installed it from (none for an
-    index), editable or not, the VCS commit, and for a local folder in a git checkout that
+    index), editable or not, the VCS commit, and for an editable install from a git checkout that
     checkout's commit and whether it has uncommitted changes."""
     try:
         found = metadata.distribution(distribution)
@@ -71,7 +71,7 @@ def install_source(distribution: str) -> dict[str, Any]:
     source.update(url=direct.get("url"), editable=bool((direct.get("dir_info") or {}).get("editable")))
     if isinstance(direct.get("vcs_info"), dict):
         source["vcs_commit"] = direct["vcs_info"].get("commit_id")
-    elif str(direct.get("url", "")).startswith("file://"):
+    elif source["editable"] and str(direct.get("url", "")).startswith("file://"):  # a copy installed from a folder may differ from it now
         source["git_commit"], source["git_dirty"] = _checkout_state(Path(unquote(urlparse(direct["url"]).path)))
     return source
 

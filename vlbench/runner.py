@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -326,11 +327,12 @@ def _check_attention_kept(run_dir: RunDirectory, done: set[str]) -> None:
 
 def _unrecorded_work(run_dir: RunDirectory, examples_stored_before: int, trained_before: bool) -> dict[str, Any]:
     """What the run stored before this invocation that no line of `sessions.jsonl` accounts for
-    (an invocation killed outright records nothing): `{"unrecorded": {"examples": N, "training":
-    True}}`, or nothing."""
+    (an invocation killed outright records nothing, nor did one stopped under vlbench 0.2.0 and
+    earlier): `{"unrecorded": {"examples": N, "training": True}}`, or nothing."""
     sessions = run_dir.sessions()
-    examples = examples_stored_before - sum(session.get("examples_scored") or 0 for session in sessions)
-    training = trained_before and run_dir.state_path.exists() and not any(session.get("trained") for session in sessions)
+    recorded = sum((session.get("examples_scored") or 0) + session.get("unrecorded", {}).get("examples", 0) for session in sessions)
+    examples = examples_stored_before - recorded
+    training = trained_before and run_dir.state_path.exists() and not any(session.get("trained") or session.get("unrecorded", {}).get("training") for session in sessions)
     unrecorded = {**({"examples": examples} if examples > 0 else {}), **({"training": True} if training else {})}
     return {"unrecorded": unrecorded} if unrecorded else {}
 
@@ -414,13 +416,15 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         except VlbenchError as error:
             raise VlbenchError(f"training {error} (--on-bad-example skip leaves out evaluation examples only: the split's training examples are all trained on)") from None
 
+    finished = False
     try:
         with checkpointing(checkpoint), failures_named("training"):
             matcher.fit(train_examples, train, training_images)
+        finished = True
     except KeyboardInterrupt:
         raise Interrupted(0, n_evaluation, epochs=(checkpoint.epochs_kept, train.epochs)) from None
     finally:
-        if checkpoint.epochs_kept > checkpoint.epochs_restored:
+        if not finished and checkpoint.epochs_kept > checkpoint.epochs_restored:
             work.epochs_checkpointed = checkpoint.epochs_kept
     seconds = time.perf_counter() - started
     ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
@@ -431,18 +435,23 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
 
 @contextmanager
 def failures_named(doing: str, stored: bool = True) -> Iterator[None]:
-    """An unexpected exception while `doing` (a matcher's or task's own error) becomes a
-    `VlbenchError` saying what failed and where it was raised, so the command line prints one line
-    and says whether the run resumes; `--debug` shows the traceback. Ctrl-C passes through."""
+    """An unexpected exception while `doing` (a matcher's own error, a full disk) becomes a
+    `VlbenchError` with its first line and the innermost frame outside torch where it was raised,
+    so the command line prints one line and says whether the run resumes; `--debug` shows the
+    traceback. Ctrl-C passes through."""
     try:
         yield
     except (VlbenchError, Interrupted):
         raise
     except Exception as error:
-        frames = traceback.extract_tb(error.__traceback__)
+        import torch
+
+        library = Path(torch.__file__).parent
+        frames = [frame for frame in traceback.extract_tb(error.__traceback__) if not Path(frame.filename).is_relative_to(library)]
         where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
-        after = "what the run stored is kept: fix it and run the same command to resume" if stored else "fix it and run the same command"
-        raise VlbenchError(f"{doing} failed: {type(error).__name__}: {error}{where}; {after} (--debug shows the traceback)") from error
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        after = "what the run stored is kept: the same command resumes once the cause is fixed" if stored else "the same command works once the cause is fixed"
+        raise VlbenchError(f"{doing} failed: {type(error).__name__}: {first_line}{where}; {after} (--debug shows the traceback)") from error
 
 
 @dataclass
@@ -462,29 +471,39 @@ def _session_if_stopped(run_dir: RunDirectory, prepared: Prepared, matcher: Matc
     it stored work, appends its session line, `ended` saying how it stopped, so the run's
     provenance names every invocation whose work it keeps. Each process of a multi-process run
     appends its own line (with its `rank`, to its own file): a stopped process cannot count the
-    others' work. A
-    process killed outright (SIGKILL) leaves no line."""
+    others' work. A process killed outright (SIGKILL) leaves no line; the invocation completing
+    the run records its work as `unrecorded`."""
     work = WorkStored()
     try:
         yield work
     except BaseException as error:
         if work.fit_seconds is not None or work.epochs_checkpointed or work.examples_scored:
-            started = work.scoring_started
-            timings = {
-                "fit_seconds": work.fit_seconds,
-                "score_seconds": None if started is None else time.perf_counter() - started,
-                "examples_scored": work.examples_scored,
-                "pairs_per_second": None,
-                "work": matcher.work_done(),
-            }
-            ended = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else f"failed: {type(error).__name__}: {error}"
-            session = {**session_record(prepared, matcher, ranks.world_size, timings), "ended": ended}
-            if work.epochs_checkpointed:
-                session["training_epochs_checkpointed"] = work.epochs_checkpointed
-            if ranks.distributed:
-                session["rank"] = ranks.rank
-            run_dir.append_session(session, ranks.rank if ranks.distributed else None)
+            try:
+                run_dir.append_session(_stopped_session(work, error, prepared, matcher, ranks), ranks.rank if ranks.distributed else None)
+            except BaseException as secondary:  # a second Ctrl-C, a full disk: the first error is the one to report
+                if not isinstance(secondary, KeyboardInterrupt):
+                    print(f"warning: the session line of this stopped invocation could not be written ({type(secondary).__name__}: {secondary})", file=sys.stderr)
         raise
+
+
+def _stopped_session(work: WorkStored, error: BaseException, prepared: Prepared, matcher: Matcher, ranks: distributed.Ranks) -> dict[str, Any]:
+    """The session line of an invocation stopped by `error` after it stored `work`."""
+    started = work.scoring_started
+    timings = {
+        "fit_seconds": work.fit_seconds,
+        "score_seconds": None if started is None else time.perf_counter() - started,
+        "examples_scored": work.examples_scored,
+        "pairs_per_second": None,
+        "work": matcher.work_done(),
+    }
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    ended = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else f"failed: {type(error).__name__}: {first_line}"
+    session = {**session_record(prepared, matcher, ranks.world_size, timings), "ended": ended}
+    if work.epochs_checkpointed:
+        session["training_epochs_checkpointed"] = work.epochs_checkpointed
+    if ranks.distributed:
+        session["rank"] = ranks.rank
+    return session
 
 
 def _check_runs_dir(runs_dir: Path) -> None:

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -279,12 +278,13 @@ def job_environment(parallel: int) -> dict[str, str]:
 
 # `vlbench run` in a child process, without the working directory on sys.path (as `-m` would put
 # it): a folder named vlbench there, such as the checkout seen from its parent, would shadow the package.
-CHILD_RUN = "import sys; del sys.path[0]; from vlbench.cli.app import main; main()"
+CHILD_RUN = "import sys; sys.path[:1] = [entry for entry in sys.path[:1] if entry]; from vlbench.cli.app import main; main()"
 
 
 class JobProcesses:
-    """The job processes of a suite running now; once stopped, the running ones get SIGINT (as a
-    Ctrl-C in their terminal gives them: they keep what they stored) and no other one starts."""
+    """The job processes of a suite running now, each in its own session (a Ctrl-C in the terminal
+    reaches the suite alone); once stopped, the running ones get SIGINT (they stop as a Ctrl-C
+    stops a run, keeping what they stored) and no other one starts."""
 
     def __init__(self) -> None:
         self.running: set[subprocess.Popen] = set()
@@ -296,7 +296,7 @@ class JobProcesses:
         with self.lock:
             if self.stopped:
                 return None
-            process = subprocess.Popen(command, **options)
+            process = subprocess.Popen(command, start_new_session=True, **options)  # signalled by the suite alone, once
             self.running.add(process)
             return process
 
@@ -314,15 +314,15 @@ class JobProcesses:
 
 
 def _run_process(job: Job, environment: dict[str, str], children: JobProcesses) -> bool:
+    if children.stopped:
+        return False
     config_file = _config_file(job)
-    started = time.time_ns()
     with open(job.state_file(".log"), "w") as log:
         process = children.start([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
         if process is None:
             return False
         code = children.wait(process)
-    results = job.run_dir / "results.json"
-    if code != 0 and not (results.exists() and results.stat().st_mtime_ns >= started):  # stopped after finishing: done, not stale
+    if code != 0 and not (job.run_dir / "results.json").exists():  # a job to do has none: one now means it finished, then stopped
         if children.stopped:  # stopped with the suite: partial or pending, not failed
             return False
         error = first_error_line(job.state_file(".log").read_text())

@@ -63,7 +63,7 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     hashed_ahead = {id(image) for images, _ in loaded for image in images if "content_hash" in vars(image)}  # a cached_property, once read
     with torch.no_grad():
         alone = [first.score(images, texts) for images, texts in loaded]
-        for (images, texts), scores, example in zip(loaded, alone, examples):
+        for scores, example in zip(alone, examples):
             _check_matrix(first, example, scores)
         batched = first.score_examples(loaded)
         _close(batched, alone, tolerance, f"matcher '{first.name}': score_examples of several examples differs from score of each")

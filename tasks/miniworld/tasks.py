@@ -31,14 +31,15 @@ def generated_root(world_seed: int, image_size: int) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         write_all(staging, world_seed, image_size)
-    except BaseException as error:  # Ctrl-C or SIGTERM too: no half-written world left behind
+    except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if not isinstance(error, OSError):
-            raise
         raise VlbenchError(
             f"the mini-world is generated into $VLBENCH_CACHE on first use, but {error.filename} cannot be written ({error.strerror}); "
             "set VLBENCH_CACHE to a writable directory"
         ) from None
+    except BaseException:  # Ctrl-C or SIGTERM: no half-written world left behind either
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         os.replace(staging, root)  # atomic: readers see the whole world or none of it
     except OSError:  # another process finished first

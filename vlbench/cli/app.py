@@ -43,7 +43,7 @@ def main() -> None:
         from vlbench import distributed
 
         if leaving.code == 130 and distributed.current().is_main:  # typer's answer to a Ctrl-C outside training and scoring
-            typer.secho("interrupted; what was stored is kept, and the same command resumes", err=True, fg="yellow")
+            typer.secho("interrupted (a run keeps what it stored, and the same command resumes it)", err=True, fg="yellow")
         raise
     except VlbenchError as error:
         if _debug["on"]:
