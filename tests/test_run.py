@@ -249,6 +249,8 @@ def test_a_run_killed_after_its_last_score_gets_a_session_and_joins_the_board(tm
     (session,) = resumed.results["provenance"]["sessions"]
     assert (session["examples_scored"], session["unrecorded"], session["ended"]) == (0, {"examples": 12}, "completed")
     assert "| color-words | 0 | 2 |" in render_board([tmp_path / "runs"])
+    again = run_once(tmp_path, seed=1, task_options={"n_examples": 12})
+    assert again.results["provenance"]["sessions"] == resumed.results["provenance"]["sessions"]  # accounted for once
 
 
 def test_lines_cut_off_mid_write_are_dropped_before_anything_is_appended_after_them(tmp_path):
