@@ -254,7 +254,7 @@ def test_stopping_the_job_processes_interrupts_the_running_ones_and_starts_no_ot
     from vlbench.suites import JobProcesses
 
     children = JobProcesses()
-    waiting = "import signal; print('ready', flush=True); signal.pause()"  # until a signal ends it
+    waiting = "import signal; print('ready', flush=True); signal.pause()"  # until a signal ends it (SIGINT may be ignored here)
     process = children.start([sys.executable, "-c", waiting], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "ready\n"
     children.stop()

@@ -283,8 +283,9 @@ CHILD_RUN = "import sys; sys.path[:1] = [entry for entry in sys.path[:1] if entr
 
 class JobProcesses:
     """The job processes of a suite running now, each in its own session (a Ctrl-C in the terminal
-    reaches the suite alone); once stopped, the running ones get SIGINT (they stop as a Ctrl-C
-    stops a run, keeping what they stored) and no other one starts."""
+    reaches the suite alone); once stopped, the running ones get SIGTERM (they stop as a Ctrl-C
+    stops a run, keeping what they stored; SIGINT may be ignored, as in a job started in the
+    background) and no other one starts."""
 
     def __init__(self) -> None:
         self.running: set[subprocess.Popen] = set()
@@ -310,7 +311,7 @@ class JobProcesses:
         with self.lock:
             self.stopped = True
             for process in self.running:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
 
 
 def _run_process(job: Job, environment: dict[str, str], children: JobProcesses) -> bool:
