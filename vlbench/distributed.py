@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from vlbench.errors import VlbenchError
+from vlbench.errors import VlbenchError, first_line
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -95,10 +95,9 @@ def _peers_present() -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:
-        lines = str(error).strip().splitlines()
         raise VlbenchError(
             f"a collective operation with the other processes of this run failed: another process stopped (its own error says why) or it timed out "
-            f"({type(error).__name__}: {lines[0] if lines else ''}); what the run stored is kept: run the same command to resume"
+            f"({type(error).__name__}: {first_line(error)}); what the run stored is kept: run the same command to resume"
         ) from error
 
 

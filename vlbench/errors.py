@@ -17,3 +17,8 @@ class Interrupted(Exception):
         else:
             message = "interrupted while training, before its first checkpoint (nothing trained is kept); run the same command to train and score"
         super().__init__(message)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message ('' for none), for one-line reports."""
+    return (str(error).strip().splitlines() or [""])[0]

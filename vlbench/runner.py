@@ -33,7 +33,7 @@ from typing import Any
 from vlbench import distributed, registry
 from vlbench.checkpoints import TrainingCheckpoint, checkpointing
 from vlbench.config import RunConfig, read_yaml
-from vlbench.errors import Interrupted, VlbenchError
+from vlbench.errors import Interrupted, VlbenchError, first_line
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.example_rules import check_examples
@@ -400,9 +400,8 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         try:
             matcher.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise VlbenchError(
-                f"{run_dir.state_path}: the stored trained state does not fit matcher '{matcher.name}' ({first_line}): other code of the same version stored it; "
+                f"{run_dir.state_path}: the stored trained state does not fit matcher '{matcher.name}' ({first_line(error) or type(error).__name__}): other code of the same version stored it; "
                 "bump the matcher's version when its trained state changes (such runs are then refused), or --restart to train again"
             ) from error
         return None
@@ -449,9 +448,8 @@ def failures_named(doing: str, stored: bool = True) -> Iterator[None]:
         library = Path(torch.__file__).parent
         frames = [frame for frame in traceback.extract_tb(error.__traceback__) if not Path(frame.filename).is_relative_to(library)]
         where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
-        first_line = (str(error).strip().splitlines() or [""])[0]
         after = "what the run stored is kept: the same command resumes once the cause is fixed" if stored else "the same command works once the cause is fixed"
-        raise VlbenchError(f"{doing} failed: {type(error).__name__}: {first_line}{where}; {after} (--debug shows the traceback)") from error
+        raise VlbenchError(f"{doing} failed: {type(error).__name__}: {first_line(error)}{where}; {after} (--debug shows the traceback)") from error
 
 
 @dataclass
@@ -496,8 +494,7 @@ def _stopped_session(work: WorkStored, error: BaseException, prepared: Prepared,
         "pairs_per_second": None,
         "work": matcher.work_done(),
     }
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    ended = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else f"failed: {type(error).__name__}: {first_line}"
+    ended = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else f"failed: {type(error).__name__}: {first_line(error)}"
     session = {**session_record(prepared, matcher, ranks.world_size, timings), "ended": ended}
     if work.epochs_checkpointed:
         session["training_epochs_checkpointed"] = work.epochs_checkpointed
