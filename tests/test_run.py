@@ -63,6 +63,28 @@ def test_results_record_the_protocol_and_provenance(tmp_path):
     assert record["timings"]["examples_scored"] == 36 and record["timings"]["pairs_per_second"] > 0
 
 
+def test_the_recorded_commit_is_that_of_the_checkout_tracking_the_code_and_dirty_only_for_its_files(tmp_path):
+    from vlbench.provenance import git_state
+
+    def git(*arguments):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    for folder in ("plugin", "other", "venv/site-packages"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "code.py").write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("venv/\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    commit = git("rev-parse", "HEAD")
+    assert git_state(tmp_path / "plugin") == (commit, False)
+    (tmp_path / "other" / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path / "plugin") == (commit, False), "another folder's change is not the plugin's"
+    assert git_state(tmp_path) == (commit, True)
+    assert git_state(tmp_path / "venv" / "site-packages") == (None, None), "an installed copy in an ignored folder has no commit"
+    assert git_state(tmp_path.parent / "not-a-checkout") == (None, None)
+
+
 def test_rerun_resumes_without_rescoring(tmp_path):
     log = tmp_path / "calls.log"
     options = {"matcher": "counting", "matcher_options": {"log": str(log)}, "task_options": {"n_examples": 12}}

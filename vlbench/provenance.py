@@ -72,18 +72,8 @@ def install_source(distribution: str) -> dict[str, Any]:
     if isinstance(direct.get("vcs_info"), dict):
         source["vcs_commit"] = direct["vcs_info"].get("commit_id")
     elif source["editable"] and str(direct.get("url", "")).startswith("file://"):  # a copy installed from a folder may differ from it now
-        source["git_commit"], source["git_dirty"] = _checkout_state(Path(unquote(urlparse(direct["url"]).path)))
+        source["git_commit"], source["git_dirty"] = git_state(Path(unquote(urlparse(direct["url"]).path)))
     return source
-
-
-def _checkout_state(folder: Path) -> tuple[str | None, bool | None]:
-    """(commit, has uncommitted changes) of the git checkout holding `folder`; (None, None) if none."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=folder, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit, bool(status.strip())
 
 
 def scoring_libraries(matcher) -> dict[str, str | None]:
@@ -106,13 +96,17 @@ def checkout_state() -> tuple[str | None, bool | None]:
     return git_state(Path(__file__).resolve().parent.parent)
 
 
-def git_state(source: Path) -> tuple[str | None, bool | None]:
-    """(commit, has uncommitted changes) of the checkout vlbench runs from; (None, None) if none."""
-    if not (source / ".git").exists():
-        return None, None
+def git_state(folder: Path) -> tuple[str | None, bool | None]:
+    """(commit, whether `folder`'s tracked files have uncommitted changes) of the git checkout that
+    tracks files in `folder`; (None, None) if none does: not a checkout, or an installed copy in a
+    checkout's ignored folder (a virtual environment inside a repository)."""
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=folder, capture_output=True, text=True, check=True).stdout
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True, check=True).stdout
+        if not git("ls-files", "--", ".").strip():
+            return None, None
+        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".").strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
-    return commit, bool(status.strip())
