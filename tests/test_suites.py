@@ -71,9 +71,16 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
     assert not (tmp_path / "other").exists()  # refused before any run
 
 
+def decoy_package(folder: Path) -> None:
+    """A folder named like the package in the job processes' working directory (a checkout seen
+    from its parent), with a module that fails if a job process imports it."""
+    (folder / "vlbench").mkdir()
+    (folder / "vlbench" / "errors.py").write_text("raise ImportError('a job process imported the working directory\'s vlbench folder')\n")
+
+
 def test_parallel_processes_give_the_sequential_board(tmp_path):
     (tmp_path / "s.yaml").write_text(SMALL)
-    (tmp_path / "vlbench").mkdir()  # named like the package, in the working directory: job processes must not import it
+    decoy_package(tmp_path)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", "--out", "two.md", cwd=tmp_path)
     sequential, parallel = render_board([tmp_path / "one"]), render_board([tmp_path / "two"])
@@ -134,6 +141,7 @@ def test_the_slurm_executor_submits_one_array_and_gives_the_local_board(tmp_path
     suite = tmp_path / "s.yaml"
     suite.write_text(SMALL + "  - {matcher: random, shots: '5', split: paper-release, seeds: [0], tasks: [colors]}\n")
     environment = fake_slurm(tmp_path)
+    decoy_package(tmp_path)
     slurm = ("--executor", "slurm", "--slurm-partition", "gpu", "--gpus-per-job", "1", "--time-limit", "90", "--array-parallelism", "3", "--poll-seconds", "1")
     failed = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "cluster", *slurm, cwd=tmp_path, env=environment, check=False)
     assert failed.returncode == 2 and "error: 2 of 10 runs failed" in failed.stderr

@@ -40,12 +40,22 @@ class ClusterOptions:
         return values
 
 
+# `vlbench` in a child process, without the working directory on sys.path (as `-m` would put it):
+# a folder named vlbench there, such as a checkout seen from its parent, would shadow the package.
+_CHILD = "import sys; sys.path[:1] = [entry for entry in sys.path[:1] if entry]; from vlbench.cli.app import main; main()"
+
+
+def vlbench_command(*arguments: str) -> list[str]:
+    """`vlbench ARGUMENTS` as a process of this Python, importing the vlbench installed there."""
+    return [sys.executable, "-c", _CHILD, *arguments]
+
+
 def run_command(config_file: Path, gpus: int) -> list[str]:
     """The command an array task runs: `vlbench run`, under torchrun with one process per GPU."""
-    run = ["-m", "vlbench", "run", "--config", str(config_file)]
+    run = vlbench_command("run", "--config", str(config_file))
     if gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(gpus), *run]
-    return [sys.executable, *run]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(gpus), "--no-python", *run]
+    return run
 
 
 def run_array(config_files: list[Path], options: ClusterOptions, folder: Path, submitted: Callable[[list[str]], None], ended: Callable[[int, str | None], None]) -> None:

@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlbench.cluster import ClusterOptions, first_error_line, run_array
+from vlbench.cluster import ClusterOptions, first_error_line, run_array, vlbench_command
 from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
@@ -276,11 +275,6 @@ def job_environment(parallel: int) -> dict[str, str]:
     return environment
 
 
-# `vlbench run` in a child process, without the working directory on sys.path (as `-m` would put
-# it): a folder named vlbench there, such as the checkout seen from its parent, would shadow the package.
-CHILD_RUN = "import sys; sys.path[:1] = [entry for entry in sys.path[:1] if entry]; from vlbench.cli.app import main; main()"
-
-
 class JobProcesses:
     """The job processes of a suite running now, each in its own session (a Ctrl-C in the terminal
     reaches the suite alone); once stopped, the running ones get SIGTERM (they stop as a Ctrl-C
@@ -319,7 +313,7 @@ def _run_process(job: Job, environment: dict[str, str], children: JobProcesses) 
         return False
     config_file = _config_file(job)
     with open(job.state_file(".log"), "w") as log:
-        process = children.start([sys.executable, "-c", CHILD_RUN, "run", "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=environment)
+        process = children.start(vlbench_command("run", "--config", str(config_file)), stdout=log, stderr=subprocess.STDOUT, env=environment)
         if process is None:
             return False
         code = children.wait(process)
