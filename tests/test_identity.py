@@ -163,6 +163,8 @@ def test_changed_data_under_the_same_ids_refuses_to_resume(tmp_path, vlbench_her
     code, _, err = vlbench_here(*args, "--data-root", changed.name, cwd=tmp_path)
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
+    old, new = re.search(r"; example '[^']+': its texts \[\"([^\]]*)\"\] → \[\"([^\]]*)\"\]\), in ", line).groups()  # where, from the stored records
+    assert old.startswith("a man is sitting") and new.startswith("a man is standing"), line
     assert stored(tmp_path) == before
 
 
@@ -198,7 +200,25 @@ def test_an_image_replaced_by_one_of_the_same_size_refuses_to_resume(tmp_path, v
     code, _, err = vlbench_here(*args, cwd=tmp_path)
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
+    assert "; the 12 stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes changed, or examples not scored yet or in the training pool did), in " in line, line
     assert stored(tmp_path) == before
+
+
+def test_where_changed_data_differs_is_the_first_stored_example_that_changed():
+    from vlbench.identity import first_changed_example
+    from vlbench.records import ScoredExample
+    from vlbench.types import Example, ImageRef
+
+    def example(example_id, text="a red square", positives=((0, 0),), tags=None):
+        return Example(example_id, (ImageRef("i1", render=lambda: None), ImageRef("i2", render=lambda: None)), (text,), positives, tags or {"kind": "color"})
+
+    stored = {example_id: {"id": example_id, "texts": ["a red square"], "images": [{"key": "i1"}, {"key": "i2"}]} for example_id in ("a", "b")}
+    scored = {example_id: ScoredExample(example_id, [[0.0], [1.0]], [[0, 0]], {"kind": "color"}) for example_id in ("a", "b")}
+    assert first_changed_example(stored, scored, [example("a"), example("b", text="a blue square")]) == 'example \'b\': its texts ["a red square"] → ["a blue square"]'
+    assert first_changed_example(stored, scored, [example("a", positives=((1, 0),)), example("b")]) == "example 'a': its matching pairs [[0, 0]] → [[1, 0]]"
+    assert first_changed_example(stored, scored, [example("a"), example("b", tags={"kind": "shape"})]) == 'example \'b\': its tags {"kind": "color"} → {"kind": "shape"}'
+    assert first_changed_example(stored, scored, [example("b")]) == "stored example 'a' is no longer in the data"
+    assert first_changed_example(stored, {}, [example("a", positives=((1, 0),)), example("b")]).startswith("the 2 stored examples' texts, image keys, matching pairs and tags are unchanged"), "no scores: pairs unknown"
 
 
 def test_a_run_fingerprinted_by_image_sizes_is_refused_with_the_reason(tmp_path, vlbench_here):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +59,10 @@ def examples_fingerprint(examples: Sequence) -> str:
     return IMAGE_BYTES + digest.hexdigest()
 
 
-def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str | None) -> str | None:
+def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str | None, where_data_differs: Callable[[], str]) -> str | None:
     """What differs first between the stored and the current inputs (`inputs` of `identity.json`),
-    as a phrase for the refusal; None when they agree."""
+    as a phrase for the refusal; None when they agree. For changed data, `where_data_differs()`
+    adds where (`first_changed_example`)."""
     for kind in ("matcher", "task"):
         old, new = stored.get(kind, {}), current[kind]
         name = f"{kind} '{new['name']}'"
@@ -76,7 +77,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     if old_data != new_data and new_data.startswith(IMAGE_BYTES) and not str(old_data).startswith(IMAGE_BYTES):
         return f"these scores were stored by an older vlbench, which fingerprinted the data of task '{current['task']['name']}' by its image files' sizes, not their bytes: it cannot show whether the images changed since"
     if old_data != new_data:
-        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short_fingerprint(old_data)} → {short_fingerprint(new_data)})"
+        return f"the data of task '{current['task']['name']}' changed since these scores were stored (examples fingerprint {short_fingerprint(old_data)} → {short_fingerprint(new_data)}; {where_data_differs()})"
     old_libraries, new_libraries = stored.get("libraries"), current["libraries"]
     if old_libraries is None:
         return "these scores were stored without a record of the library versions that computed them (an older vlbench)"
@@ -92,6 +93,28 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old_print.get(key) != new_print.get(key):
             return f"matcher '{current['matcher']['name']}': its {key} changed since these scores were stored ({_brief(old_print.get(key))} → {_brief(new_print.get(key))})"
     return None
+
+
+def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_scores: dict[str, Any], examples: Sequence) -> str:
+    """Where data that no longer has the stored fingerprint differs from the run's stored records
+    (`examples.jsonl` lines and `scores.jsonl`'s scored examples, by id), as a phrase: the first
+    stored example that is gone or whose texts, image keys, matching pairs or tags changed, or what
+    the records cannot show."""
+    current = {example.id: example for example in examples}
+    for example_id, line in stored_examples.items():
+        example = current.get(example_id)
+        if example is None:
+            return f"stored example '{example_id}' is no longer in the data"
+        scored = stored_scores.get(example_id)
+        for what, old, new in (
+            ("texts", line.get("texts"), list(example.texts)),
+            ("image keys", [image.get("key") for image in line.get("images", [])], list(example.image_keys)),
+            ("matching pairs", scored and scored.positives, [list(pair) for pair in example.positives]),
+            ("tags", scored and scored.tags, dict(example.tags)),
+        ):
+            if old is not None and old != new:
+                return f"example '{example_id}': its {what} {_brief(old)} → {_brief(new)}"
+    return f"the {len(stored_examples)} stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes changed, or examples not scored yet or in the training pool did"
 
 
 def _digest(fingerprint: str | None) -> str | None:

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ from vlbench.errors import Interrupted, VlbenchError, first_line
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.example_rules import check_examples
-from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity
+from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, first_changed_example
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record
@@ -167,7 +167,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             held.enter_context(run_dir.lock())
             if config.restart:
                 run_dir.discard_records()
-            _open_or_check(run_dir, identity, split, config, seed, prepared.device)
+            _open_or_check(run_dir, identity, split, config, seed, prepared.device, pool)
             run_dir.merge_shards()
             done = set(run_dir.read_scores())
             if config.save_attention:
@@ -262,7 +262,7 @@ def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[st
     if key not in matchers:
         matchers[key] = matcher_inputs(prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, False)))
     identity = run_identity(prepared, matchers[key], drawn.pool + (drawn.train_pool or []))
-    return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed)
+    return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed, drawn.pool)
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:
@@ -282,7 +282,7 @@ def run_configuration(prepared: Prepared) -> dict[str, Any]:
     }
 
 
-def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int, device: str) -> None:
+def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int, device: str, examples: Sequence[Example]) -> None:
     """A new run gets its split, configuration and identity written; a run with stored records must
     have been made from the same inputs, or it is refused (and nothing of it is rewritten)."""
     if not run_dir.holds_records():
@@ -290,14 +290,15 @@ def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, c
         run_dir.write_text("config.yaml", _yaml({**identity.config, "seed": seed, "data_root": config.data_root and str(Path(config.data_root).absolute()), "batch_size": config.batch_size, "device": device}))
         run_dir.write_json("identity.json", identity.to_record())
         return
-    problem = _stored_inputs_problem(run_dir, identity, split, config, seed)
+    problem = _stored_inputs_problem(run_dir, identity, split, config, seed, examples)
     if problem is not None:
         raise VlbenchError(f"{problem}; {RESTART_HINT}")
 
 
-def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int) -> str | None:
+def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: Split, config: RunConfig, seed: int, examples: Sequence[Example]) -> str | None:
     """Why the records in `run_dir` do not belong to seed `seed`'s run of `identity` and `split`
-    (without what to do about it: that depends on the caller), or None."""
+    (without what to do about it: that depends on the caller), or None. `examples`: the run's
+    pool, to say where changed data differs from the stored records."""
     if not run_dir.exists("identity.json"):
         return f"{run_dir.path} holds scores stored without a record of their inputs (an older vlbench)"
     record = run_dir.read_json("identity.json")
@@ -308,7 +309,7 @@ def _stored_inputs_problem(run_dir: RunDirectory, identity: RunIdentity, split: 
     if "libraries" not in stored:  # stored before identities named them: each session recorded them
         recorded = {json.dumps(session.get("libraries"), sort_keys=True) for session in run_dir.sessions()}
         stored = {**stored, "libraries": json.loads(recorded.pop())} if len(recorded) == 1 else stored
-    change = changed_inputs(stored, identity.inputs, config.model)
+    change = changed_inputs(stored, identity.inputs, config.model, lambda: first_changed_example(run_dir.read_lines("examples"), run_dir.read_scores(), examples))
     if change is not None:
         return f"{change}, in {run_dir.path}"
     if run_dir.exists("split.json") and run_dir.read_json("split.json").get("split_sha256") != split.sha256:
