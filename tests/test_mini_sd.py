@@ -41,6 +41,22 @@ def test_the_same_checkpoint_elsewhere_has_the_same_fingerprint(tmp_path):
     assert {**here, "model": None} == {**there, "model": None}  # the model key is what --model said
 
 
+def test_the_weights_hash_is_the_same_with_or_without_model_index_json(tmp_path):
+    """A full hub download has `model_index.json` and vlbench's own download does not; no load reads it."""
+    import shutil
+
+    from vlbench.hashing import files_sha256
+    from vlbench.matchers.mini_models import mini_model_dir
+    from vlbench.matchers.stable_diffusion.loading import checkpoint_files
+
+    model = shutil.copytree(mini_model_dir("mini-sd"), tmp_path / "sd")
+    full = files_sha256(checkpoint_files(model), model)
+    (model / "model_index.json").unlink()
+    assert files_sha256(checkpoint_files(model), model) == full
+    (model / "unet" / "config.json").write_text((model / "unet" / "config.json").read_text() + " ")
+    assert files_sha256(checkpoint_files(model), model) != full, "a component's config is read, and hashed"
+
+
 def test_sharded_weights_are_all_in_the_fingerprint(tmp_path):
     """A UNet saved in shards is hashed shard by shard: a changed shard changes the weights hash."""
     import shutil

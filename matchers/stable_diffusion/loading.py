@@ -51,7 +51,7 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
             raise VlbenchError(f"--model {spec}: cannot load this folder as a diffusers Stable Diffusion checkpoint {cause}; it needs model_index.json and unet/, vae/, text_encoder/, tokenizer/, scheduler/") from None
         raise VlbenchError(
             f"--model {spec}: cannot load a Stable Diffusion checkpoint {cause}. "
-            f"Offline, download it on a machine with internet (`huggingface-cli download {spec if spec != 'mini' else DEFAULT_MODEL} --local-dir DIR`), "
+            f"Offline, download it on a machine with internet (`{download_command(spec if spec != 'mini' else DEFAULT_MODEL)} --local-dir DIR`), "
             "copy DIR here and pass --model DIR; `--model mini` needs nothing."
         ) from None
     for part in (text_encoder, vae, unet):
@@ -75,7 +75,7 @@ def missing_stable_diffusion(model: str | None) -> str | None:
     try:
         _hub_snapshot(spec)
     except Exception:  # not in the local hub cache, or not a hub id
-        return f"{spec} is not in the local Hugging Face cache: on a machine with internet run `huggingface-cli download {spec} --local-dir DIR`, copy DIR here and pass it as the model"
+        return f"{spec} is not in the local Hugging Face cache: on a machine with internet run `{download_command(spec)} --local-dir DIR`, copy DIR here and pass it as the model"
     return None
 
 
@@ -100,11 +100,19 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
+def download_command(repo: str) -> str:
+    """The huggingface_hub command that downloads what a load of hub model `repo` reads (no
+    single-file checkpoints, fp16 or EMA variants), without where to."""
+    patterns = ("*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")
+    return f"hf download {repo} " + " ".join(f'--include "{pattern}"' for pattern in patterns)
+
+
 def checkpoint_files(root: Path) -> list[Path]:
-    """The files a load reads: `model_index.json`, each component's configs and tokenizer files,
-    and the weights diffusers / transformers pick (safetensors before bin): one file, or the
-    shards its `.index.json` maps the weights to."""
-    files = [root / "model_index.json"] if (root / "model_index.json").exists() else []
+    """The files a load reads: each component's configs and tokenizer files, and the weights
+    diffusers / transformers pick (safetensors before bin): one file, or the shards its
+    `.index.json` maps the weights to. Not `model_index.json`, which loading a component at a time
+    never reads: a full download has it and `_downloaded` does not, and both are the same weights."""
+    files: list[Path] = []
     for component in COMPONENTS:
         folder = root / component
         if folder.is_dir():
@@ -170,9 +178,7 @@ def _lacking(folder: Path) -> str | None:
 
 def _downloaded(repo: str) -> Path:
     """Download what a load reads of hub model `repo` (as `checkpoint_files` picks it: each
-    component's configs and tokenizer files and one weights format, not the fp16 or EMA variants;
-    not `model_index.json`, which loading a component at a time never read, so a hub model's
-    fingerprint stays what it was)."""
+    component's configs and tokenizer files and one weights format, not the fp16 or EMA variants)."""
     import re
 
     from huggingface_hub import list_repo_files, snapshot_download
