@@ -191,7 +191,13 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
         for index, (left, right) in enumerate(zip(old, new)):
             if left != right:
                 return _first_difference(left, right, f"{path}[{index}]")
-    return f"{path}: {json.dumps(old)[:60]} → {json.dumps(new)[:60]}"
+    return f"{path}: {_shortened(old)} → {_shortened(new)}"
+
+
+def _shortened(value: Any) -> str:
+    """`value` as JSON, its middle left out past 60 characters (both ends, quotes included, kept)."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else f"{text[:29]}…{text[-29:]}"
 
 
 def data_variant_names(records: Sequence[RunRecord]) -> dict[str, str]:

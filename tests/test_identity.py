@@ -283,6 +283,41 @@ def test_another_library_version_refuses_to_resume(tmp_path, vlbench_here, monke
     assert stored(tmp_path) == before
 
 
+def edited_sources(monkeypatch, name="vlbench.matchers/random.py"):
+    """vlbench's source files as after an edit of `name` (another commit, an uncommitted change)."""
+    from vlbench import provenance, runner
+
+    files = {**provenance.source_files_sha256(), name: "0" * 64}
+    monkeypatch.setattr(runner, "source_files_sha256", lambda: files)
+
+
+def test_scores_stored_by_other_code_of_the_same_version_are_refused_to_resume_naming_the_file(tmp_path, vlbench_here, monkeypatch):
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    before = stored(tmp_path)
+    edited_sources(monkeypatch)
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("error: vlbench's code changed since these scores were stored (vlbench.matchers/random.py differs), in ") and line.endswith(HINT), err
+    assert stored(tmp_path) == before
+    identity = next((tmp_path / "runs").rglob("identity.json"))
+    record = json.loads(identity.read_text())
+    del record["inputs"]["code"]  # as an older vlbench stored it
+    identity.write_text(json.dumps(record))
+    code, _, err = vlbench_here(*args, cwd=tmp_path)
+    assert code == 2 and "these scores were stored by an older vlbench, which did not record its source files: it cannot show whether the code that computed them changed since" in err
+
+
+def test_a_board_refuses_to_average_seeds_computed_by_different_code(tmp_path, vlbench_here, monkeypatch):
+    args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
+    assert vlbench_here(*args, cwd=tmp_path)[0] == 0
+    edited_sources(monkeypatch)
+    assert vlbench_here(*args, "--seed", "1", cwd=tmp_path)[0] == 0
+    code, _, err = vlbench_here("leaderboard", "runs", cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and re.search(r"seeds 0 and 1 were computed from different inputs \(code\.sources_sha256: \"[0-9a-f]{28}…[0-9a-f]{28}\" → \"[0-9a-f]{28}…[0-9a-f]{28}\"\), so they cannot be averaged", line), err
+
+
 def test_scores_stored_without_a_record_of_their_inputs_are_refused(tmp_path, vlbench_here):
     args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
     assert vlbench_here(*args, cwd=tmp_path)[0] == 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import platform
 import subprocess
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from urllib.parse import unquote, urlparse
 from vlbench.version import __version__
 
 ALWAYS_LISTED = ("torch", "numpy", "pillow")
+SCORING_PACKAGES = ("vlbench", "vlbench.matchers", "vlbench.tasks")  # their folders hold every built-in's code
 
 
 def session_record(prepared, matcher, processes: int, timings: dict[str, Any]) -> dict[str, Any]:
@@ -110,3 +114,25 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
         return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".").strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
+
+
+@cache
+def source_files_sha256() -> dict[str, str]:
+    """The sha256 of every Python file of vlbench's packages that hold the code of its matchers,
+    tasks and harness, by path (`vlbench/runner.py`, `vlbench.matchers/clip/zero_shot.py`): part
+    of a run's identity, so scores stored by other code (an edit, another commit; a release's
+    files are the same in every install) are not resumed or averaged with these."""
+    files: dict[str, str] = {}
+    for package in SCORING_PACKAGES:
+        for folder in importlib.util.find_spec(package).submodule_search_locations or ():
+            for path in sorted(Path(folder).rglob("*.py")):
+                relative = path.relative_to(folder).as_posix()
+                if package == "vlbench" and relative.split("/")[0] in ("matchers", "tasks"):
+                    continue  # a checkout's own folders of these names are listed under their packages
+                files[f"{package}/{relative}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(files.items()))
+
+
+def sources_sha256(files: dict[str, str]) -> str:
+    """One hash of `source_files_sha256`'s files and hashes."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

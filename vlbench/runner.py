@@ -40,7 +40,7 @@ from vlbench.example_rules import check_examples
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, first_changed_example
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
-from vlbench.provenance import scoring_libraries, session_record
+from vlbench.provenance import scoring_libraries, session_record, source_files_sha256, sources_sha256
 from vlbench.progress import labelled
 from vlbench.records import RESULTS, RunDirectory, ScoredExample, write_atomically
 from vlbench.runtime import Runtime, resolve_device
@@ -248,6 +248,7 @@ def run_identity(prepared: Prepared, matcher: dict[str, Any], examples: list[Exa
         "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher["fingerprint"]),
         "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=data),
         "libraries": matcher["libraries"],
+        "code": source_files_sha256(),
     }
     return RunIdentity(run_configuration(prepared), inputs)
 
@@ -373,6 +374,7 @@ def _results_record(prepared: Prepared, identity: RunIdentity, evaluation_data: 
             "examples_vary_by_seed": task.examples_vary_by_seed,
         },
         "matcher": {**_component(inputs["matcher"]), "fingerprint": inputs["matcher"]["fingerprint"], "trained": prepared.train is not None},
+        "code": {"sources_sha256": sources_sha256(inputs["code"])},
         "protocol": {**split.summary(), "limit": config.limit, "limit_sample": identity.config.get("limit_sample"), "train": identity.config["train"]},
         "n": len(scored),
         "n_pairs": sum(len(item.scores) * len(item.scores[0]) for item in scored),

@@ -115,12 +115,13 @@ class RunRecord:
     @property
     def inputs_key(self) -> str:
         """What the run's scores were computed from, besides its seed and data (`data_key`): the
-        matcher (its code's version, weights, options), the task's code version and the library
-        versions of its sessions. The seeds of one configuration must agree on it to be averaged."""
+        matcher (its code's version, weights, options), the task's code version, vlbench's source
+        files (`code`, absent before it was recorded) and the library versions of its sessions. The
+        seeds of one configuration must agree on it to be averaged."""
         task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "evaluation_fingerprint", "examples_vary_by_seed", "headline")}
         sessions = self.data.get("provenance", {}).get("sessions", [])
         libraries = [json.loads(text) for text in sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in sessions})]
-        return json.dumps({"task": task, "matcher": self.data["matcher"], "libraries": libraries}, sort_keys=True)
+        return json.dumps({"task": task, "matcher": self.data["matcher"], "code": self.data.get("code"), "libraries": libraries}, sort_keys=True)
 
     @property
     def settings(self) -> dict[str, Any]:
