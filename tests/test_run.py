@@ -454,6 +454,37 @@ def test_a_stored_trained_state_that_no_longer_fits_the_matcher_is_refused_with_
         run_once(tmp_path, **options)
 
 
+def test_a_trained_state_other_than_the_one_training_stored_is_refused(tmp_path, monkeypatch):
+    import torch
+
+    registered(monkeypatch, LengthHead)
+    options = {"matcher": "length-head", "shots": "25%", "train": {"epochs": 1}, "limit": 4, "task_options": {"n_examples": 40}}
+    first = run_once(tmp_path, **options)
+    (first.run_dir / "results.json").unlink()
+    (first.run_dir / "scores.jsonl").write_text(score_lines(first)[0] + "\n")  # as if stopped after one example
+    stored = (first.run_dir / "state.pt").read_bytes()
+    state = torch.load(first.run_dir / "state.pt", weights_only=True)
+    torch.save({name: -value for name, value in state.items()}, first.run_dir / "state.pt")
+    with pytest.raises(VlbenchError, match=r"state.pt is not the trained state this run stored \(sha256 [0-9a-f]{12}… → [0-9a-f]{12}…\): edited, copied from another run, or stored by an older vlbench; --restart to train again"):
+        run_once(tmp_path, **options)
+    (first.run_dir / "state.pt").write_bytes(stored)
+    assert run_once(tmp_path, **options).results["metrics"] == first.results["metrics"]
+
+
+def test_scores_of_another_run_s_examples_are_refused_on_resume_and_on_a_board(tmp_path):
+    options = {"matcher": "random", "shots": "25%", "task_options": {"n_examples": 40}}
+    runs = [run_once(tmp_path, seed=seed, **options) for seed in (0, 1)]
+    mine, theirs = (result.run_dir / "scores.jsonl" for result in runs)
+    swapped = theirs.read_text()
+    theirs.write_text(mine.read_text())
+    mine.write_text(swapped)
+    board = vlbench_cli("leaderboard", str(tmp_path / "runs"), cwd=tmp_path, check=False)
+    assert board.returncode == 2 and re.search(r"scores.jsonl holds scores of \d+ examples outside this run's evaluation examples \(first: '[^']+'\): the files of two runs mixed; re-run it with --restart", board.stderr), board.stderr
+    (runs[0].run_dir / "results.json").unlink()
+    with pytest.raises(VlbenchError, match=r"scores.jsonl holds scores of \d+ examples that are not among this run's evaluation examples \(first: '[^']+'\): scores of another run mixed in; use another --runs-dir, or --restart"):
+        run_once(tmp_path, seed=0, **options)
+
+
 def test_python_m_vlbench_runs_beside_a_folder_named_vlbench(tmp_path):
     # `python -m` puts the working directory first on sys.path, where this folder shadows the
     # package (the parent of a checkout, for one): `import vlbench` is then a namespace package.

@@ -9,6 +9,7 @@ Layout (one directory per task, matcher, resolved config, shots and seed)::
     examples.jsonl, thumbnails.jsonl, attention.jsonl   what the report shows (see `vlbench.example_records`)
     <file>.rank-R.jsonl   in a multi-process run, rank R's lines until rank 0 merges them
     state.pt       trained parameters (trainable matchers with shots > 0)
+    state.sha256   the sha256 of state.pt as training stored it, checked when it is loaded
     sessions.jsonl one line per invocation that trained or scored (code, machine, data root);
                    a process of a multi-process run that stopped early writes sessions.rank-R.jsonl
     results.json   metrics, breakdowns, timings and provenance (schema in the README)
@@ -21,6 +22,8 @@ shards, by example id, so a run killed before its shards were merged resumes whe
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -31,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
+from vlbench.hashing import short
 
 RESULTS = "results.json"
 SHARDED = ("scores", "examples", "thumbnails", "attention")  # append-only files a multi-process run writes per rank
 STORED_WORK = ("scores.jsonl", "state.pt", "training-checkpoint.pt")  # besides rank shards of scores: a run was (partly) done
-RECORDS = ("results.json", "state.pt", "training-checkpoint.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
+RECORDS = ("results.json", "state.pt", "state.sha256", "training-checkpoint.pt", "sessions.jsonl", "split.json", "config.yaml", "identity.json")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,30 @@ class RunDirectory:
     @property
     def state_path(self) -> Path:
         return self.path / "state.pt"
+
+    def store_state(self, state: Any) -> None:
+        """Store trained state as `state.pt`, after its sha256 (`state.sha256`)."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        self.write_text("state.sha256", hashlib.sha256(data).hexdigest() + "\n")
+        write_atomically(self.state_path, lambda handle: handle.write(data))
+
+    def load_state(self) -> Any:
+        """The trained state in `state.pt`, refused unless it is what training stored (`store_state`)."""
+        import torch
+
+        data = self.state_path.read_bytes()
+        recorded = (self.path / "state.sha256").read_text().strip() if self.exists("state.sha256") else None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != recorded:
+            raise VlbenchError(
+                f"{self.state_path} is not the trained state this run stored (sha256 {short(recorded) if recorded else 'not recorded'} → {short(actual)}): "
+                "edited, copied from another run, or stored by an older vlbench; --restart to train again"
+            )
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
     @property
     def checkpoint_path(self) -> Path:

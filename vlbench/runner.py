@@ -42,7 +42,7 @@ from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import scoring_libraries, session_record, source_files_sha256, sources_sha256
 from vlbench.progress import labelled
-from vlbench.records import RESULTS, RunDirectory, ScoredExample, write_atomically
+from vlbench.records import RESULTS, RunDirectory, ScoredExample
 from vlbench.runtime import Runtime, resolve_device
 from vlbench.splits import LIMIT_SAMPLE, Split, check_protocol, evaluation_ids, make_split
 from vlbench.stored_runs import SCHEMA_VERSION, RunRecord, StoredRun
@@ -170,6 +170,9 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             _open_or_check(run_dir, identity, split, config, seed, prepared.device, pool)
             run_dir.merge_shards()
             done = set(run_dir.read_scores())
+            foreign = sorted(done - {example.id for example in evaluation})
+            if foreign:
+                raise VlbenchError(f"{run_dir.scores_path} holds scores of {len(foreign)} examples that are not among this run's evaluation examples (first: '{foreign[0]}'): scores of another run mixed in; {RESTART_HINT}")
             if config.save_attention:
                 _check_attention_kept(run_dir, done)
             return done
@@ -396,10 +399,8 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
     into `work` as it is stored."""
     if train is None:
         return None
-    import torch
-
     if run_dir.state_path.exists():
-        state = torch.load(run_dir.state_path, map_location="cpu", weights_only=True)
+        state = run_dir.load_state()
         try:
             matcher.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as error:
@@ -429,7 +430,7 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         if not finished and checkpoint.epochs_kept > checkpoint.epochs_restored:
             work.epochs_checkpointed = checkpoint.epochs_kept
     seconds = time.perf_counter() - started
-    ranks.on_main(lambda: write_atomically(run_dir.state_path, lambda handle: torch.save(matcher.state_dict(), handle)))
+    ranks.on_main(lambda: run_dir.store_state(matcher.state_dict()))
     ranks.on_main(checkpoint.discard)
     work.fit_seconds = seconds
     return seconds

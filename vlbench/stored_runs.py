@@ -194,11 +194,16 @@ class StoredRun:
         return self.files.read_scores()
 
     def evaluated_scores(self) -> list[ScoredExample]:
-        """The stored scores of every evaluated example; an example without them is an error."""
-        missing = [example_id for example_id in self.evaluated_ids() if example_id not in self.scores]
+        """The stored scores of every evaluated example; an example without them, or scores of an
+        example outside them, is an error."""
+        evaluated = self.evaluated_ids()
+        foreign = sorted(set(self.scores) - set(evaluated))
+        if foreign:
+            raise VlbenchError(f"{self.files.scores_path} holds scores of {len(foreign)} examples outside this run's evaluation examples (first: '{foreign[0]}'): the files of two runs mixed; re-run it with --restart")
+        missing = [example_id for example_id in evaluated if example_id not in self.scores]
         if missing:
             raise VlbenchError(f"{self.files.scores_path} lacks {len(missing)} evaluation examples (first: '{missing[0]}'); re-run the run to finish it")
-        return [self.scores[example_id] for example_id in self.evaluated_ids()]
+        return [self.scores[example_id] for example_id in evaluated]
 
     @cached_property
     def task(self) -> Task:
