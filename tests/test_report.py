@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import vlbench_cli
+from vlbench.identity import RunIdentity
 
 LIMIT = "24"
 
@@ -154,7 +155,11 @@ def test_runs_of_a_task_whose_plugin_is_missing_are_refused_before_anything_is_w
     results = records / "elsewhere" / "seed-0" / "results.json"
     record = json.loads(results.read_text())
     record["task"].update(name="vanished-task", distribution="vlbench-vanished", distribution_version="0.3.0")
+    identity = json.loads((results.parent / "identity.json").read_text())
+    identity["config"]["task"] = "vanished-task"
+    identity["config_id"] = record["config_id"] = RunIdentity(identity["config"], {}).config_id  # as that plugin's run stored it
     results.write_text(json.dumps(record))
+    (results.parent / "identity.json").write_text(json.dumps(identity))
     failed = vlbench_cli("report", str(records), "--html", "site", "--no-plots", cwd=tmp_path, check=False)
     assert failed.returncode == 2 and "needs the code of task 'vanished-task', from vlbench-vanished 0.3.0, which is not installed here" in failed.stderr
     assert not (tmp_path / "site").exists()

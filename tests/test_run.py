@@ -485,6 +485,25 @@ def test_scores_of_another_run_s_examples_are_refused_on_resume_and_on_a_board(t
         run_once(tmp_path, seed=0, **options)
 
 
+@pytest.mark.parametrize(
+    "edit, refusal",
+    [
+        (lambda record: record["protocol"].update(seed=3), 'records protocol.seed 3 where config.yaml\'s seed is 0'),
+        (lambda record: record["protocol"].update(n_eval=5400), 'records protocol.n_eval 5400 where split.json\'s n_eval is 30'),
+        (lambda record: record["protocol"].update(shots="10%"), 'records protocol.shots "10%" where identity.json\'s shots is "25%"'),
+        (lambda record: record["matcher"]["fingerprint"].update(options={"lr": 0.1}), 'records matcher.fingerprint.options {"lr": 0.1} where identity.json\'s matcher_options is {}'),
+        (lambda record: record.update(config_id="0123456789"), 'records config_id "0123456789" where identity.json\'s config_id is "'),
+    ],
+)
+def test_a_results_record_that_disagrees_with_the_run_s_other_files_is_refused_by_boards(tmp_path, edit, refusal):
+    result = run_once(tmp_path, matcher="random", shots="25%", task_options={"n_examples": 40})
+    record = json.loads((result.run_dir / "results.json").read_text())
+    edit(record)
+    (result.run_dir / "results.json").write_text(json.dumps(record))
+    board = vlbench_cli("leaderboard", str(tmp_path / "runs"), cwd=tmp_path, check=False)
+    assert board.returncode == 2 and f"results.json {refusal}" in board.stderr and "the run's files disagree (mixed from two runs, or edited)" in board.stderr, board.stderr
+
+
 def test_python_m_vlbench_runs_beside_a_folder_named_vlbench(tmp_path):
     # `python -m` puts the working directory first on sys.path, where this folder shadows the
     # package (the parent of a checkout, for one): `import vlbench` is then a namespace package.

@@ -225,13 +225,48 @@ class StoredRun:
         """Per evaluated example, the task's per-example metric values."""
         return {item.id: self.task.outcomes(item.scores, item.positives) for item in self.evaluated_scores()}
 
+    def check_records(self) -> None:
+        """Refuse a run whose `results.json` says another configuration, seed or split than its
+        other files (`identity.json`, `config.yaml`, `split.json`, each where present): an edited
+        or mixed record would otherwise be labelled, grouped or averaged as what it says."""
+        from vlbench.identity import RunIdentity
+
+        record, protocol = self.record, self.record.data["protocol"]
+        where = self.directory / RESULTS
+        pairs: list[tuple[str, Any, str, Any]] = []
+        if self.files.exists("identity.json"):
+            identity = self.files.read_json("identity.json")
+            config = identity.get("config", {})
+            pairs += [
+                ("config_id", record.config_id, "identity.json's config_id", identity.get("config_id")),
+                ("config_id", record.config_id, "the hash of identity.json's configuration", RunIdentity(config, {}).config_id),
+                ("task.name", record.task, "identity.json's task", config.get("task")),
+                ("task.options", record.task_options, "identity.json's task_options", config.get("task_options")),
+                ("matcher.name", record.matcher, "identity.json's matcher", config.get("matcher")),
+                ("matcher.fingerprint.options", record.data["matcher"]["fingerprint"].get("options"), "identity.json's matcher_options", config.get("matcher_options")),
+                *((f"protocol.{name}", protocol.get(name), f"identity.json's {name}", config.get(name)) for name in ("shots", "split", "limit", "train")),
+            ]
+        if self.files.exists("config.yaml"):
+            from vlbench.config import read_yaml
+
+            pairs.append(("protocol.seed", record.seed, "config.yaml's seed", read_yaml(self.files.path / "config.yaml").get("seed")))
+        if self.files.exists("split.json"):
+            split = self.split
+            summary = ("split", "shots", "seed", "n_train", "n_eval", "dropped_for_shared_images", "split_sha256")
+            pairs += [(f"protocol.{name}", protocol.get(name), f"split.json's {name}", split[name]) for name in summary if name in split]
+            pairs += [(f"protocol.{size}", protocol.get(size), f"split.json's {ids}", len(split[ids])) for size, ids in (("n_eval", "eval_ids"), ("n_train", "train_ids")) if size in split]
+        for name, recorded, source, other in pairs:
+            if json.dumps(recorded, sort_keys=True) != json.dumps(other, sort_keys=True):
+                raise VlbenchError(f"{where} records {name} {json.dumps(recorded, sort_keys=True)} where {source} is {json.dumps(other, sort_keys=True)}: the run's files disagree (mixed from two runs, or edited); re-run it with --restart")
+
     def check_metrics(self) -> None:
-        """Refuse a run whose `results.json` does not hold what its stored scores give (n, metrics,
-        breakdown): the files of two runs mixed, or one edited. Taken as they are: a run stored
+        """Refuse a run whose files disagree (`check_records`), or whose `results.json` does not
+        hold what its stored scores give (n, metrics, breakdown): the files of two runs mixed, or one edited. Taken as they are: a run stored
         without scores (a results file alone), and one whose task this vlbench lacks (a plugin not
         installed here) or has at another version (whose metrics may have been computed otherwise)."""
         from vlbench import registry
 
+        self.check_records()
         if not self.scores or self.record.task not in registry.tasks.names():
             return
         if str(registry.tasks.get(self.record.task).version) != str(self.record.data["task"].get("version")):
