@@ -132,3 +132,23 @@ def test_refcocog_all_splits_is_the_release_pool_and_paper_release_cuts_its_firs
 def test_paper_release_is_refused_where_it_has_no_meaning(task, release_cut, has_train_pool, shots, message):
     with pytest.raises(VlbenchError, match=re.escape(message)):
         check_protocol(task, release_cut, has_train_pool, Shots.parse(shots), "paper-release")
+
+
+def test_data_check_and_a_suite_name_missing_training_images_before_any_run(comvg_with_training, tmp_path):
+    from conftest import vlbench_cli
+    from vlbench.datacheck import check_data
+
+    (comvg_with_training / "VG_100K" / "105.jpg").unlink()
+    report = check_data(create_task("comvg", comvg_with_training, train_file="comvg_train.csv"))
+    assert report.problems == ["1 of 11 training image files cannot be used (few-shot runs train on them)"]
+    assert report.bad_images == [f"{comvg_with_training / 'VG_100K' / '105.jpg'}: missing"]
+    assert check_data(create_task("comvg", comvg_with_training)).problems == [], "without the training file, its images are not needed"
+    suite = "seeds: [0]\ntasks: [{task: comvg, data_root: comvg, task_options: {train_file: comvg_train.csv}}]\nruns:\n  - {matcher: random}\n  - {matcher: random, shots: '5'}\n"
+    (tmp_path / "s.yaml").write_text(suite)
+    expected = f"missing: data for comvg: task 'comvg': 1 of 35 image files are missing, e.g. {comvg_with_training / 'VG_100K' / '105.jpg'} (vlbench data check lists them)"
+    plan = vlbench_cli("suite", "plan", "s.yaml", "--data-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
+    assert expected in plan, plan
+    refused = vlbench_cli("suite", "run", "s.yaml", "--data-dir", str(tmp_path), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and expected in refused.stderr.splitlines()
+    assert "error: 1 model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run" in refused.stderr
+    assert not (tmp_path / "runs").exists()

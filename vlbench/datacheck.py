@@ -24,9 +24,9 @@ class DataReport:
 
 
 def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> DataReport:
-    """Load the task's examples and open every image file they reference (decoding it), in a
-    bounded pool of threads: a missing file, a 0-byte file, a directory where a file should be and
-    an undecodable file are each reported with its path."""
+    """Load the task's examples (evaluation and training) and open every image file they reference
+    (decoding it), in a bounded pool of threads: a missing file, a 0-byte file, a directory where a
+    file should be and an undecodable file are each reported with its path."""
     report = DataReport()
     try:
         examples = task.examples(seed)
@@ -35,12 +35,16 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
         return report
     paths = sorted({ref.path for example in examples for ref in example.images if ref.path is not None})
     report.counts = {"examples": len(examples), "distinct image files": len(paths), **task.statistics(examples)}
+    train_paths: list[Path] = []
     try:
         train_pool = task.train_pool(seed)
     except VlbenchError as error:
         report.problems.append(f"train split: {error}")
     else:
         report.counts["train examples"] = "none (few-shot examples are split off by image)" if train_pool is None else len(train_pool)
+        train_paths = sorted({ref.path for example in train_pool or [] for ref in example.images if ref.path is not None} - set(paths))
+        if train_pool is not None:
+            report.counts["distinct training image files (besides the evaluation ones)"] = len(train_paths)
     tags: dict[str, Counter] = {}
     for example in examples:
         for tag, value in example.tags.items():
@@ -48,10 +52,13 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
     report.tags = {tag: dict(sorted(counter.items())) for tag, counter in sorted(tags.items())}
     with ThreadPoolExecutor(workers) as pool:
         bad = [problem for problem in pool.map(image_problem, paths) if problem]
+        bad_training = [problem for problem in pool.map(image_problem, train_paths) if problem]
     if bad:
-        report.n_bad_images = len(bad)
-        report.bad_images = bad[:show]
         report.problems.append(f"{len(bad)} of {len(paths)} image files cannot be used")
+    if bad_training:
+        report.problems.append(f"{len(bad_training)} of {len(train_paths)} training image files cannot be used (few-shot runs train on them)")
+    report.n_bad_images = len(bad) + len(bad_training)
+    report.bad_images = [*bad, *bad_training][:show]
     return report
 
 
@@ -71,3 +78,11 @@ def image_problem(path: Path) -> str | None:
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"{path}: cannot be decoded ({error})"
     return None
+
+
+def missing_image_files(examples) -> str | None:
+    """How many of the image files `examples` reference are not files on disk, with the first
+    (a `stat` each, nothing decoded; `check_data` says more), or None."""
+    paths = sorted({ref.path for example in examples for ref in example.images if ref.path is not None})
+    missing = [path for path in paths if not path.is_file()]
+    return f"{len(missing)} of {len(paths)} image files are missing, e.g. {missing[0]}" if missing else None

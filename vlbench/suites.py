@@ -167,13 +167,18 @@ def missing_inputs(jobs: list[Job]) -> list[str]:
 
 
 def _data_problem(prepared: Prepared) -> str | None:
+    """What of the task's data a run needs is missing: its files, or image files (training ones too
+    where it trains), as `vlbench data check` would name it."""
+    from vlbench.datacheck import missing_image_files
+
     try:
-        prepared.task.examples(0)
+        examples = prepared.task.examples(0)
         if not prepared.config.shots_parsed.is_zero:
-            prepared.task.train_pool(0)
+            examples = [*examples, *(prepared.task.train_pool(0) or [])]
     except VlbenchError as error:
         return str(error)
-    return None
+    missing = missing_image_files(examples)
+    return f"task '{prepared.config.task}': {missing} (vlbench data check lists them)" if missing else None
 
 
 def job_work(job: Job) -> Work | None:

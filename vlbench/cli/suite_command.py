@@ -104,7 +104,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     from vlbench.leaderboard.tables import check_baseline
     from vlbench.progress import progress_bar
     from vlbench.records import atomic_write_text, writable_file
-    from vlbench.suites import failure, load_suite, run_jobs
+    from vlbench.suites import failure, load_suite, missing_inputs, run_jobs
 
     if jobs < 1:
         raise VlbenchError(f"--jobs {jobs}: must be at least 1")
@@ -112,6 +112,11 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
         writable_file(out, "--out")
     planned = load_suite(suite, runs_dir, data_dir)
     check_baseline(baseline, [job.config.matcher for job in planned])  # before hours of runs, not after
+    missing = missing_inputs(planned)  # as `suite plan` finds them: not once per run, after each tried
+    for line in missing:
+        typer.echo(f"missing: {line}", err=True)
+    if missing:
+        raise VlbenchError(f"{len(missing)} model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run")
     code = code_state()  # before anything is written: the board's own plots may be tracked files
     with progress_bar("suite", total=len(planned)) as advance:
         failed = run_jobs(planned, jobs, advance, cluster)
