@@ -73,7 +73,7 @@ RUN_CASES = [
     ("data root missing", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "nowhere"], {}, "error: task 'comvg': data root nowhere does not exist."),
     ("data root is a file", ["run", "--task", "comvg", "--matcher", "random", "--runs-dir", "runs", "--data-root", "a-file"], {"a-file": "x"}, "error: task 'comvg': data root a-file is a file; pass the directory that holds the data."),
     ("paper-release with a train split", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: task 'mini-refcocog' trains on its train pool with these options"),
-    ("paper-release on ComVG", ["run", "--task", "mini-comvg", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: the released DSD code does not cut task 'mini-comvg''s evaluation rows"),
+    ("paper-release on ComVG", ["run", "--task", "mini-comvg", "--matcher", "random", "--runs-dir", "runs", "--shots", "5%", "--split", "paper-release"], {}, "error: --split paper-release: the released DSD code does not cut the evaluation rows of task 'mini-comvg'"),
     ("paper-release zero-shot", ["run", "--task", "mini-refcocog", "--matcher", "random", "--runs-dir", "runs", "--split", "paper-release", "--config", "run.yaml"], {"run.yaml": "task_options: {eval_split: all}\n"}, "error: --split paper-release: with --shots 0 nothing is cut off"),
 ]
 

@@ -110,7 +110,7 @@ def test_a_failed_run_is_reported_the_others_finish_and_a_rerun_completes_only_w
     assert "error: 2 of 10 runs failed; fix them and run the same command again (finished runs are kept)" in failed.stderr
     status = vlbench_cli("suite", "status", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout.splitlines()
     failures = [line for line in status if line.startswith("failed ")]
-    assert len(failures) == 2 and all("error: --split paper-release: the released DSD code does not cut task 'colors''s evaluation rows" in line for line in failures)
+    assert len(failures) == 2 and all("error: --split paper-release: the released DSD code does not cut the evaluation rows of task 'colors'" in line for line in failures)
     assert sum(line.startswith("done ") for line in status) == 8
     # A run that lost its results (as if killed after its last score) is finished; nothing else reruns.
     jobs = {job.key: job for job in load_suite(suite, tmp_path / "runs")}

@@ -125,7 +125,7 @@ def test_refcocog_all_splits_is_the_release_pool_and_paper_release_cuts_its_firs
 
 
 @pytest.mark.parametrize(("task", "release_cut", "has_train_pool", "shots", "message"), [
-    ("comvg", False, False, "5%", "--split paper-release: the released DSD code does not cut task 'comvg''s evaluation rows"),
+    ("comvg", False, False, "5%", "--split paper-release: the released DSD code does not cut the evaluation rows of task 'comvg'"),
     ("refcocog", True, True, "5%", "--split paper-release: task 'refcocog' trains on its train pool with these options"),
     ("refcocog", True, False, "0", "--split paper-release: with --shots 0 nothing is cut off for training"),
 ])

@@ -95,7 +95,7 @@ def check_protocol(task_name: str, release_cut: bool, has_train_pool: bool, shot
         return
     if not release_cut:
         raise VlbenchError(
-            f"--split paper-release: the released DSD code does not cut task '{task_name}''s evaluation rows into training "
+            f"--split paper-release: the released DSD code does not cut the evaluation rows of task '{task_name}' into training "
             "and evaluation (it trains on separate files, or cannot run this task); leave --split out"
             + ("" if task_name not in ("comvg", "vqav2") else ", and give the release's training csv as the task option train_file")
         )
