@@ -41,6 +41,7 @@ class Row:
     limit: int | None
     limit_sample: str | None  # `RunRecord.limit_sample`
     runs: list[StoredRun] = field(default_factory=list)
+    unchecked_seeds: list[int] = field(default_factory=list)  # taken as recorded (`StoredRun.check_metrics`)
 
     @property
     def records(self) -> list[RunRecord]:
@@ -83,6 +84,7 @@ class TableRow:
     n: str
     cells: list[Cell | None]
     outlier_seeds: list[int] = field(default_factory=list)
+    unchecked_seeds: list[int] = field(default_factory=list)
     reported: bool = False
     citation: str = ""
     config_id: str = ""
@@ -139,12 +141,14 @@ def file_name(text: str) -> str:
 def group_rows(runs: list[StoredRun]) -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
     for run in runs:
-        run.check_metrics()
+        checked = run.check_metrics()
         record = run.record
         row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit, record.limit_sample))
         if record.seed in row.seeds:
             raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}); pass each runs directory once")
         row.runs.append(run)
+        if not checked:
+            row.unchecked_seeds = sorted([*row.unchecked_seeds, record.seed])
     for row in rows.values():
         _check_same_inputs(row)
     _check_same_data(runs)
@@ -279,7 +283,7 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), config_id=row.config_id, line=line))
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -427,6 +431,18 @@ def shots_order(label: str) -> tuple[int, float]:
     return (0, shots.count or 0) if shots.fraction is None else (1, shots.fraction)
 
 
+UNCHECKED = "†"
+
+
+def _unchecked_mark(row: TableRow) -> str:
+    """` †` where every seed of the row was taken as recorded, else ` † seed N` for each that was."""
+    if not row.unchecked_seeds:
+        return ""
+    if len(row.unchecked_seeds) == row.seeds:
+        return f" {UNCHECKED}"
+    return "".join(f" {UNCHECKED} seed {seed}" for seed in row.unchecked_seeds)
+
+
 def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None = None) -> str:
     """The board as markdown; `plots` maps a task to image paths to link under its table."""
     lines = [
@@ -437,12 +453,14 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         f"each table), not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean",
         "(SD: the other seeds', at least the binomial standard error at n examples, with one success and one failure added).",
     ]
+    if any(row.unchecked_seeds for table in tables for row in table.rows):
+        lines.append(f"{UNCHECKED} marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone), or a task this vlbench lacks or has at another version.")
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]
         lines += ["", f"## {table.task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table.rows:
             label = f"*reported:* {row.label}" if row.reported else row.label
-            seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)
+            seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)  + _unchecked_mark(row)
             lines.append("| " + " | ".join([label, row.shots, seeds, row.n, *(_format(cell) for cell in row.cells)]) + " |")
         cited = [row for row in table.rows if row.reported]
         if cited:

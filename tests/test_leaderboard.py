@@ -50,7 +50,7 @@ def test_rows_group_seeds_of_one_configuration(runs):
 def test_markdown_matches_the_saved_board(runs):
     markdown = render_board([runs])
     # 0.6 ± t(0.975, 2) · 0.1 / √3 = 24.84 points
-    assert "| mean-color | 10% | 3 | 100 | **60.00 ± 24.84** |" in markdown
+    assert "| mean-color | 10% | 3 † | 100 | **60.00 ± 24.84** |" in markdown  # results.json alone: taken as recorded
     assert markdown == EXPECTED.read_text()
 
 
@@ -123,6 +123,21 @@ def test_runs_of_another_task_version_are_shown_as_recorded(tmp_path):
     assert build_board([tmp_path])[0].rows[0].cells[0].mean == 75.0
 
 
+def test_a_seed_taken_as_recorded_is_marked_on_the_board(tmp_path):
+    from vlbench.leaderboard.tables import build_board, render_markdown
+
+    for seed in (0, 1):
+        write_scored_run(tmp_path, "random", seed, {"e0", "e1"}, ["e0", "e1", "e2", "e3"])
+    checked = render_markdown(build_board([tmp_path]))
+    assert "| random | 0 | 2 | 4 |" in checked and "†" not in checked
+    (tmp_path / "colors" / "random" / "cfg-random" / "seed-1" / "scores.jsonl").unlink()  # a results.json alone
+    marked = render_markdown(build_board([tmp_path]))
+    assert "| random | 0 | 2 † seed 1 | 4 |" in marked
+    assert "† marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone)" in marked
+    (tmp_path / "colors" / "random" / "cfg-random" / "seed-0" / "scores.jsonl").unlink()
+    assert "| random | 0 | 2 † | 4 |" in render_markdown(build_board([tmp_path]))
+
+
 def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     from vlbench.leaderboard.tables import build_board
 
@@ -148,7 +163,7 @@ def test_outlier_seeds_are_flagged(tmp_path):
         write_record(tmp_path, "random", "bbb", "0", seed, accuracy, {"color": 0.5})
     (table,) = build_board([tmp_path])
     assert table.rows[0].outlier_seeds == [3]
-    assert "| random | 0 | 4 ⚠ seed 3 |" in render_board([tmp_path])
+    assert "| random | 0 | 4 ⚠ seed 3 † |" in render_board([tmp_path])
     # Sampling noise is no outlier, even where two seeds happen to agree closely.
     for seed, accuracy in enumerate((0.50, 0.50, 0.56)):
         write_record(tmp_path, "random", "ccc", "10%", seed, accuracy, {"color": 0.5})
@@ -308,7 +323,7 @@ def test_reported_rows_are_marked_cited_and_never_bold(runs):
     markdown = render_markdown([table])
     assert "| *reported:* Paper | 10% | – | – | 99.00 | – | – |" in markdown
     assert "- *Paper*: Someone et al. 2024" in markdown
-    assert "| mean-color | 10% | 3 | 100 | **60.00 ± 24.84** |" in markdown  # still the best measured
+    assert "| mean-color | 10% | 3 † | 100 | **60.00 ± 24.84** |" in markdown  # results.json alone: taken as recorded  # still the best measured
 
 
 def test_shipped_reference_numbers_cite_every_row():

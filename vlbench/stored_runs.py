@@ -259,18 +259,19 @@ class StoredRun:
             if json.dumps(recorded, sort_keys=True) != json.dumps(other, sort_keys=True):
                 raise VlbenchError(f"{where} records {name} {json.dumps(recorded, sort_keys=True)} where {source} is {json.dumps(other, sort_keys=True)}: the run's files disagree (mixed from two runs, or edited); re-run it with --restart")
 
-    def check_metrics(self) -> None:
+    def check_metrics(self) -> bool:
         """Refuse a run whose files disagree (`check_records`), or whose `results.json` does not
-        hold what its stored scores give (n, metrics, breakdown): the files of two runs mixed, or one edited. Taken as they are: a run stored
+        hold what its stored scores give (n, metrics, breakdown): the files of two runs mixed, or one
+        edited. Returns whether its numbers were checked against its scores. Taken as they are: a run stored
         without scores (a results file alone), and one whose task this vlbench lacks (a plugin not
         installed here) or has at another version (whose metrics may have been computed otherwise)."""
         from vlbench import registry
 
         self.check_records()
         if not self.scores or self.record.task not in registry.tasks.names():
-            return
+            return False
         if str(registry.tasks.get(self.record.task).version) != str(self.record.data["task"].get("version")):
-            return
+            return False
         scored = self.evaluated_scores()
         metrics, breakdown = compute_metrics(self.task, scored)
         recorded = {"n": self.record.n, **self.record.metrics, **_flat(self.record.breakdown)}
@@ -283,6 +284,7 @@ class StoredRun:
                 f"{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}: the run's files disagree (mixed from two runs, or edited); "
                 f"`vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep"
             )
+        return True
 
 
 def _flat(breakdown: dict[str, Any]) -> dict[str, Any]:
