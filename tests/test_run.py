@@ -106,6 +106,10 @@ def test_score_command_recomputes_metrics_from_records_alone(tmp_path):
     tampered["metrics"] = {"accuracy": -1}
     path.write_text(json.dumps(tampered))
     assert rescore(result.run_dir)["metrics"] == result.results["metrics"]
+    (entry,) = json.loads(path.read_text())["rescored"]  # what it replaced, when, by which code
+    assert entry["replaced"] == {"metrics": {"accuracy": -1}} and entry["vlbench_version"] and set(entry) == {"created", "vlbench_version", "git_commit", "git_dirty", "replaced"}
+    rescore(result.run_dir)
+    assert len(json.loads(path.read_text())["rescored"]) == 1, "a rescore that changes nothing leaves no entry"
 
 
 def test_an_unfinished_run_is_named_by_the_board_and_the_score_command(tmp_path):
