@@ -291,6 +291,26 @@ def edited_sources(monkeypatch, name="vlbench.matchers/random.py"):
     monkeypatch.setattr(runner, "source_files_sha256", lambda: files)
 
 
+def test_the_scoring_sources_are_the_same_for_an_editable_install_and_a_wheel_and_leave_out_the_cli_and_boards(tmp_path):
+    import importlib.util
+
+    from vlbench.provenance import SCORING_PACKAGES, scoring_sources, source_files_sha256
+
+    editable = {package: Path(importlib.util.find_spec(package).submodule_search_locations[0]) for package in SCORING_PACKAGES}
+    wheel = tmp_path / "site-packages" / "vlbench"  # a wheel's layout: every package inside vlbench/
+    shutil.copytree(editable["vlbench"], wheel, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(editable["vlbench.matchers"], wheel / "matchers", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(editable["vlbench.tasks"], wheel / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(importlib.util.find_spec("vlbench.leaderboard").submodule_search_locations[0]), wheel / "leaderboard", ignore=shutil.ignore_patterns("__pycache__"))
+    folders = {"vlbench": wheel, "vlbench.matchers": wheel / "matchers", "vlbench.tasks": wheel / "tasks"}
+    assert scoring_sources(folders) == source_files_sha256()
+    (wheel / "cli" / "app.py").write_text("# a changed command line\n")
+    (wheel / "leaderboard" / "tables.py").write_text("# a changed board\n")
+    assert scoring_sources(folders) == source_files_sha256(), "the command line and boards do not compute scores"
+    (wheel / "matchers" / "random.py").write_text("# a changed matcher\n")
+    assert scoring_sources(folders) != source_files_sha256()
+
+
 def test_scores_stored_by_other_code_of_the_same_version_are_refused_to_resume_naming_the_file(tmp_path, vlbench_here, monkeypatch):
     args = ("run", "--task", "colors", "--matcher", "random", "--runs-dir", "runs")
     assert vlbench_here(*args, cwd=tmp_path)[0] == 0

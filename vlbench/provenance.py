@@ -118,18 +118,23 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
 
 @cache
 def source_files_sha256() -> dict[str, str]:
-    """The sha256 of every Python file of vlbench's packages that hold the code of its matchers,
-    tasks and harness, by path (`vlbench/runner.py`, `vlbench.matchers/clip/zero_shot.py`): part
-    of a run's identity, so scores stored by other code (an edit, another commit; a release's
-    files are the same in every install) are not resumed or averaged with these."""
+    """The sha256 of every Python file of the code that computes scores, by path: `vlbench`'s own
+    modules (not its `cli` or `leaderboard`, which parse arguments and render boards) and the
+    `vlbench.matchers` and `vlbench.tasks` packages, e.g. `vlbench/runner.py`,
+    `vlbench.matchers/clip/zero_shot.py`. Part of a run's identity, so scores stored by other code
+    (an edit, another commit) are not resumed or averaged with these; the same for an editable
+    install and a wheel of one commit."""
+    folders = {package: Path(importlib.util.find_spec(package).submodule_search_locations[0]) for package in SCORING_PACKAGES}
+    return scoring_sources(folders)
+
+
+def scoring_sources(folders: dict[str, Path]) -> dict[str, str]:
+    """`source_files_sha256` of the packages in `folders` (`SCORING_PACKAGES` to their folders)."""
     files: dict[str, str] = {}
-    for package in SCORING_PACKAGES:
-        for folder in importlib.util.find_spec(package).submodule_search_locations or ():
-            for path in sorted(Path(folder).rglob("*.py")):
-                relative = path.relative_to(folder).as_posix()
-                if package == "vlbench" and relative.split("/")[0] in ("matchers", "tasks"):
-                    continue  # a checkout's own folders of these names are listed under their packages
-                files[f"{package}/{relative}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for package, folder in folders.items():
+        paths = folder.glob("*.py") if package == "vlbench" else folder.rglob("*.py")  # vlbench's subpackages: cli, and in a wheel leaderboard, matchers, tasks
+        for path in paths:
+            files[f"{package}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return dict(sorted(files.items()))
 
 
