@@ -47,14 +47,17 @@ def test_the_weights_hash_is_the_same_with_or_without_model_index_json(tmp_path)
 
     from vlbench.hashing import files_sha256
     from vlbench.matchers.mini_models import mini_model_dir
-    from vlbench.matchers.stable_diffusion.loading import checkpoint_files
+    from vlbench.matchers.stable_diffusion.loading import checkpoint_files, missing_stable_diffusion
 
     model = shutil.copytree(mini_model_dir("mini-sd"), tmp_path / "sd")
     full = files_sha256(checkpoint_files(model), model)
     (model / "model_index.json").unlink()
     assert files_sha256(checkpoint_files(model), model) == full
+    assert missing_stable_diffusion(str(model)) is None, "what `hf download --include …` makes is a usable folder"
     (model / "unet" / "config.json").write_text((model / "unet" / "config.json").read_text() + " ")
     assert files_sha256(checkpoint_files(model), model) != full, "a component's config is read, and hashed"
+    (model / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    assert missing_stable_diffusion(str(model)) == f"{model} lacks vae's weights (a diffusers Stable Diffusion folder holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/)"
 
 
 def test_sharded_weights_are_all_in_the_fingerprint(tmp_path):

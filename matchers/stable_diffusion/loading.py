@@ -2,7 +2,7 @@
 with a content hash of the files loaded (part of every run's identity and of the feature cache's key).
 
 `--model` is `mini` (the mini SD shipped with vlbench), a local folder in the diffusers layout
-(`model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`) or a hub id
+(`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`; `model_index.json` is not read) or a hub id
 (default `stabilityai/stable-diffusion-2-1-base`, from the local hub cache when offline).
 """
 
@@ -48,7 +48,7 @@ def load_stable_diffusion(model: str | None, device: str) -> StableDiffusionPart
     except Exception as error:  # hub and file errors come in many types
         cause = f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         if Path(spec).is_dir():
-            raise VlbenchError(f"--model {spec}: cannot load this folder as a diffusers Stable Diffusion checkpoint {cause}; it needs model_index.json and unet/, vae/, text_encoder/, tokenizer/, scheduler/") from None
+            raise VlbenchError(f"--model {spec}: cannot load this folder as a diffusers Stable Diffusion checkpoint {cause}; it needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/") from None
         raise VlbenchError(
             f"--model {spec}: cannot load a Stable Diffusion checkpoint {cause}. "
             f"Offline, download it on a machine with internet (`{download_command(spec if spec != 'mini' else DEFAULT_MODEL)} --local-dir DIR`), "
@@ -71,7 +71,8 @@ def missing_stable_diffusion(model: str | None) -> str | None:
     if spec == "mini":
         return None
     if Path(spec).is_dir():
-        return None if (Path(spec) / "model_index.json").exists() else f"{spec} has no model_index.json (a diffusers Stable Diffusion folder holds it)"
+        lacking = _lacking(Path(spec))
+        return f"{spec} lacks {lacking} (a diffusers Stable Diffusion folder holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/)" if lacking else None
     try:
         _hub_snapshot(spec)
     except Exception:  # not in the local hub cache, or not a hub id
