@@ -143,7 +143,7 @@ def test_data_check_and_a_suite_name_missing_training_images_before_any_run(comv
     assert report.problems == ["1 of 11 training image files cannot be used (few-shot runs train on them)"]
     assert report.bad_images == [f"{comvg_with_training / 'VG_100K' / '105.jpg'}: missing"]
     assert check_data(create_task("comvg", comvg_with_training)).problems == [], "without the training file, its images are not needed"
-    suite = "seeds: [0]\ntasks: [{task: comvg, data_root: comvg, task_options: {train_file: comvg_train.csv}}]\nruns:\n  - {matcher: random}\n  - {matcher: random, shots: '5'}\n"
+    suite = "seeds: [0]\ntasks: [{task: comvg, data_root: comvg, task_options: {train_file: comvg_train.csv}}]\nruns:\n  - {matcher: random}\n  - {matcher: random, shots: '10'}\n"
     (tmp_path / "s.yaml").write_text(suite)
     expected = f"missing: data for comvg: task 'comvg': 1 of 35 image files are missing, e.g. {comvg_with_training / 'VG_100K' / '105.jpg'} (vlbench data check lists them)"
     plan = vlbench_cli("suite", "plan", "s.yaml", "--data-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
@@ -152,3 +152,8 @@ def test_data_check_and_a_suite_name_missing_training_images_before_any_run(comv
     assert refused.returncode == 2 and expected in refused.stderr.splitlines()
     assert "error: 1 model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run" in refused.stderr
     assert not (tmp_path / "runs").exists()
+    # Only what runs read counts: without the training run, that image is not needed; an evaluation
+    # image missing where runs skip bad examples is not either.
+    (comvg_with_training / "vg_concept" / "3.jpg").unlink()
+    (tmp_path / "s.yaml").write_text(suite.replace("  - {matcher: random, shots: '10'}\n", "").replace("{matcher: random}", "{matcher: random, on_bad_example: skip}"))
+    assert vlbench_cli("suite", "run", "s.yaml", "--data-dir", str(tmp_path), cwd=tmp_path).returncode == 0

@@ -80,9 +80,8 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def missing_image_files(examples) -> str | None:
-    """How many of the image files `examples` reference are not files on disk, with the first
-    (a `stat` each, nothing decoded; `check_data` says more), or None."""
-    paths = sorted({ref.path for example in examples for ref in example.images if ref.path is not None})
-    missing = [path for path in paths if not path.is_file()]
-    return f"{len(missing)} of {len(paths)} image files are missing, e.g. {missing[0]}" if missing else None
+def missing_files(paths) -> str | None:
+    """How many of `paths` are not files on disk, with the first (a `stat` each, nothing decoded;
+    `check_data` says more), or None."""
+    missing = sorted(path for path in paths if not Path(path).is_file())
+    return f"{len(missing)} of {len(set(paths))} image files are missing, e.g. {missing[0]}" if missing else None

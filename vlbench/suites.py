@@ -142,13 +142,31 @@ def _locked(lock: Path) -> bool:
     return False
 
 
-def missing_inputs(jobs: list[Job]) -> list[str]:
-    """One line per model or dataset that the jobs need and this machine lacks, naming who needs
-    it (no network, no weights read; task data is read as a run would read it)."""
+@dataclass(frozen=True)
+class Missing:
+    """A model or dataset that runs of a suite need and this machine lacks."""
+
+    kind: str  # "model" or "data"
+    problem: str
+    users: tuple[str, ...]  # the matchers or tasks that need it
+
+    @property
+    def line(self) -> str:
+        return f"{self.kind} for {', '.join(self.users)}: {self.problem}"
+
+
+def missing_inputs(jobs: list[Job]) -> list[Missing]:
+    """Each model or dataset that the jobs need and this machine lacks, once, naming who needs it
+    (no network, no weights read). Task data is read as the runs read it: their files, and the
+    image files of the examples each run evaluates (none where it skips bad examples) or trains on
+    (a `stat` each, nothing decoded)."""
     from vlbench import registry
+    from vlbench.datacheck import missing_files
+    from vlbench.runner import draw
 
     needed_by: dict[tuple[str, str], list[str]] = {}  # (model or data, what is missing) -> who needs it
     checked: set[Any] = set()
+    images: dict[tuple[str, str, str | None], set[Path]] = {}  # per dataset, the image files its runs read
     for job in jobs:
         config = job.config
         matcher_class = registry.matchers.get(config.matcher)
@@ -157,28 +175,19 @@ def missing_inputs(jobs: list[Job]) -> list[str]:
             problem = matcher_class.missing_model(config.model)
             if problem:
                 needed_by.setdefault(("model", problem), []).append(config.matcher)
-        data = ("data", config.task, json.dumps(config.task_options, sort_keys=True), config.data_root, config.shots_parsed.is_zero)
-        if data not in checked:
-            checked.add(data)
-            problem = _data_problem(job.prepared)
-            if problem:
-                needed_by.setdefault(("data", problem), []).append(config.task)
-    return [f"{kind} for {', '.join(dict.fromkeys(users))}: {problem}" for (kind, problem), users in needed_by.items()]
-
-
-def _data_problem(prepared: Prepared) -> str | None:
-    """What of the task's data a run needs is missing: its files, or image files (training ones too
-    where it trains), as `vlbench data check` would name it."""
-    from vlbench.datacheck import missing_image_files
-
-    try:
-        examples = prepared.task.examples(0)
-        if not prepared.config.shots_parsed.is_zero:
-            examples = [*examples, *(prepared.task.train_pool(0) or [])]
-    except VlbenchError as error:
-        return str(error)
-    missing = missing_image_files(examples)
-    return f"task '{prepared.config.task}': {missing} (vlbench data check lists them)" if missing else None
+        dataset = (config.task, json.dumps(config.task_options, sort_keys=True), config.data_root)
+        try:
+            drawn = draw(job.prepared, job.seed)
+        except VlbenchError as error:
+            needed_by.setdefault(("data", str(error)), []).append(config.task)
+            continue
+        read = ([] if config.on_bad_example == "skip" else drawn.evaluation) + drawn.training
+        images.setdefault(dataset, set()).update(ref.path for example in read for ref in example.images if ref.path is not None)
+    for (task, _, _), paths in images.items():
+        missing = missing_files(paths)
+        if missing:
+            needed_by.setdefault(("data", f"task '{task}': {missing} (vlbench data check lists them)"), []).append(task)
+    return [Missing(kind, problem, tuple(dict.fromkeys(users))) for (kind, problem), users in needed_by.items()]
 
 
 def job_work(job: Job) -> Work | None:

@@ -46,8 +46,8 @@ def plan(
     if unet_rate is not None:
         typer.echo(f"at {unet_rate:g} UNet passes/s, a backward costing {BACKWARD_COST} passes: {total.hours(unet_rate):.2f} GPU-hours")
     missing = missing_inputs(jobs)
-    for line in missing:
-        typer.echo(f"missing: {line}")
+    for item in missing:
+        typer.echo(f"missing: {item.line}")
     if not missing:
         typer.echo("every model and dataset the suite needs is on this machine")
 
@@ -112,11 +112,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
         writable_file(out, "--out")
     planned = load_suite(suite, runs_dir, data_dir)
     check_baseline(baseline, [job.config.matcher for job in planned])  # before hours of runs, not after
-    missing = missing_inputs(planned)  # as `suite plan` finds them: not once per run, after each tried
-    for line in missing:
-        typer.echo(f"missing: {line}", err=True)
-    if missing:
-        raise VlbenchError(f"{len(missing)} model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run")
+    refuse_missing_inputs(missing_inputs(planned))
     code = code_state()  # before anything is written: the board's own plots may be tracked files
     with progress_bar("suite", total=len(planned)) as advance:
         failed = run_jobs(planned, jobs, advance, cluster)
@@ -130,6 +126,21 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
         options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "") + (f" --jobs {jobs}" if jobs != 1 else "")
         atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", code, runs_sources([job.run_dir for job in planned]), where))
         typer.echo(f"leaderboard: {out}")
+
+
+def refuse_missing_inputs(missing) -> None:
+    """Stop a suite before any run where `suite plan` finds data missing, or a model that cannot be
+    downloaded (offline): every run needing it would fail after trying. A model missing online is
+    noted: its first run downloads it."""
+    from huggingface_hub import constants
+
+    from vlbench.errors import VlbenchError
+
+    blocking = [item for item in missing if item.kind == "data" or constants.HF_HUB_OFFLINE]
+    for item in missing:
+        typer.echo(f"missing: {item.line}" + ("" if item in blocking else "; the first run that needs it downloads it"), err=True)
+    if blocking:
+        raise VlbenchError(f"{len(blocking)} model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run")
 
 
 def code_state() -> tuple[str | None, bool]:
