@@ -200,7 +200,7 @@ def test_an_image_replaced_by_one_of_the_same_size_refuses_to_resume(tmp_path, v
     code, _, err = vlbench_here(*args, cwd=tmp_path)
     line = err.strip().splitlines()[-1]
     assert code == 2 and line.startswith("error: the data of task 'comvg' changed since these scores were stored (examples fingerprint ") and line.endswith(HINT), err
-    assert "; the 12 stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes changed, or examples not scored yet or in the training pool did), in " in line, line
+    assert "; the 12 stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes or an image's crop changed, or examples not scored yet or in the training pool did), in " in line, line
     assert stored(tmp_path) == before
 
 

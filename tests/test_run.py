@@ -473,6 +473,15 @@ def test_a_trained_state_other_than_the_one_training_stored_is_refused(tmp_path,
         run_once(tmp_path, **options)
     (first.run_dir / "state.pt").write_bytes(stored)
     assert run_once(tmp_path, **options).results["metrics"] == first.results["metrics"]
+    other = run_once(tmp_path, seed=1, **options)  # another seed's state, copied with its hash
+    (first.run_dir / "results.json").unlink()
+    for name in ("state.pt", "state.sha256"):
+        (first.run_dir / name).write_bytes((other.run_dir / name).read_bytes())
+    with pytest.raises(VlbenchError, match=r"state.pt is not the trained state this run stored \(stored for another run or split\)"):
+        run_once(tmp_path, **options)
+    (first.run_dir / "state.sha256").unlink()
+    with pytest.raises(VlbenchError, match=r"state.pt is not the trained state this run stored \(its sha256 is not recorded\)"):
+        run_once(tmp_path, **options)
 
 
 def test_scores_of_another_run_s_examples_are_refused_on_resume_and_on_a_board(tmp_path):
@@ -497,6 +506,8 @@ def test_scores_of_another_run_s_examples_are_refused_on_resume_and_on_a_board(t
         (lambda record: record["protocol"].update(shots="10%"), 'records protocol.shots "10%" where identity.json\'s shots is "25%"'),
         (lambda record: record["matcher"]["fingerprint"].update(options={"lr": 0.1}), 'records matcher.fingerprint.options {"lr": 0.1} where identity.json\'s matcher_options is {}'),
         (lambda record: record.update(config_id="0123456789"), 'records config_id "0123456789" where identity.json\'s config_id is "'),
+        (lambda record: record["code"].update(sources_sha256="0" * 64), 'records code.sources_sha256 "' + "0" * 64 + '" where the hash of identity.json\'s source files is "'),
+        (lambda record: record["task"].update(data_fingerprint="image-bytes:0"), 'records task.data_fingerprint "0" where identity.json\'s data fingerprint is "'),
     ],
 )
 def test_a_results_record_that_disagrees_with_the_run_s_other_files_is_refused_by_boards(tmp_path, edit, refusal):

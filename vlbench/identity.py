@@ -125,7 +125,7 @@ def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_sco
         ):
             if old is not None and old != new:
                 return f"example '{example_id}': its {what} {_brief(old)} → {_brief(new)}"
-    return f"the {len(stored_examples)} stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes changed, or examples not scored yet or in the training pool did"
+    return f"the {len(stored_examples)} stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes or an image's crop changed, or examples not scored yet or in the training pool did"
 
 
 def _digest(fingerprint: str | None) -> str | None:

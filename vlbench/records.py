@@ -70,28 +70,33 @@ class RunDirectory:
         return self.path / "state.pt"
 
     def store_state(self, state: Any) -> None:
-        """Store trained state as `state.pt`, after its sha256 (`state.sha256`)."""
+        """Store trained state as `state.pt`, after `state.sha256`: its sha256 and the run it
+        belongs to (`state_owner`)."""
         import torch
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
-        self.write_text("state.sha256", hashlib.sha256(data).hexdigest() + "\n")
+        self.write_text("state.sha256", f"{hashlib.sha256(data).hexdigest()} {self.state_owner()}\n")
         write_atomically(self.state_path, lambda handle: handle.write(data))
 
     def load_state(self) -> Any:
-        """The trained state in `state.pt`, refused unless it is what training stored (`store_state`)."""
+        """The trained state in `state.pt`, refused unless it is what training stored for this run
+        (`store_state`)."""
         import torch
 
         data = self.state_path.read_bytes()
-        recorded = (self.path / "state.sha256").read_text().strip() if self.exists("state.sha256") else None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != recorded:
-            raise VlbenchError(
-                f"{self.state_path} is not the trained state this run stored (sha256 {short(recorded) if recorded else 'not recorded'} → {short(actual)}): "
-                "edited, copied from another run, or stored by an older vlbench; --restart to train again"
-            )
+        recorded = (self.path / "state.sha256").read_text().split() if self.exists("state.sha256") else []
+        actual = [hashlib.sha256(data).hexdigest(), *self.state_owner().split()]
+        if recorded != actual:
+            what = "its sha256 is not recorded" if not recorded else f"sha256 {short(recorded[0])} → {short(actual[0])}" if recorded[0] != actual[0] else "stored for another run or split"
+            raise VlbenchError(f"{self.state_path} is not the trained state this run stored ({what}): edited, copied from another run, or stored by an older vlbench; --restart to train again")
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def state_owner(self) -> str:
+        """The run and split trained state belongs to: `identity.json`'s config_id and
+        `split.json`'s split_sha256 (both written before training)."""
+        return f"{self.read_json('identity.json').get('config_id')} {self.read_json('split.json').get('split_sha256')}"
 
     @property
     def checkpoint_path(self) -> Path:

@@ -197,7 +197,7 @@ class StoredRun:
         """The stored scores of every evaluated example; an example without them, or scores of an
         example outside them, is an error."""
         evaluated = self.evaluated_ids()
-        foreign = sorted(set(self.scores) - set(evaluated))
+        foreign = sorted(set(self.scores) - set(evaluated) - set(self.record.skipped_ids))  # a skipped example scored by a later session is its own
         if foreign:
             raise VlbenchError(f"{self.files.scores_path} holds scores of {len(foreign)} examples outside this run's evaluation examples (first: '{foreign[0]}'): the files of two runs mixed; re-run it with --restart")
         missing = [example_id for example_id in evaluated if example_id not in self.scores]
@@ -229,7 +229,7 @@ class StoredRun:
         """Refuse a run whose `results.json` says another configuration, seed or split than its
         other files (`identity.json`, `config.yaml`, `split.json`, each where present): an edited
         or mixed record would otherwise be labelled, grouped or averaged as what it says."""
-        from vlbench.identity import RunIdentity
+        from vlbench.identity import IMAGE_BYTES, RunIdentity
 
         record, protocol = self.record, self.record.data["protocol"]
         where = self.directory / RESULTS
@@ -246,6 +246,16 @@ class StoredRun:
                 ("matcher.fingerprint.options", record.data["matcher"]["fingerprint"].get("options"), "identity.json's matcher_options", config.get("matcher_options")),
                 *((f"protocol.{name}", protocol.get(name), f"identity.json's {name}", config.get(name)) for name in ("shots", "split", "limit", "train")),
             ]
+            inputs = identity.get("inputs", {})
+            if "fingerprint" in inputs.get("matcher", {}):
+                pairs.append(("matcher.fingerprint", record.data["matcher"]["fingerprint"], "identity.json's matcher fingerprint", inputs["matcher"]["fingerprint"]))
+            if "data" in inputs.get("task", {}):  # an older identity's fingerprint of rendered images lacks the prefix
+                unprefixed = [str(value).removeprefix(IMAGE_BYTES) for value in (record.data["task"].get("data_fingerprint"), inputs["task"]["data"])]
+                pairs.append(("task.data_fingerprint", *unprefixed[:1], "identity.json's data fingerprint", *unprefixed[1:]))
+            if "code" in inputs and "code" in record.data:
+                from vlbench.provenance import sources_sha256
+
+                pairs.append(("code.sources_sha256", record.data["code"].get("sources_sha256"), "the hash of identity.json's source files", sources_sha256(inputs["code"])))
         if self.files.exists("config.yaml"):
             from vlbench.config import read_yaml
 

@@ -71,6 +71,8 @@ def run(
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run every run of the suite that is not done, then write its leaderboard."""
+    import shlex
+
     from vlbench.cluster import ClusterOptions
     from vlbench.errors import VlbenchError
 
@@ -79,7 +81,7 @@ def run(
     if gpus_per_job < 0 or time_limit < 1 or array_parallelism < 1 or not poll_seconds > 0:
         raise VlbenchError("--gpus-per-job must be at least 0, --time-limit and --array-parallelism at least 1, --poll-seconds positive")
     cluster = None if executor == "local" else ClusterOptions(executor, slurm_partition, gpus_per_job, cpus_per_job, mem_gb, time_limit, array_parallelism, poll_seconds)  # type: ignore[arg-type]
-    options = f" --runs-dir {runs_dir}" + (f" --data-dir {data_dir}" if data_dir is not None else "")
+    options = f" --runs-dir {shlex.quote(str(runs_dir))}" + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir is not None else "")
     run_suite_command(suite, runs_dir, data_dir, jobs, out, baseline, plots, f"vlbench suite run {suite}", options, cluster=cluster)
 
 
