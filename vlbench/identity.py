@@ -71,6 +71,9 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old.get("version") != new["version"]:
             change = "how it scores" if kind == "matcher" else "what its examples or metrics are"
             return f"{name} changed {change} (version {old.get('version')} → {new['version']}) since these scores were stored"
+    code = _changed_code(stored.get("code"), current["code"])  # before the rest: other code may hash or fingerprint otherwise
+    if code is not None:
+        return code
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
     if old_data == _digest(new_data):  # stored before IMAGE_BYTES by a task with no image files: the same hash
         old_data = new_data
@@ -92,7 +95,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     for key in sorted(old_print.keys() | new_print.keys()):
         if old_print.get(key) != new_print.get(key):
             return f"matcher '{current['matcher']['name']}': its {key} changed since these scores were stored ({_brief(old_print.get(key))} → {_brief(new_print.get(key))})"
-    return _changed_code(stored.get("code"), current["code"])
+    return None
 
 
 def _changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None:
