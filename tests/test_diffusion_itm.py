@@ -88,7 +88,7 @@ def test_unavailable_model_says_what_to_download(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: --model no-such-org/no-such-model: cannot load a Stable Diffusion checkpoint")
-    assert 'hf download no-such-org/no-such-model --include "*/*.json" --include "*/*.txt" --include "*/diffusion_pytorch_model.safetensors" --include "text_encoder/model.safetensors" --local-dir DIR' in message
+    assert 'hf download no-such-org/no-such-model --include "*/*.json" --include "*/*.txt" --include "*/diffusion_pytorch_model.safetensors" --include "*/diffusion_pytorch_model-*.safetensors" --include "text_encoder/model.safetensors" --include "text_encoder/model-*.safetensors" --local-dir DIR' in message
 
 
 def test_every_mini_world_word_is_one_token(tmp_path):

@@ -62,13 +62,26 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
     the board, which says the suite regenerates it."""
     (tmp_path / "s.yaml").write_text("seeds: [0]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
     vlbench_cli("run", "--task", "colors", "--matcher", "color-words", "--runs-dir", "runs", cwd=tmp_path)
-    log = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", "--out", "board.md", cwd=tmp_path).stderr
+    log = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "runs", "--data-dir", "my data", "--out", "board.md", cwd=tmp_path).stderr
     board = (tmp_path / "board.md").read_text()
     assert "| random |" in board and "color-words" not in board
+    (results,) = (tmp_path / "runs" / "colors" / "random").rglob("results.json")
+    sources = json.loads(results.read_text())["code"]["sources_sha256"]
+    stamp = board.split("\n\n", 2)[1]
+    assert stamp.startswith("Regenerate from scratch: `vlbench suite run s.yaml --out board.md --runs-dir runs --data-dir 'my data'`. Generated "), stamp
+    assert stamp.endswith(f"; its runs were computed by vlbench sources {sources[:12]}… (`code.sources_sha256` in their results.json)."), stamp
     assert "scoring · colors · random · shots 0 · seed 0" in log  # which run each bar of a suite's log is for
     typo = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "other", "--baseline", "randmo", cwd=tmp_path, check=False)
     assert typo.returncode == 2 and "--baseline randmo: no row of that matcher on this board. Did you mean 'random'?" in typo.stderr
     assert not (tmp_path / "other").exists()  # refused before any run
+
+
+def test_a_multi_gpu_array_task_runs_vlbench_under_torchrun_without_the_working_directory_on_its_path():
+    from vlbench.cluster import run_command, vlbench_command
+
+    assert run_command(Path("c.yaml"), 1) == vlbench_command("run", "--config", "c.yaml")
+    assert run_command(Path("c.yaml"), 4) == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "--no-python", *vlbench_command("run", "--config", "c.yaml")]
+    assert vlbench_command("run")[:2] == [sys.executable, "-c"] and "sys.path[:1]" in vlbench_command("run")[2]
 
 
 def decoy_package(folder: Path) -> None:

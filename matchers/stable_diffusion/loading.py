@@ -102,9 +102,10 @@ WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.
 
 
 def download_command(repo: str) -> str:
-    """The huggingface_hub command that downloads what a load of hub model `repo` reads (no
-    single-file checkpoints, fp16 or EMA variants), without where to."""
-    patterns = ("*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")
+    """The huggingface_hub command (0.34 or later; `huggingface-cli download` before) that downloads
+    what a load of hub model `repo` reads, safetensors weights one file or sharded (no single-file
+    checkpoints, fp16 or EMA variants), without where to."""
+    patterns = ("*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model-*.safetensors", "text_encoder/model.safetensors", "text_encoder/model-*.safetensors")
     return f"hf download {repo} " + " ".join(f'--include "{pattern}"' for pattern in patterns)
 
 
