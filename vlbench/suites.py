@@ -179,6 +179,8 @@ def missing_inputs(jobs: list[Job]) -> list[Missing]:
         try:
             drawn = draw(job.prepared, job.seed)
         except VlbenchError as error:
+            if _data_read(job):
+                continue  # the data is there: a protocol or its content is refused, by the run itself with this error
             needed_by.setdefault(("data", str(error)), []).append(config.task)
             continue
         read = ([] if config.on_bad_example == "skip" else drawn.evaluation) + drawn.training
@@ -188,6 +190,17 @@ def missing_inputs(jobs: list[Job]) -> list[Missing]:
         if missing:
             needed_by.setdefault(("data", f"task '{task}': {missing} (vlbench data check lists them)"), []).append(task)
     return [Missing(kind, problem, tuple(dict.fromkeys(users))) for (kind, problem), users in needed_by.items()]
+
+
+def _data_read(job: Job) -> bool:
+    """Whether the task's files that `job` reads load (its examples, and its training pool where it trains)."""
+    try:
+        job.prepared.task.examples(job.seed)
+        if not job.config.shots_parsed.is_zero:
+            job.prepared.task.train_pool(job.seed)
+    except VlbenchError:
+        return False
+    return True
 
 
 def job_work(job: Job) -> Work | None:
