@@ -33,7 +33,7 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
     except VlbenchError as error:
         report.problems.append(str(error))
         return report
-    paths = sorted({ref.path for example in examples for ref in example.images if ref.path is not None})
+    paths = sorted(image_files(examples))
     report.counts = {"examples": len(examples), "distinct image files": len(paths), **task.statistics(examples)}
     train_paths: list[Path] = []
     try:
@@ -42,7 +42,7 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
         report.problems.append(f"train split: {error}")
     else:
         report.counts["train examples"] = "none (few-shot examples are split off by image)" if train_pool is None else len(train_pool)
-        train_paths = sorted({ref.path for example in train_pool or [] for ref in example.images if ref.path is not None} - set(paths))
+        train_paths = sorted(image_files(train_pool or []) - set(paths))
         if train_pool is not None:
             report.counts["distinct training image files (besides the evaluation ones)"] = len(train_paths)
     tags: dict[str, Counter] = {}
@@ -78,6 +78,11 @@ def image_problem(path: Path) -> str | None:
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"{path}: cannot be decoded ({error})"
     return None
+
+
+def image_files(examples) -> set[Path]:
+    """The image files `examples` read (rendered images have none)."""
+    return {ref.path for example in examples for ref in example.images if ref.path is not None}
 
 
 def missing_files(paths) -> str | None:

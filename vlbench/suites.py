@@ -161,7 +161,7 @@ def missing_inputs(jobs: list[Job]) -> list[Missing]:
     image files of the examples each run evaluates (none where it skips bad examples) or trains on
     (a `stat` each, nothing decoded)."""
     from vlbench import registry
-    from vlbench.datacheck import missing_files
+    from vlbench.datacheck import image_files, missing_files
     from vlbench.runner import draw
 
     needed_by: dict[tuple[str, str], list[str]] = {}  # (model or data, what is missing) -> who needs it
@@ -184,7 +184,7 @@ def missing_inputs(jobs: list[Job]) -> list[Missing]:
             needed_by.setdefault(("data", str(error)), []).append(config.task)
             continue
         read = ([] if config.on_bad_example == "skip" else drawn.evaluation) + drawn.training
-        images.setdefault(dataset, set()).update(ref.path for example in read for ref in example.images if ref.path is not None)
+        images.setdefault(dataset, set()).update(image_files(read))
     for (task, _, _), paths in images.items():
         missing = missing_files(paths)
         if missing:
