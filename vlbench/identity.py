@@ -75,7 +75,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     if code is not None:
         return code
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
-    if old_data == _digest(new_data):  # stored before IMAGE_BYTES by a task with no image files: the same hash
+    if old_data == fingerprint_digest(new_data):  # stored before IMAGE_BYTES by a task with no image files: the same hash
         old_data = new_data
     if old_data != new_data and new_data.startswith(IMAGE_BYTES) and not str(old_data).startswith(IMAGE_BYTES):
         return f"these scores were stored by an older vlbench, which fingerprinted the data of task '{current['task']['name']}' by its image files' sizes, not their bytes: it cannot show whether the images changed since"
@@ -131,13 +131,15 @@ def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_sco
     return f"the {len(stored_examples)} stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes or an image's crop changed, or examples not scored yet or in the training pool did"
 
 
-def _digest(fingerprint: str | None) -> str | None:
+def fingerprint_digest(fingerprint: str | None) -> str | None:
+    """A data fingerprint without `IMAGE_BYTES`: an older identity's fingerprint of a task with no
+    image files is the same hash without it."""
     return fingerprint.removeprefix(IMAGE_BYTES) if fingerprint else fingerprint
 
 
 def short_fingerprint(fingerprint: str | None) -> str:
     """A data fingerprint's first digits, for messages (past the prefix every new one shares)."""
-    return short(_digest(fingerprint))
+    return short(fingerprint_digest(fingerprint))
 
 
 def _brief(value: Any) -> str:

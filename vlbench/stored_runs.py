@@ -229,7 +229,7 @@ class StoredRun:
         """Refuse a run whose `results.json` says another configuration, seed or split than its
         other files (`identity.json`, `config.yaml`, `split.json`, each where present): an edited
         or mixed record would otherwise be labelled, grouped or averaged as what it says."""
-        from vlbench.identity import IMAGE_BYTES, RunIdentity
+        from vlbench.identity import RunIdentity, fingerprint_digest
 
         record, protocol = self.record, self.record.data["protocol"]
         where = self.directory / RESULTS
@@ -250,8 +250,7 @@ class StoredRun:
             if "fingerprint" in inputs.get("matcher", {}):
                 pairs.append(("matcher.fingerprint", record.data["matcher"]["fingerprint"], "identity.json's matcher fingerprint", inputs["matcher"]["fingerprint"]))
             if "data" in inputs.get("task", {}):  # an older identity's fingerprint of rendered images lacks the prefix
-                unprefixed = [str(value).removeprefix(IMAGE_BYTES) for value in (record.data["task"].get("data_fingerprint"), inputs["task"]["data"])]
-                pairs.append(("task.data_fingerprint", *unprefixed[:1], "identity.json's data fingerprint", *unprefixed[1:]))
+                pairs.append(("task.data_fingerprint", fingerprint_digest(record.data["task"].get("data_fingerprint")), "identity.json's data fingerprint", fingerprint_digest(inputs["task"]["data"])))
             if "code" in inputs and "code" in record.data:
                 from vlbench.provenance import sources_sha256
 
