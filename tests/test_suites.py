@@ -114,6 +114,47 @@ def test_parallel_job_processes_share_the_cores_unless_the_user_set_the_threads(
     assert job_environment(2)["OMP_NUM_THREADS"] == "6"
 
 
+def test_parallel_job_processes_each_get_a_gpu_of_their_own_the_least_busy_first(tmp_path, monkeypatch):
+    import threading
+
+    import torch
+
+    from vlbench import suites
+    from vlbench.suites import run_jobs
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7,9")  # CUDA stops at the first entry it cannot use: PyTorch sees two
+    (tmp_path / "s.yaml").write_text("seeds: [0, 1, 2, 3]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
+    jobs = load_suite(tmp_path / "s.yaml", tmp_path / "runs")
+    together, given = threading.Barrier(2), []
+
+    class JobProcess:
+        """A job process that ends once another one runs beside it."""
+
+        def __init__(self, command, env, **options):
+            given.append(env["CUDA_VISIBLE_DEVICES"])
+
+        def wait(self):
+            together.wait()
+            return 0
+
+    monkeypatch.setattr(suites.subprocess, "Popen", JobProcess)
+    assert run_jobs(jobs, parallel=2) == []
+    assert sorted(given[:2]) == sorted(given[2:]) == ["5", "7"]  # the two running at once never share a GPU
+
+
+def test_jobs_on_the_cpu_or_naming_a_gpu_keep_the_suites_environment():
+    from vlbench.gpu_shares import GpuShares
+
+    shares, suite = GpuShares(["0", "1"]), {"OMP_NUM_THREADS": "4"}
+    with shares.environment("cuda", suite) as first, shares.environment("auto", suite) as second, shares.environment("cuda", suite) as third:
+        assert [first["CUDA_VISIBLE_DEVICES"], second["CUDA_VISIBLE_DEVICES"], third["CUDA_VISIBLE_DEVICES"]] == ["0", "1", "0"]
+    with shares.environment("cpu", suite) as cpu, shares.environment("cuda:1", suite) as named:
+        assert cpu == named == suite
+    with GpuShares([]).environment("auto", suite) as without_gpus:
+        assert without_gpus == suite
+
+
 def test_a_failed_run_is_reported_the_others_finish_and_a_rerun_completes_only_what_is_missing(tmp_path):
     suite = tmp_path / "s.yaml"
     # paper-release is refused on colors at run time (after the plan validated the options).
@@ -244,6 +285,7 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
 
 def test_a_job_process_stopped_after_writing_its_results_is_done_not_stale(tmp_path):
     from vlbench import suites
+    from vlbench.gpu_shares import GpuShares
 
     (tmp_path / "s.yaml").write_text("seeds: [0, 1]\ntasks: [colors]\nruns:\n  - {matcher: random}\n")
     finished, stopped = load_suite(tmp_path / "s.yaml", tmp_path / "runs")
@@ -265,8 +307,9 @@ def test_a_job_process_stopped_after_writing_its_results_is_done_not_stale(tmp_p
                 (self.job.run_dir / "results.json").write_text("{}")
             return 130
 
-    assert suites._run_process(finished, {}, Interrupted(finished, True)) and job_state(finished) == "done"  # while it printed its metrics
-    assert not suites._run_process(stopped, {}, Interrupted(stopped, False)) and job_state(stopped) == "failed"  # while it scored, the suite still on
+    no_gpus = GpuShares([])
+    assert suites._run_process(finished, {}, Interrupted(finished, True), no_gpus) and job_state(finished) == "done"  # while it printed its metrics
+    assert not suites._run_process(stopped, {}, Interrupted(stopped, False), no_gpus) and job_state(stopped) == "failed"  # while it scored, the suite still on
 
 
 def test_stopping_the_job_processes_interrupts_the_running_ones_and_starts_no_other():

@@ -32,6 +32,7 @@ from vlbench.cluster import ClusterOptions, first_error_line, run_array, vlbench
 from vlbench.compute import Work, run_work
 from vlbench.config import RunConfig, load_run_config, read_yaml
 from vlbench.errors import VlbenchError
+from vlbench.gpu_shares import GpuShares, visible_gpus
 from vlbench.options import build
 from vlbench.records import RunDirectory
 from vlbench.runner import Prepared, prepare, run, run_path, stored_run_change
@@ -214,7 +215,7 @@ def job_work(job: Job) -> Work | None:
 def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None, cluster: ClusterOptions | None = None) -> list[Job]:
     """Run every job not done: with `cluster`, as one submitit job array; else `parallel` at a
     time (1: in this process, one after another; more: each job in its own `vlbench run`
-    process). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
+    process, on a GPU of its own where there are several: `GpuShares`). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
     go on. A done job whose stored inputs differ from today's (weights, data, code or library
     versions) fails with the refusal a resume would give: it is never shown as if it were the
     run asked for. Returns the jobs that failed."""
@@ -239,10 +240,10 @@ def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] 
     elif parallel == 1:
         outcomes = [counted(_run_here)(job) for job in todo]
     else:
-        environment, children = job_environment(parallel), JobProcesses()
+        environment, children, gpus = job_environment(parallel), JobProcesses(), GpuShares(visible_gpus())
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             try:
-                outcomes = list(pool.map(counted(lambda job: _run_process(job, environment, children)), todo))
+                outcomes = list(pool.map(counted(lambda job: _run_process(job, environment, children, gpus)), todo))
             except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises it): the running jobs stop as they would, what they stored is kept
                 children.stop()
                 raise
@@ -335,12 +336,12 @@ class JobProcesses:
                 process.send_signal(signal.SIGTERM)
 
 
-def _run_process(job: Job, environment: dict[str, str], children: JobProcesses) -> bool:
+def _run_process(job: Job, environment: dict[str, str], children: JobProcesses, gpus: GpuShares) -> bool:
     if children.stopped:
         return False
     config_file = _config_file(job)
-    with open(job.state_file(".log"), "w") as log:
-        process = children.start(vlbench_command("run", "--config", str(config_file)), stdout=log, stderr=subprocess.STDOUT, env=environment)
+    with open(job.state_file(".log"), "w") as log, gpus.environment(job.config.device, environment) as process_environment:
+        process = children.start(vlbench_command("run", "--config", str(config_file)), stdout=log, stderr=subprocess.STDOUT, env=process_environment)
         if process is None:
             return False
         code = children.wait(process)

@@ -18,7 +18,7 @@ def run(
     config: Path = typer.Option(None, "--config", help="YAML file with any of the run keys; flags override it."),
     limit: int = typer.Option(None, "--limit", help="Evaluate a sample of N evaluation examples (drawn with the seed, kept in order)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Examples per scoring call; never changes scores."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     split: str = typer.Option(None, "--split", help="grouped (default) or paper-release (leaky; reproduction only)."),
     on_bad_example: str = typer.Option(None, "--on-bad-example", help="error (default) or skip: leave out examples whose images cannot be read, listed in results.json."),
     save_attention: bool = typer.Option(None, "--save-attention", help="Keep the attention maps behind each score in the run record (dsd), for `vlbench report`."),

@@ -58,7 +58,7 @@ def run(
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
     executor: str = typer.Option("local", "--executor", help="local (this machine), slurm (one job array through submitit; from a login node) or submitit-local (the same array on this machine)."),
-    jobs: int = typer.Option(1, "--jobs", help="local: runs at a time (1 runs them in this process; more runs each in its own process)."),
+    jobs: int = typer.Option(1, "--jobs", help="local: runs at a time (1 runs them in this process; more runs each in its own process, spread over the visible GPUs)."),
     slurm_partition: str = typer.Option(None, "--slurm-partition", help="slurm: the partition to submit to."),
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="slurm: GPUs per run; more than 1 runs it under torchrun, one process per GPU."),
     cpus_per_job: int = typer.Option(None, "--cpus-per-job", help="slurm: CPU cores per run."),
