@@ -93,6 +93,10 @@ class RefCOCOgTask(Task):
         return examples
 
     def _refs(self) -> list[dict[str, Any]]:
+        root = self.require_data_root()
+        others = sorted(path.name for path in root.glob("refs(*).p") if path.name != self.options.refs)
+        if others and not (root / self.options.refs).exists():
+            raise VlbenchError(f"task 'refcocog': {root / self.options.refs} not found, but {', '.join(others)} is there: to use it, set `task_options: {{refs: {others[0]}}}` in the run's --config (or the suite's task entry)")
         path = self.data_file(self.options.refs)
         try:
             with open(path, "rb") as handle:

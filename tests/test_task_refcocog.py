@@ -80,3 +80,12 @@ def test_top_k_metrics():
     assert task.outcomes([[9, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 1.0, "top5": 1.0}
     assert task.outcomes([[5, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 0.0, "top5": 1.0}
     assert task.outcomes([[4, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 0.0, "top5": 0.0}
+
+
+def test_a_folder_with_only_the_google_split_names_the_option_that_reads_it(tmp_path):
+    from vlbench.errors import VlbenchError
+
+    write_refcocog(tmp_path, refs_name="refs(google).p")
+    with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p not found, but refs\(google\)\.p is there: to use it, set `task_options: \{refs: refs\(google\)\.p\}`"):
+        RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)
+    assert len(RefCOCOgTask(RefCOCOgOptions(refs="refs(google).p"), tmp_path).examples(seed=0)) == 24
