@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, Cell, TaskTable, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, shots_order, uncompared_note
+from vlbench.leaderboard.tables import OUTLIER_SDS, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, seeds_text, shots_order, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -214,7 +214,8 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
     parts = [
         "<h1>vlbench report</h1>",
         "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
-        f"<em>Reported</em> rows are published numbers, not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean.</p>",
+        f"<em>Reported</em> rows are published numbers, not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean."
+        + (f" {html.escape(UNCHECKED_NOTE)}" if any_unchecked(tables) else "") + "</p>",
     ]
     for table in tables:
         parts.append(f"<section><h2>{html.escape(table.task)}</h2>{_table_html(table)}")
@@ -232,9 +233,8 @@ def _table_html(table: TaskTable) -> str:
     rows = []
     for row in table.rows:
         label = f"<em>reported:</em> {html.escape(row.label)}" if row.reported else html.escape(row.label)
-        seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)
         cells = "".join(f"<td>{_cell_html(cell)}</td>" for cell in row.cells)
-        rows.append(f"<tr class=\"{'reported' if row.reported else 'measured'}\"><td>{label}</td><td>{html.escape(row.shots)}</td><td>{seeds}</td><td>{html.escape(row.n)}</td>{cells}</tr>")
+        rows.append(f"<tr class=\"{'reported' if row.reported else 'measured'}\"><td>{label}</td><td>{html.escape(row.shots)}</td><td>{html.escape(seeds_text(row))}</td><td>{html.escape(row.n)}</td>{cells}</tr>")
     body = f"<table class=\"board\"><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     cited = [row for row in table.rows if row.reported]
     if cited:

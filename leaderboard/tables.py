@@ -432,15 +432,21 @@ def shots_order(label: str) -> tuple[int, float]:
 
 
 UNCHECKED = "†"
+UNCHECKED_NOTE = f"{UNCHECKED} marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone), or a task this vlbench lacks or has at another version."
 
 
-def _unchecked_mark(row: TableRow) -> str:
-    """` †` where every seed of the row was taken as recorded, else ` † seed N` for each that was."""
-    if not row.unchecked_seeds:
-        return ""
-    if len(row.unchecked_seeds) == row.seeds:
-        return f" {UNCHECKED}"
-    return "".join(f" {UNCHECKED} seed {seed}" for seed in row.unchecked_seeds)
+def seeds_text(row: TableRow) -> str:
+    """The row's seeds cell: the count, ` ⚠ seed N` for each outlier seed, then ` †` where every
+    seed was taken as recorded, else ` † seed N` for each that was; `–` for a reported row."""
+    if row.seeds is None:
+        return "–"
+    unchecked = f" {UNCHECKED}" if row.unchecked_seeds and len(row.unchecked_seeds) == row.seeds else "".join(f" {UNCHECKED} seed {seed}" for seed in row.unchecked_seeds)
+    return str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds) + unchecked
+
+
+def any_unchecked(tables: list[TaskTable]) -> bool:
+    """Whether some row of the tables has a seed taken as recorded."""
+    return any(row.unchecked_seeds for table in tables for row in table.rows)
 
 
 def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None = None) -> str:
@@ -453,15 +459,14 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         f"each table), not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean",
         "(SD: the other seeds', at least the binomial standard error at n examples, with one success and one failure added).",
     ]
-    if any(row.unchecked_seeds for table in tables for row in table.rows):
-        lines.append(f"{UNCHECKED} marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone), or a task this vlbench lacks or has at another version.")
+    if any_unchecked(tables):
+        lines.append(UNCHECKED_NOTE)
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]
         lines += ["", f"## {table.task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table.rows:
             label = f"*reported:* {row.label}" if row.reported else row.label
-            seeds = "–" if row.seeds is None else str(row.seeds) + "".join(f" ⚠ seed {seed}" for seed in row.outlier_seeds)  + _unchecked_mark(row)
-            lines.append("| " + " | ".join([label, row.shots, seeds, row.n, *(_format(cell) for cell in row.cells)]) + " |")
+            lines.append("| " + " | ".join([label, row.shots, seeds_text(row), row.n, *(_format(cell) for cell in row.cells)]) + " |")
         cited = [row for row in table.rows if row.reported]
         if cited:
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in cited]
@@ -509,7 +514,7 @@ def _format(cell: Cell | None) -> str:
 
 def render_csv(tables: list[TaskTable]) -> str:
     """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported,
-    citation; then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    citation, and the seeds taken as recorded (`unchecked_seeds`, space-separated); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p and
     the row it is `against`."""
     import csv
@@ -517,16 +522,16 @@ def render_csv(tables: list[TaskTable]) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds))])
         for compared in table.comparisons:
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against])
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, ""])
     return buffer.getvalue()
 
 

@@ -124,7 +124,10 @@ def test_runs_of_another_task_version_are_shown_as_recorded(tmp_path):
 
 
 def test_a_seed_taken_as_recorded_is_marked_on_the_board(tmp_path):
-    from vlbench.leaderboard.tables import build_board, render_markdown
+    import csv
+
+    from vlbench.leaderboard.report import _index_page
+    from vlbench.leaderboard.tables import build_board, render_csv, render_json, render_markdown
 
     for seed in (0, 1):
         write_scored_run(tmp_path, "random", seed, {"e0", "e1"}, ["e0", "e1", "e2", "e3"])
@@ -134,6 +137,9 @@ def test_a_seed_taken_as_recorded_is_marked_on_the_board(tmp_path):
     marked = render_markdown(build_board([tmp_path]))
     assert "| random | 0 | 2 † seed 1 | 4 |" in marked
     assert "† marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone)" in marked
+    assert {line["unchecked_seeds"] for line in csv.DictReader(render_csv(build_board([tmp_path])).splitlines())} == {"1"} and json.loads(render_json(build_board([tmp_path])))[0]["rows"][0]["unchecked_seeds"] == [1]
+    page = _index_page(build_board([tmp_path]), {}, [])
+    assert "<td>2 † seed 1</td>" in page and "† marks seeds taken as recorded" in page
     (tmp_path / "colors" / "random" / "cfg-random" / "seed-0" / "scores.jsonl").unlink()
     assert "| random | 0 | 2 † | 4 |" in render_markdown(build_board([tmp_path]))
 
