@@ -1,5 +1,7 @@
 """clip, clip-ft and cocoop on the shipped mini CLIP: prompts, gradients, feature cache, trained state."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,33 @@ def test_features_cached_on_one_kind_of_cpu_are_not_read_on_another(private_feat
     first = make("clip").features.cache.directory
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ANOTHER")
     assert make("clip").features.cache.directory != first
+
+
+def test_features_computed_by_other_code_are_not_read_back(private_feature_cache, monkeypatch, tmp_path):
+    """Runs of other code are refused: so are the features it cached, for both CLIP and SD."""
+    import vlbench.feature_cache
+
+    before = [make(name).features.cache.directory if name == "clip" else make(name).inputs.cache.directory for name in ("clip", "dsd")]
+    edited = tmp_path / "feature_cache.py"
+    edited.write_text(Path(vlbench.feature_cache.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(vlbench.feature_cache, "__file__", str(edited))
+    after = [make("clip").features.cache.directory, make("dsd").inputs.cache.directory]
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_the_code_hash_follows_the_source_files_of_what_computes_features(tmp_path, monkeypatch):
+    import importlib
+
+    from vlbench.feature_cache import code_sha256
+
+    module = tmp_path / "encoders.py"
+    module.write_text("def encode(pixels):\n    return pixels\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    encode = importlib.import_module("encoders").encode
+    first = code_sha256(encode)
+    assert code_sha256(encode) == first and code_sha256() != first
+    module.write_text("def encode(pixels):\n    return pixels * 2\n")
+    assert code_sha256(encode) != first
 
 
 def test_a_shard_whose_zip_flags_were_damaged_is_computed_again(tmp_path):

@@ -1,7 +1,7 @@
 """Frozen-encoder features on disk, so a second evaluation does not run the encoder again.
 
 A cache directory is keyed by what produced the features (the `producer`: model fingerprint,
-library versions, device type, …). Inside it, each call that computes features writes them as one
+the code that computes them, library versions, device type, …). Inside it, each call that computes features writes them as one
 shard (`<kind>/<name>.npz`: the items' content hashes and their features), renamed into place
 whole: concurrent writers (torchrun ranks, parallel runs) each write their own shards, and a
 killed run never leaves half a shard. A process's first look into a cache merges the small
@@ -76,6 +76,21 @@ def device_identity(device: str) -> dict[str, Any]:
             "tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
         }
     return {"device": chosen.type, "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def code_sha256(*computing: Any) -> str:
+    """One sha256 of the source files of `computing` (the classes or functions that compute a
+    producer's features), of this module (batching) and of `vlbench.types` (image decoding): part
+    of a producer, so features that an edit or another release computes differently are never read
+    back into a run of today's code."""
+    import inspect
+
+    import vlbench.types
+
+    digest = hashlib.sha256()
+    for source in [*(inspect.getsourcefile(item) for item in computing), __file__, vlbench.types.__file__]:
+        digest.update(hashlib.sha256(Path(source).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> FeatureCache | None:

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from vlbench.errors import VlbenchError
-from vlbench.feature_cache import cached_features, device_identity, open_feature_cache, text_hash
+from vlbench.feature_cache import cached_features, code_sha256, device_identity, open_feature_cache, text_hash
 from vlbench.matchers.clip.preprocessing import preprocess_batch
-
-FEATURES_VERSION = 1
 
 
 class ClipFeatures:
@@ -35,7 +33,8 @@ class ClipFeatures:
         self.image_projection = visual_head if self.has_heads else None
         self.text_projection = text_head if self.has_heads else None
         producer = {
-            "features": f"clip-pre-projection-v{FEATURES_VERSION}" if self.has_heads else f"clip-embedding-v{FEATURES_VERSION}",
+            "features": "clip-pre-projection" if self.has_heads else "clip-embedding",
+            "code": code_sha256(ClipFeatures, preprocess_batch),
             "model": clip.fingerprint,
             "open_clip": version("open_clip_torch"),
             "torch": torch.__version__,

@@ -16,9 +16,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vlbench.feature_cache import cached_features, device_identity, open_feature_cache, text_hash
+from vlbench.feature_cache import cached_features, code_sha256, device_identity, open_feature_cache, text_hash
 
-INPUTS_VERSION = 1
 Resize = Literal["squash", "center_crop", "clip_224"]
 CLIP_SIZE = 224
 LatentMode = Literal["mean", "sample"]
@@ -53,7 +52,8 @@ class DiffusionInputs:
         vae = sd.vae
         self.pixel_size = sd.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
         producer = {
-            "features": f"sd-inputs-v{INPUTS_VERSION}",
+            "features": "sd-inputs",
+            "code": code_sha256(DiffusionInputs),
             "model": sd.fingerprint,
             "diffusers": version("diffusers"),
             "transformers": version("transformers"),
