@@ -193,21 +193,6 @@ def test_features_computed_by_other_code_are_not_read_back(private_feature_cache
     assert after[0] != before[0] and after[1] != before[1]
 
 
-def test_the_code_hash_follows_the_source_files_of_what_computes_features(tmp_path, monkeypatch):
-    import importlib
-
-    from vlbench.feature_cache import code_sha256
-
-    module = tmp_path / "encoders.py"
-    module.write_text("def encode(pixels):\n    return pixels\n")
-    monkeypatch.syspath_prepend(tmp_path)
-    encode = importlib.import_module("encoders").encode
-    first = code_sha256(encode)
-    assert code_sha256(encode) == first and code_sha256() != first
-    module.write_text("def encode(pixels):\n    return pixels * 2\n")
-    assert code_sha256(encode) != first
-
-
 def test_a_shard_whose_zip_flags_were_damaged_is_computed_again(tmp_path):
     """A flipped flag bit reads as an encrypted member (RuntimeError), not a short file."""
     from vlbench.feature_cache import FeatureCache

@@ -148,3 +148,23 @@ def test_a_generation_stopped_by_ctrl_c_leaves_no_half_written_world(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         tasks.generated_root(3, 32)
     assert not list((tmp_path / "miniworld").iterdir())
+
+
+def test_an_edited_generator_writes_a_new_world_instead_of_reading_the_old_one(tmp_path, monkeypatch):
+    from vlbench.tasks.miniworld import scenes, tasks
+
+    written = []
+
+    def write_all(staging, world_seed, image_size):
+        staging.mkdir(parents=True)
+        (staging / "miniworld.json").write_text("{}")
+        written.append(staging)
+
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(tasks, "write_all", write_all)
+    first = tasks.generated_root(3, 32)
+    assert tasks.generated_root(3, 32) == first and len(written) == 1
+    edited = tmp_path / "scenes.py"
+    edited.write_text(Path(scenes.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(scenes, "__file__", str(edited))
+    assert tasks.generated_root(3, 32) != first and len(written) == 2

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vlbench.config import cache_dir
+from vlbench.hashing import source_sha256
 from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
@@ -79,18 +80,15 @@ def device_identity(device: str) -> dict[str, Any]:
 
 
 def code_sha256(*computing: Any) -> str:
-    """One sha256 of the source files of `computing` (the classes or functions that compute a
-    producer's features), of this module (batching) and of `vlbench.types` (image decoding): part
-    of a producer, so features that an edit or another release computes differently are never read
-    back into a run of today's code."""
-    import inspect
+    """`hashing.source_sha256` of `computing` (the classes or functions that compute a producer's
+    features), this module (batching) and `vlbench.types` (image decoding): part of a producer, so
+    features that an edit or another release computes differently are never read back into a run
+    of today's code."""
+    import sys
 
     import vlbench.types
 
-    digest = hashlib.sha256()
-    for source in [*(inspect.getsourcefile(item) for item in computing), __file__, vlbench.types.__file__]:
-        digest.update(hashlib.sha256(Path(source).read_bytes()).digest())
-    return digest.hexdigest()
+    return source_sha256(*computing, sys.modules[__name__], vlbench.types)
 
 
 def open_feature_cache(producer: dict[str, Any], enabled: bool = True) -> FeatureCache | None:

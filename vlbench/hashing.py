@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from vlbench.config import cache_dir
 
@@ -42,6 +43,16 @@ def file_sha256(path: Path) -> str:
     if _settled([mtime_ns, ctime_ns], started):
         _remember(entry, {**stamp, "sha256": digest})
     return digest
+
+
+def source_sha256(*code: Any) -> str:
+    """One sha256 of the source files of `code` (modules, classes or functions), in that order."""
+    import inspect
+
+    digest = hashlib.sha256()
+    for item in code:
+        digest.update(hashlib.sha256(Path(inspect.getsourcefile(item)).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def many_files_sha256(paths: Iterable[Path]) -> dict[Path, str | None]:

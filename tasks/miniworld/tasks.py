@@ -1,6 +1,6 @@
 """Mini-world tasks: the real tasks, reading data the generator writes into a cache directory.
 
-The data is generated on first use for each (world_seed, image_size) and reused after that;
+The data is generated on first use for each (world_seed, image_size) and generator code, and reused after that;
 `VLBENCH_CACHE` moves the cache (default `~/.cache/vlbench`). `--data-root` is not used.
 """
 
@@ -14,8 +14,10 @@ from typing import ClassVar, Literal
 
 from vlbench.config import cache_dir
 from vlbench.errors import VlbenchError
+from vlbench.hashing import source_sha256
 from vlbench.options import check
 from vlbench.tasks.comvg import ComVGOptions, ComVGTask
+from vlbench.tasks.miniworld import scenes, writers
 from vlbench.tasks.miniworld.writers import GENERATOR_VERSION, write_all
 from vlbench.tasks.refcocog import RefCOCOgOptions, RefCOCOgTask
 from vlbench.tasks.vqav2 import VQAv2Options, VQAv2Task
@@ -23,8 +25,11 @@ from vlbench.tasks.winoground import WinogroundOptions, WinogroundTask
 
 
 def generated_root(world_seed: int, image_size: int) -> Path:
-    """The mini-world for this seed and image size, generated now if it is not cached yet."""
-    root = cache_dir() / "miniworld" / f"v{GENERATOR_VERSION}-seed{world_seed}-px{image_size}"
+    """The mini-world for this seed and image size, generated now if it is not cached yet by this
+    generator: its code is part of the cache key, so an edited generator writes a new world instead
+    of reading the old one."""
+    code = source_sha256(writers, scenes)[:12]
+    root = cache_dir() / "miniworld" / f"v{GENERATOR_VERSION}-{code}-seed{world_seed}-px{image_size}"
     if (root / "miniworld.json").exists():
         return root
     staging = root.with_name(f"{root.name}.partial-{os.getpid()}")
