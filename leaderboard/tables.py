@@ -356,13 +356,14 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
 
     comparisons, uncompared = [], []
     for row in rows:
-        reference = _baseline_row(row, rows, baseline)
-        if reference is row or (row.shots == "0" and baseline == ZERO_SHOT):
+        if row.matcher == baseline or (row.shots == "0" and baseline == ZERO_SHOT):
             continue
         name = f"{labels[id(row)]} ({row.shots} shots)"
-        if reference is None:
-            uncompared.append(f"{name}: no {_wanted(baseline)}")
+        references = _baseline_rows(row, rows, baseline)
+        if len(references) != 1:
+            uncompared.append(f"{name}: no {_wanted(baseline)}" if not references else f"{name}: {len(references)} rows could be its baseline ({', '.join(labels[id(other)] for other in references)}); board the runs of one of them to compare against it")
             continue
+        (reference,) = references
         metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
         if len(ours) < fewest / 2:  # `ours` has one entry per distinct example, over the seeds
@@ -395,15 +396,14 @@ def uncompared_note(table: TaskTable) -> str:
 ZERO_SHOT = "zero-shot"
 
 
-def _baseline_row(row: Row, rows: list[Row], baseline: str) -> Row | None:
-    """The row `row` is compared with: `baseline`'s in the same cohort, or for `zero-shot` the
-    same matcher, model, weights and options at shots 0 (same data and limit)."""
+def _baseline_rows(row: Row, rows: list[Row], baseline: str) -> list[Row]:
+    """The rows `row` may be compared with (one, or it is not compared): `baseline`'s in the same
+    cohort, or for `zero-shot` the same matcher, model, weights and options at shots 0 (same data
+    and limit)."""
     if baseline != ZERO_SHOT:
-        return next((other for other in rows if other.matcher == baseline and other.cohort == row.cohort), None)
-    if row.shots == "0":
-        return None
+        return [other for other in rows if other.matcher == baseline and other.cohort == row.cohort]
     fingerprint = _matcher_fingerprint(row)
-    return next((other for other in rows if other.shots == "0" and other.data == row.data and (other.limit, other.limit_sample) == (row.limit, row.limit_sample) and other.matcher == row.matcher and _matcher_fingerprint(other) == fingerprint), None)
+    return [other for other in rows if other.shots == "0" and other.data == row.data and (other.limit, other.limit_sample) == (row.limit, row.limit_sample) and other.matcher == row.matcher and _matcher_fingerprint(other) == fingerprint]
 
 
 def _matcher_fingerprint(row: Row) -> Any:

@@ -162,6 +162,27 @@ def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
         build_board([tmp_path], baseline="plian")
 
 
+def test_a_baseline_with_two_rows_on_the_same_data_compares_against_neither(tmp_path):
+    """Which of them a row was compared with would be an accident of order."""
+    import shutil
+
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(20)]
+    write_scored_run(tmp_path, "good", 0, set(ids[:16]), ids)
+    write_scored_run(tmp_path, "plain", 0, set(ids[:12]), ids)
+    assert [c.against for c in build_board([tmp_path], baseline="plain")[0].comparisons] == ["plain"]
+    other = tmp_path / "colors" / "plain" / "cfg-other"
+    shutil.copytree(tmp_path / "colors" / "plain" / "cfg-plain", other)
+    results = other / "seed-0" / "results.json"
+    record = json.loads(results.read_text())
+    record["config_id"], record["matcher"]["fingerprint"]["model"] = "cfg-other", "other-weights"
+    results.write_text(json.dumps(record))
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert table.comparisons == []
+    assert table.uncompared == ["good (0 shots): 2 rows could be its baseline (plain, plain (other-weights)); board the runs of one of them to compare against it"]
+
+
 def test_outlier_seeds_are_flagged(tmp_path):
     from vlbench.leaderboard.tables import build_board
 
