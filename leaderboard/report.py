@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, seeds_text, shots_order, uncompared_note
+from vlbench.leaderboard.tables import OUTLIER_SDS, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, seeds_text, shots_order, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -215,7 +215,7 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
         "<h1>vlbench report</h1>",
         "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
         f"<em>Reported</em> rows are published numbers, not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean."
-        + (f" {html.escape(UNCHECKED_NOTE)}" if any_unchecked(tables) else "") + "</p>",
+        + (f" {html.escape(UNCHECKED_NOTE)}" if any_unchecked(tables) else "") + f" {html.escape(sources_note(tables))}</p>",
     ]
     for table in tables:
         parts.append(f"<section><h2>{html.escape(table.task)}</h2>{_table_html(table)}")

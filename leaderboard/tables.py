@@ -89,6 +89,7 @@ class TableRow:
     citation: str = ""
     config_id: str = ""
     line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
+    sources: str = ""  # `code.sources_sha256` of a measured row's runs (a row's seeds agree on it)
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
     for row in rows:
         cells = [_cell(row.values(path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line))
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -435,6 +436,17 @@ UNCHECKED = "†"
 UNCHECKED_NOTE = f"{UNCHECKED} marks seeds taken as recorded (after the count: all of them): no stored scores to check their numbers against (a results.json alone), or a task this vlbench lacks or has at another version."
 
 
+def sources_note(tables: list[TaskTable]) -> str:
+    """The sentence naming the vlbench sources that computed the measured rows (none: '')."""
+    from vlbench.hashing import short
+
+    sources = sorted({row.sources for table in tables for row in table.rows if not row.reported})
+    if not sources:
+        return ""
+    named = ", ".join(value if value == "unrecorded" else short(value) for value in sources)
+    return f"Measured rows were computed by vlbench sources {named} (`code.sources_sha256` in their results.json)."
+
+
 def seeds_text(row: TableRow) -> str:
     """The row's seeds cell: the count, ` ⚠ seed N` for each outlier seed, then ` †` where every
     seed was taken as recorded, else ` † seed N` for each that was; `–` for a reported row."""
@@ -461,6 +473,8 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
     ]
     if any_unchecked(tables):
         lines.append(UNCHECKED_NOTE)
+    if note := sources_note(tables):
+        lines.append(note)
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]
         lines += ["", f"## {table.task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -514,7 +528,8 @@ def _format(cell: Cell | None) -> str:
 
 def render_csv(tables: list[TaskTable]) -> str:
     """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported,
-    citation, and the seeds taken as recorded (`unchecked_seeds`, space-separated); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the vlbench
+    sources that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p and
     the row it is `against`."""
     import csv
@@ -522,16 +537,16 @@ def render_csv(tables: list[TaskTable]) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds))])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources])
         for compared in table.comparisons:
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, ""])
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", ""])
     return buffer.getvalue()
 
 

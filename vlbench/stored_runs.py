@@ -89,6 +89,11 @@ class RunRecord:
         return self.protocol.seed
 
     @property
+    def sources(self) -> str:
+        """`code.sources_sha256`: which vlbench code computed the scores (`unrecorded` before it was recorded)."""
+        return self.data.get("code", {}).get("sources_sha256") or "unrecorded"
+
+    @property
     def shots(self) -> str:
         return self.protocol.shots
 

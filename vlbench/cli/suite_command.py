@@ -126,7 +126,7 @@ def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: 
     typer.echo(markdown)
     if out:
         options += (f" --baseline {baseline}" if baseline else "") + (f" --plots {plots}" if plots else "") + (f" --jobs {jobs}" if jobs != 1 else "")
-        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", code, runs_sources([job.run_dir for job in planned]), where))
+        atomic_write_text(out, with_provenance(markdown, f"{command} --out {out}{options}", code, where))
         typer.echo(f"leaderboard: {out}")
 
 
@@ -152,29 +152,18 @@ def code_state() -> tuple[str | None, bool]:
     return checkout_state()
 
 
-def runs_sources(run_dirs: list[Path]) -> list[str]:
-    """The `code.sources_sha256` values of the runs' results, each once (`unrecorded` for runs
-    stored before it was recorded)."""
-    import json
-
-    return sorted({json.loads((run_dir / "results.json").read_text()).get("code", {}).get("sources_sha256") or "unrecorded" for run_dir in run_dirs})
-
-
-def with_provenance(markdown: str, command: str, code: tuple[str | None, bool], sources: list[str], where: str = "") -> str:
+def with_provenance(markdown: str, command: str, code: tuple[str | None, bool], where: str = "") -> str:
     """The board with the command that regenerates it, the date and the commit (`code`, from
-    `code_state`) it was drawn at, and the vlbench sources its runs were computed by (`sources`,
-    from `runs_sources`), under its title."""
+    `code_state`) it was drawn at, under its title (the board names the sources its runs were
+    computed by)."""
     import datetime
 
-    from vlbench.hashing import short
     from vlbench.version import __version__
 
     commit, dirty = code
-    computed = ", ".join(short(value) if value != "unrecorded" else value for value in sources)
     stamp = (
         f"Regenerate from scratch{f' ({where})' if where else ''}: `{command}`. "
-        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {__version__}; "
-        f"its runs were computed by vlbench sources {computed} (`code.sources_sha256` in their results.json)."
+        f"Generated {datetime.date.today().isoformat()} from commit {commit or 'unknown'}{' with uncommitted changes' if dirty else ''}, vlbench {__version__}."
     )
     title, rest = markdown.split("\n\n", 1)
     return f"{title}\n\n{stamp}\n\n{rest}"
