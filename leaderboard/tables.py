@@ -444,7 +444,7 @@ def sources_note(tables: list[TaskTable]) -> str:
     if not sources:
         return ""
     named = ", ".join(value if value == "unrecorded" else short(value) for value in sources)
-    return f"Measured rows were computed by vlbench sources {named} (`code.sources_sha256` in their results.json)."
+    return f"Measured rows were computed by sources {named} (`code.sources_sha256` in their results.json: vlbench's files and their plugins')."
 
 
 def seeds_text(row: TableRow) -> str:

@@ -142,6 +142,25 @@ def test_an_upgraded_plugin_refuses_to_resume(tmp_path):
     assert new["metrics"]["accuracy"] == pytest.approx(1 - old["metrics"]["accuracy"]) and old["metrics"]["accuracy"] == 0.495
 
 
+def test_an_edited_plugin_refuses_to_resume_naming_its_file(tmp_path, monkeypatch):
+    """An edit that keeps the plugin's versions: its package's files are part of the run's identity, as vlbench's are."""
+    import importlib
+
+    package = tmp_path / "site" / "edited_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    source = plugin_source(tmp_path / "src", "0.1.0", 1) / "vlbench_signed.py"
+    (package / "signed.py").write_text(source.read_text())
+    monkeypatch.syspath_prepend(tmp_path / "site")
+    registered(monkeypatch, importlib.import_module("edited_plugin.signed").Signed)
+    values = {"task": "colors", "matcher": "signed", "runs_dir": str(tmp_path / "runs"), "task_options": {"n_examples": 6}}
+    first = run(prepare(load_run_config(None, values)), 0)
+    assert "edited_plugin/signed.py" in json.loads((first.run_dir / "identity.json").read_text())["inputs"]["code"]
+    (package / "signed.py").write_text(source.read_text().replace("return 1 *", "return -1 *"))
+    with pytest.raises(VlbenchError, match=r"^edited_plugin's code changed since these scores were stored \(edited_plugin/signed\.py differs\)"):
+        run(prepare(load_run_config(None, values)), 0)
+
+
 def comvg_copy(root, caption_change=None):
     """A ComVG data root: the real csv's first 12 rows (optionally one caption changed)."""
     lines = REAL_COMVG_CSV.read_text().splitlines()[:13]

@@ -140,7 +140,7 @@ def test_a_seed_taken_as_recorded_is_marked_on_the_board(tmp_path):
     assert {line["unchecked_seeds"] for line in csv.DictReader(render_csv(build_board([tmp_path])).splitlines())} == {"1"} and json.loads(render_json(build_board([tmp_path])))[0]["rows"][0]["unchecked_seeds"] == [1]
     page = _index_page(build_board([tmp_path]), {}, [])
     assert "<td>2 † seed 1</td>" in page and "† marks seeds taken as recorded" in page
-    assert "Measured rows were computed by vlbench sources unrecorded" in page  # hand-made records name no code
+    assert "Measured rows were computed by sources unrecorded" in page  # hand-made records name no code
     (tmp_path / "colors" / "random" / "cfg-random" / "seed-0" / "scores.jsonl").unlink()
     assert "| random | 0 | 2 † | 4 |" in render_markdown(build_board([tmp_path]))
 

@@ -99,14 +99,16 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
 
 
 def _changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None:
-    """Which of vlbench's source files (`provenance.source_files_sha256`) differ, as a phrase."""
+    """Which of the source files of vlbench and its plugins (`provenance.source_files_sha256`,
+    `provenance.component_sources`) differ, as a phrase."""
     if old is None:
         return "these scores were stored by an older vlbench, which did not record its source files: it cannot show whether the code that computed them changed since"
     differing = [name for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
     if not differing:
         return None
     files = f"{differing[0]} and {len(differing) - 1} more files differ" if len(differing) > 1 else f"{differing[0]} differs"
-    return f"vlbench's code changed since these scores were stored ({files})"
+    package = differing[0].split("/")[0].split(".")[0]
+    return f"{package}'s code changed since these scores were stored ({files})"
 
 
 def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_scores: dict[str, Any], examples: Sequence) -> str:

@@ -138,6 +138,28 @@ def scoring_sources(folders: dict[str, Path]) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def component_sources(*components: type) -> dict[str, str]:
+    """`source_files_sha256` for the code of plugins: the sha256 of every Python file of the
+    top-level package (or module) that defines each of `components` (a matcher or task class)
+    outside vlbench, by `<package>/<path>`, e.g. `mypkg/matchers.py`. A plugin's edit changes a
+    run's identity as an edit of vlbench does."""
+    import sys
+
+    files: dict[str, str] = {}
+    for component in components:
+        top = component.__module__.split(".")[0]
+        module = sys.modules.get(top)
+        if top == "vlbench" or module is None:
+            continue
+        if hasattr(module, "__path__"):  # a package: every file under its folders
+            for folder in map(Path, module.__path__):
+                for path in folder.rglob("*.py"):
+                    files[f"{top}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif getattr(module, "__file__", None):  # a module (a class typed into an interpreter has none)
+            files[f"{top}.py"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    return dict(sorted(files.items()))
+
+
 def sources_sha256(files: dict[str, str]) -> str:
     """One hash of `source_files_sha256`'s files and hashes."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
