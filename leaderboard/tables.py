@@ -365,6 +365,10 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
             uncompared.append(f"{name}: no {_wanted(baseline)}" if not references else f"{name}: {len(references)} rows could be its baseline ({', '.join(labels[id(other)] for other in references)}); board the runs of one of them to compare against it")
             continue
         (reference,) = references
+        problem = next((run.judging_problem for run in (*row.runs, *reference.runs) if run.judging_problem), "")
+        if problem:
+            uncompared.append(f"{name}: judging its examples against {labels[id(reference)]}'s needs {problem}")
+            continue
         metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
         if len(ours) < fewest / 2:  # `ours` has one entry per distinct example, over the seeds

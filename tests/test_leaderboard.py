@@ -184,6 +184,22 @@ def test_a_baseline_with_two_rows_on_the_same_data_compares_against_neither(tmp_
     assert table.uncompared == ["good (0 shots): 2 rows could be its baseline (plain, plain (other-weights)); board the runs of one of them to compare against it"]
 
 
+def test_rows_whose_task_is_at_another_version_here_are_not_compared(tmp_path, monkeypatch):
+    """Today's code would judge the examples of runs it did not store: the table takes their
+    numbers as recorded (†), and the bootstrap would pair outcomes of another definition."""
+    from vlbench.leaderboard.tables import build_board
+    from vlbench.tasks.colors import ColorsTask
+
+    ids = [f"colors-{i}" for i in range(20)]
+    write_scored_run(tmp_path, "good", 0, set(ids[:16]), ids)
+    write_scored_run(tmp_path, "plain", 0, set(ids[:12]), ids)
+    assert len(build_board([tmp_path], baseline="plain")[0].comparisons) == 1
+    monkeypatch.setattr(ColorsTask, "version", "2")
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert table.comparisons == [] and [row.unchecked_seeds for row in table.rows] == [[0], [0]]
+    assert table.uncompared == ["good (0 shots): judging its examples against plain's needs the code of task 'colors' at version 1, which stored it (this vlbench has version 2, whose outcomes may differ)"]
+
+
 def test_outlier_seeds_are_flagged(tmp_path):
     from vlbench.leaderboard.tables import build_board
 

@@ -212,18 +212,29 @@ class StoredRun:
 
     @cached_property
     def task(self) -> Task:
-        """The run's task with its recorded options (no data: what its metrics need)."""
+        """The run's task with its recorded options (no data: what its metrics need); refused where
+        this vlbench cannot judge the run's examples as it did (`judging_problem`)."""
         from vlbench import registry
         from vlbench.options import build
 
-        if self.record.task not in registry.tasks.names():
-            task = self.record.data["task"]
-            raise VlbenchError(
-                f"{self.directory}: judging its examples one by one (the report's example browser, --baseline's paired bootstrap) needs the code of task "
-                f"'{self.record.task}', from {task.get('distribution')} {task.get('distribution_version')}, which is not installed here; install it, or leave these runs out"
-            )
+        if self.judging_problem:
+            raise VlbenchError(f"{self.directory}: judging its examples one by one (the report's example browser, --baseline's paired bootstrap) needs {self.judging_problem}; install it, or leave these runs out")
         task_class = registry.tasks.get(self.record.task)
         return task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
+
+    @cached_property
+    def judging_problem(self) -> str:
+        """Why this vlbench cannot judge the run's examples as the run did ('' where it can): its
+        task's code is not installed, or is at another version (whose outcomes may differ)."""
+        from vlbench import registry
+
+        task = self.record.data["task"]
+        if self.record.task not in registry.tasks.names():
+            return f"the code of task '{self.record.task}', from {task.get('distribution')} {task.get('distribution_version')}, which is not installed here"
+        installed = str(registry.tasks.get(self.record.task).version)
+        if installed != str(task.get("version")):
+            return f"the code of task '{self.record.task}' at version {task.get('version')}, which stored it (this vlbench has version {installed}, whose outcomes may differ)"
+        return ""
 
     @cached_property
     def outcomes(self) -> dict[str, dict[str, float]]:
@@ -278,13 +289,9 @@ class StoredRun:
         hold what its stored scores give (n, metrics, breakdown): the files of two runs mixed, or one
         edited. Returns whether its numbers were checked against its scores. Taken as they are: a run stored
         without scores (a results file alone), and one whose task this vlbench lacks (a plugin not
-        installed here) or has at another version (whose metrics may have been computed otherwise)."""
-        from vlbench import registry
-
+        installed here) or has at another version (`judging_problem`)."""
         self.check_records()
-        if not self.scores or self.record.task not in registry.tasks.names():
-            return False
-        if str(registry.tasks.get(self.record.task).version) != str(self.record.data["task"].get("version")):
+        if not self.scores or self.judging_problem:
             return False
         scored = self.evaluated_scores()
         metrics, breakdown = compute_metrics(self.task, scored)
