@@ -390,7 +390,7 @@ def check_baseline(baseline: str | None, matchers: Sequence[str]) -> None:
 
 
 def _wanted(baseline: str) -> str:
-    return "zero-shot row of the same matcher, model, weights, options and --limit on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots and --limit on these data"
+    return "zero-shot row of the same matcher, model, weights, options, versions, code and --limit on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots and --limit on these data"
 
 
 def uncompared_note(table: TaskTable) -> str:
@@ -412,8 +412,11 @@ def _baseline_rows(row: Row, rows: list[Row], baseline: str) -> list[Row]:
 
 
 def _matcher_fingerprint(row: Row) -> Any:
-    """The matcher's model, weights and options (what a zero-shot row must share with a trained one)."""
-    return row.records[0].data["matcher"]["fingerprint"]
+    """The matcher's model, weights and options, its versions and the code that ran it (what a
+    zero-shot row must share with a trained one)."""
+    record = row.records[0]
+    matcher = record.data["matcher"]
+    return [matcher["fingerprint"], matcher.get("version"), matcher.get("distribution_version"), record.sources]
 
 
 def _base_label(row: Row) -> str:

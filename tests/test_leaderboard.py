@@ -266,9 +266,14 @@ def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_
     (table,) = build_board([tmp_path], baseline="zero-shot")
     assert [row.label for row in table.rows] == ["plain", "plain [train.lr=0.001, train_heads=both]", "plain [train.lr=0.01, train_heads=both]", "plain [train.lr=0.01, train_heads=text]"]
     assert [(c.label, c.difference) for c in table.comparisons] == [("plain [train.lr=0.001, train_heads=both]", pytest.approx(10.0)), ("plain [train.lr=0.01, train_heads=both]", pytest.approx(30.0))]
-    assert table.uncompared == ["plain [train.lr=0.01, train_heads=text] (10% shots): no zero-shot row of the same matcher, model, weights, options and --limit on these data"]
+    assert table.uncompared == ["plain [train.lr=0.01, train_heads=text] (10% shots): no zero-shot row of the same matcher, model, weights, options, versions, code and --limit on these data"]
     assert table.rows[0].line == "plain" and len({row.line for row in table.rows}) == 4  # a plot joins a configuration's rows, not a label's
     assert f"Not compared: {table.uncompared[0]}." in render_board([tmp_path], baseline="zero-shot")
+    results = next((tmp_path / "0-both-None").rglob("results.json"))  # the zero-shot row from another release of the matcher
+    record = json.loads(results.read_text())
+    record["matcher"]["distribution_version"] = "0.1.0"
+    results.write_text(json.dumps(record))
+    assert build_board([tmp_path], baseline="zero-shot")[0].comparisons == []
 
 
 def test_a_configuration_without_a_limit_is_labelled_limit_all_beside_a_limited_one(tmp_path):
