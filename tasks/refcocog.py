@@ -3,7 +3,9 @@
 One example = one referring sentence's image against 10 texts: the sentence and 9 negatives,
 drawn with the run's seed from the sentences of refs on *other* images of the same split (no
 negative equals the positive). `view=whole` scores the whole image, as the DSD release does;
-`view=crop` scores the referred box, padded by `crop_padding` of its size on each side. The
+`view=crop` scores the referred box, padded by `crop_padding` of its size on each side. Texts are
+each sentence's `raw` field, as written and as the DSD release reads it (`text: sent` takes the refer
+toolkit's lowercased form without punctuation). The
 dataset's own split field decides training (`train`) and evaluation (`eval_split`); with Google's
 split (`refs(google).p`) train and val share images, so the few-shot split drops the evaluation
 examples whose image a drawn training example shows. `eval_split: all` takes every ref of every
@@ -40,6 +42,7 @@ class RefCOCOgOptions:
     eval_split: str = "val"
     view: Literal["whole", "crop"] = "whole"
     crop_padding: float = 0.1
+    text: Literal["raw", "sent"] = "raw"  # the sentence as written (as the DSD release reads it), or the refer toolkit's lowercased, punctuation-free form
 
     def __post_init__(self) -> None:
         check(self.eval_split != "train", "eval_split", "'train' is the few-shot train pool; choose 'val', 'test' or 'all'")
@@ -48,7 +51,7 @@ class RefCOCOgOptions:
 
 class RefCOCOgTask(Task):
     name = "refcocog"
-    version = "2"  # 2: no negative is a sentence of a ref on the positive's image
+    version = "3"  # 2: no negative is a sentence of a ref on the positive's image; 3: the `text` option, `raw` by default (was `sent`)
     summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
     release_cut = True
     Options = RefCOCOgOptions
@@ -74,7 +77,8 @@ class RefCOCOgTask(Task):
     def _split(self, split: str, seed: int) -> list[Example]:
         refs = [ref for ref in self._refs() if split in (ALL_SPLITS, ref["split"])]
         boxes = self._boxes() if self.options.view == "crop" else {}
-        sentences = [(ref["image_id"], sentence["sent"]) for ref in refs for sentence in ref["sentences"]]
+        field = self.options.text
+        sentences = [(ref["image_id"], sentence[field]) for ref in refs for sentence in ref["sentences"]]
         said_of: dict[int, set[str]] = {}  # what the refs on each image say
         for image_id, text in sentences:
             said_of.setdefault(image_id, set()).add(text)
@@ -88,7 +92,7 @@ class RefCOCOgTask(Task):
                 image = ImageRef(str(ref["image_id"]), path)
             for sentence in ref["sentences"]:
                 negatives = _negatives(sentences, said_of[ref["image_id"]], ref["image_id"], random.Random(f"refcocog-negatives:{seed}:{sentence['sent_id']}"))
-                texts = (sentence["sent"], *negatives)
+                texts = (sentence[field], *negatives)
                 examples.append(Example(f"refcocog-{sentence['sent_id']}", (image,), texts, ((0, 0),), {}))
         return examples
 
@@ -107,6 +111,8 @@ class RefCOCOgTask(Task):
             raise VlbenchError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
         for index, ref in enumerate(refs):
             require_keys(ref, REF_FIELDS, f"{path}, ref {index}")
+            for sentence in ref["sentences"]:
+                require_keys(sentence, ("sent_id", self.options.text), f"{path}, ref {index}, a sentence")
         return refs
 
     def _boxes(self) -> dict[int, list[float]]:

@@ -2,8 +2,8 @@
 
 Reads the Hugging Face layout (`facebook/winoground`: parquet files with `id, image_0, image_1,
 caption_0, caption_1, tag, secondary_tag, num_main_preds, collapsed_tag`, images embedded) or the
-older one (`data/examples.jsonl` plus `data/images/<name>.png`). RGBA images are composited on
-white. Metrics (strict `>`): text score (each image prefers its own caption), image score (each
+older one (`data/examples.jsonl` plus `data/images/<name>.png`). RGBA images lose their alpha
+(`ImageRef.load`), as in diffusion-itm's and ComCLIP's Winoground loaders. Metrics (strict `>`): text score (each image prefers its own caption), image score (each
 caption prefers its own image) and group score (both), overall and per `collapsed_tag`.
 """
 

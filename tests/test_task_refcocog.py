@@ -89,3 +89,17 @@ def test_a_folder_with_only_the_google_split_names_the_option_that_reads_it(tmp_
     with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p not found, but refs\(google\)\.p is there: to use it, set `task_options: \{refs: refs\(google\)\.p\}`"):
         RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)
     assert len(RefCOCOgTask(RefCOCOgOptions(refs="refs(google).p"), tmp_path).examples(seed=0)) == 24
+
+
+def test_texts_are_the_sentences_as_written_as_the_release_reads_them(root):
+    with open(root / "refs(umd).p", "rb") as handle:
+        refs = pickle.load(handle)
+    for ref in refs:
+        for sentence in ref["sentences"]:
+            sentence["raw"] = sentence["sent"].capitalize() + "."
+    with open(root / "refs(umd).p", "wb") as handle:
+        pickle.dump(refs, handle)
+    (raw,) = [e for e in RefCOCOgTask(RefCOCOgOptions(), root).examples(seed=0) if e.id == "refcocog-16"]
+    (sent,) = [e for e in RefCOCOgTask(RefCOCOgOptions(text="sent"), root).examples(seed=0) if e.id == "refcocog-16"]
+    assert raw.texts[0] == "Object 0 of image 5, phrasing 0." and sent.texts[0] == "object 0 of image 5, phrasing 0"
+    assert all(text.endswith(".") for text in raw.texts) and not any(text.endswith(".") for text in sent.texts)

@@ -95,7 +95,7 @@ def _google_refs(root: Path) -> None:
         sentences = []
         for _ in range(3):
             sent_id += 1
-            sentences.append({"sent_id": sent_id, "sent": f"the thing number {sent_id}"})
+            sentences.append({"sent_id": sent_id, "raw": f"The thing number {sent_id}.", "sent": f"the thing number {sent_id}"})
         refs.append({"ref_id": ref_id, "ann_id": ref_id, "image_id": image_id, "split": split, "sentences": sentences})
     root.mkdir(parents=True)
     with open(root / "refs(google).p", "wb") as handle:

@@ -44,11 +44,12 @@ class ImageRef:
             raise ValueError(f"image '{self.key}': give exactly one of path and render")
 
     def load(self, data: bytes | None = None) -> PILImage:
-        """The image as RGB (transparency composited on white), decoded from `data` (the file's
-        bytes, when already read) or from the file; a missing or unreadable file raises
-        `VlbenchError` naming it."""
+        """The image as RGB, decoded from `data` (the file's bytes, when already read) or from the
+        file; a missing or unreadable file raises `VlbenchError` naming it. Pillow's `convert("RGB")`
+        drops transparency, keeping the colours under it, as the DSD release's, diffusion-itm's and
+        ComCLIP's loaders do (Winoground has RGBA images), so the pixels are the ones their numbers saw."""
         image = self.render() if self.render is not None else self._open(data if data is not None else self.read_bytes())
-        image = to_rgb(image)
+        image = image.convert("RGB")
         if self.crop is not None:
             left, top, right, bottom = self.crop
             width, height = image.size
@@ -76,17 +77,6 @@ class ImageRef:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: Pillow does not recognise it as an image") from None
         except OSError as error:
             raise VlbenchError(f"image '{self.key}' at {self.path} cannot be read: {error}") from None
-
-
-def to_rgb(image: PILImage) -> PILImage:
-    """RGB pixels; transparent areas become white rather than whatever colour they hide."""
-    from PIL import Image
-
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 class LoadedImage:
@@ -172,7 +162,7 @@ class LoadedImage:
         vars(self).update(state, _lock=threading.Lock())
 
 
-FILE_KEY_VERSION = 1  # bump when the pixels an ImageRef decodes from the same bytes change (to_rgb, cropping)
+FILE_KEY_VERSION = 2  # bump when the pixels an ImageRef decodes from the same bytes change (RGB conversion, cropping); 2: transparency dropped, not composited on white
 
 
 @cache
