@@ -52,12 +52,21 @@ def tiny_files_root(root, images=("p.png", "n.png")):
         Image.new("RGB", (4, 4)).save(root / "images" / name)
 
 
-def test_a_missing_image_names_the_example_and_the_file(tmp_path):
+def test_a_missing_image_stops_the_run_before_anything_is_stored_so_the_fixed_data_runs(tmp_path):
+    """Stopped at the example instead, the run would have stored scores of data that the fix then changes: refused to resume."""
     tiny_files_root(tmp_path, images=("p.png",))
-    result = vlbench_cli("run", "--task", "tiny-files", "--matcher", "random", "--data-root", ".", cwd=tmp_path, check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: example 'first': image 'n.png' not found at images/n.png"
-    assert "Traceback" not in result.stderr
+    args = ("run", "--task", "tiny-files", "--matcher", "random", "--data-root", ".")
+    result = vlbench_cli(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 1 image file(s) of this run's examples are missing (first: image 'n.png' at images/n.png); put them in place "
+        "(vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their examples out. Nothing was stored"
+    )
+    assert not (tmp_path / "runs").exists()
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "n.png")
+    assert vlbench_cli(*args, cwd=tmp_path).returncode == 0
 
 
 def test_nan_scores_stop_the_run_and_name_the_example(tmp_path):

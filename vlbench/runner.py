@@ -153,6 +153,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
             "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
         )
+    _refuse_missing_images([*evaluation, *drawn.training] if config.on_bad_example == "error" else drawn.training)  # skip leaves out evaluation examples only
     import torch
 
     torch.manual_seed(seed)
@@ -267,6 +268,18 @@ def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[st
         matchers[key] = matcher_inputs(prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, False)))
     identity = run_identity(prepared, matchers[key], drawn.pool + (drawn.train_pool or []))
     return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed, drawn.pool)
+
+
+def _refuse_missing_images(examples: Sequence[Example]) -> None:
+    """Stop a run before anything is computed or stored when image files its examples show are
+    missing: scoring would stop at the first of them, and the data fixed then would no longer be
+    the data the stored scores were computed from (a resume refused)."""
+    missing = [ref for ref in {ref.path: ref for example in examples for ref in example.images if ref.path is not None}.values() if not ref.path.is_file()]
+    if missing:
+        raise VlbenchError(
+            f"{len(missing)} image file(s) of this run's examples are missing (first: image '{missing[0].key}' at {missing[0].path}); "
+            "put them in place (vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their examples out. Nothing was stored"
+        )
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:
