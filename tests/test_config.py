@@ -25,6 +25,16 @@ def test_build_converts_and_validates():
         build(Example, {"lam": "big"}, "opts")
 
 
+@dataclass
+class TypeCheckedOnly:
+    weights: "Unimported | None" = None  # noqa: F821 - named only under TYPE_CHECKING, as with `from __future__ import annotations`
+
+
+def test_options_whose_annotations_cannot_be_resolved_name_the_class_and_the_fix():
+    with pytest.raises(VlbenchError, match=r"^opts: the annotations of test_config\.TypeCheckedOnly cannot be resolved \(name 'Unimported' is not defined\): .* not only under TYPE_CHECKING$"):
+        build(TypeCheckedOnly, {}, "opts")
+
+
 def test_cli_overrides_yaml_and_environment_gives_data_root(tmp_path, monkeypatch):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("task: colors\nmatcher: random\nseeds: [1, 2]\nbatch_size: 4\ndata_root: /from/yaml\n")

@@ -46,7 +46,10 @@ def build(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
     unknown = [key for key in values if key not in fields]
     if unknown:
         raise VlbenchError(f"{where}: " + unknown_name_message("key", unknown[0], list(fields)))
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError as error:  # an annotation naming something imported only for type checkers
+        raise VlbenchError(f"{where}: the annotations of {cls.__module__}.{cls.__qualname__} cannot be resolved ({error}): vlbench reads them to check option values, so import what they name at run time, not only under TYPE_CHECKING") from None
     converted = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
     try:
         return cls(**converted)
