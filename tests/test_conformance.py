@@ -109,6 +109,17 @@ def test_a_trainable_matcher_initialised_by_pytorch_s_defaults_conforms():
     check_matcher(lambda: LinearOnLengths(NoOptions(), Runtime()), mixed_examples())
 
 
+def test_a_checker_catches_a_task_whose_outcomes_name_other_metrics_for_some_examples():
+    from vlbench.tasks.colors import ColorsTask
+
+    class Uneven(ColorsTask):
+        def outcomes(self, scores, positives):
+            return {**super().outcomes(scores, positives), **({"margin": 1.0} if max(map(max, scores)) > 0 else {})}
+
+    with pytest.raises(AssertionError, match="task 'colors': outcomes\\(\\) must give the same metrics for every example and score matrix"):
+        check_task(Uneven(ColorsTask.Options(), None))
+
+
 def test_a_checker_catches_a_matcher_that_hashes_pixels_without_saying_so():
     import torch
 

@@ -48,3 +48,22 @@ def test_aggregate_overall_and_per_tag():
     metrics, breakdown = aggregate(outcomes, tags)
     assert metrics == {"accuracy": 0.75}
     assert breakdown == {"neg_value": {"subject": {"n": 2, "accuracy": 0.5}, "verb": {"n": 1, "accuracy": 1.0}}}
+
+
+def test_a_task_whose_outcomes_name_other_metrics_for_some_examples_is_refused():
+    from vlbench.errors import VlbenchError
+    from vlbench.metrics import compute_metrics
+    from vlbench.records import ScoredExample
+
+    class Uneven:
+        name = "uneven"
+
+        def outcomes(self, scores, positives):
+            return {"accuracy": 1.0, **({"margin_ok": 1.0} if scores[0][0] > 0 else {})}
+
+        def summarize(self, results):
+            return {}
+
+    scored = [ScoredExample(f"e{i}", [[float(i)], [0.0]], [[0, 0]], {}) for i in range(3)]
+    with pytest.raises(VlbenchError, match=r"task 'uneven': outcomes\(\) gave \['accuracy', 'margin_ok'\] for example 'e1' but \['accuracy'\] for 'e0'; it must give the same metrics for every example"):
+        compute_metrics(Uneven(), scored)

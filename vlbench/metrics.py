@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from vlbench.errors import VlbenchError
+
 Scores = Sequence[Sequence[float]]
 
 
@@ -72,8 +74,13 @@ def _means(outcomes: Sequence[dict[str, float]]) -> dict[str, Any]:
 
 
 def compute_metrics(task, scored) -> tuple[dict[str, float], dict[str, Any]]:
-    """A run's metrics and per-tag breakdown from its stored scores (`ScoredExample`s) on `task`."""
+    """A run's metrics and per-tag breakdown from its stored scores (`ScoredExample`s) on `task`;
+    a task whose `outcomes` name other metrics for some examples is refused (a mean over some
+    examples only would read as one over all)."""
     outcomes = [task.outcomes(item.scores, item.positives) for item in scored]
+    for item, outcome in zip(scored, outcomes):
+        if outcomes and set(outcome) != set(outcomes[0]):
+            raise VlbenchError(f"task '{task.name}': outcomes() gave {sorted(outcome)} for example '{item.id}' but {sorted(outcomes[0])} for '{scored[0].id}'; it must give the same metrics for every example")
     metrics, breakdown = aggregate(outcomes, [item.tags for item in scored])
     metrics.update(task.summarize({"metrics": metrics, "breakdown": breakdown}))
     return metrics, breakdown

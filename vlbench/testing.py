@@ -115,6 +115,7 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
         best, ties = task.outcomes(perfect, example.positives), task.outcomes(tied, example.positives)
         assert best and all(value == 1.0 for value in best.values()), f"task '{name}': a perfect score matrix of '{example.id}' gets {best}"
         assert all(value == 0.0 for value in ties.values()), f"task '{name}': an all-tied matrix of '{example.id}' gets {ties} (ties count as wrong)"
+        assert set(best) == set(ties) == set(outcomes[0] if outcomes else best), f"task '{name}': outcomes() must give the same metrics for every example and score matrix"
         outcomes.append(best)
     from vlbench.metrics import aggregate
 
