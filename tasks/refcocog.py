@@ -75,7 +75,11 @@ class RefCOCOgTask(Task):
         )
 
     def _split(self, split: str, seed: int) -> list[Example]:
-        refs = [ref for ref in self._refs() if split in (ALL_SPLITS, ref["split"])]
+        every = self._refs()
+        refs = [ref for ref in every if split in (ALL_SPLITS, ref["split"])]
+        if not refs:
+            splits = sorted({str(ref["split"]) for ref in every})
+            raise VlbenchError(f"task 'refcocog': {self.options.refs} has no refs of split '{split}'; its splits: {', '.join(splits)} (or '{ALL_SPLITS}' for every ref)")
         boxes = self._boxes() if self.options.view == "crop" else {}
         field = self.options.text
         sentences = [(ref["image_id"], sentence[field]) for ref in refs for sentence in ref["sentences"]]
@@ -107,6 +111,8 @@ class RefCOCOgTask(Task):
                 refs = pickle.load(handle)
         except (pickle.UnpicklingError, EOFError) as error:
             raise VlbenchError(f"{path}: not a readable refs pickle ({error})") from None
+        except UnicodeDecodeError as error:  # a Python 2 pickle whose byte strings are not ASCII
+            raise VlbenchError(f"{path}: a Python 2 pickle with non-ASCII byte strings ({error}); re-save it from Python 3 with the text decoded as it was written (e.g. UTF-8)") from None
         if not isinstance(refs, list):
             raise VlbenchError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
         for index, ref in enumerate(refs):

@@ -53,6 +53,18 @@ def test_data_check_opens_every_image_and_names_each_broken_one(small_comvg, tmp
     assert "expected layout: <root>/compositional_visual_genome.csv" in output
 
 
+def test_data_check_reports_what_a_run_would_refuse_in_the_examples(tmp_path):
+    """A repeated id (two copies of the data under one root give one) passes the layout but not a run."""
+    from vlbench.datacheck import check_data
+    from vlbench.tasks.comvg import ComVGOptions, ComVGTask
+
+    source = tmp_path / "source.csv"
+    rows = REAL_COMVG_CSV.read_text().splitlines()[:4]
+    source.write_text("\n".join([*rows, rows[1]]) + "\n")
+    report = check_data(ComVGTask(ComVGOptions(), comvg_root(tmp_path / "comvg", source)))
+    assert len(report.problems) == 1 and report.problems[0].startswith("task 'comvg': ") and "duplicate example id 'comvg-" in report.problems[0]
+
+
 def test_an_unreadable_training_image_is_an_error_even_with_skip(small_comvg, tmp_path, monkeypatch):
     from support import LengthHead, registered
     from vlbench.config import load_run_config

@@ -103,3 +103,18 @@ def test_texts_are_the_sentences_as_written_as_the_release_reads_them(root):
     (sent,) = [e for e in RefCOCOgTask(RefCOCOgOptions(text="sent"), root).examples(seed=0) if e.id == "refcocog-16"]
     assert raw.texts[0] == "Object 0 of image 5, phrasing 0." and sent.texts[0] == "object 0 of image 5, phrasing 0"
     assert all(text.endswith(".") for text in raw.texts) and not any(text.endswith(".") for text in sent.texts)
+
+
+def test_a_split_the_refs_file_lacks_names_the_splits_it_has(root):
+    from vlbench.errors import VlbenchError
+
+    with pytest.raises(VlbenchError, match=r"task 'refcocog': refs\(umd\)\.p has no refs of split 'test'; its splits: train, val \(or 'all' for every ref\)"):
+        RefCOCOgTask(RefCOCOgOptions(eval_split="test"), root).examples(seed=0)
+
+
+def test_a_python_2_pickle_with_non_ascii_text_is_named_in_one_line(tmp_path):
+    from vlbench.errors import VlbenchError
+
+    (tmp_path / "refs(umd).p").write_bytes(b"\x80\x02]q\x00U\x03\xc3\xa9tq\x01a.")  # protocol 2: a list of one byte string, UTF-8 'ét'
+    with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p: a Python 2 pickle with non-ASCII byte strings \('ascii' codec can't decode byte 0xc3"):
+        RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)

@@ -35,12 +35,15 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
         return report
     paths = sorted(image_files(examples))
     report.counts = {"examples": len(examples), "distinct image files": len(paths), **task.statistics(examples)}
+    _check_rules(report, task.name, examples, "evaluation")
     train_paths: list[Path] = []
     try:
         train_pool = task.train_pool(seed)
     except VlbenchError as error:
-        report.problems.append(f"train split: {error}")
+        report.problems.append(f"train split (few-shot runs draw from it; zero-shot runs do not read it): {error}")
     else:
+        if train_pool is not None:
+            _check_rules(report, task.name, train_pool, "training")
         report.counts["train examples"] = "none (few-shot examples are split off by image)" if train_pool is None else len(train_pool)
         train_paths = sorted(image_files(train_pool or []) - set(paths))
         if train_pool is not None:
@@ -60,6 +63,17 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
     report.n_bad_images = len(bad) + len(bad_training)
     report.bad_images = [*bad, *bad_training][:show]
     return report
+
+
+def _check_rules(report: DataReport, task: str, examples: list, which: str) -> None:
+    """Report what a run would refuse in the examples: none, a repeated id, a blank or repeated
+    text, … (`example_rules.check_examples`)."""
+    from vlbench.example_rules import check_examples
+
+    try:
+        check_examples(task, examples, which)
+    except VlbenchError as error:
+        report.problems.append(str(error))
 
 
 def image_problem(path: Path) -> str | None:
