@@ -59,8 +59,8 @@ def test_a_missing_image_stops_the_run_before_anything_is_stored_so_the_fixed_da
     result = vlbench_cli(*args, cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: 1 image file(s) of this run's examples are missing (first: image 'n.png' at images/n.png); put them in place "
-        "(vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their examples out. Nothing was stored"
+        "error: 1 of 2 image files are missing, e.g. images/n.png; put them in place "
+        "(vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their evaluation examples out. Nothing was stored"
     )
     assert not (tmp_path / "runs").exists()
     from PIL import Image

@@ -274,12 +274,11 @@ def _refuse_missing_images(examples: Sequence[Example]) -> None:
     """Stop a run before anything is computed or stored when image files its examples show are
     missing: scoring would stop at the first of them, and the data fixed then would no longer be
     the data the stored scores were computed from (a resume refused)."""
-    missing = [ref for ref in {ref.path: ref for example in examples for ref in example.images if ref.path is not None}.values() if not ref.path.is_file()]
+    from vlbench.datacheck import image_files, missing_files
+
+    missing = missing_files(image_files(examples))
     if missing:
-        raise VlbenchError(
-            f"{len(missing)} image file(s) of this run's examples are missing (first: image '{missing[0].key}' at {missing[0].path}); "
-            "put them in place (vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their examples out. Nothing was stored"
-        )
+        raise VlbenchError(f"{missing}; put them in place (vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their evaluation examples out. Nothing was stored")
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:
