@@ -53,6 +53,20 @@ def test_parquet_layout_with_embedded_images(tmp_path):
     assert examples[3].images[1].load().getpixel((0, 0)) == (200, 0, 0)
 
 
+def test_data_check_decodes_the_images_the_parquet_files_embed(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as parquet
+
+    from vlbench.datacheck import check_data
+
+    rows = [{**record, "image_0": {"bytes": png_bytes((10, 20, 30, 255)), "path": None}, "image_1": {"bytes": png_bytes((200, 0, 0), "RGB")[:30], "path": None}} for record in records()]
+    (tmp_path / "data").mkdir()
+    parquet.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "data" / "test-00000-of-00001.parquet")
+    report = check_data(WinogroundTask(WinogroundOptions(), tmp_path))
+    assert report.counts["embedded images"] == 8 and report.problems == ["4 of 8 embedded images cannot be used"]
+    assert report.bad_images[0].startswith("image '0:image_1' (embedded): cannot be decoded (") and "row 0 in row group 0 cannot be read" in report.bad_images[0]
+
+
 def test_text_image_group_scores_per_collapsed_tag():
     from vlbench.metrics import aggregate
 

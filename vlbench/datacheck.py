@@ -24,8 +24,8 @@ class DataReport:
 
 
 def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> DataReport:
-    """Load the task's examples (evaluation and training) and open every image file they reference
-    (decoding it), in a bounded pool of threads: a missing file, a 0-byte file, a directory where a
+    """Load the task's examples (evaluation and training) and open every image file they reference,
+    and every image their data files embed (decoding each), in a bounded pool of threads: a missing file, a 0-byte file, a directory where a
     file should be and an undecodable file are each reported with its path."""
     report = DataReport()
     try:
@@ -34,7 +34,8 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
         report.problems.append(str(error))
         return report
     paths = sorted(image_files(examples))
-    report.counts = {"examples": len(examples), "distinct image files": len(paths), **task.statistics(examples)}
+    embedded = list({ref.key: ref for example in examples for ref in example.images if ref.path is None}.values())
+    report.counts = {"examples": len(examples), "distinct image files": len(paths), **({"embedded images": len(embedded)} if embedded else {}), **task.statistics(examples)}
     _check_rules(report, task.name, examples, "evaluation")
     train_paths: list[Path] = []
     try:
@@ -55,13 +56,16 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
     report.tags = {tag: dict(sorted(counter.items())) for tag, counter in sorted(tags.items())}
     with ThreadPoolExecutor(workers) as pool:
         bad = [problem for problem in pool.map(image_problem, paths) if problem]
+        bad_embedded = [problem for problem in pool.map(embedded_problem, embedded) if problem]
         bad_training = [problem for problem in pool.map(image_problem, train_paths) if problem]
     if bad:
         report.problems.append(f"{len(bad)} of {len(paths)} image files cannot be used")
+    if bad_embedded:
+        report.problems.append(f"{len(bad_embedded)} of {len(embedded)} embedded images cannot be used")
     if bad_training:
         report.problems.append(f"{len(bad_training)} of {len(train_paths)} training image files cannot be used (few-shot runs train on them)")
-    report.n_bad_images = len(bad) + len(bad_training)
-    report.bad_images = [*bad, *bad_training][:show]
+    report.n_bad_images = len(bad) + len(bad_embedded) + len(bad_training)
+    report.bad_images = [*bad, *bad_embedded, *bad_training][:show]
     return report
 
 
@@ -91,6 +95,16 @@ def image_problem(path: Path) -> str | None:
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"{path}: cannot be decoded ({error})"
+    return None
+
+
+def embedded_problem(ref) -> str | None:
+    """What is wrong with an image held in the data files (an `ImageRef` without a path, e.g. in
+    Winoground's parquet files) ("image 'key' (embedded): reason"), or None if it decodes."""
+    try:
+        ref.load()
+    except (VlbenchError, OSError, SyntaxError, ValueError) as error:
+        return f"image '{ref.key}' (embedded): cannot be decoded ({error})"
     return None
 
 
