@@ -55,6 +55,19 @@ def test_each_example_is_backpropagated_before_the_next_is_scored():
         assert scored.startswith("score ") and backward == scored.replace("score", "backward")
 
 
+def test_scores_without_a_gradient_are_named_as_the_matcher_s_not_torch_s():
+    from vlbench.errors import VlbenchError
+
+    class Detached(LoggingMatcher):
+        name = "detached"
+
+        def score(self, images, texts):
+            return (self.features(images[0]) @ self.weight).detach()
+
+    with pytest.raises(VlbenchError, match=r"^matcher 'detached': the scores of 'e\d' carry no gradient to its trained parameters, so training cannot change them; score\(\) must compute them differentiably"):
+        fit_by_scores(Detached([]), toy_examples(2), TrainConfig(epochs=1, batch_size=2), by_id)
+
+
 @pytest.mark.parametrize("loss", ["bce", "ce", "hinge"])
 def test_a_step_follows_the_mean_gradient_of_the_batch(loss):
     examples = toy_examples(3)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from vlbench import checkpoints
+from vlbench.errors import VlbenchError
 from vlbench.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -107,6 +108,11 @@ def fit_by_scores(matcher: Matcher, examples: Sequence[Example], train: TrainCon
                 for example in ranks.shard(batch):
                     # One example's graph at a time: its share of the batch mean, accumulated.
                     loss = example_loss(matcher.score(load_images(example), example.texts), example.positives, train.loss, train.margin)
+                    if not loss.requires_grad:
+                        raise VlbenchError(
+                            f"matcher '{matcher.name}': the scores of '{example.id}' carry no gradient to its trained parameters, so training cannot change them; "
+                            "score() must compute them differentiably from self.trained (the default fit trains through score)"
+                        )
                     (loss / len(batch)).backward()
                 ranks.sum_gradients(parameters)
                 if train.grad_clip:
