@@ -74,7 +74,9 @@ def test_two_distributions_declaring_one_name_is_an_error(monkeypatch, vlbench_h
     monkeypatch.setattr(registry_module, "matchers", matchers)
     code, listing, _ = vlbench_here("list", "matchers", cwd=Path.cwd())
     (twin,) = [line for line in listing.splitlines() if "twin" in line]
-    assert code == 0 and "first-plugin and second-plugin" in twin and "conflict: declared by both; uninstall one of them" in twin
+    assert code == 0 and "first-plugin and second-plugin" in twin and "conflict: declared by both, so runs refuse the name; uninstall one of them." in twin
+    (shadowed,) = [line for line in listing.splitlines() if "color-words" in line]
+    assert "rename the plugin's entry point or uninstall the plugin." in shadowed
 
 
 class NamedOtherwise(Matcher):

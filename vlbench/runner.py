@@ -417,7 +417,7 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
             matcher.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as error:
             raise VlbenchError(
-                f"{run_dir.state_path}: the stored trained state does not fit matcher '{matcher.name}' ({first_line(error) or type(error).__name__}): other code of the same version stored it; "
+                f"{run_dir.state_path}: the stored trained state does not fit matcher '{matcher.name}' ({' '.join(str(error).split())[:300] or type(error).__name__}): other code of the same version stored it; "
                 "bump the matcher's version when its trained state changes (such runs are then refused), or --restart to train again"
             ) from error
         return None

@@ -34,7 +34,9 @@ def list_entries(kind: Kind = typer.Argument(..., help="tasks or matchers")) -> 
             summary = f"[red]broken: {error}[/red]"
         origin = entry.origin if entry.origin == "built-in" or entry.version is None else f"{entry.origin} {entry.version}"
         if entry.rivals:  # `run` refuses it; say so here rather than show one of the two
-            origin = " and ".join((origin, *entry.rivals))
-            summary = f"[red]conflict: declared by both; uninstall one of them[/red] {summary}"
+            origins = (origin, *entry.rivals)
+            remedy = "rename the plugin's entry point or uninstall the plugin" if "built-in" in origins else "uninstall one of them"
+            origin = " and ".join(origins)
+            summary = f"[red]conflict: declared by both, so runs refuse the name; {remedy}.[/red] {summary}"
         table.add_row(name, origin, summary)
     Console(width=200).print(table)
