@@ -295,6 +295,19 @@ def test_lines_cut_off_mid_write_are_dropped_before_anything_is_appended_after_t
     assert (torn.run_dir / "scores.jsonl").read_text() == (clean.run_dir / "scores.jsonl").read_text()
 
 
+def test_a_board_whose_task_code_changed_without_a_version_bump_says_so_instead_of_suggesting_a_rescore(tmp_path, monkeypatch):
+    from vlbench import provenance
+    from vlbench.stored_runs import StoredRun
+    from vlbench.tasks.colors import ColorsTask
+
+    result = run_once(tmp_path, task_options={"n_examples": 12})
+    today = {**provenance.source_files_sha256(), "vlbench.tasks/colors.py": "0" * 64}  # the task's file edited since
+    monkeypatch.setattr(provenance, "source_files_sha256", lambda: today)
+    monkeypatch.setattr(ColorsTask, "outcomes", lambda self, scores, positives: {"accuracy": 1.0})  # what the edit does
+    with pytest.raises(VlbenchError, match=r"results.json records accuracy .* where its scores give 1 .*by today's code, and vlbench.tasks/colors.py differs from the code that stored the run: bump the task's version"):
+        StoredRun(result.run_dir).check_metrics()
+
+
 def test_rerunning_a_finished_run_whose_scores_were_edited_is_refused(tmp_path):
     result = run_once(tmp_path, task_options={"n_examples": 12})
     scores = result.run_dir / "scores.jsonl"

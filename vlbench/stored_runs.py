@@ -300,12 +300,27 @@ class StoredRun:
         differing = [name for name in dict.fromkeys([*recorded, *computed]) if json.dumps(recorded.get(name)) != json.dumps(computed.get(name))]
         if differing:
             name = differing[0]
-            raise VlbenchError(
-                f"{self.directory / RESULTS} records {name} {_shown(recorded.get(name))} where its scores give {_shown(computed.get(name))}"
-                f"{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}: the run's files disagree (mixed from two runs, or edited); "
-                f"`vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep"
-            )
+            found = f"{self.directory / RESULTS} records {name} {_shown(recorded.get(name))} where its scores give {_shown(computed.get(name))}{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}"
+            changed = self._changed_judging_code()
+            if changed:
+                raise VlbenchError(
+                    f"{found} by today's code, and {changed} differs from the code that stored the run: bump the task's version when a change alters its outcomes "
+                    f"(runs stored before are then taken as recorded, †), or re-run the run with --restart"
+                )
+            raise VlbenchError(f"{found}: the run's files disagree (mixed from two runs, or edited); `vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep")
         return True
+
+    def _changed_judging_code(self) -> str:
+        """The first of today's files that judge the run's examples (vlbench's and its task
+        plugin's) whose hash differs from the run's `identity.json`, or '' (none, or not recorded)."""
+        from vlbench import registry
+        from vlbench.provenance import component_sources, source_files_sha256
+
+        stored = self.files.read_json("identity.json").get("inputs", {}).get("code") if self.files.exists("identity.json") else None
+        if stored is None:
+            return ""
+        today = {**source_files_sha256(), **component_sources(registry.tasks.get(self.record.task))}
+        return next((name for name, digest in today.items() if stored.get(name) != digest), "")
 
 
 def _flat(breakdown: dict[str, Any]) -> dict[str, Any]:
