@@ -43,9 +43,17 @@ class WinogroundTask(Task):
         if layout == "parquet":
             if not parquet_files:
                 raise VlbenchError(f"task 'winoground': no .parquet file under {root}. Expected layout: {self.describe()}")
-            return [example for path in parquet_files for example in _parquet_examples(path)]
+            return _from_parquet_files(parquet_files)
+        saved = sorted(root.rglob("*.arrow"))
+        if saved and not (root / "data" / "examples.jsonl").exists():
+            raise VlbenchError(
+                f"task 'winoground': {root} holds a `datasets` save_to_disk copy ({saved[0].name}), which vlbench does not read; write it as parquet: "
+                f"datasets.load_from_disk('{saved[0].parent}').to_parquet('{root}/data/test-00000-of-00001.parquet')"
+            )
         jsonl = self.data_file("data/examples.jsonl")
         images = root / "data" / "images"
+        if not images.is_dir() and (root / "data" / "images.zip").exists():
+            raise VlbenchError(f"task 'winoground': {images} not found, but {root / 'data' / 'images.zip'} is there: unzip it into {root / 'data'} (the hub ships the images zipped)")
         examples = []
         for index, record in enumerate(read_jsonl(jsonl)):
             require_keys(record, FIELDS, f"{jsonl}, record {index + 1}")
@@ -84,6 +92,19 @@ class WinogroundTask(Task):
 def _example(record: dict[str, Any], refs: tuple[ImageRef, ImageRef]) -> Example:
     tags = {"collapsed_tag": str(record["collapsed_tag"])}
     return Example(f"winoground-{record['id']}", refs, (record["caption_0"], record["caption_1"]), ((0, 0), (1, 1)), tags)
+
+
+def _from_parquet_files(paths: list[Path]) -> list[Example]:
+    """The examples of every parquet file; an id in two files (two downloads of the dataset under
+    one root, e.g. two snapshots of a hub cache) is refused naming both."""
+    examples, source = [], {}
+    for path in paths:
+        for example in _parquet_examples(path):
+            if example.id in source:
+                raise VlbenchError(f"task 'winoground': example '{example.id}' is in both {source[example.id]} and {path}: two copies of the dataset under one data root; point --data-root at one of them")
+            source[example.id] = path
+            examples.append(example)
+    return examples
 
 
 def _parquet_examples(path: Path) -> list[Example]:

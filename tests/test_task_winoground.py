@@ -67,6 +67,32 @@ def test_data_check_decodes_the_images_the_parquet_files_embed(tmp_path):
     assert report.bad_images[0].startswith("image '0:image_1' (embedded): cannot be decoded (") and "row 0 in row group 0 cannot be read" in report.bad_images[0]
 
 
+def test_layouts_users_have_name_what_to_do(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as parquet
+
+    from vlbench.errors import VlbenchError
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "data-00000-of-00001.arrow").write_bytes(b"")
+    (saved / "state.json").write_text("{}")
+    with pytest.raises(VlbenchError, match=r"holds a `datasets` save_to_disk copy \(data-00000-of-00001.arrow\), which vlbench does not read; write it as parquet: datasets.load_from_disk\("):
+        WinogroundTask(WinogroundOptions(), saved).examples(seed=0)
+    zipped = tmp_path / "zipped"
+    (zipped / "data").mkdir(parents=True)
+    (zipped / "data" / "examples.jsonl").write_text(json.dumps({**records()[0], "image_0": "ex_0_img_0", "image_1": "ex_0_img_1"}) + "\n")
+    (zipped / "data" / "images.zip").write_bytes(b"")
+    with pytest.raises(VlbenchError, match=r"data/images not found, but .*data/images.zip is there: unzip it"):
+        WinogroundTask(WinogroundOptions(), zipped).examples(seed=0)
+    rows = [{**record, "image_0": {"bytes": png_bytes((1, 2, 3, 255)), "path": None}, "image_1": {"bytes": png_bytes((1, 2, 3, 255)), "path": None}} for record in records()]
+    for snapshot in ("a", "b"):  # a hub cache holding two snapshots
+        (tmp_path / "hub" / snapshot).mkdir(parents=True)
+        parquet.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "hub" / snapshot / "test.parquet")
+    with pytest.raises(VlbenchError, match=r"example 'winoground-0' is in both .*a/test.parquet and .*b/test.parquet: two copies of the dataset under one data root"):
+        WinogroundTask(WinogroundOptions(), tmp_path / "hub").examples(seed=0)
+
+
 def test_text_image_group_scores_per_collapsed_tag():
     from vlbench.metrics import aggregate
 
