@@ -26,6 +26,7 @@ from vlbench.types import Example, ImageRef, Task
 COLUMNS = ("id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value")
 TRAIN_COLUMNS = ("sentence", "pos_image_id", "neg_image_id")
 NEG_VALUES = ("subject", "object", "verb")
+COMCLIP_CSV = "ComVG.csv"  # the same file as ComCLIP names it
 
 
 @dataclass
@@ -46,6 +47,9 @@ class ComVGTask(Task):
     Options = ComVGOptions
 
     def examples(self, seed: int) -> list[Example]:
+        root = self.require_data_root()
+        if not (root / self.options.csv).exists() and (root / COMCLIP_CSV).exists():
+            raise VlbenchError(f"task 'comvg': {root / self.options.csv} not found, but {COMCLIP_CSV} (ComCLIP's name for the same file) is there: set `task_options: {{csv: {COMCLIP_CSV}}}` in the run's --config")
         path = self.data_file(self.options.csv)
         images = self.require_data_root() / self.options.images
         examples = []

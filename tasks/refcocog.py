@@ -21,6 +21,7 @@ from __future__ import annotations
 import pickle
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from vlbench.errors import VlbenchError
@@ -30,6 +31,7 @@ from vlbench.readers import read_json, require_keys
 from vlbench.types import Example, ImageRef, Task
 
 N_CANDIDATES = 10
+REFER_IMAGES = "images/mscoco/images/train2014"  # beside refcocog/ in the refer toolkit's data folder
 ALL_SPLITS = "all"
 REF_FIELDS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
@@ -86,7 +88,7 @@ class RefCOCOgTask(Task):
         said_of: dict[int, set[str]] = {}  # what the refs on each image say
         for image_id, text in sentences:
             said_of.setdefault(image_id, set()).add(text)
-        images = self.require_data_root() / self.options.images
+        images = self._image_folder()
         examples = []
         for ref in refs:
             path = images / f"COCO_train2014_{ref['image_id']:012d}.jpg"
@@ -99,6 +101,15 @@ class RefCOCOgTask(Task):
                 texts = (sentence[field], *negatives)
                 examples.append(Example(f"refcocog-{sentence['sent_id']}", (image,), texts, ((0, 0),), {}))
         return examples
+
+    def _image_folder(self) -> Path:
+        """`images` under the data root; missing where the refer toolkit keeps them (beside the
+        data root), an error that names the option to read them there."""
+        root = self.require_data_root()
+        images, toolkit = root / self.options.images, root.parent / REFER_IMAGES
+        if not images.is_dir() and toolkit.is_dir():
+            raise VlbenchError(f"task 'refcocog': image folder {images} not found. The refer toolkit keeps them at {toolkit}: set `task_options: {{images: ../{REFER_IMAGES}}}` in the run's --config")
+        return images
 
     def _refs(self) -> list[dict[str, Any]]:
         root = self.require_data_root()

@@ -55,3 +55,15 @@ def test_random_matcher_on_all_5400_examples_is_near_chance(root, tmp_path):
     assert 0.45 < record["metrics"]["average"] < 0.55
     split = json.loads(next(tmp_path.rglob("split.json")).read_text())
     assert len(split["eval_ids"]) == 5400 and split["split_sha256"] == record["protocol"]["split_sha256"]
+
+
+def test_the_csv_under_comclip_s_name_is_named_with_the_option(tmp_path):
+    from vlbench.errors import VlbenchError
+
+    source = tmp_path / "source.csv"
+    source.write_text("\n".join(REAL_COMVG_CSV.read_text().splitlines()[:6]) + "\n")
+    root = comvg_root(tmp_path / "comvg", source)
+    (root / "compositional_visual_genome.csv").rename(root / "ComVG.csv")
+    with pytest.raises(VlbenchError, match=r"compositional_visual_genome.csv not found, but ComVG.csv \(ComCLIP's name for the same file\) is there: set `task_options: \{csv: ComVG.csv\}`"):
+        ComVGTask(ComVGOptions(), root).examples(seed=0)
+    assert len(ComVGTask(ComVGOptions(csv="ComVG.csv"), root).examples(seed=0)) == 5

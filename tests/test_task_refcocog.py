@@ -118,3 +118,17 @@ def test_a_python_2_pickle_with_non_ascii_text_is_named_in_one_line(tmp_path):
     (tmp_path / "refs(umd).p").write_bytes(b"\x80\x02]q\x00U\x03\xc3\xa9tq\x01a.")  # protocol 2: a list of one byte string, UTF-8 'ét'
     with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p: a Python 2 pickle with non-ASCII byte strings \('ascii' codec can't decode byte 0xc3"):
         RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)
+
+
+def test_images_where_the_refer_toolkit_keeps_them_are_named_with_the_option(tmp_path):
+    from vlbench.errors import VlbenchError
+
+    root = tmp_path / "data" / "refcocog"
+    root.mkdir(parents=True)
+    write_refcocog(root)
+    toolkit = tmp_path / "data" / "images" / "mscoco" / "images"
+    toolkit.mkdir(parents=True)
+    (root / "images" / "train2014").rename(toolkit / "train2014")
+    with pytest.raises(VlbenchError, match=r"image folder .*refcocog/images/train2014 not found\. The refer toolkit keeps them at .*: set `task_options: \{images: \.\./images/mscoco/images/train2014\}` in the run's --config$"):
+        RefCOCOgTask(RefCOCOgOptions(), root).examples(seed=0)
+    assert len(RefCOCOgTask(RefCOCOgOptions(images="../images/mscoco/images/train2014"), root).examples(seed=0)) == 24
