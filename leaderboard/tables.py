@@ -146,7 +146,11 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
         record = run.record
         row = rows.setdefault((record.task, record.data_key, record.config_id), Row(record.task, record.data_key, record.matcher, record.model, record.config_id, record.shots, record.protocol.limit, record.limit_sample))
         if record.seed in row.seeds:
-            raise VlbenchError(f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}); pass each runs directory once")
+            (other,) = [earlier for earlier in row.runs if earlier.record.seed == record.seed]
+            raise VlbenchError(
+                f"two records of the same run ({row.matcher}, config {row.config_id}, seed {record.seed}): {other.directory} and {run.directory}; "
+                "a runs directory passed twice, or a run copied (or made again from another data root) into another one: board one of them"
+            )
         row.runs.append(run)
         if not checked:
             row.unchecked_seeds = sorted([*row.unchecked_seeds, record.seed])

@@ -450,3 +450,13 @@ def test_a_component_s_version_bump_refuses_to_resume_saying_what_it_changed(tmp
     name = "color-words" if kind == "matcher" else "colors"
     with pytest.raises(VlbenchError, match=re.escape(f"{kind} '{name}' changed {change} (version {component.version.removesuffix('-next')} → {component.version}) since these scores were stored")):
         run(prepare(load_run_config(None, values)), 0)
+
+
+def test_a_short_fingerprint_shows_each_hash_a_task_adds():
+    """Winoground adds its parquet files' hashes: two fingerprints differing there alone must not read alike."""
+    from vlbench.identity import IMAGE_BYTES, short_fingerprint
+
+    examples, before, after = "a" * 64, "b" * 64, "c" * 64
+    assert short_fingerprint(f"{IMAGE_BYTES}{examples}:{before}") == f"{'a' * 12}…:{'b' * 12}…"
+    assert short_fingerprint(f"{IMAGE_BYTES}{examples}:{before}") != short_fingerprint(f"{IMAGE_BYTES}{examples}:{after}")
+    assert short_fingerprint(None) == "none"

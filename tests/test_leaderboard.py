@@ -59,7 +59,7 @@ def test_a_run_copied_into_two_runs_directories_is_refused(runs, tmp_path_factor
 
     copy = tmp_path_factory.mktemp("copy")
     shutil.copytree(runs / "colors" / "random" / "bbb", copy / "bbb")
-    with pytest.raises(VlbenchError, match=r"two records of the same run \(random, config bbb, seed \d\)"):
+    with pytest.raises(VlbenchError, match=r"two records of the same run \(random, config bbb, seed \d\): .*/bbb/seed-\d and .*/bbb/seed-\d; a runs directory passed twice, or a run copied \(or made again from another data root\) into another one"):
         group_rows(find_runs([runs, copy]))
 
 

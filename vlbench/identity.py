@@ -140,8 +140,10 @@ def fingerprint_digest(fingerprint: str | None) -> str | None:
 
 
 def short_fingerprint(fingerprint: str | None) -> str:
-    """A data fingerprint's first digits, for messages (past the prefix every new one shares)."""
-    return short(fingerprint_digest(fingerprint))
+    """A data fingerprint's first digits, for messages (past the prefix every new one shares), and
+    those of each hash a task adds to it (`Task.data_fingerprint`: e.g. of its parquet files)."""
+    digest = fingerprint_digest(fingerprint)
+    return ":".join(short(part) for part in digest.split(":")) if digest else short(digest)
 
 
 def _brief(value: Any) -> str:
