@@ -460,3 +460,15 @@ def test_a_short_fingerprint_shows_each_hash_a_task_adds():
     assert short_fingerprint(f"{IMAGE_BYTES}{examples}:{before}") == f"{'a' * 12}…:{'b' * 12}…"
     assert short_fingerprint(f"{IMAGE_BYTES}{examples}:{before}") != short_fingerprint(f"{IMAGE_BYTES}{examples}:{after}")
     assert short_fingerprint(None) == "none"
+
+
+def test_a_matcher_s_libraries_are_recorded_by_their_normalised_names_and_an_unknown_one_is_refused():
+    from types import SimpleNamespace
+
+    from vlbench.provenance import scoring_libraries
+
+    listed = SimpleNamespace(name="listing", library_versions=lambda: ["Pillow", "open_clip_torch"])
+    assert sorted(scoring_libraries(listed)) == ["numpy", "open-clip-torch", "pillow", "torch"]  # Pillow is pillow, once
+    typo = SimpleNamespace(name="listing", library_versions=lambda: ["open-clip"])
+    with pytest.raises(VlbenchError, match=r"matcher 'listing': library_versions\(\) names 'open-clip', which is no installed distribution"):
+        scoring_libraries(typo)

@@ -82,8 +82,19 @@ def install_source(distribution: str) -> dict[str, Any]:
 
 def scoring_libraries(matcher) -> dict[str, str | None]:
     """The versions of the libraries a matcher's scores depend on (pixels decoded by Pillow, and
-    its own: open_clip, diffusers, …); part of a run's identity."""
-    return {name: library_version(name) for name in (*ALWAYS_LISTED, *matcher.library_versions())}
+    its own: open_clip, diffusers, …), by normalised distribution name (`open-clip-torch`); part of
+    a run's identity. A name that is no installed distribution is refused: its version would be
+    recorded as nothing, and a change of it never seen."""
+    import re
+
+    from vlbench.errors import VlbenchError
+
+    names = dict.fromkeys(re.sub(r"[-_.]+", "-", name).lower() for name in (*ALWAYS_LISTED, *matcher.library_versions()))
+    versions = {name: library_version(name) for name in names}
+    unknown = [name for name, version in versions.items() if version is None]
+    if unknown:
+        raise VlbenchError(f"matcher '{matcher.name}': library_versions() names '{unknown[0]}', which is no installed distribution; name each as pip knows it (pip show NAME)")
+    return versions
 
 
 def library_version(name: str) -> str | None:
