@@ -407,8 +407,8 @@ ZERO_SHOT = "zero-shot"
 
 def _baseline_rows(row: Row, rows: list[Row], baseline: str) -> list[Row]:
     """The rows `row` may be compared with (one, or it is not compared): `baseline`'s in the same
-    cohort, or for `zero-shot` the same matcher, model, weights and options at shots 0 (same data
-    and limit)."""
+    cohort, or for `zero-shot` the same matcher at shots 0 (`_matcher_fingerprint`; same data and
+    limit)."""
     if baseline != ZERO_SHOT:
         return [other for other in rows if other.matcher == baseline and other.cohort == row.cohort]
     fingerprint = _matcher_fingerprint(row)
@@ -448,7 +448,7 @@ UNCHECKED_NOTE = f"{UNCHECKED} marks seeds taken as recorded (after the count: a
 
 
 def sources_note(tables: list[TaskTable]) -> str:
-    """The sentence naming the vlbench sources that computed the measured rows (none: '')."""
+    """The sentence naming the sources (`code.sources_sha256`) that computed the measured rows (none: '')."""
     from vlbench.hashing import short
 
     sources = sorted({row.sources for table in tables for row in table.rows if not row.reported})
@@ -539,8 +539,8 @@ def _format(cell: Cell | None) -> str:
 
 def render_csv(tables: list[TaskTable]) -> str:
     """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported,
-    citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the vlbench
-    sources that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
+    that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p and
     the row it is `against`."""
     import csv

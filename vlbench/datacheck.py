@@ -24,9 +24,10 @@ class DataReport:
 
 
 def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> DataReport:
-    """Load the task's examples (evaluation and training) and open every image file they reference,
-    and every image their data files embed (decoding each), in a bounded pool of threads: a missing file, a 0-byte file, a directory where a
-    file should be and an undecodable file are each reported with its path."""
+    """Load the task's examples (evaluation and training), report what a run would refuse in them,
+    and open every image file they reference and every image their data files embed (decoding
+    each), in a bounded pool of threads: a missing file, a 0-byte file, a directory where a file
+    should be and an undecodable file are each reported with its path."""
     report = DataReport()
     try:
         examples = task.examples(seed)

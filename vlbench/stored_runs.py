@@ -90,7 +90,7 @@ class RunRecord:
 
     @property
     def sources(self) -> str:
-        """`code.sources_sha256`: which vlbench code computed the scores (`unrecorded` before it was recorded)."""
+        """`code.sources_sha256`: which code (vlbench's and its plugins') computed the scores (`unrecorded` before it was recorded)."""
         return self.data.get("code", {}).get("sources_sha256") or "unrecorded"
 
     @property
