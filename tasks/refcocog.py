@@ -31,6 +31,7 @@ from vlbench.readers import read_json, require_keys
 from vlbench.types import Example, ImageRef, Task
 
 N_CANDIDATES = 10
+REFCOCOG_REFS = {"refs(umd).p", "refs(google).p"}  # RefCOCOg's two splits; refs(unc).p is RefCOCO's and RefCOCO+'s
 REFER_IMAGES = "images/mscoco/images/train2014"  # beside refcocog/ in the refer toolkit's data folder
 ALL_SPLITS = "all"
 REF_FIELDS = ("ref_id", "ann_id", "image_id", "split", "sentences")
@@ -84,10 +85,12 @@ class RefCOCOgTask(Task):
             raise VlbenchError(f"task 'refcocog': {self.options.refs} has no refs of split '{split}'; its splits: {', '.join(splits)} (or '{ALL_SPLITS}' for every ref)")
         boxes = self._boxes() if self.options.view == "crop" else {}
         field = self.options.text
-        sentences = [(ref["image_id"], sentence[field]) for ref in refs for sentence in ref["sentences"]]
+        # (image, the normalised sentence that tells sentences apart, the text shown): "The man on
+        # the left." and "the man on the left" are one sentence, never a negative of the other
+        sentences = [(ref["image_id"], sentence["sent"], sentence[field]) for ref in refs for sentence in ref["sentences"]]
         said_of: dict[int, set[str]] = {}  # what the refs on each image say
-        for image_id, text in sentences:
-            said_of.setdefault(image_id, set()).add(text)
+        for image_id, said, _ in sentences:
+            said_of.setdefault(image_id, set()).add(said)
         images = self._image_folder()
         examples = []
         for ref in refs:
@@ -115,7 +118,11 @@ class RefCOCOgTask(Task):
         root = self.require_data_root()
         others = sorted(path.name for path in root.glob("refs(*).p") if path.name != self.options.refs)
         if others and not (root / self.options.refs).exists():
-            raise VlbenchError(f"task 'refcocog': {root / self.options.refs} not found, but {', '.join(others)} is there: to use it, set `task_options: {{refs: {others[0]}}}` in the run's --config (or the suite's task entry)")
+            refcocog = sorted(REFCOCOG_REFS.intersection(others))
+            if refcocog:
+                other = refcocog[0]
+                raise VlbenchError(f"task 'refcocog': {root / self.options.refs} not found, but {other} is there: to use it, set `task_options: {{refs: {other}}}` in the run's --config (or the suite's task entry)")
+            raise VlbenchError(f"task 'refcocog': {root / self.options.refs} not found; {', '.join(others)} here are the splits of RefCOCO or RefCOCO+ (the refer toolkit's refcoco and refcoco+ folders), not RefCOCOg's: point the data root at its refcocog folder")
         path = self.data_file(self.options.refs)
         try:
             with open(path, "rb") as handle:
@@ -129,7 +136,7 @@ class RefCOCOgTask(Task):
         for index, ref in enumerate(refs):
             require_keys(ref, REF_FIELDS, f"{path}, ref {index}")
             for sentence in ref["sentences"]:
-                require_keys(sentence, ("sent_id", self.options.text), f"{path}, ref {index}, a sentence")
+                require_keys(sentence, ("sent_id", "sent", self.options.text), f"{path}, ref {index}, a sentence")
         return refs
 
     def _boxes(self) -> dict[int, list[float]]:
@@ -147,15 +154,17 @@ class RefCOCOgTask(Task):
         return (x - pad_x, y - pad_y, x + width + pad_x, y + height + pad_y)
 
 
-def _negatives(sentences: list[tuple[int, str]], said: set[str], image_id: int, rng: random.Random) -> list[str]:
+def _negatives(sentences: list[tuple[int, str, str]], said: set[str], image_id: int, rng: random.Random) -> list[str]:
     """9 distinct sentences of refs on other images, none of them `said` of this image by any of its
     refs (such a sentence, drawn from another image, would describe this one truly: a correct
-    choice counted wrong)."""
+    choice counted wrong); sentences are told apart by their normalised form."""
     negatives: list[str] = []
+    drawn: set[str] = set()
     for _ in range(1000 * N_CANDIDATES):
-        owner, text = rng.choice(sentences)
-        if owner != image_id and text not in said and text not in negatives:
+        owner, normalised, text = rng.choice(sentences)
+        if owner != image_id and normalised not in said and normalised not in drawn:
             negatives.append(text)
+            drawn.add(normalised)
             if len(negatives) == N_CANDIDATES - 1:
                 return negatives
     raise VlbenchError(f"refcocog: too few distinct sentences on images other than {image_id} to draw 9 negatives")

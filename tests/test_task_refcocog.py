@@ -132,3 +132,31 @@ def test_images_where_the_refer_toolkit_keeps_them_are_named_with_the_option(tmp
     with pytest.raises(VlbenchError, match=r"image folder .*refcocog/images/train2014 not found\. The refer toolkit keeps them at .*: set `task_options: \{images: \.\./images/mscoco/images/train2014\}` in the run's --config$"):
         RefCOCOgTask(RefCOCOgOptions(), root).examples(seed=0)
     assert len(RefCOCOgTask(RefCOCOgOptions(images="../images/mscoco/images/train2014"), root).examples(seed=0)) == 24
+
+
+def test_sentences_are_told_apart_by_their_normalised_form_not_their_writing(tmp_path):
+    """Shown as written, a sentence said of this image in other case or punctuation on another
+    image must still never be its negative (a true description counted wrong)."""
+    write_refcocog(tmp_path, shared="the thing on the left")
+    with open(tmp_path / "refs(umd).p", "rb") as handle:
+        refs = pickle.load(handle)
+    for ref in refs:
+        for sentence in ref["sentences"]:
+            sentence["raw"] = sentence["sent"].upper() if ref["image_id"] % 2 else sentence["sent"].capitalize() + "."
+    with open(tmp_path / "refs(umd).p", "wb") as handle:
+        pickle.dump(refs, handle)
+    said = {}
+    for ref in refs:
+        said.setdefault(str(ref["image_id"]), set()).update(sentence["sent"] for sentence in ref["sentences"])
+    for seed in range(5):
+        for example in RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=seed):
+            normalised = [text.lower().rstrip(".") for text in example.texts]
+            assert not set(normalised[1:]) & said[example.image_keys[0]] and len(set(normalised)) == 10, example
+
+
+def test_a_refcoco_folder_is_not_taken_for_refcocog(tmp_path):
+    from vlbench.errors import VlbenchError
+
+    write_refcocog(tmp_path, refs_name="refs(unc).p")
+    with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p not found; refs\(unc\)\.p here are the splits of RefCOCO or RefCOCO\+ .*not RefCOCOg's"):
+        RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)
