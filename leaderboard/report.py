@@ -59,10 +59,9 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
         raise VlbenchError("vlbench report draws its plots with matplotlib: pip install 'vlbench[plots]', or pass --no-plots")
     _check_destination(out)
     tables = build_board(roots, baseline, read_references() if references else None)
-    groups = comparison_groups(find_runs(roots))
-    for group in groups:
-        for run in group.runs:
-            run.task  # noqa: B018 - a run whose task's code is missing is refused before anything is written
+    runs = find_runs(roots)
+    unbrowsed = [run for run in runs if run.judging_problem]  # its examples cannot be judged here: on the board, not in a browser
+    groups = comparison_groups([run for run in runs if not run.judging_problem])
     earlier = _listed(out)
     out.mkdir(parents=True, exist_ok=True)
     # Listed before anything is written: a report stopped midway leaves a directory the next one
@@ -81,7 +80,7 @@ def write_report(roots: Sequence[Path], out: Path, baseline: str | None = None, 
         data = group_data(group)
         atomic_write_text(out / "data" / f"{group.slug}.js", "window.VLBENCH_GROUP = " + json.dumps(data, separators=(",", ":")) + ";\n")
         atomic_write_text(out / f"{group.slug}.html", _browser_page(group))
-    atomic_write_text(out / "index.html", _index_page(tables, images, groups))
+    atomic_write_text(out / "index.html", _index_page(tables, images, groups, unbrowsed))
     written = ["report.css", "report.js", "index.html", *(path for paths in images.values() for path in paths), *pages]
     _remove_earlier(out, earlier, written)
     return out / "index.html"
@@ -210,7 +209,7 @@ def _page(title: str, body: str, scripts: Sequence[str] = ()) -> str:
     )
 
 
-def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: list[Group]) -> str:
+def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: list[Group], unbrowsed: Sequence[StoredRun] = ()) -> str:
     parts = [
         "<h1>vlbench report</h1>",
         "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
@@ -225,6 +224,9 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
             links = "".join(f"<li><a href=\"{group.slug}.html\">{html.escape(group.title)}</a> ({len(group.runs)} runs)</li>" for group in browsers)
             parts.append(f"<h3>Examples</h3><ul class=\"browsers\">{links}</ul>")
         parts.append("</section>")
+    if unbrowsed:
+        items = "".join(f"<li>{html.escape(str(run.directory))}: judging its examples needs {html.escape(run.judging_problem)}</li>" for run in unbrowsed)
+        parts.append(f"<section><h2>Not in an example browser</h2><ul class=\"unbrowsed\">{items}</ul></section>")
     return _page("vlbench report", "\n".join(parts))
 
 

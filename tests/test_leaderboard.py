@@ -197,7 +197,11 @@ def test_rows_whose_task_is_at_another_version_here_are_not_compared(tmp_path, m
     monkeypatch.setattr(ColorsTask, "version", "2")
     (table,) = build_board([tmp_path], baseline="plain")
     assert table.comparisons == [] and [row.unchecked_seeds for row in table.rows] == [[0], [0]]
-    assert table.uncompared == ["good (0 shots): judging its examples against plain's needs the code of task 'colors' at version 1, which stored it (this vlbench has version 2, whose outcomes may differ)"]
+    assert table.uncompared == ["good (0 shots): judging its examples against plain's needs the code of task 'colors' at version 1, which stored it; this vlbench has version 2, whose outcomes may differ (re-run the run with --restart, or use the vlbench that stored it)"]
+    from vlbench.rescore import rescore
+
+    with pytest.raises(VlbenchError, match=r"seed-0: judging its examples needs the code of task 'colors' at version 1, which stored it; this vlbench has version 2"):
+        rescore(tmp_path / "colors" / "good" / "cfg-good" / "seed-0")  # would write version 2's numbers under version 1
 
 
 def test_outlier_seeds_are_flagged(tmp_path):

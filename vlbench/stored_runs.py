@@ -218,7 +218,7 @@ class StoredRun:
         from vlbench.options import build
 
         if self.judging_problem:
-            raise VlbenchError(f"{self.directory}: judging its examples one by one (the report's example browser, --baseline's paired bootstrap) needs {self.judging_problem}; install it, or leave these runs out")
+            raise VlbenchError(f"{self.directory}: judging its examples needs {self.judging_problem}")
         task_class = registry.tasks.get(self.record.task)
         return task_class(build(task_class.Options, self.record.task_options, f"{self.directory / RESULTS} task.options"), None)
 
@@ -230,10 +230,13 @@ class StoredRun:
 
         task = self.record.data["task"]
         if self.record.task not in registry.tasks.names():
-            return f"the code of task '{self.record.task}', from {task.get('distribution')} {task.get('distribution_version')}, which is not installed here"
+            return f"the code of task '{self.record.task}', from {task.get('distribution')} {task.get('distribution_version')}, which is not installed here (install it, or leave these runs out)"
         installed = str(registry.tasks.get(self.record.task).version)
         if installed != str(task.get("version")):
-            return f"the code of task '{self.record.task}' at version {task.get('version')}, which stored it (this vlbench has version {installed}, whose outcomes may differ)"
+            return (
+                f"the code of task '{self.record.task}' at version {task.get('version')}, which stored it; this vlbench has version {installed}, whose outcomes may differ "
+                "(re-run the run with --restart, or use the vlbench that stored it)"
+            )
         return ""
 
     @cached_property
