@@ -304,7 +304,7 @@ def test_a_board_whose_task_code_changed_without_a_version_bump_says_so_instead_
     today = {**provenance.source_files_sha256(), "vlbench.tasks/colors.py": "0" * 64}  # the task's file edited since
     monkeypatch.setattr(provenance, "source_files_sha256", lambda: today)
     monkeypatch.setattr(ColorsTask, "outcomes", lambda self, scores, positives: {"accuracy": 1.0})  # what the edit does
-    with pytest.raises(VlbenchError, match=r"results.json records accuracy .* where its scores give 1 .*by today's code, and vlbench.tasks/colors.py differs from the code that stored the run: bump the task's version"):
+    with pytest.raises(VlbenchError, match=r"results.json records accuracy .* where its scores give 1 .*by today's code, which differs from the code that stored the run \(vlbench.tasks/colors.py differs\): if a change altered the task's outcomes, bump its version"):
         StoredRun(result.run_dir).check_metrics()
 
 

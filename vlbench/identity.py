@@ -103,12 +103,17 @@ def _changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None
     `provenance.component_sources`) differ, as a phrase."""
     if old is None:
         return "these scores were stored by an older vlbench, which did not record its source files: it cannot show whether the code that computed them changed since"
-    differing = [name for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
+    files = differing_files(old, new)
+    return f"{files.split('/')[0].split('.')[0]}'s code changed since these scores were stored ({files})" if files else None
+
+
+def differing_files(old: dict[str, str], new: dict[str, str]) -> str:
+    """The source files (by name, to sha256) that differ between `old` and `new`, as a phrase
+    naming the first, vlbench's before a plugin's ('' for none)."""
+    differing = sorted((name for name in old.keys() | new.keys() if old.get(name) != new.get(name)), key=lambda name: (not name.startswith("vlbench"), name))
     if not differing:
-        return None
-    files = f"{differing[0]} and {len(differing) - 1} more files differ" if len(differing) > 1 else f"{differing[0]} differs"
-    package = differing[0].split("/")[0].split(".")[0]
-    return f"{package}'s code changed since these scores were stored ({files})"
+        return ""
+    return f"{differing[0]} and {len(differing) - 1} more files differ" if len(differing) > 1 else f"{differing[0]} differs"
 
 
 def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_scores: dict[str, Any], examples: Sequence) -> str:

@@ -304,27 +304,27 @@ class StoredRun:
         if differing:
             name = differing[0]
             found = f"{self.directory / RESULTS} records {name} {_shown(recorded.get(name))} where its scores give {_shown(computed.get(name))}{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}"
-            changed = self._changed_judging_code()
+            changed = self._changed_code()
             if changed:
                 raise VlbenchError(
-                    f"{found} by today's code, and {changed} differs from the code that stored the run: bump the task's version when a change alters its outcomes "
-                    f"(runs stored before are then taken as recorded, †), or re-run the run with --restart"
+                    f"{found} by today's code, which differs from the code that stored the run ({changed}): if a change altered the task's outcomes, bump its version "
+                    f"(runs stored before are then taken as recorded, †) or re-run the run with --restart; if not, the run's files disagree (mixed from two runs, or edited)"
                 )
             raise VlbenchError(f"{found}: the run's files disagree (mixed from two runs, or edited); `vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep")
         return True
 
-    def _changed_judging_code(self) -> str:
-        """The first of today's files that judge the run's examples (vlbench's and its task
-        plugin's) whose hash differs from the run's `identity.json`, or '' (none, or not recorded)."""
+    def _changed_code(self) -> str:
+        """Which of the files the run's `identity.json` recorded (vlbench's and its task plugin's)
+        differ today, as a phrase ('' for none, or none recorded)."""
         from vlbench import registry
+        from vlbench.identity import differing_files
         from vlbench.provenance import component_sources, source_files_sha256
 
         stored = self.files.read_json("identity.json").get("inputs", {}).get("code") if self.files.exists("identity.json") else None
         if stored is None:
             return ""
         today = {**source_files_sha256(), **component_sources(registry.tasks.get(self.record.task))}
-        return next((name for name, digest in today.items() if stored.get(name) != digest), "")
-
+        return differing_files({name: digest for name, digest in stored.items() if name in today}, today)
 
 def _flat(breakdown: dict[str, Any]) -> dict[str, Any]:
     """A breakdown's values by "tag=value metric" name."""
