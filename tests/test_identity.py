@@ -472,3 +472,15 @@ def test_a_matcher_s_libraries_are_recorded_by_their_normalised_names_and_an_unk
     typo = SimpleNamespace(name="listing", library_versions=lambda: ["open-clip"])
     with pytest.raises(VlbenchError, match=r"matcher 'listing': library_versions\(\) names 'open-clip', which is no installed distribution"):
         scoring_libraries(typo)
+
+
+def test_pillow_installed_under_another_name_is_recorded_by_its_module_s_version(monkeypatch):
+    """Pillow-SIMD installs PIL as another distribution: every run would be refused otherwise."""
+    from types import SimpleNamespace
+
+    import PIL
+
+    from vlbench import provenance
+
+    monkeypatch.setattr(provenance, "library_version", lambda name: None if name == "pillow" else "1.0")
+    assert provenance.scoring_libraries(SimpleNamespace(name="plain", library_versions=lambda: []))["pillow"] == PIL.__version__

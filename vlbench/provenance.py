@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from vlbench.version import __version__
 
-ALWAYS_LISTED = ("torch", "numpy", "pillow")
+ALWAYS_LISTED = {"torch": "torch", "numpy": "numpy", "pillow": "PIL"}  # distribution: module, for every matcher
 SCORING_PACKAGES = ("vlbench", "vlbench.matchers", "vlbench.tasks")  # their folders hold every built-in's code
 
 
@@ -89,12 +89,19 @@ def scoring_libraries(matcher) -> dict[str, str | None]:
 
     from vlbench.errors import VlbenchError
 
-    names = dict.fromkeys(re.sub(r"[-_.]+", "-", name).lower() for name in (*ALWAYS_LISTED, *matcher.library_versions()))
-    versions = {name: library_version(name) for name in names}
-    unknown = [name for name, version in versions.items() if version is None]
+    listed = dict.fromkeys(re.sub(r"[-_.]+", "-", name).lower() for name in matcher.library_versions())
+    versions = {name: library_version(name) or _module_version(module) for name, module in ALWAYS_LISTED.items()}  # Pillow-SIMD, say, installs PIL under another name
+    versions.update({name: library_version(name) for name in listed if name not in versions})
+    unknown = [name for name in listed if versions[name] is None]
     if unknown:
         raise VlbenchError(f"matcher '{matcher.name}': library_versions() names '{unknown[0]}', which is no installed distribution; name each as pip knows it (pip show NAME)")
     return versions
+
+
+def _module_version(module: str) -> str | None:
+    import importlib
+
+    return getattr(importlib.import_module(module), "__version__", None)
 
 
 def library_version(name: str) -> str | None:
