@@ -161,6 +161,38 @@ def test_an_edited_plugin_refuses_to_resume_naming_its_file(tmp_path, monkeypatc
         run(prepare(load_run_config(None, values)), 0)
 
 
+def test_a_plugin_in_a_namespace_package_is_hashed_by_its_own_package_and_a_script_s_by_its_class(tmp_path, monkeypatch):
+    """Another distribution's portion of the namespace, or a script's other lines (its seeds, say), do not change the run's identity."""
+    import importlib.util
+    import linecache
+
+    from vlbench.provenance import component_sources
+
+    signed = plugin_source(tmp_path / "src", "0.1.0", 1) / "vlbench_signed.py"
+    for portion in ("vlplugin", "other"):
+        (tmp_path / "site" / "acme" / portion).mkdir(parents=True)
+        (tmp_path / "site" / "acme" / portion / "__init__.py").write_text("")
+    (tmp_path / "site" / "acme" / "vlplugin" / "signed.py").write_text(signed.read_text())
+    monkeypatch.syspath_prepend(tmp_path / "site")
+    import acme.vlplugin.signed
+
+    assert list(component_sources(acme.vlplugin.signed.Signed)) == ["acme.vlplugin/__init__.py", "acme.vlplugin/signed.py"]
+    script = tmp_path / "evaluate.py"
+    script.write_text(signed.read_text() + "\nseeds = [0, 1]\n")
+    spec = importlib.util.spec_from_file_location("__main__", script)
+    main = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    spec.loader.exec_module(main)
+    before = component_sources(main.Signed)
+    assert list(before) == ["__main__:Signed"]
+    script.write_text(signed.read_text() + "\nseeds = [0, 1, 2]\n")
+    linecache.checkcache(str(script))
+    assert component_sources(main.Signed) == before
+    script.write_text(signed.read_text().replace("return 1 *", "return -1 *"))
+    linecache.checkcache(str(script))
+    assert component_sources(main.Signed) != before
+
+
 def comvg_copy(root, caption_change=None):
     """A ComVG data root: the real csv's first 12 rows (optionally one caption changed)."""
     lines = REAL_COMVG_CSV.read_text().splitlines()[:13]

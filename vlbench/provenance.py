@@ -158,23 +158,31 @@ def scoring_sources(folders: dict[str, Path]) -> dict[str, str]:
 
 def component_sources(*components: type) -> dict[str, str]:
     """`source_files_sha256` for the code of plugins: the sha256 of every Python file of the
-    top-level package (or module) that defines each of `components` (a matcher or task class)
-    outside vlbench, by `<package>/<path>`, e.g. `mypkg/matchers.py`. A plugin's edit changes a
-    run's identity as an edit of vlbench does."""
+    package (or module) that defines each of `components` (a matcher or task class) outside
+    vlbench, by `<package>/<path>`, e.g. `mypkg/matchers.py`: its first regular package (inside a
+    namespace package such as `acme.vlplugin`, that one), so a plugin's edit changes a run's
+    identity as an edit of vlbench does. A class defined in a script or notebook (`__main__`) is
+    hashed by its own source, not the whole script's."""
+    import inspect
     import sys
 
     files: dict[str, str] = {}
     for component in components:
-        top = component.__module__.split(".")[0]
-        module = sys.modules.get(top)
-        if top == "vlbench" or module is None:
+        parts = component.__module__.split(".")
+        name = next((".".join(parts[:end]) for end in range(1, len(parts) + 1) if getattr(sys.modules.get(".".join(parts[:end])), "__file__", None)), component.__module__)
+        module = sys.modules.get(name)
+        if name == "vlbench" or name.startswith("vlbench.") or module is None:
             continue
-        if hasattr(module, "__path__"):  # a package: every file under its folders
-            for folder in map(Path, module.__path__):
-                for path in folder.rglob("*.py"):
-                    files[f"{top}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        elif getattr(module, "__file__", None):  # a module (a class typed into an interpreter has none)
-            files[f"{top}.py"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+        if name == "__main__" or not getattr(module, "__file__", None):
+            try:
+                source = inspect.getsource(component)
+            except (OSError, TypeError):  # typed into an interpreter: no source to hash
+                continue
+            files[f"{name}:{component.__qualname__}"] = hashlib.sha256(source.encode()).hexdigest()
+        elif hasattr(module, "__path__"):
+            files.update(scoring_sources({name: Path(module.__path__[0])}))
+        else:
+            files[f"{name}.py"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
     return dict(sorted(files.items()))
 
 
