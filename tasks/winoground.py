@@ -48,7 +48,7 @@ class WinogroundTask(Task):
         if saved and not (root / "data" / "examples.jsonl").exists():
             raise VlbenchError(
                 f"task 'winoground': {root} holds a `datasets` save_to_disk copy ({saved[0].name}), which vlbench does not read; write it as parquet: "
-                f"datasets.load_from_disk('{saved[0].parent}').to_parquet('{root}/data/test-00000-of-00001.parquet')"
+                f"datasets.load_from_disk('{saved[0].parent}').to_parquet('{root}/winoground.parquet') (any parquet file under the data root is read)"
             )
         jsonl = self.data_file("data/examples.jsonl")
         images = root / "data" / "images"

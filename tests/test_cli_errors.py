@@ -189,3 +189,13 @@ def test_ctrl_c_outside_training_and_scoring_says_it_was_interrupted(vlbench_her
     monkeypatch.setattr(Registry, "names", interrupted)  # Ctrl-C while the entries are read
     code, _, errors = vlbench_here("list", "matchers", cwd=tmp_path)
     assert code == 130 and errors.strip() == "interrupted (a run keeps what it stored, and the same command resumes it)"
+
+
+def test_a_missing_training_image_is_named_as_one_whatever_on_bad_example_says(tmp_path):
+    from vlbench.errors import VlbenchError
+    from vlbench.runner import _refuse_missing_images
+    from vlbench.types import Example, ImageRef
+
+    gone = Example("t0", (ImageRef("gone", tmp_path / "gone.png"),), ("a",), ((0, 0),), {})
+    with pytest.raises(VlbenchError, match=r"^training examples: 1 of 1 image files are missing, e\.g\. .*gone\.png; put them in place .* \(every training example is trained on, with --on-bad-example skip too\)\. Nothing was stored$"):
+        _refuse_missing_images([], [gone])

@@ -71,8 +71,8 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
 
 
 def _check_rules(report: DataReport, task: str, examples: list, which: str) -> None:
-    """Report what a run would refuse in the examples: none, a repeated id, a blank or repeated
-    text, … (`example_rules.check_examples`)."""
+    """Report what a run would refuse in the examples: none, a repeated id, a blank text, a
+    matching pair outside the matrix, … (`example_rules.check_examples`)."""
     from vlbench.example_rules import check_examples
 
     try:

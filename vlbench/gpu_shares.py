@@ -23,9 +23,10 @@ def visible_gpus() -> list[str]:
 
 class GpuShares:
     """Each job process that would take the first visible GPU (`--device` auto or cuda) is given
-    one GPU to itself through `CUDA_VISIBLE_DEVICES`, the one running the fewest jobs (the first
-    such in `gpus`), so N jobs at a time spread over the GPUs instead of all landing on the first.
-    Jobs on the CPU or naming a `cuda:N` keep the suite's environment."""
+    one GPU through `CUDA_VISIBLE_DEVICES`, the one running the fewest jobs (the first such in
+    `gpus`), so N jobs at a time spread over the GPUs instead of all landing on the first (a GPU is
+    shared only when more jobs run at once than there are GPUs). Jobs on the CPU or naming a
+    `cuda:N` keep the suite's environment."""
 
     def __init__(self, gpus: list[str]) -> None:
         self.running = dict.fromkeys(gpus, 0)

@@ -51,7 +51,8 @@ def source_sha256(*code: Any) -> str:
 
     digest = hashlib.sha256()
     for item in code:
-        digest.update(hashlib.sha256(Path(inspect.getsourcefile(item)).read_bytes()).digest())
+        path = inspect.getsourcefile(item) or inspect.getfile(item)  # an install without sources: its compiled file
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()
 
 

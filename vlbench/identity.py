@@ -4,7 +4,8 @@ A run has two parts of identity:
 - its configuration (task, task options, matcher, matcher options, `--model`, shots, split
   protocol, limit, training settings): hashed into `config_id`, which names the run directory;
 - its inputs: the code that scores (the distribution and version providing the matcher and the
-  task, and their own `version`, and the versions of the libraries the scores depend on), the
+  task, and their own `version`, the sha256 of vlbench's source files and of the plugin packages
+  defining the matcher and the task, and the versions of the libraries the scores depend on), the
   model's weights (a content hash), and the task's data (a fingerprint of the examples read).
   Stored in `identity.json`; a resumed run whose inputs differ is refused with one line naming
   what changed.

@@ -153,7 +153,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
             "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
         )
-    _refuse_missing_images([*evaluation, *drawn.training] if config.on_bad_example == "error" else drawn.training)  # skip leaves out evaluation examples only
+    _refuse_missing_images(evaluation if config.on_bad_example == "error" else [], drawn.training)
     import torch
 
     torch.manual_seed(seed)
@@ -270,15 +270,20 @@ def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[st
     return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed, drawn.pool)
 
 
-def _refuse_missing_images(examples: Sequence[Example]) -> None:
+def _refuse_missing_images(evaluation: Sequence[Example], training: Sequence[Example]) -> None:
     """Stop a run before anything is computed or stored when image files its examples show are
-    missing: scoring would stop at the first of them, and the data fixed then would no longer be
-    the data the stored scores were computed from (a resume refused)."""
+    missing (`evaluation`: those to check of the evaluation examples, none under
+    `--on-bad-example skip`): scoring would stop at the first of them, and the data fixed then
+    would no longer be the data the stored scores were computed from (a resume refused)."""
     from vlbench.datacheck import image_files, missing_files
 
-    missing = missing_files(image_files(examples))
+    fix = "put them in place (vlbench data check lists them all) and run again"
+    missing = missing_files(image_files(training))
     if missing:
-        raise VlbenchError(f"{missing}; put them in place (vlbench data check lists them all) and run again, or pass --on-bad-example skip to leave their evaluation examples out. Nothing was stored")
+        raise VlbenchError(f"training examples: {missing}; {fix} (every training example is trained on, with --on-bad-example skip too). Nothing was stored")
+    missing = missing_files(image_files(evaluation))
+    if missing:
+        raise VlbenchError(f"{missing}; {fix}, or pass --on-bad-example skip to leave their evaluation examples out. Nothing was stored")
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:

@@ -120,8 +120,8 @@ class RunRecord:
     @property
     def inputs_key(self) -> str:
         """What the run's scores were computed from, besides its seed and data (`data_key`): the
-        matcher (its code's version, weights, options), the task's code version, vlbench's source
-        files (`code`, absent before it was recorded) and the library versions of its sessions. The
+        matcher (its code's version, weights, options), the task's code version, the source files of
+        vlbench and its plugins (`code`, absent before it was recorded) and the library versions of its sessions. The
         seeds of one configuration must agree on it to be averaged."""
         task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "evaluation_fingerprint", "examples_vary_by_seed", "headline")}
         sessions = self.data.get("provenance", {}).get("sessions", [])

@@ -215,7 +215,7 @@ def job_work(job: Job) -> Work | None:
 def run_jobs(jobs: list[Job], parallel: int = 1, advance: Callable[[int], None] = lambda count: None, cluster: ClusterOptions | None = None) -> list[Job]:
     """Run every job not done: with `cluster`, as one submitit job array; else `parallel` at a
     time (1: in this process, one after another; more: each job in its own `vlbench run`
-    process, on a GPU of its own where there are several: `GpuShares`). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
+    process, spread over the GPUs where there are several: `GpuShares`). `advance(n)` counts jobs as they end. A job that fails is recorded and the others
     go on. A done job whose stored inputs differ from today's (weights, data, code or library
     versions) fails with the refusal a resume would give: it is never shown as if it were the
     run asked for. Returns the jobs that failed."""
