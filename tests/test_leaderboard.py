@@ -278,6 +278,9 @@ def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_
     record["matcher"]["distribution_version"] = "0.1.0"
     results.write_text(json.dumps(record))
     assert build_board([tmp_path], baseline="zero-shot")[0].comparisons == []
+    record["matcher"]["distribution_version"], record["code"] = None, {"sources_sha256": "0" * 64}  # from another edit of the code
+    results.write_text(json.dumps(record))
+    assert build_board([tmp_path], baseline="zero-shot")[0].comparisons == []
 
 
 def test_a_configuration_without_a_limit_is_labelled_limit_all_beside_a_limited_one(tmp_path):
