@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,8 +11,14 @@ import pytest
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
-# Generated data (the mini-world) goes to a temporary cache, never the user's home; subprocesses inherit it.
-os.environ["VLBENCH_CACHE"] = tempfile.mkdtemp(prefix="vlbench-test-cache-")
+# Generated data (the mini-world, ~90 MB) goes to a cache of this session, never the user's home, and
+# subprocesses' temporary files (torchrun's log folders) to a folder of it; both inherit it through the
+# environment, and the session removes it when it ends.
+SESSION_FILES = Path(tempfile.mkdtemp(prefix="vlbench-tests-"))
+atexit.register(shutil.rmtree, SESSION_FILES, ignore_errors=True)
+os.environ["VLBENCH_CACHE"] = str(SESSION_FILES / "cache")
+(SESSION_FILES / "tmp").mkdir()
+os.environ["TMPDIR"] = str(SESSION_FILES / "tmp")
 
 import support  # noqa: E402
 
