@@ -73,11 +73,14 @@ def test_the_recorded_commit_is_that_of_the_checkout_tracking_the_code_and_dirty
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "code.py").write_text("x = 1\n")
     (tmp_path / ".gitignore").write_text("venv/\n")
+    (tmp_path / "plugin" / "board.md").write_text("| a |\n")
     git("init", "-q")
     git("add", ".")
     git("commit", "-q", "-m", "first")
     commit = git("rev-parse", "HEAD")
     assert git_state(tmp_path / "plugin") == (commit, False)
+    (tmp_path / "plugin" / "board.md").write_text("| b |\n")
+    assert git_state(tmp_path / "plugin") == (commit, False), "a regenerated board is not a change of code"
     (tmp_path / "other" / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path / "plugin") == (commit, False), "another folder's change is not the plugin's"
     assert git_state(tmp_path) == (commit, True)

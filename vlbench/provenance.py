@@ -118,10 +118,15 @@ def checkout_state() -> tuple[str | None, bool | None]:
     return git_state(Path(__file__).resolve().parent.parent)
 
 
+NOT_CODE = (":(exclude)*.md", ":(exclude)*.png")  # git pathspecs of tracked files that change no score or board
+
+
 def git_state(folder: Path) -> tuple[str | None, bool | None]:
     """(commit, whether `folder`'s tracked files have uncommitted changes) of the git checkout that
     tracks files in `folder`; (None, None) if none does: not a checkout, or an installed copy in a
-    checkout's ignored folder (a virtual environment inside a repository)."""
+    checkout's ignored folder (a virtual environment inside a repository). Markdown and PNG files
+    (documentation, boards and their plots) do not count: a board drawn after another board was
+    written is not drawn by other code."""
 
     def git(*arguments: str) -> str:
         return subprocess.run(["git", *arguments], cwd=folder, capture_output=True, text=True, check=True).stdout
@@ -129,7 +134,7 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
     try:
         if not git("ls-files", "--", ".").strip():
             return None, None
-        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".").strip())
+        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE).strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
 
