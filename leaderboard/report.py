@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import OUTLIER_SDS, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, cell_text, comparison_caption, data_variant_names, file_name, read_references, seeds_text, shots_order, sources_note, uncompared_note
+from vlbench.leaderboard.tables import NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -213,7 +213,7 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
     parts = [
         "<h1>vlbench report</h1>",
         "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
-        f"<em>Reported</em> rows are published numbers, not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean."
+        f"{html.escape(NO_INTERVAL_NOTE)} <em>Reported</em> rows are published numbers, not measured here. {html.escape(OUTLIER_NOTE)}"
         + (f" {html.escape(UNCHECKED_NOTE)}" if any_unchecked(tables) else "") + f" {html.escape(sources_note(tables))}</p>",
     ]
     for table in tables:
@@ -254,12 +254,12 @@ def _table_html(table: TaskTable) -> str:
     if table.comparisons:
         lines = "".join(
             f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
-            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{c.p_value:.4f}</td><td>{c.pairs}</td><td>{html.escape(c.against)}</td></tr>"
+            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{html.escape(p_text(c.p_value, table.resamples))}</td><td>{c.pairs}</td><td>{by_seed_text(c)}</td><td>{html.escape(c.against)}</td></tr>"
             for c in table.comparisons
         )
         body += (
-            f"<p>{html.escape(comparison_caption(table.baseline))}</p>"
-            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
+            f"<p>{html.escape(comparison_caption(table.baseline, table.resamples))}</p>"
+            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>by seed</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
         )
     if table.uncompared:
         body += f"<p>{html.escape(uncompared_note(table))}</p>"

@@ -26,6 +26,11 @@ from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_
 
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
+NO_INTERVAL_NOTE = "Rows with one seed have no interval; a cell whose value fewer of the row's seeds recorded says how many."
+OUTLIER_NOTE = (
+    f"⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean on the task's headline metric, in rows of three seeds "
+    "or more (SD: the other seeds', at least the binomial standard error at n examples, with one success and one failure added)."
+)
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Cell:
     mean: float  # in %
     half_width: float | None  # 95% CI half-width in points; None for one seed
     best: bool = False
+    seeds: int | None = None  # how many seeds recorded the value, where fewer than the row's
 
 
 @dataclass
@@ -90,6 +96,7 @@ class TableRow:
     config_id: str = ""
     line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
     sources: str = ""  # `code.sources_sha256` of a measured row's runs (a row's seeds agree on it)
+    cell_n: list[str] = field(default_factory=list)  # per cell, the examples it counts where not `n` (a tag's), as `n` writes them
 
 
 @dataclass
@@ -105,6 +112,7 @@ class Comparison:
     p_value: float
     pairs: int
     against: str = ""
+    by_seed: dict[int, float] = field(default_factory=dict)  # each seed's mean difference, in points (`outcomes.PairedOutcomes`)
 
 
 @dataclass
@@ -127,6 +135,7 @@ class TaskTable:
     uncompared: list[str] = field(default_factory=list)  # rows with nothing to compare against (`uncompared_note`)
     headline: str = ""  # the column plots draw (the task's headline metric)
     reported_apart: ReportedApart | None = None
+    resamples: int = 10_000  # of the paired bootstrap
 
     @property
     def slug(self) -> str:
@@ -272,7 +281,7 @@ def build_board(roots: Sequence[Path], baseline: str | None = None, references: 
         labels = _labels(task_rows)
         task_rows.sort(key=lambda row: (shots_order(row.shots), row.limit or 0, row.matcher, labels[id(row)]))
         columns = columns_for(task_rows)
-        table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns, labels), baseline, headline=task_rows[0].records[0].headline)
+        table = TaskTable(names[data], [name for name, _ in columns], _measured_rows(task_rows, columns, labels), baseline, headline=task_rows[0].records[0].headline, resamples=resamples)
         for_task = [reference for reference in references or [] if reference["task"] == task]
         table.rows += [_reported_row(reference, table.columns) for reference in for_task if "columns" in reference]
         table.reported_apart = _reported_apart([reference for reference in for_task if "paper_metrics" in reference])
@@ -286,15 +295,16 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
     table_rows = []
     cohorts = {}
     for row in rows:
-        cells = [_cell(row.values(path)) for _, path in columns]
+        cells = [_cell(row.values(path), len(row.records)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources))
+        cell_n = ["/".join(str(int(n)) for n in sorted(set(row.values((*path[:-1], "n"))))) if path[0] == "breakdown" else "" for _, path in columns]
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, cell_n=cell_n))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
-            means = [row.cells[index].mean for row in same if row.cells[index] is not None]
+            best = max((round(row.cells[index].mean, 2) for row in same if row.cells[index] is not None), default=None)
             for row in same:
-                if row.cells[index] is not None and len(same) > 1 and row.cells[index].mean == max(means):
+                if row.cells[index] is not None and len(same) > 1 and round(row.cells[index].mean, 2) == best:  # as printed: rows that read the same are both bold
                     row.cells[index].best = True
     return table_rows
 
@@ -307,11 +317,12 @@ def _n_label(row: Row) -> str:
     return n
 
 
-def _cell(values: list[float]) -> Cell | None:
+def _cell(values: list[float], seeds: int) -> Cell | None:
+    """The mean ± CI of one column over the `seeds` of a row that recorded it (`values`)."""
     if not values:
         return None
     mean, half_width = mean_and_ci(values)
-    return Cell(mean * 100, None if half_width is None else half_width * 100)
+    return Cell(mean * 100, None if half_width is None else half_width * 100, seeds=len(values) if len(values) < seeds else None)
 
 
 def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
@@ -373,14 +384,15 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         if problem:
             uncompared.append(f"{name}: judging its examples against {labels[id(reference)]}'s needs {problem}")
             continue
-        metric, ours, theirs = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots)
+        paired = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots or set(row.seeds) <= set(reference.seeds))
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
-        if len(ours) < fewest / 2:  # `ours` has one entry per distinct example, over the seeds
-            uncompared.append(f"{name}: {len(ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
+        if len(paired.ours) < fewest / 2:  # one entry per distinct example, over the seeds
+            uncompared.append(f"{name}: {len(paired.ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
-        result = paired_bootstrap(ours, theirs, resamples)
+        result = paired_bootstrap(paired.ours, paired.theirs, resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
-        comparisons.append(Comparison(labels[id(row)], row.shots, metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against))
+        by_seed = {seed: difference * 100 for seed, difference in paired.by_seed.items()}
+        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against, by_seed))
     return comparisons, uncompared
 
 
@@ -478,9 +490,8 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
         "# vlbench leaderboard",
         "",
         "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
-        "Rows with one seed have no interval. *Reported* rows are published numbers (cited below",
-        f"each table), not measured here. ⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean",
-        "(SD: the other seeds', at least the binomial standard error at n examples, with one success and one failure added).",
+        f"{NO_INTERVAL_NOTE} *Reported* rows are published numbers (cited below each table), not measured here.",
+        OUTLIER_NOTE,
     ]
     if any_unchecked(tables):
         lines.append(UNCHECKED_NOTE)
@@ -503,9 +514,9 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in apart.rows]
         if table.comparisons:
             against = table.baseline == ZERO_SHOT  # the baseline row differs per row only then
-            header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", *(["against"] if against else [])]
-            lines += ["", comparison_caption(table.baseline), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.p_value:.4f} | {c.pairs} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
+            header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", "by seed", *(["against"] if against else [])]
+            lines += ["", comparison_caption(table.baseline, table.resamples), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {p_text(c.p_value, table.resamples)} | {c.pairs} | {by_seed_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
         if table.uncompared:
             lines += ["", uncompared_note(table)]
         for image in (plots or {}).get(table.task, []):
@@ -513,22 +524,37 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
     return "\n".join(lines) + "\n"
 
 
-def comparison_caption(baseline: str | None) -> str:
+def comparison_caption(baseline: str | None, resamples: int) -> str:
     """What the bootstrap table under a board compares (markdown and HTML share it)."""
     if baseline == ZERO_SHOT:
-        return (
-            "Paired bootstrap of each trained row against the same matcher's zero-shot row (10,000 resamples of the examples "
-            "both scored, each side averaged over its seeds that scored the example; difference in points):"
+        pairing = (
+            f"Paired bootstrap of each trained row against the same matcher's zero-shot row ({resamples:,} resamples of the examples "
+            "both scored; an example pairs within each seed where the zero-shot row ran every seed the trained row did, else "
+            "each side is averaged over its seeds that scored it"
         )
+    else:
+        pairing = f"Paired bootstrap against `{baseline}` with the same shots ({resamples:,} resamples of the examples both scored, paired within each seed both ran"
     return (
-        f"Paired bootstrap against `{baseline}` with the same shots (10,000 resamples of the examples both scored, "
-        "each averaged over the seeds both ran; difference in points):"
+        f"{pairing}; difference in points; p is two-sided, at best 1/{resamples + 1:,}). The interval and p resample examples, "
+        "the seeds' models fixed: how much the seed moves a row shows in each seed's difference (by seed, in seed order), not in them:"
     )
 
 
+def p_text(p_value: float, resamples: int) -> str:
+    """p to 4 decimals, as `≤ 1/(resamples + 1)` where no resample was as extreme as the observed difference."""
+    floor = 1 / (resamples + 1)
+    return f"≤ {floor:.4f}" if p_value <= floor * (1 + 1e-9) else f"{p_value:.4f}"
+
+
+def by_seed_text(comparison: Comparison) -> str:
+    """Each seed's difference in points, in seed order (`+1.58 / +8.07 / +9.47`)."""
+    return " / ".join(f"{difference:+.2f}" for difference in comparison.by_seed.values())
+
+
 def cell_text(cell: Cell) -> str:
-    """`mean ± half-width` (just the mean for one seed), in points."""
-    return f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "")
+    """`mean ± half-width` (just the mean for one seed), in points; `(2 seeds)` after it where
+    fewer of the row's seeds recorded the value."""
+    return f"{cell.mean:.2f}" + (f" ± {cell.half_width:.2f}" if cell.half_width is not None else "") + (f" ({cell.seeds} seed{'s' if cell.seeds > 1 else ''})" if cell.seeds else "")
 
 
 def _format(cell: Cell | None) -> str:
@@ -538,26 +564,29 @@ def _format(cell: Cell | None) -> str:
 
 
 def render_csv(tables: list[TaskTable]) -> str:
-    """One line per (row, column): task, matcher, shots, seeds, n, column, mean, ci, reported,
+    """One line per (row, column): task, matcher, shots, seeds, n (a tag column's: that tag's
+    examples, `189/190/194` where seeds differ), column, mean, ci, reported,
     citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
     that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
-    the mean the difference in points, n the examples paired, with its interval (low, high), p and
-    the row it is `against`."""
+    the mean the difference in points, n the examples paired, with its interval (low, high), p,
+    the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
-                for column, cell in zip(columns, row.cells):
+                for index, (column, cell) in enumerate(zip(columns, row.cells)):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources])
+                        n = row.cell_n[index] if index < len(row.cell_n) and row.cell_n[index] else row.n
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, ""])
         for compared in table.comparisons:
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", ""])
+            by_seed = " ".join(f"{seed}:{difference:.4f}" for seed, difference in compared.by_seed.items())
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed])
     return buffer.getvalue()
 
 

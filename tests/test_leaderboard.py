@@ -1,3 +1,4 @@
+import csv
 import json
 import math
 from pathlib import Path
@@ -249,6 +250,66 @@ def test_runs_on_other_data_get_their_own_table_and_are_never_compared(tmp_path)
     assert comparison.difference == pytest.approx(50.0) and comparison.pairs == 20  # against seed 7's zero-shot row
 
 
+def write_trained_or_zero_shot(root, shots, seed, correct_ids, ids):
+    run = root / f"plain-{shots}"
+    write_scored_run(run, "plain", seed, correct_ids, ids)
+    results = next(run.rglob(f"seed-{seed}/results.json"))
+    record = json.loads(results.read_text())
+    record["config_id"] += f"-{shots}"
+    record["protocol"]["shots"] = shots
+    record["matcher"]["trained"] = shots != "0"
+    results.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(("zero_shot_seeds", "difference", "by_seed"), [((0, 1), 50.0, [25.0, 75.0]), ((0,), 100 / 6, [25.0, 25.0])])
+def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s_difference_is_shown(tmp_path, zero_shot_seeds, difference, by_seed):
+    """Seed s's trained model is compared with seed s's zero-shot one (the same initialisation and
+    noise), where the zero-shot row ran every trained seed; each seed evaluated the examples its
+    training left out. Resampling examples cannot show how far apart the seeds' gains are: the
+    board prints them."""
+    from vlbench.leaderboard.tables import build_board, render_csv
+
+    ids = list("abcdef")
+    for seed, correct in zip(zero_shot_seeds, ({"a", "b", "c"}, {"d", "e", "f"})):
+        write_trained_or_zero_shot(tmp_path, "0", seed, correct, ids)
+    write_trained_or_zero_shot(tmp_path, "10%", 0, {"c", "d"}, ["c", "d", "e", "f"])  # a and b trained seed 0
+    write_trained_or_zero_shot(tmp_path, "10%", 1, {"a", "b", "c", "d"}, ["a", "b", "c", "d"])
+    (comparison,) = build_board([tmp_path], baseline="zero-shot")[0].comparisons
+    assert comparison.pairs == 6 and comparison.difference == pytest.approx(difference)
+    assert list(comparison.by_seed) == [0, 1] and list(comparison.by_seed.values()) == pytest.approx(by_seed)
+    assert f"| {difference:+.2f} | " in render_board([tmp_path], baseline="zero-shot") and f"| +{by_seed[0]:.2f} / +{by_seed[1]:.2f} | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
+    (line,) = [line for line in csv.DictReader(render_csv(build_board([tmp_path], baseline="zero-shot")).splitlines()) if line["column"] == "accuracy difference"]
+    assert line["by_seed"] == f"0:{by_seed[0]:.4f} 1:{by_seed[1]:.4f}"
+
+
+def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
+    from vlbench.leaderboard.tables import build_board, p_text
+
+    ids = [f"colors-{i}" for i in range(100)]
+    write_scored_run(tmp_path, "good", 0, set(ids), ids)
+    write_scored_run(tmp_path, "plain", 0, set(ids[:50]), ids)
+    (comparison,) = build_board([tmp_path], baseline="plain", resamples=999)[0].comparisons
+    assert comparison.p_value == 1 / 1000 and p_text(comparison.p_value, 999) == "≤ 0.0010"
+    assert p_text(0.0020, 999) == "0.0020"
+    markdown = render_board([tmp_path], baseline="plain")
+    assert "| +50.00 | [+40.00, +60.00] | ≤ 0.0001 | 100 | +50.00 |" in markdown and "10,000 resamples" in markdown and "at best 1/10,001" in markdown
+
+
+def test_rows_that_print_the_same_mean_are_both_bold(tmp_path):
+    """Three seeds at 70% average to 69.99999999999999 in floating point: still 70.00, still best."""
+    for seed in range(3):
+        write_record(tmp_path, "three", "aaa", "0", seed, 0.7, {"color": 0.7})
+    write_record(tmp_path, "one", "bbb", "0", 0, 0.7, {"color": 0.7})
+    markdown = render_board([tmp_path])
+    assert "| three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| one | 0 | 1 † | 100 | **70.00** |" in markdown
+
+
+def test_a_cell_fewer_seeds_recorded_says_how_many(tmp_path):
+    for seed in range(3):
+        write_record(tmp_path, "random", "aaa", "0", seed, 0.5, {"color": 0.5, **({"shape": 0.25 * seed} if seed else {})})
+    assert "| random | 0 | 3 † | 100 | 50.00 ± 0.00 | 50.00 ± 0.00 | 37.50 ± 158.83 (2 seeds) |" in render_board([tmp_path])
+
+
 def test_configurations_of_one_matcher_are_named_by_what_differs_and_uncompared_rows_are_listed(tmp_path):
     """Rows of one matcher at the same shots are labelled by the settings that tell them apart
     (matcher options, training settings), not by a hash; a trained row without a zero-shot row of
@@ -425,6 +486,7 @@ def test_csv_and_json_carry_the_markdown_numbers(runs):
     rows = list(csv.DictReader(io.StringIO(render_board([runs], "csv"))))
     mean_color = next(row for row in rows if row["matcher"] == "mean-color" and row["column"] == "accuracy")
     assert (float(mean_color["mean"]), float(mean_color["ci95"]), mean_color["seeds"]) == (pytest.approx(60.0), pytest.approx(24.84, abs=0.005), "3")
+    assert {(row["column"], row["n"]) for row in rows if row["matcher"] == "mean-color"} == {("accuracy", "100"), ("accuracy neg_value=color", "50"), ("accuracy neg_value=shape", "50")}  # a tag's examples
     tables = json.loads(render_board([runs], "json"))
     assert tables[0]["task"] == "colors" and tables[0]["columns"][0] == "accuracy"
     assert any(row["label"] == "mean-color" and row["cells"][0]["best"] for row in tables[0]["rows"])
