@@ -13,7 +13,8 @@ class PairedOutcomes:
     metric: str
     ours: list[float]  # per example both rows scored, averaged over the seeds that paired it
     theirs: list[float]  # the baseline's, aligned with `ours`
-    by_seed: dict[int, float]  # each seed of the row: its mean difference over the examples it paired
+    by_seed: dict[int, float | None]  # each seed of the row: its mean difference over the examples it paired (None: not paired)
+    against_mean: list[int]  # seeds paired with the baseline's mean over its seeds, which lack them
 
 
 def compared_metric(runs: Sequence[StoredRun]) -> str:
@@ -24,37 +25,36 @@ def compared_metric(runs: Sequence[StoredRun]) -> str:
     return headline if headline in outcomes else next(iter(outcomes))
 
 
-def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun], same_seeds: bool = True) -> PairedOutcomes:
+def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun], same_shots: bool = True) -> PairedOutcomes:
     """One pair per example both rows scored, and each seed's mean difference.
 
-    With `same_seeds` an example pairs within each seed both ran (the same split, the same noise
-    or initialisation) and each side is averaged over those seeds; otherwise each side is averaged
-    over its own seeds that scored the example. So an example scored under three seeds counts
-    once, and resampling examples does not see how much the seed moves the row: `by_seed` shows it."""
+    Each seed of the row pairs with the baseline's run of the same seed (the same split, the same
+    noise or initialisation); a seed the baseline did not run pairs, against a zero-shot baseline
+    (`same_shots` false), with the baseline's mean over its seeds that scored the example, and
+    with nothing otherwise (another split's examples). Each side is then averaged over the seeds
+    that paired the example, so an example scored under three seeds counts once; resampling
+    examples does not see how much the seed moves the row, which `by_seed` shows."""
     metric = compared_metric(runs)
+    baseline_by_seed = {run.record.seed: {i: outcome[metric] for i, outcome in run.outcomes.items()} for run in baseline_runs}
+    pooled: dict[str, list[float]] = {}
+    for outcomes in baseline_by_seed.values():
+        for example_id, value in outcomes.items():
+            pooled.setdefault(example_id, []).append(value)
+    baseline_mean = {example_id: sum(values) / len(values) for example_id, values in pooled.items()}
     ours: dict[str, list[float]] = {}
     theirs: dict[str, list[float]] = {}
-    by_seed: dict[int, float] = {}
-    if same_seeds:
-        baseline_by_seed = {run.record.seed: run for run in baseline_runs}
-        for run in runs:
-            other = baseline_by_seed.get(run.record.seed)
-            if other is None:
-                continue
-            shared = sorted(run.outcomes.keys() & other.outcomes.keys())
-            for example_id in shared:
-                ours.setdefault(example_id, []).append(run.outcomes[example_id][metric])
-                theirs.setdefault(example_id, []).append(other.outcomes[example_id][metric])
-            if shared:
-                by_seed[run.record.seed] = sum(run.outcomes[i][metric] - other.outcomes[i][metric] for i in shared) / len(shared)
-    else:
-        for side, group in ((ours, runs), (theirs, baseline_runs)):
-            for run in group:
-                for example_id, outcome in run.outcomes.items():
-                    side.setdefault(example_id, []).append(outcome[metric])
-        for run in runs:
-            shared = sorted(run.outcomes.keys() & theirs.keys())
-            if shared:
-                by_seed[run.record.seed] = sum(run.outcomes[i][metric] - sum(theirs[i]) / len(theirs[i]) for i in shared) / len(shared)
-    shared = sorted(ours.keys() & theirs.keys())
-    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in shared], [sum(theirs[i]) / len(theirs[i]) for i in shared], dict(sorted(by_seed.items())))
+    by_seed: dict[int, float | None] = {}
+    against_mean = []
+    for run in sorted(runs, key=lambda run: run.record.seed):
+        seed = run.record.seed
+        partner = baseline_by_seed.get(seed)
+        if partner is None and not same_shots:
+            partner = baseline_mean
+            against_mean.append(seed)
+        shared = sorted(run.outcomes.keys() & partner.keys()) if partner is not None else []
+        for example_id in shared:
+            ours.setdefault(example_id, []).append(run.outcomes[example_id][metric])
+            theirs.setdefault(example_id, []).append(partner[example_id])
+        by_seed[seed] = sum(run.outcomes[i][metric] - partner[i] for i in shared) / len(shared) if shared else None
+    paired = sorted(ours)
+    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], by_seed, against_mean)

@@ -112,7 +112,8 @@ class Comparison:
     p_value: float
     pairs: int
     against: str = ""
-    by_seed: dict[int, float] = field(default_factory=dict)  # each seed's mean difference, in points (`outcomes.PairedOutcomes`)
+    by_seed: dict[int, float | None] = field(default_factory=dict)  # each seed's mean difference, in points; None: not paired (`outcomes.PairedOutcomes`)
+    against_mean: list[int] = field(default_factory=list)  # seeds paired with the zero-shot row's mean, which lacks them
 
 
 @dataclass
@@ -384,15 +385,15 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         if problem:
             uncompared.append(f"{name}: judging its examples against {labels[id(reference)]}'s needs {problem}")
             continue
-        paired = paired_outcomes(row.runs, reference.runs, same_seeds=reference.shots == row.shots or set(row.seeds) <= set(reference.seeds))
+        paired = paired_outcomes(row.runs, reference.runs, same_shots=reference.shots == row.shots)
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
         if len(paired.ours) < fewest / 2:  # one entry per distinct example, over the seeds
             uncompared.append(f"{name}: {len(paired.ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
         result = paired_bootstrap(paired.ours, paired.theirs, resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
-        by_seed = {seed: difference * 100 for seed, difference in paired.by_seed.items()}
-        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against, by_seed))
+        by_seed = {seed: None if difference is None else difference * 100 for seed, difference in paired.by_seed.items()}
+        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against, by_seed, paired.against_mean))
     return comparisons, uncompared
 
 
@@ -529,26 +530,30 @@ def comparison_caption(baseline: str | None, resamples: int) -> str:
     if baseline == ZERO_SHOT:
         pairing = (
             f"Paired bootstrap of each trained row against the same matcher's zero-shot row ({resamples:,} resamples of the examples "
-            "both scored; an example pairs within each seed where the zero-shot row ran every seed the trained row did, else "
-            "each side is averaged over its seeds that scored it"
+            "both scored; each seed paired with the zero-shot run of its seed, or marked (mean) with the zero-shot row's mean over its seeds"
         )
     else:
-        pairing = f"Paired bootstrap against `{baseline}` with the same shots ({resamples:,} resamples of the examples both scored, paired within each seed both ran"
+        pairing = f"Paired bootstrap against `{baseline}` with the same shots ({resamples:,} resamples of the examples both scored; each seed paired with `{baseline}`'s run of its seed, – where it has none"
     return (
-        f"{pairing}; difference in points; p is two-sided, at best 1/{resamples + 1:,}). The interval and p resample examples, "
-        "the seeds' models fixed: how much the seed moves a row shows in each seed's difference (by seed, in seed order), not in them:"
+        f"{pairing}; each example averaged over the seeds that paired it; difference in points; p two-sided, at best 1/{resamples + 1:,}). "
+        "The interval and p resample examples with each seed's model fixed; how much the seed moves the difference shows by seed:"
     )
 
 
 def p_text(p_value: float, resamples: int) -> str:
     """p to 4 decimals, as `≤ 1/(resamples + 1)` where no resample was as extreme as the observed difference."""
     floor = 1 / (resamples + 1)
-    return f"≤ {floor:.4f}" if p_value <= floor * (1 + 1e-9) else f"{p_value:.4f}"
+    if p_value <= floor * (1 + 1e-9):
+        return f"≤ {floor:.2g}"
+    return f"{p_value:.4f}" if p_value >= 0.001 else f"{p_value:.2g}"
 
 
 def by_seed_text(comparison: Comparison) -> str:
-    """Each seed's difference in points, in seed order (`+1.58 / +8.07 / +9.47`)."""
-    return " / ".join(f"{difference:+.2f}" for difference in comparison.by_seed.values())
+    """Each seed's difference in points (`0: +1.58, 1: +8.07 (mean), 2: –`)."""
+    return ", ".join(
+        f"{seed}: " + ("–" if difference is None else f"{difference:+.2f}" + (" (mean)" if seed in comparison.against_mean else ""))
+        for seed, difference in comparison.by_seed.items()
+    )
 
 
 def cell_text(cell: Cell) -> str:
@@ -569,7 +574,7 @@ def render_csv(tables: list[TaskTable]) -> str:
     citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
     that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p,
-    the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated)."""
+    the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated; `SEED:` not paired, `(mean)` against the zero-shot mean)."""
     import csv
     import io
 
@@ -585,7 +590,7 @@ def render_csv(tables: list[TaskTable]) -> str:
                         n = row.cell_n[index] if index < len(row.cell_n) and row.cell_n[index] else row.n
                         writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, ""])
         for compared in table.comparisons:
-            by_seed = " ".join(f"{seed}:{difference:.4f}" for seed, difference in compared.by_seed.items())
+            by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
             writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed])
     return buffer.getvalue()
 

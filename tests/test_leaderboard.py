@@ -261,25 +261,40 @@ def write_trained_or_zero_shot(root, shots, seed, correct_ids, ids):
     results.write_text(json.dumps(record))
 
 
-@pytest.mark.parametrize(("zero_shot_seeds", "difference", "by_seed"), [((0, 1), 50.0, [25.0, 75.0]), ((0,), 100 / 6, [25.0, 25.0])])
-def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s_difference_is_shown(tmp_path, zero_shot_seeds, difference, by_seed):
+@pytest.mark.parametrize(
+    ("zero_shot_seeds", "difference", "by_seed", "text"),
+    [((0, 1), 50.0, [25.0, 75.0], "0: +25.00, 1: +75.00"), ((0,), 100 / 6, [25.0, 25.0], "0: +25.00, 1: +25.00 (mean)"), ((1,), 100 / 6, [-25.0, 75.0], "0: -25.00 (mean), 1: +75.00")],
+)
+def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s_difference_is_shown(tmp_path, zero_shot_seeds, difference, by_seed, text):
     """Seed s's trained model is compared with seed s's zero-shot one (the same initialisation and
-    noise), where the zero-shot row ran every trained seed; each seed evaluated the examples its
-    training left out. Resampling examples cannot show how far apart the seeds' gains are: the
-    board prints them."""
+    noise), or, where the zero-shot row lacks seed s, with its mean; each seed evaluated the
+    examples its training left out. Resampling examples cannot show how far apart the seeds'
+    gains are: the board prints them."""
     from vlbench.leaderboard.tables import build_board, render_csv
 
     ids = list("abcdef")
-    for seed, correct in zip(zero_shot_seeds, ({"a", "b", "c"}, {"d", "e", "f"})):
-        write_trained_or_zero_shot(tmp_path, "0", seed, correct, ids)
+    for seed in zero_shot_seeds:
+        write_trained_or_zero_shot(tmp_path, "0", seed, ({"a", "b", "c"}, {"d", "e", "f"})[seed], ids)
     write_trained_or_zero_shot(tmp_path, "10%", 0, {"c", "d"}, ["c", "d", "e", "f"])  # a and b trained seed 0
     write_trained_or_zero_shot(tmp_path, "10%", 1, {"a", "b", "c", "d"}, ["a", "b", "c", "d"])
     (comparison,) = build_board([tmp_path], baseline="zero-shot")[0].comparisons
     assert comparison.pairs == 6 and comparison.difference == pytest.approx(difference)
     assert list(comparison.by_seed) == [0, 1] and list(comparison.by_seed.values()) == pytest.approx(by_seed)
-    assert f"| {difference:+.2f} | " in render_board([tmp_path], baseline="zero-shot") and f"| +{by_seed[0]:.2f} / +{by_seed[1]:.2f} | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
+    assert f"| {difference:+.2f} | " in render_board([tmp_path], baseline="zero-shot") and f"| {text} | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
     (line,) = [line for line in csv.DictReader(render_csv(build_board([tmp_path], baseline="zero-shot")).splitlines()) if line["column"] == "accuracy difference"]
-    assert line["by_seed"] == f"0:{by_seed[0]:.4f} 1:{by_seed[1]:.4f}"
+    assert line["by_seed"] == " ".join(f"{seed}:{value:.4f}" + ("(mean)" if seed not in zero_shot_seeds else "") for seed, value in enumerate(by_seed))
+
+
+def test_a_seed_its_same_shots_baseline_did_not_run_is_left_out_and_shown_as_such(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(10)]
+    for seed in (0, 1, 2):
+        write_scored_run(tmp_path, "good", seed, set(ids[:8]), ids)
+    write_scored_run(tmp_path, "plain", 1, set(ids[:4]), ids)
+    (comparison,) = build_board([tmp_path], baseline="plain")[0].comparisons
+    assert comparison.by_seed == {0: None, 1: pytest.approx(40.0), 2: None} and comparison.difference == pytest.approx(40.0)
+    assert "| 0: –, 1: +40.00, 2: – |" in render_board([tmp_path], baseline="plain")
 
 
 def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
@@ -289,10 +304,10 @@ def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
     write_scored_run(tmp_path, "good", 0, set(ids), ids)
     write_scored_run(tmp_path, "plain", 0, set(ids[:50]), ids)
     (comparison,) = build_board([tmp_path], baseline="plain", resamples=999)[0].comparisons
-    assert comparison.p_value == 1 / 1000 and p_text(comparison.p_value, 999) == "≤ 0.0010"
-    assert p_text(0.0020, 999) == "0.0020"
+    assert comparison.p_value == 1 / 1000 and p_text(comparison.p_value, 999) == "≤ 0.001"
+    assert p_text(0.0020, 999) == "0.0020" and p_text(1 / 20001, 20_000) == "≤ 5e-05" and p_text(3 / 20001, 20_000) == "0.00015"
     markdown = render_board([tmp_path], baseline="plain")
-    assert "| +50.00 | [+40.00, +60.00] | ≤ 0.0001 | 100 | +50.00 |" in markdown and "10,000 resamples" in markdown and "at best 1/10,001" in markdown
+    assert "| +50.00 | [+40.00, +60.00] | ≤ 0.0001 | 100 | 0: +50.00 |" in markdown and "10,000 resamples" in markdown and "at best 1/10,001" in markdown
 
 
 def test_rows_that_print_the_same_mean_are_both_bold(tmp_path):
