@@ -80,7 +80,12 @@ def test_the_recorded_commit_is_that_of_the_checkout_tracking_the_code_and_dirty
     commit = git("rev-parse", "HEAD")
     assert git_state(tmp_path / "plugin") == (commit, False)
     (tmp_path / "plugin" / "board.md").write_text("| b |\n")
-    assert git_state(tmp_path / "plugin") == (commit, False), "a regenerated board is not a change of code"
+    assert git_state(tmp_path / "plugin", not_code=(".md",)) == (commit, False), "vlbench's regenerated board is not a change of its code"
+    assert git_state(tmp_path / "plugin") == (commit, True), "a plugin's Markdown may be a prompt it reads"
+    git("mv", "plugin/board.md", "plugin/board.py")
+    assert git_state(tmp_path / "plugin", not_code=(".md",)) == (commit, True), "a rename counts by either name"
+    git("mv", "plugin/board.py", "plugin/board.md")
+    git("checkout", "--", "plugin/board.md")
     (tmp_path / "other" / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path / "plugin") == (commit, False), "another folder's change is not the plugin's"
     assert git_state(tmp_path) == (commit, True)

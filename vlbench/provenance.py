@@ -112,21 +112,19 @@ def library_version(name: str) -> str | None:
 
 
 def checkout_state() -> tuple[str | None, bool | None]:
-    """`git_state` of the source tree this vlbench runs from. Found from this file, not from
+    """`git_state` of the source tree this vlbench runs from, whose Markdown and PNG files
+    (documentation, boards and their plots) do not count as changes: a board drawn after another
+    board was written is not drawn by other code. Found from this file, not from
     `vlbench.__file__`, which is None where a folder named vlbench in the working directory
     shadows the package."""
-    return git_state(Path(__file__).resolve().parent.parent)
+    return git_state(Path(__file__).resolve().parent.parent, not_code=(".md", ".png"))
 
 
-NOT_CODE = (":(exclude)*.md", ":(exclude)*.png")  # git pathspecs of tracked files that change no score or board
-
-
-def git_state(folder: Path) -> tuple[str | None, bool | None]:
-    """(commit, whether `folder`'s tracked files have uncommitted changes) of the git checkout that
-    tracks files in `folder`; (None, None) if none does: not a checkout, or an installed copy in a
-    checkout's ignored folder (a virtual environment inside a repository). Markdown and PNG files
-    (documentation, boards and their plots) do not count: a board drawn after another board was
-    written is not drawn by other code."""
+def git_state(folder: Path, not_code: tuple[str, ...] = ()) -> tuple[str | None, bool | None]:
+    """(commit, whether `folder`'s tracked files have uncommitted changes, other than files whose
+    names end in `not_code`) of the git checkout that tracks files in `folder`; (None, None) if
+    none does: not a checkout, or an installed copy in a checkout's ignored folder (a virtual
+    environment inside a repository)."""
 
     def git(*arguments: str) -> str:
         return subprocess.run(["git", *arguments], cwd=folder, capture_output=True, text=True, check=True).stdout
@@ -134,9 +132,21 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
     try:
         if not git("ls-files", "--", ".").strip():
             return None, None
-        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE).strip())
+        return git("rev-parse", "HEAD").strip(), any(not path.lower().endswith(not_code) for path in _changed_paths(git("status", "--porcelain", "-z", "--untracked-files=no", "--", ".")))
     except (OSError, subprocess.CalledProcessError):
         return None, None
+
+
+def _changed_paths(status: str) -> list[str]:
+    """The paths `git status --porcelain -z` lists: both names of a rename or copy."""
+    fields = iter(status.split("\0"))
+    paths = []
+    for entry in fields:
+        if entry:
+            paths.append(entry[3:])
+            if "R" in entry[:2] or "C" in entry[:2]:
+                paths.append(next(fields, ""))
+    return paths
 
 
 @cache
