@@ -80,6 +80,7 @@ class Cell:
     half_width: float | None  # 95% CI half-width in points; None for one seed
     best: bool = False
     seeds: int | None = None  # how many seeds recorded the value, where fewer than the row's
+    n: str = ""  # the examples it counts where not the row's `n` (a tag's), as `n` writes them
 
 
 @dataclass
@@ -96,7 +97,6 @@ class TableRow:
     config_id: str = ""
     line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
     sources: str = ""  # `code.sources_sha256` of a measured row's runs (a row's seeds agree on it)
-    cell_n: list[str] = field(default_factory=list)  # per cell, the examples it counts where not `n` (a tag's), as `n` writes them
 
 
 @dataclass
@@ -296,10 +296,9 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
     table_rows = []
     cohorts = {}
     for row in rows:
-        cells = [_cell(row.values(path), len(row.records)) for _, path in columns]
+        cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
-        cell_n = ["/".join(str(int(n)) for n in sorted(set(row.values((*path[:-1], "n"))))) if path[0] == "breakdown" else "" for _, path in columns]
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, cell_n=cell_n))
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -318,12 +317,17 @@ def _n_label(row: Row) -> str:
     return n
 
 
-def _cell(values: list[float], seeds: int) -> Cell | None:
+def _cell(values: list[float], seeds: int, n: str = "") -> Cell | None:
     """The mean ± CI of one column over the `seeds` of a row that recorded it (`values`)."""
     if not values:
         return None
     mean, half_width = mean_and_ci(values)
-    return Cell(mean * 100, None if half_width is None else half_width * 100, seeds=len(values) if len(values) < seeds else None)
+    return Cell(mean * 100, None if half_width is None else half_width * 100, seeds=len(values) if len(values) < seeds else None, n=n)
+
+
+def _tag_n(row: Row, path: tuple[str, ...]) -> str:
+    """A tag column's examples per seed (`189/194` where seeds differ); "" for an overall metric."""
+    return "/".join(str(int(n)) for n in sorted(set(row.values((*path[:-1], "n"))))) if path[0] == "breakdown" else ""
 
 
 def _outlier_seeds(row: Row, column: tuple[str, ...]) -> list[int]:
@@ -585,10 +589,9 @@ def render_csv(tables: list[TaskTable]) -> str:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
-                for index, (column, cell) in enumerate(zip(columns, row.cells)):
+                for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        n = row.cell_n[index] if index < len(row.cell_n) and row.cell_n[index] else row.n
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, ""])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, ""])
         for compared in table.comparisons:
             by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
             writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed])
