@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, sources_note, uncompared_note
+from vlbench.leaderboard.tables import NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -214,7 +214,7 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
         "<h1>vlbench report</h1>",
         "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
         f"{html.escape(NO_INTERVAL_NOTE)} <em>Reported</em> rows are published numbers, not measured here. {html.escape(OUTLIER_NOTE)}"
-        + (f" {html.escape(UNCHECKED_NOTE)}" if any_unchecked(tables) else "") + f" {html.escape(sources_note(tables))}</p>",
+        + "".join(f" {html.escape(note)}" for note in (UNCHECKED_NOTE if any_unchecked(tables) else "", sources_note(tables), devices_note(tables)) if note) + "</p>",
     ]
     for table in tables:
         parts.append(f"<section><h2>{html.escape(table.task)}</h2>{_table_html(table)}")

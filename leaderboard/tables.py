@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ class TableRow:
     config_id: str = ""
     line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
     sources: str = ""  # `code.sources_sha256` of a measured row's runs (a row's seeds agree on it)
+    devices: list[str] = field(default_factory=list)  # each of a measured row's runs' devices (`RunRecord.devices`)
 
 
 @dataclass
@@ -298,7 +300,7 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
     for row in rows:
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
-        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources))
+        table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
         cohorts.setdefault(row.cohort, []).append(table_rows[-1])
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -475,6 +477,17 @@ def sources_note(tables: list[TaskTable]) -> str:
     return f"Measured rows were computed by sources {named} (`code.sources_sha256` in their results.json: vlbench's files and their plugins')."
 
 
+def devices_note(tables: list[TaskTable]) -> str:
+    """The sentence naming the devices the measured rows' runs ran on, with how many runs each (none: '')."""
+    runs = Counter(device for table in tables for row in table.rows if not row.reported for device in row.devices)
+    if not runs:
+        return ""
+    named = ", ".join(f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(runs.items()))
+    if len(runs) == 1:
+        return f"Their runs ran on {named} (`provenance.sessions[].device`)."
+    return f"Their runs ran on {len(runs)} devices, {named} (`provenance.sessions[].device`); devices round float32 differently (on the CPU, by instruction set and thread count), and training can amplify it: compare trained rows made on one device."
+
+
 def seeds_text(row: TableRow) -> str:
     """The row's seeds cell: the count, ` ⚠ seed N` for each outlier seed, then ` †` where every
     seed was taken as recorded, else ` † seed N` for each that was; `–` for a reported row."""
@@ -500,8 +513,7 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
     ]
     if any_unchecked(tables):
         lines.append(UNCHECKED_NOTE)
-    if note := sources_note(tables):
-        lines.append(note)
+    lines += [note for note in (sources_note(tables), devices_note(tables)) if note]
     for table in tables:
         header = ["matcher", "shots", "seeds", "n", *table.columns]
         lines += ["", f"## {table.task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -576,7 +588,7 @@ def render_csv(tables: list[TaskTable]) -> str:
     """One line per (row, column): task, matcher, shots, seeds, n (a tag column's: that tag's
     examples, `189/190/194` where seeds differ), column, mean, ci, reported,
     citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
-    that computed them (`sources_sha256`); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    that computed them (`sources_sha256`) and the devices its runs ran on (`devices`, `; `-separated); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p,
     the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated; `SEED:` not paired, `(mean)` against the zero-shot mean)."""
     import csv
@@ -584,17 +596,17 @@ def render_csv(tables: list[TaskTable]) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed", "devices"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, ""])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(row.devices))])
         for compared in table.comparisons:
             by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed])
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, ""])
     return buffer.getvalue()
 
 

@@ -71,6 +71,7 @@ def test_a_suite_board_shows_the_suite_s_runs_only(tmp_path):
     assert stamp.startswith("Regenerate from scratch: `vlbench suite run s.yaml --out board.md --runs-dir runs --data-dir 'my data'`. Generated "), stamp
     assert re.search(r", vlbench [^ ]+\.$", stamp), stamp
     assert f"\nMeasured rows were computed by sources {sources[:12]}… (`code.sources_sha256` in their results.json: vlbench's files and their plugins').\n" in board
+    assert re.search(r"\nTheir runs ran on cpu \(.+, \d+ threads?\): 1 run \(`provenance.sessions\[\]\.device`\)\.\n", board), board
     assert "scoring · colors · random · shots 0 · seed 0" in log  # which run each bar of a suite's log is for
     typo = vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "other", "--baseline", "randmo", cwd=tmp_path, check=False)
     assert typo.returncode == 2 and "--baseline randmo: no row of that matcher on this board. Did you mean 'random'?" in typo.stderr

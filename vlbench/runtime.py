@@ -36,10 +36,29 @@ def resolve_device(requested: str) -> str:
 
 
 def describe_device(device: str) -> str:
+    """The device as a run records it. On the CPU: the processor, the instruction set PyTorch's
+    kernels dispatch to and the thread count, which all change float32 rounding (and so a trained
+    run's scores)."""
     import platform
 
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    named = f"{cpu_name()}, " if cpu_name() else ""
+    return f"cpu ({named}{platform.machine()} {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_name() -> str:
+    """The processor's model name ('' where the system does not say)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor()

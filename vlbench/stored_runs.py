@@ -94,6 +94,14 @@ class RunRecord:
         return self.data.get("code", {}).get("sources_sha256") or "unrecorded"
 
     @property
+    def devices(self) -> str:
+        """The devices its sessions ran on (`provenance.sessions[].device`), in order, joined by
+        ' then ' (`unrecorded` where none says)."""
+        sessions = self.data.get("provenance", {}).get("sessions", [])
+        named = list(dict.fromkeys(session["device"] for session in sessions if session.get("device")))
+        return " then ".join(named) or "unrecorded"
+
+    @property
     def shots(self) -> str:
         return self.protocol.shots
 
