@@ -111,3 +111,32 @@ def per_pair_release_scores(matcher, images, texts) -> torch.Tensor:
                     per_step.append(attention + gain)
                 scores[i, j] = torch.stack(per_step).mean()
     return scores
+
+
+def per_pair_release_training_scores(matcher, images, texts, generator: torch.Generator) -> torch.Tensor:
+    """`[images, texts]` training scores of a `DSDReleaseMatcher` (one training timestep) as the
+    release's `dsd_train.py` computes them: per text, its states encoded with the tokenizer's
+    attention mask; per image, a latent sample, noise and a timestep drawn in that order, the ""
+    branch (unmasked) and the text's in one UNet call at that timestep."""
+    from vlbench.matchers.dsd.pooling import release_readout
+
+    sd, options = matcher.sd, matcher.options
+    processors = _processors(matcher, matcher.layers)
+    scores = torch.zeros(len(images), len(texts))
+    empty, _ = _encode_text(matcher, "")
+    with _explicit_attention(sd.unet, processors):
+        for j, text in enumerate(texts):
+            tokens = sd.tokenizer([text], padding="max_length", max_length=sd.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+            states = sd.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+            for i, image in enumerate(images):
+                distribution = sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
+                latent = (distribution.mean + distribution.std * torch.randn(distribution.mean.shape[1:], generator=generator)) * sd.vae.config.scaling_factor
+                noise = torch.randn(latent.shape[1:], generator=generator)
+                t = torch.randint(0, sd.scheduler.config.num_train_timesteps, (), generator=generator).repeat(2)
+                noisy = sd.scheduler.add_noise(torch.cat([latent] * 2), noise[None], t)
+                predicted = sd.unet(noisy, t, encoder_hidden_states=torch.cat([empty, states])).sample
+                layers = [release_readout(*processors[layer].take()) for layer in matcher.layers]  # [uncond, cond] per layer
+                attention = torch.stack([layer.mean() if options.include_uncond_attention else layer[1] for layer in layers]).mean()
+                gain = (noise - predicted[0]).norm() - (noise - predicted[1]).norm() if options.denoising_gain else 0.0
+                scores[i, j] = attention + gain
+    return scores

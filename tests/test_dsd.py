@@ -107,6 +107,26 @@ def test_batched_scores_equal_the_per_pair_implementation(name, options):
     torch.testing.assert_close(again, batched, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("options", [{}, {"include_uncond_attention": False}, {"denoising_gain": False}])
+def test_release_training_scores_each_pair_as_the_release_trains(options):
+    """Each (text, image) pair at its own timestep, latent sample and noise, drawn in the
+    release's order, its text encoded with the attention mask (which changes the padding's states)."""
+    from per_pair_reference import per_pair_release_training_scores
+
+    matcher = make("dsd-release", sampling_steps=2, **options)
+    images, texts = loaded(examples(1)[0]), TEXTS
+    with torch.no_grad():
+        matcher.training_noise = torch.Generator().manual_seed(5)
+        trained_as = matcher.score(images, texts)
+        reference = per_pair_release_training_scores(matcher, images, texts, torch.Generator().manual_seed(5))
+        matcher.training_noise = None
+        masked, unmasked = matcher.inputs.text_states(texts, masked=True), matcher.inputs.text_states(texts)
+    torch.testing.assert_close(trained_as, reference, atol=1e-5, rtol=0)
+    real = matcher.inputs.token_mask(texts)
+    torch.testing.assert_close(masked[real], unmasked[real], atol=1e-5, rtol=0)  # the causal mask already hides padding from real tokens
+    assert (masked[~real] - unmasked[~real]).abs().max() > 1e-3
+
+
 MEMOISED = [("dsd", {}), ("dsd", {"latent": "sample", "tokens": "words", "noise_levels": [0.3, 0.7]}), ("dsd-release", {"sampling_steps": 3}), ("dsd-release", {"sampling_steps": 2, "denoising_gain": False, "latent": "mean"}), ("diffusion-itm", {"sampling_steps": 3, "normalize": True})]
 
 

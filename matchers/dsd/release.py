@@ -20,8 +20,10 @@ the positive is always index 0). That bug is not reproduced.
 
 Training: LoRA (rank 4, `N(0, 1/rank)` down, zero up) on `to_q`, `to_k`, `to_v`, `to_out` of
 every UNet attention, through peft; hinge loss on the hardest negative (margin 0.1), AdamW lr
-1e-4, weight decay 1e-2, grad clip 1, batch 1. Each training step draws `train_timesteps` random
-timesteps and fresh noise, shared by the example's candidates (the release draws them per pair).
+1e-4, weight decay 1e-2, grad clip 1, batch 1. As the release's `dsd_train.py` scores a training
+example: each (text, image) pair at a random timestep of its own (`train_timesteps` of them), with
+fresh noise and a fresh latent sample that its unconditional job shares, and its text encoded with
+the tokenizer's attention mask (the unconditional "" and all scoring without it, as released).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from vlbench.errors import VlbenchError
 from vlbench.matchers.dsd.pooling import release_readout
 from vlbench.matchers.stable_diffusion.capture import CapturingCrossAttention, CrossAttentionCapture, released_layers
 from vlbench.matchers.stable_diffusion.inputs import LatentMode
-from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions
+from vlbench.matchers.stable_diffusion.matcher import Jobs, StableDiffusionMatcher, UNetOptions, product_indices
 from vlbench.matchers.stable_diffusion.memo import JobResults, distinct_jobs
 from vlbench.options import check
 
@@ -48,7 +50,7 @@ class DSDReleaseOptions(UNetOptions):
     include_uncond_attention: bool = True
     latent: LatentMode = "sample"
     lora_rank: int = 4
-    train_timesteps: int = 1  # random timesteps per training step
+    train_timesteps: int = 1  # random timesteps per pair and training step (the release: 1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +66,7 @@ def timestep_grid(sampling_steps: int, train_steps: int = 1000) -> list[int]:
 
 class DSDReleaseMatcher(StableDiffusionMatcher):
     name = "dsd-release"
+    version = "4"  # 4: trains each pair at its own draws, its text masked, as the release (3: draws shared by an example's pairs)
     summary = "DSD as released: LoRA, hinge loss, LSE over text tokens of logits + denoising gain, timestep grid."
     trainable = True
     train_defaults = {"loss": "hinge", "margin": 0.1, "lr": 1e-4, "weight_decay": 1e-2, "grad_clip": 1.0, "batch_size": 1}
@@ -83,8 +86,8 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     @classmethod
     def unet_passes(cls, options, examples, training):
         unconditional = [""] if options.include_uncond_attention or options.denoising_gain else []
-        if training:  # every example's jobs afresh, at its own random timesteps
-            return sum(len(example.images) * (len(example.texts) + len(unconditional)) for example in examples) * options.train_timesteps
+        if training:  # every pair afresh, at its own random timesteps, with its own unconditional job
+            return sum(example.n_pairs for example in examples) * (1 + len(unconditional)) * options.train_timesteps
         return distinct_jobs(examples, unconditional) * len(timestep_grid(options.sampling_steps))  # a 1000-step scheduler, as every SD's
 
     def training_capture(self) -> CrossAttentionCapture:
@@ -94,9 +97,34 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         return self.score_examples([(images, texts)])[0]
 
     def score_examples(self, batch):
-        if self.training_noise is not None:  # training: each example draws its own timesteps and noise
-            return [self._scores([example], self._timesteps(), JobResults())[0] for example in batch]
+        if self.training_noise is not None:
+            return [self._training_scores(images, texts) for images, texts in batch]
         return self._scores(batch, self.grid, JobResults() if torch.is_grad_enabled() else self.results.for_weights(self.state_dict()))
+
+    def _training_scores(self, images, texts) -> torch.Tensor:
+        """`[images, texts]`: each pair's score at its own `train_timesteps` random timesteps, each
+        with a fresh latent sample and fresh noise, its text's states masked, its "" job sharing its
+        draws. Drawn from `training_noise` as released: pair by pair, the texts' loop outside the
+        images', a latent sample, then noise, then a timestep."""
+        steps, high, generator = self.options.train_timesteps, self.sd.scheduler.config.num_train_timesteps, self.training_noise
+        text_index, image_index, _ = product_indices(len(texts), len(images), steps)
+        mean, std = self.inputs.latent_distribution(images)
+        draws = [(torch.randn(mean.shape[1:], generator=generator), torch.randn(mean.shape[1:], generator=generator), torch.randint(0, high, (), generator=generator)) for _ in range(len(text_index))]
+        samples, noise, timesteps = (torch.stack(drawn).to(mean.device) for drawn in zip(*draws))
+        latents = (mean[image_index] + std[image_index] * samples) * self.sd.vae.config.scaling_factor
+        states = self.inputs.text_states(texts, masked=True)[text_index]
+        masks = self.token_masks(texts)[text_index]
+        parts = [Jobs(latents, noise, timesteps, states, masks)]
+        if self.options.include_uncond_attention or self.options.denoising_gain:
+            parts.append(Jobs(latents, noise, timesteps, self.inputs.text_states([""]).expand_as(states), self.token_masks([""]).expand_as(masks)))
+        rows = self._attention_and_error(Jobs.concat(parts))
+        conditional, unconditional = rows[: len(text_index)], rows[len(text_index) :]
+        score = conditional[:, 0]
+        if self.options.include_uncond_attention:
+            score = 0.5 * (score + unconditional[:, 0])
+        if self.options.denoising_gain:
+            score = score + unconditional[:, 1] - conditional[:, 1]
+        return score.view(len(texts), len(images), steps).mean(dim=-1).T
 
     def _scores(self, batch, grid: list[int], results: JobResults) -> list[torch.Tensor]:
         """Each example's scores from its jobs' (attention term, denoising error) rows; the
@@ -124,12 +152,6 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
     def _attention_and_output(self, jobs: Jobs):
         per_layer, predicted = self.run_unet(jobs, self.capture)
         return torch.stack(per_layer).mean(dim=0), predicted
-
-    def _timesteps(self) -> list[int]:
-        if self.training_noise is None:
-            return self.grid
-        high = self.sd.scheduler.config.num_train_timesteps
-        return sorted(torch.randint(0, high, (self.options.train_timesteps,), generator=self.training_noise).tolist())
 
     def _ensure_lora(self) -> None:
         from peft import LoraConfig

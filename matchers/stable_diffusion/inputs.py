@@ -69,8 +69,7 @@ class DiffusionInputs:
     def latents(self, images, mode: LatentMode = "mean", sample_seeds=None) -> torch.Tensor:
         """`[n, k, 4, h, w]` latents × the VAE scaling factor, each image encoded once: k copies of
         the mean, or k samples, the j-th drawn with `seeded_generator(*sample_seeds[i][j])` for image i."""
-        distribution = self._cached("latent", [image.content_hash for image in images], lambda indices: self._encode([images[i] for i in indices]))
-        mean, std = distribution.chunk(2, dim=1)
+        mean, std = self.latent_distribution(images)
         copies = len(sample_seeds[0]) if sample_seeds else 1
         if mode == "sample":
             noise = torch.stack([torch.stack([torch.randn(mean.shape[1:], generator=seeded_generator(*seed)) for seed in seeds]) for seeds in sample_seeds]).to(mean)
@@ -79,9 +78,16 @@ class DiffusionInputs:
             latents = mean.unsqueeze(1).expand(-1, copies, -1, -1, -1)
         return latents * self.sd.vae.config.scaling_factor
 
-    def text_states(self, texts) -> torch.Tensor:
-        """`[n, max_length, width]` text-encoder output, padded to the tokenizer's max length."""
-        return self._cached("text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices]))
+    def latent_distribution(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[n, 4, h, w]` each image's VAE posterior mean and standard deviation (unscaled), each image encoded once."""
+        distribution = self._cached("latent", [image.content_hash for image in images], lambda indices: self._encode([images[i] for i in indices]))
+        return distribution.chunk(2, dim=1)
+
+    def text_states(self, texts, masked: bool = False) -> torch.Tensor:
+        """`[n, max_length, width]` text-encoder output, padded to the tokenizer's max length.
+        `masked` gives the encoder the tokenizer's attention mask, so that no position attends to
+        padding (the padding positions' states change; the real tokens', behind the causal mask, do not)."""
+        return self._cached("text-masked" if masked else "text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices], masked))
 
     def token_mask(self, texts) -> torch.Tensor:
         """`[n, max_length]` bool: the tokenizer's real tokens (BOS, the text, EOS), not padding."""
@@ -111,8 +117,9 @@ class DiffusionInputs:
         distribution = self.sd.vae.encode(self.pixels(images).to(self.sd.vae.dtype)).latent_dist
         return torch.cat([distribution.mean, distribution.std], dim=1)
 
-    def _encode_texts(self, texts) -> torch.Tensor:
-        return self.sd.text_encoder(self._tokenize(texts).input_ids.to(self.device)).last_hidden_state
+    def _encode_texts(self, texts, masked: bool) -> torch.Tensor:
+        tokens = self._tokenize(texts)
+        return self.sd.text_encoder(tokens.input_ids.to(self.device), attention_mask=tokens.attention_mask.to(self.device) if masked else None).last_hidden_state
 
     def _tokenize(self, texts):
         tokenizer = self.sd.tokenizer
