@@ -98,7 +98,7 @@ class TableRow:
     config_id: str = ""
     line: str = ""  # rows a plot joins across shots share it: one matcher's row where it is alone at its shots, else one configuration's
     sources: str = ""  # `code.sources_sha256` of a measured row's runs (a row's seeds agree on it)
-    devices: list[str] = field(default_factory=list)  # each of a measured row's runs' devices (`RunRecord.devices`)
+    devices: list[list[str]] = field(default_factory=list)  # per run of a measured row, the devices it ran on (`RunRecord.devices`)
 
 
 @dataclass
@@ -478,14 +478,21 @@ def sources_note(tables: list[TaskTable]) -> str:
 
 
 def devices_note(tables: list[TaskTable]) -> str:
-    """The sentence naming the devices the measured rows' runs ran on, with how many runs each (none: '')."""
-    runs = Counter(device for table in tables for row in table.rows if not row.reported for device in row.devices)
+    """The sentence naming the devices the measured rows' runs ran on, with how many runs each
+    (a run resumed on another device counts for each), and a warning where they are several (none: '')."""
+    runs = [devices for table in tables for row in table.rows if not row.reported for devices in row.devices]
     if not runs:
         return ""
-    named = ", ".join(f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(runs.items()))
-    if len(runs) == 1:
-        return f"Their runs ran on {named} (`provenance.sessions[].device`)."
-    return f"Their runs ran on {len(runs)} devices, {named} (`provenance.sessions[].device`); devices round float32 differently (on the CPU, by instruction set and thread count), and training can amplify it: compare trained rows made on one device."
+    counts = Counter(device for devices in runs for device in devices)
+    named = ", ".join(f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(counts.items()))
+    unrecorded = sum(not devices for devices in runs)
+    parts = [f"Their runs ran on {named}" if counts else ""]
+    if unrecorded:
+        parts.append(f"{unrecorded} run{'s do' if unrecorded > 1 else ' does'} not record {'their' if unrecorded > 1 else 'its'} device")
+    sentence = "; ".join(part for part in parts if part) + " (`provenance.sessions[].device`)"
+    if len(counts) > 1 or (counts and unrecorded):
+        sentence += "; devices round float32 differently (on the CPU, by instruction set and thread count), and training can amplify it: compare trained rows made on one device"
+    return sentence[0].upper() + sentence[1:] + "."
 
 
 def seeds_text(row: TableRow) -> str:
@@ -603,7 +610,7 @@ def render_csv(tables: list[TaskTable]) -> str:
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(row.devices))])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(device for devices in row.devices for device in devices))])
         for compared in table.comparisons:
             by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
             writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, ""])

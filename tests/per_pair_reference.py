@@ -130,7 +130,8 @@ def per_pair_release_training_scores(matcher, images, texts, generator: torch.Ge
             states = sd.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
             for i, image in enumerate(images):
                 distribution = sd.vae.encode(matcher.inputs.pixels([image])).latent_dist
-                latent = (distribution.mean + distribution.std * torch.randn(distribution.mean.shape[1:], generator=generator)) * sd.vae.config.scaling_factor
+                sample = torch.randn(distribution.mean.shape[1:], generator=generator)
+                latent = (distribution.mean + (distribution.std * sample if options.latent == "sample" else 0)) * sd.vae.config.scaling_factor
                 noise = torch.randn(latent.shape[1:], generator=generator)
                 t = torch.randint(0, sd.scheduler.config.num_train_timesteps, (), generator=generator).repeat(2)
                 noisy = sd.scheduler.add_noise(torch.cat([latent] * 2), noise[None], t)

@@ -107,7 +107,7 @@ def test_batched_scores_equal_the_per_pair_implementation(name, options):
     torch.testing.assert_close(again, batched, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("options", [{}, {"include_uncond_attention": False}, {"denoising_gain": False}])
+@pytest.mark.parametrize("options", [{}, {"include_uncond_attention": False}, {"denoising_gain": False}, {"latent": "mean"}])
 def test_release_training_scores_each_pair_as_the_release_trains(options):
     """Each (text, image) pair at its own timestep, latent sample and noise, drawn in the
     release's order, its text encoded with the attention mask (which changes the padding's states)."""
@@ -125,6 +125,18 @@ def test_release_training_scores_each_pair_as_the_release_trains(options):
     real = matcher.inputs.token_mask(texts)
     torch.testing.assert_close(masked[real], unmasked[real], atol=1e-5, rtol=0)  # the causal mask already hides padding from real tokens
     assert (masked[~real] - unmasked[~real]).abs().max() > 1e-3
+
+
+def test_masked_and_unmasked_text_states_are_cached_apart(tmp_path, monkeypatch):
+    from vlbench import feature_cache
+
+    monkeypatch.setattr(feature_cache, "cache_root", lambda: tmp_path)
+    unmasked = vlbench.create_matcher("dsd-release", model="mini", device="cpu").inputs.text_states(TEXTS)
+    masked = vlbench.create_matcher("dsd-release", model="mini", device="cpu").inputs.text_states(TEXTS, masked=True)  # a fresh process's view of the filled cache
+    fresh = make("dsd-release")
+    torch.testing.assert_close(unmasked, fresh.inputs.text_states(TEXTS), atol=0, rtol=0)
+    torch.testing.assert_close(masked, fresh.inputs.text_states(TEXTS, masked=True), atol=0, rtol=0)
+    assert not torch.equal(masked, unmasked) and {"text", "text-masked"} <= {path.name for path in tmp_path.glob("*/*")}
 
 
 MEMOISED = [("dsd", {}), ("dsd", {"latent": "sample", "tokens": "words", "noise_levels": [0.3, 0.7]}), ("dsd-release", {"sampling_steps": 3}), ("dsd-release", {"sampling_steps": 2, "denoising_gain": False, "latent": "mean"}), ("diffusion-itm", {"sampling_steps": 3, "normalize": True})]

@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import vlbench_cli
 from vlbench.leaderboard.publish import render_board
 from vlbench.suites import job_state, load_suite
@@ -38,6 +40,16 @@ def test_plan_lists_every_run_and_what_this_machine_lacks(tmp_path):
     assert any(line.startswith("missing: model for dsd: stabilityai/stable-diffusion-2-1-base is not in the local Hugging Face cache") for line in missing)
     assert any(line.startswith("missing: data for comvg: task 'comvg' needs its data") for line in missing)
     assert not (tmp_path / "runs").exists()
+
+
+SHIPPED_SUITES = sorted((Path(__file__).parent.parent / "suites").glob("*.yaml")) + sorted((Path(__file__).parent.parent / "leaderboard").glob("*_suite.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SUITES, ids=lambda path: path.name)
+def test_every_shipped_suite_loads_with_each_run_s_matcher_and_task(path, tmp_path):
+    """Names, options, shots and training settings of every entry are valid (nothing is read)."""
+    jobs = load_suite(path, tmp_path / "runs", tmp_path / "data")
+    assert jobs and len({job.key for job in jobs}) == len(jobs)
 
 
 def test_the_paper_suite_plans_every_table_cell_and_names_every_download(tmp_path):

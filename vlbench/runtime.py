@@ -36,29 +36,33 @@ def resolve_device(requested: str) -> str:
 
 
 def describe_device(device: str) -> str:
-    """The device as a run records it. On the CPU: the processor, the instruction set PyTorch's
-    kernels dispatch to and the thread count, which all change float32 rounding (and so a trained
-    run's scores)."""
-    import platform
-
+    """The device as a run records it: what decides its float32 rounding (`feature_cache.device_identity`),
+    on the CPU with the processor's name and the thread count, which change a trained run's scores."""
     import torch
 
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    named = f"{cpu_name()}, " if cpu_name() else ""
-    return f"cpu ({named}{platform.machine()} {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    from vlbench.feature_cache import device_identity
+
+    identity = device_identity(device)
+    if identity["device"] == "cuda":
+        major, minor = identity["capability"]
+        return f"{identity['gpu']} (compute {major}.{minor}, CUDA {identity['cuda']}, cuDNN {identity['cudnn']}, TF32 {'on' if any(identity['tf32']) else 'off'})"
+    name = cpu_name()
+    return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {torch.get_num_threads()} threads)"
 
 
 def cpu_name() -> str:
-    """The processor's model name ('' where the system does not say)."""
+    """The processor's model name, where the system says it ('' elsewhere)."""
     import platform
+    import subprocess
     from pathlib import Path
 
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if platform.system() == "Darwin":
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5).stdout.strip()
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and value.strip():
                 return value.strip()
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         pass
-    return platform.processor()
+    return ""

@@ -94,12 +94,11 @@ class RunRecord:
         return self.data.get("code", {}).get("sources_sha256") or "unrecorded"
 
     @property
-    def devices(self) -> str:
-        """The devices its sessions ran on (`provenance.sessions[].device`), in order, joined by
-        ' then ' (`unrecorded` where none says)."""
+    def devices(self) -> list[str]:
+        """The distinct devices its sessions ran on (`provenance.sessions[].device`), in order of
+        first use; empty where none says."""
         sessions = self.data.get("provenance", {}).get("sessions", [])
-        named = list(dict.fromkeys(session["device"] for session in sessions if session.get("device")))
-        return " then ".join(named) or "unrecorded"
+        return list(dict.fromkeys(session["device"] for session in sessions if session.get("device")))
 
     @property
     def shots(self) -> str:

@@ -105,13 +105,15 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         """`[images, texts]`: each pair's score at its own `train_timesteps` random timesteps, each
         with a fresh latent sample and fresh noise, its text's states masked, its "" job sharing its
         draws. Drawn from `training_noise` as released: pair by pair, the texts' loop outside the
-        images', a latent sample, then noise, then a timestep."""
+        images', a latent sample, then noise, then a timestep (`latent: mean` draws the sample too
+        and trains on the mean, as it scores). With `train_timesteps` above 1 (not in the release)
+        each pair makes that many draws and averages its scores."""
         steps, high, generator = self.options.train_timesteps, self.sd.scheduler.config.num_train_timesteps, self.training_noise
         text_index, image_index, _ = product_indices(len(texts), len(images), steps)
         mean, std = self.inputs.latent_distribution(images)
         draws = [(torch.randn(mean.shape[1:], generator=generator), torch.randn(mean.shape[1:], generator=generator), torch.randint(0, high, (), generator=generator)) for _ in range(len(text_index))]
         samples, noise, timesteps = (torch.stack(drawn).to(mean.device) for drawn in zip(*draws))
-        latents = (mean[image_index] + std[image_index] * samples) * self.sd.vae.config.scaling_factor
+        latents = (mean[image_index] + (std[image_index] * samples if self.options.latent == "sample" else 0)) * self.sd.vae.config.scaling_factor
         states = self.inputs.text_states(texts, masked=True)[text_index]
         masks = self.token_masks(texts)[text_index]
         parts = [Jobs(latents, noise, timesteps, states, masks)]
