@@ -111,8 +111,16 @@ def test_parallel_processes_give_the_sequential_board(tmp_path):
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "one", cwd=tmp_path)
     vlbench_cli("suite", "run", "s.yaml", "--runs-dir", "two", "--jobs", "2", "--out", "two.md", cwd=tmp_path)
     sequential, parallel = render_board([tmp_path / "one"]), render_board([tmp_path / "two"])
+
+    def devices(board):
+        return [line for line in board.splitlines() if line.startswith("Their runs ran on ")]
+
+    # the same numbers; the devices line tells the one process's threads from each job's one thread
+    assert re.sub(r"\d+ threads?\)", "N threads)", devices(sequential)[0]) == re.sub(r"\d+ threads?\)", "N threads)", devices(parallel)[0])
+    assert ", 1 threads): 8 runs" in devices(parallel)[0]
+    assert [line for line in sequential.splitlines() if line not in devices(sequential)] == [line for line in parallel.splitlines() if line not in devices(parallel)]
     # the two task entries read different data, so each gets its own table
-    assert sequential == parallel and sequential.count("## colors (n_examples=") == 2 and sequential.count("| random |") == 2
+    assert sequential.count("## colors (n_examples=") == 2 and sequential.count("| random |") == 2
     assert "`vlbench suite run s.yaml --out two.md --runs-dir two --jobs 2`" in (tmp_path / "two.md").read_text()
     jobs = load_suite(tmp_path / "s.yaml", tmp_path / "two")
     assert len(jobs) == 8 and all(job_state(job) == "done" for job in jobs)
