@@ -486,10 +486,10 @@ def devices_note(tables: list[TaskTable]) -> str:
     counts = Counter(device for devices in runs for device in devices)
     named = ", ".join(f"{device}: {count} run{'s' if count > 1 else ''}" for device, count in sorted(counts.items()))
     unrecorded = sum(not devices for devices in runs)
-    parts = [f"Their runs ran on {named}" if counts else ""]
+    parts = [f"Their runs ran on {named}"] if counts else []
     if unrecorded:
         parts.append(f"{unrecorded} run{'s do' if unrecorded > 1 else ' does'} not record {'their' if unrecorded > 1 else 'its'} device")
-    sentence = "; ".join(part for part in parts if part) + " (`provenance.sessions[].device`)"
+    sentence = "; ".join(parts) + " (`provenance.sessions[].device`)"
     if len(counts) > 1 or (counts and unrecorded):
         sentence += "; devices round float32 differently (on the CPU, by instruction set and thread count), and training can amplify it: compare trained rows made on one device"
     return sentence[0].upper() + sentence[1:] + "."

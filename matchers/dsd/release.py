@@ -120,12 +120,7 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         if self.options.include_uncond_attention or self.options.denoising_gain:
             parts.append(Jobs(latents, noise, timesteps, self.inputs.text_states([""]).expand_as(states), self.token_masks([""]).expand_as(masks)))
         rows = self._attention_and_error(Jobs.concat(parts))
-        conditional, unconditional = rows[: len(text_index)], rows[len(text_index) :]
-        score = conditional[:, 0]
-        if self.options.include_uncond_attention:
-            score = 0.5 * (score + unconditional[:, 0])
-        if self.options.denoising_gain:
-            score = score + unconditional[:, 1] - conditional[:, 1]
+        score = self._combined(rows[: len(text_index)], rows[len(text_index) :])
         return score.view(len(texts), len(images), steps).mean(dim=-1).T
 
     def _scores(self, batch, grid: list[int], results: JobResults) -> list[torch.Tensor]:
@@ -136,14 +131,19 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
         scored = []
         for (_, texts), rows in zip(batch, self.memoised_rows(batch, conditions, grid, self._attention_and_error, results)):
             by_step = rows.transpose(1, 2)  # [images, steps, conditions, 2]
-            score = by_step[:, :, : len(texts), 0].contiguous()
-            unconditional = by_step[:, :, len(texts) :]
-            if self.options.include_uncond_attention:
-                score = 0.5 * (score + unconditional[..., 0])
-            if self.options.denoising_gain:
-                score = score + unconditional[..., 1] - by_step[:, :, : len(texts), 1]
-            scored.append(score.mean(dim=1))
+            scored.append(self._combined(by_step[:, :, : len(texts)], by_step[:, :, len(texts) :]).mean(dim=1))
         return scored
+
+    def _combined(self, conditional: torch.Tensor, unconditional: torch.Tensor) -> torch.Tensor:
+        """The score from (attention term, denoising error) rows `[..., 2]` of the texts' jobs and
+        of their "" jobs (broadcast against them): the attention term, averaged with the ""
+        branch's (`include_uncond_attention`), plus the denoising gain (`denoising_gain`)."""
+        score = conditional[..., 0].contiguous()
+        if self.options.include_uncond_attention:
+            score = 0.5 * (score + unconditional[..., 0])
+        if self.options.denoising_gain:
+            score = score + unconditional[..., 1] - conditional[..., 1]
+        return score
 
     def _attention_and_error(self, jobs: Jobs) -> torch.Tensor:
         """`[jobs, 2]`: each job's attention term and ‖ε − ε̂‖₂."""
