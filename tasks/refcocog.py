@@ -8,7 +8,8 @@ each sentence's `raw` field, as written and as the DSD release reads it (`text: 
 toolkit's lowercased form without punctuation). The
 dataset's own split field decides training (`train`) and evaluation (`eval_split`); with Google's
 split (`refs(google).p`) train and val share images, so the few-shot split drops the evaluation
-examples whose image a drawn training example shows. `eval_split: all` takes every ref of every
+examples whose image a drawn training example shows (with `view=crop`, whose photograph: a crop
+of another object on it counts). `eval_split: all` takes every ref of every
 split and no train pool, as the DSD release does; few-shot examples are then split off by image,
 or with `--split paper-release` taken from the first rows (the release's cut).
 
@@ -54,7 +55,7 @@ class RefCOCOgOptions:
 
 class RefCOCOgTask(Task):
     name = "refcocog"
-    version = "3"  # 2: no negative is a sentence of a ref on the positive's image; 3: the `text` option, `raw` by default (was `sent`)
+    version = "4"  # 2: no negative is a sentence of a ref on the positive's image; 3: the `text` option, `raw` by default (was `sent`); 4: crops of one photograph on one side of the split
     summary = "RefCOCOg: rank a referring expression for its image among 10 (9 from other images)."
     release_cut = True
     Options = RefCOCOgOptions
@@ -96,7 +97,7 @@ class RefCOCOgTask(Task):
         for ref in refs:
             path = images / f"COCO_train2014_{ref['image_id']:012d}.jpg"
             if self.options.view == "crop":
-                image = ImageRef(f"{ref['image_id']}@{ref['ann_id']}", path, crop=self._padded(boxes, ref))
+                image = ImageRef(f"{ref['image_id']}@{ref['ann_id']}", path, crop=self._padded(boxes, ref), picture=str(ref["image_id"]))
             else:
                 image = ImageRef(str(ref["image_id"]), path)
             for sentence in ref["sentences"]:

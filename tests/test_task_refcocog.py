@@ -75,6 +75,20 @@ def test_crop_view_scores_the_padded_box(root):
     assert whole.load().size == (40, 30)
 
 
+@pytest.mark.parametrize("view", ["whole", "crop"])
+def test_the_few_shot_split_keeps_each_photograph_on_one_side(root, view):
+    """Each image holds two refs: with `view=crop` their boxes are two images of one photograph,
+    which the split must not put on both sides."""
+    from vlbench.config import Shots
+    from vlbench.splits import make_split
+
+    pool = RefCOCOgTask(RefCOCOgOptions(view=view, eval_split="all"), root).examples(seed=0)
+    split = make_split("refcocog", pool, None, Shots.parse("25%"), seed=0, protocol="grouped")
+    photograph = {example.id: example.images[0].path.name for example in pool}
+    assert split.train_ids and split.eval_ids
+    assert not {photograph[i] for i in split.train_ids} & {photograph[i] for i in split.eval_ids}
+
+
 def test_top_k_metrics():
     task = RefCOCOgTask(RefCOCOgOptions(), None)
     assert task.outcomes([[9, 1, 2, 3, 4, 5, 6, 7, 8, 0]], [[0, 0]]) == {"top1": 1.0, "top5": 1.0}

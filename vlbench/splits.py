@@ -77,8 +77,8 @@ def make_split(
     if train_pool is not None:
         size = _checked_size(shots, len(train_pool), len(train_pool), "the task's train pool")
         chosen = [train_pool[i] for i in sorted(rng.sample(range(len(train_pool)), size))]
-        seen = {key for example in chosen for key in example.image_keys}
-        evaluation = [example.id for example in pool if not seen.intersection(example.image_keys)]
+        seen = {key for example in chosen for key in example.picture_keys}
+        evaluation = [example.id for example in pool if not seen.intersection(example.picture_keys)]
         if not evaluation:
             raise VlbenchError(f"--shots {shots.label()}: every evaluation example shows an image of a drawn training example; ask for fewer shots")
         return Split(_ids(chosen), tuple(evaluation), protocol, shots.label(), seed, len(pool) - len(evaluation))
@@ -106,13 +106,13 @@ def check_protocol(task_name: str, release_cut: bool, has_train_pool: bool, shot
 
 
 def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:
-    images = sorted({key for example in pool for key in example.image_keys})
+    images = sorted({key for example in pool for key in example.picture_keys})
     rng.shuffle(images)
     train: set[str] = set()
-    missing = {example.id: set(example.image_keys) for example in pool}
+    missing = {example.id: set(example.picture_keys) for example in pool}
     examples_by_image: dict[str, list[str]] = {}
     for example in pool:
-        for key in set(example.image_keys):
+        for key in set(example.picture_keys):
             examples_by_image.setdefault(key, []).append(example.id)
     for image in images:
         if len(train) >= size:
@@ -121,8 +121,8 @@ def _grouped_by_image(pool, size, rng, protocol, shots_label, seed) -> Split:
             missing[example_id].discard(image)
             if not missing[example_id] and len(train) < size:
                 train.add(example_id)
-    seen = {key for example in pool if example.id in train for key in example.image_keys}
-    evaluation = [e.id for e in pool if e.id not in train and not seen.intersection(e.image_keys)]
+    seen = {key for example in pool if example.id in train for key in example.picture_keys}
+    evaluation = [e.id for e in pool if e.id not in train and not seen.intersection(e.picture_keys)]
     if not evaluation:
         raise VlbenchError(
             f"--shots {shots_label}: no evaluation example is left once training images are "

@@ -32,12 +32,15 @@ class ImageRef:
 
     Exactly one of `path` (a file on disk) or `render` (a picklable function returning a PIL
     image) is set. `crop` is a (left, top, right, bottom) box in pixels, clamped to the image.
+    `picture` is the key of the whole picture a crop is cut from (none: `key`): the few-shot split
+    keeps pictures apart, so two crops of one photograph never land on both sides.
     """
 
     key: str
     path: Path | None = None
     render: Callable[[], PILImage] | None = field(default=None, compare=False)
     crop: tuple[float, float, float, float] | None = None
+    picture: str | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.render is None):
@@ -201,6 +204,11 @@ class Example:
         return tuple(image.key for image in self.images)
 
     @property
+    def picture_keys(self) -> tuple[str, ...]:
+        """The pictures its images show (a crop's whole picture): what the few-shot split keeps apart."""
+        return tuple(image.picture or image.key for image in self.images)
+
+    @property
     def n_pairs(self) -> int:
         return len(self.images) * len(self.texts)
 
@@ -273,7 +281,7 @@ class Task:
 
     def train_pool(self, seed: int) -> list[Example] | None:
         """The official train split, or None: few-shot examples are then split off `examples(seed)`
-        grouped by image, so no evaluation image is seen in training."""
+        grouped by picture, so no evaluation image (nor a crop of it) is seen in training."""
         return None
 
     def outcomes(self, scores: Sequence[Sequence[float]], positives: Sequence[Sequence[int]]) -> dict[str, float]:
