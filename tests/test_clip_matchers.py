@@ -413,14 +413,31 @@ def test_every_clip_matcher_runs_every_mini_task_far_above_chance(tmp_path, task
     assert result.results["metrics"][metric] >= threshold, result.results["metrics"]
 
 
-def test_cocoop_trains_with_cross_entropy_over_the_candidates_as_coco_op_does():
+def test_cocoop_trains_with_coco_op_s_recipe():
+    """KaiyangZhou/CoOp's trainers/cocoop.py and configs/trainers/CoCoOp: cross-entropy, SGD, a
+    constant warm-up epoch then Dassl's per-epoch cosine, batch 1, 10 epochs, no gradient clipping."""
     from vlbench.config import load_run_config
     from vlbench.runner import prepare
 
     config = load_run_config(None, {"task": "colors", "matcher": "cocoop", "model": "mini", "shots": "5%"})
-    assert prepare(config).train.loss == "ce"
+    recipe = TrainConfig(loss="ce", optimizer="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, schedule="epoch_cosine", warmup_epochs=1, warmup_lr=1e-5, epochs=10, batch_size=1, grad_clip=None)
+    assert prepare(config).train == recipe
     config = load_run_config(None, {"task": "colors", "matcher": "cocoop", "model": "mini", "shots": "5%", "train": {"loss": "bce"}})
     assert prepare(config).train.loss == "bce"  # the protocol's loss stays one option away
+
+
+@pytest.mark.parametrize(("loss", "calibrated"), [("bce", True), ("ce", False), ("hinge", False)])
+def test_the_bias_starts_at_the_midpoint_under_bce_only(loss, calibrated, monkeypatch):
+    """`ce` and `hinge` compare one example's scores with each other, so the rank-neutral bias has
+    nothing to calibrate there, and `fit` does not score the training examples to set it."""
+    matcher = make("cocoop")
+    examples = comvg_examples(4)
+    scored = []
+    score = matcher.score
+    monkeypatch.setattr(matcher, "score", lambda images, texts: scored.append(torch.is_grad_enabled()) or score(images, texts))
+    matcher.fit(examples, TrainConfig(**{**matcher.train_defaults, "loss": loss, "epochs": 1, "weight_decay": 0.0}), load_images)
+    assert scored.count(False) == (len(examples) if calibrated else 0)
+    assert (abs(matcher.trained.logit_bias.item()) > 1e-6) == calibrated  # from 0, ce moves it only by rounding
 
 
 def test_train_heads_at_its_default_leaves_clip_ft_s_configuration_as_before_it_existed(tmp_path):

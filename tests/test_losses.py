@@ -49,3 +49,30 @@ def test_warmup_then_cosine_per_step():
     decay = [0.5 * 0.002 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert rates == pytest.approx([1e-5, 1e-5, *decay])
     assert [learning_rate(TrainConfig(lr=0.1), step, 5) for step in (0, 7)] == [0.1, 0.1]
+
+
+def dassl_learning_rates(lr: float, epochs: int, warmup_epochs: int, warmup_lr: float) -> list[float]:
+    """Each epoch's learning rate as CoOp's trainers get it from Dassl's build_lr_scheduler
+    (dassl/optim/lr_scheduler.py: CosineAnnealingLR(optimizer, max_epoch) inside a
+    ConstantWarmupScheduler, WARMUP_RECOUNT true), stepped once at each epoch's end."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(epochs))
+    rates = []
+    for epoch in range(epochs):
+        if epoch < warmup_epochs:
+            rates.append(warmup_lr)
+            continue
+        if epoch > warmup_epochs:  # the warm-up hands its last step to the cosine's epoch 0
+            optimizer.step()
+            cosine.step()
+        rates.append(cosine.get_last_lr()[0])
+    return rates
+
+
+@pytest.mark.parametrize(("epochs", "warmup_epochs"), [(10, 1), (4, 0), (6, 2)])
+def test_epoch_cosine_is_coops_schedule_per_epoch(epochs, warmup_epochs):
+    train = TrainConfig(lr=0.002, epochs=epochs, schedule="epoch_cosine", warmup_epochs=warmup_epochs, warmup_lr=1e-5)
+    steps_per_epoch = 3
+    rates = [learning_rate(train, step, steps_per_epoch) for step in range(epochs * steps_per_epoch)]
+    assert rates == pytest.approx([rate for rate in dassl_learning_rates(0.002, epochs, warmup_epochs, 1e-5) for _ in range(steps_per_epoch)], rel=1e-9)
+    assert rates[-1] > 0  # unlike `cosine`, the last epoch keeps a small rate

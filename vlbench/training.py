@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 class TrainConfig:
     """Optimisation settings of the protocol; a matcher may change the defaults.
 
-    `schedule: cosine` decays the learning rate per step to 0 after `warmup_epochs` at the
-    constant `warmup_lr` (CoOp's schedule); `momentum` applies to `sgd` only."""
+    After `warmup_epochs` at the constant `warmup_lr`, `schedule: cosine` decays the learning rate
+    per step to 0 at the end; `epoch_cosine` holds it for an epoch at a time, epoch e (from 0) at
+    lr·½(1 + cos(π·(e − warmup_epochs)/epochs)), as CoOp and CoCoOp train (Dassl's cosine with
+    T_max = epochs after a constant warm-up: the last epoch keeps a small rate). `momentum`
+    applies to `sgd` only."""
 
     loss: Literal["bce", "ce", "hinge"] = "bce"
     epochs: int = 5
@@ -32,7 +35,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "epoch_cosine"] = "constant"
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
 
@@ -57,6 +60,8 @@ def learning_rate(train: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return train.warmup_lr
     if train.schedule == "constant":
         return train.lr
+    if train.schedule == "epoch_cosine":
+        return 0.5 * train.lr * (1 + math.cos(math.pi * (step // steps_per_epoch - train.warmup_epochs) / train.epochs))
     decay_steps = max(1, train.epochs * steps_per_epoch - warmup_steps)
     return 0.5 * train.lr * (1 + math.cos(math.pi * (step - warmup_steps) / decay_steps))
 

@@ -4,9 +4,14 @@ For image i and text t the text tower reads [SOS] (ctx_1 + π_i) … (ctx_n + π
 [EOS], where ctx are `n_ctx` learned vectors (initialised from the embeddings of `ctx_init`) and
 π_i = meta_net(image embedding of i), meta_net = Linear(d, d/16) → ReLU → Linear(d/16, width).
 score = exp(logit_scale) · cos(image embedding, text feature of the pair) + bias (CLIP's frozen
-scale; the rank-neutral bias calibrates `bce` and starts at the training pairs' midpoint). CLIP
-stays frozen. The text tower runs once per (image, text) pair: CoCoOp's known cost. Training
-follows CoOp: SGD lr 0.002, momentum 0.9, weight decay 5e-4, one warm-up epoch at 1e-5, cosine.
+scale; the rank-neutral bias calibrates `bce` and starts at the training pairs' midpoint; under
+CoCoOp's `ce` it changes no ranking). CLIP stays frozen. The text tower runs once per (image, text)
+pair: CoCoOp's known cost. Training follows CoOp's trainer and its CoCoOp config: cross-entropy,
+SGD lr 0.002, momentum 0.9, weight decay 5e-4, batch 1, 10 epochs, the first at 1e-5, then
+Dassl's cosine per epoch (`epoch_cosine`), no gradient clipping. Where it differs, by design: the
+images are the frozen tower's cached features of the evaluation crop (CoCoOp trains on random
+resized crops and flips), CLIP runs in float32 (CoCoOp's config: fp16), and no "." is appended to
+a text (CoCoOp's prompts end "<class name>."; vlbench's texts are sentences as the task gives them).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class ConditionalPrompt(torch.nn.Module):
                 raise VlbenchError(f"matcher_options: ctx_init '{ctx_init}' is {len(init_ids)} tokens but n_ctx is {n_ctx}; make them agree, or set ctx_init: '' for random context vectors")
             ctx = features.model.token_embedding(init_ids).detach().float()
         else:
-            ctx = torch.empty(n_ctx, width, device=features.device).normal_(std=0.02)
+            ctx = torch.empty(n_ctx, width).normal_(std=0.02).to(features.device)  # drawn on the CPU: one seed, one draw, on any device
         self.ctx = torch.nn.Parameter(ctx.clone())
         hidden = max(1, image_dim // 16)
         self.meta_net = torch.nn.Sequential(OrderedDict(linear1=torch.nn.Linear(image_dim, hidden), relu=torch.nn.ReLU(), linear2=torch.nn.Linear(hidden, width))).to(features.device)
@@ -87,8 +92,10 @@ class ConditionalPrompt(torch.nn.Module):
 class CoCoOpMatcher(TrainedClipMatcher):
     name = "cocoop"
     summary = "CoCoOp prompt learning (open_clip): context vectors shifted by an image-conditioned meta-net."
-    # CoCoOp's recipe: cross-entropy over the candidates, SGD with a cosine schedule and warm-up.
-    train_defaults = {"loss": "ce", "optimizer": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 1, "warmup_lr": 1e-5, "epochs": 10, "batch_size": 1}
+    version = "4"  # 4: CoCoOp's schedule (per epoch) without gradient clipping
+    # CoCoOp's recipe (trainers/cocoop.py and configs/trainers/CoCoOp in KaiyangZhou/CoOp): cross-entropy
+    # over the candidates, SGD, Dassl's per-epoch cosine after a constant warm-up, no gradient clipping.
+    train_defaults = {"loss": "ce", "optimizer": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "epoch_cosine", "warmup_epochs": 1, "warmup_lr": 1e-5, "epochs": 10, "batch_size": 1, "grad_clip": None}
     Options = CoCoOpOptions
 
     def __init__(self, options, runtime):

@@ -74,7 +74,8 @@ class ClipMatcher(Matcher):
 
 class TrainedClipMatcher(ClipMatcher):
     """A frozen CLIP plus `self.trained`, a module holding every trainable tensor, among them a
-    rank-neutral `logit_bias` that starts at the training pairs' midpoint so `bce` starts calibrated."""
+    rank-neutral `logit_bias` that, under `bce`, starts at the training pairs' midpoint so the loss
+    starts calibrated (`ce` and `hinge` compare a pair's scores only: it stays 0 there)."""
 
     trainable = True
 
@@ -87,7 +88,8 @@ class TrainedClipMatcher(ClipMatcher):
 
         from vlbench.losses import midpoint_bias
 
-        with torch.no_grad():
-            scores = [self.score(load_images(example), example.texts) for example in examples]
-            self.trained.logit_bias.fill_(midpoint_bias(scores, [example.positives for example in examples]))
+        if train.loss == "bce":
+            with torch.no_grad():
+                scores = [self.score(load_images(example), example.texts) for example in examples]
+                self.trained.logit_bias.fill_(midpoint_bias(scores, [example.positives for example in examples]))
         super().fit(examples, train, load_images)
