@@ -228,6 +228,21 @@ def test_training_changes_only_the_learned_parameters(name, trained_marker):
         torch.testing.assert_close(fresh.score(images, TEXTS), matcher.score(images, TEXTS), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(("loss", "scale_trains"), [("bce", True), ("ce", True), ("hinge", False)])
+def test_dsd_s_calibration_scale_trains_except_under_the_hinge(loss, scale_trains, monkeypatch):
+    from vlbench import training
+    from vlbench.evaluation import load_images
+
+    optimised = []
+    make_optimizer = training.make_optimizer
+    monkeypatch.setattr(training, "make_optimizer", lambda parameters, train: optimised.extend(parameters) or make_optimizer(parameters, train))
+    matcher = make("dsd", noise_levels=[0.5])
+    matcher.fit(examples(2), TrainConfig(**{**matcher.train_defaults, "loss": loss, "epochs": 1, "batch_size": 2}), load_images)
+    prompts = matcher.trained_module()
+    assert any(parameter is prompts.log_scale for parameter in optimised) == scale_trains
+    assert any(parameter is prompts.bias for parameter in optimised)
+
+
 def test_with_save_attention_training_keeps_no_maps_and_evaluation_keeps_each_example_s():
     from vlbench.evaluation import load_images
 
@@ -247,6 +262,17 @@ def test_unknown_layer_names_are_clear_errors():
         make("dsd", layers="last-9")
     with pytest.raises(VlbenchError, match="is not a cross-attention layer of this UNet; it has down_blocks.1"):
         make("dsd", layers=["up_blocks.9.attentions.0.transformer_blocks.0.attn2"])
+
+
+@pytest.mark.parametrize("part", ["norm_q", "norm_k", "spatial_norm"])
+def test_attention_parts_the_capture_does_not_compute_are_refused(part):
+    matcher = make("dsd", noise_levels=[0.5])
+    for name, module in matcher.sd.unet.named_modules():
+        if name.endswith("attn2"):
+            setattr(module, part, torch.nn.Identity())  # what a newer UNet's attention would normalise with
+    example = examples(1)[0]
+    with pytest.raises(ValueError, match=f"does not apply {part}, which this UNet's attention layers have"):
+        matcher.score(loaded(example), example.texts)
 
 
 def test_release_timestep_grid_matches_the_released_code():

@@ -9,7 +9,8 @@ then over heads (mean, or dynamic weights), layers and noise levels.
 
 Decisions where the paper is ambiguous (alternatives in brackets):
 - Eq. 5 adds the prompt to `W^k`; here `P_k`, `P_v` are added to the keys and values, one row per
-  text position, as the design specifies [a low-rank delta on `W^k`, which is what `dsd-release` does].
+  text position, as the design specifies [literally, a full learned matrix added to `W^k` (and
+  `W^v`); `dsd-release` instead trains rank-4 LoRA deltas on q, k, v and out of every attention].
 - The meta-net shift π is added to both `P_k` and `P_v` rows through separate output halves
   [one shared shift for keys and values, which puts them in one space].
 - The meta-net reads the mean of the image tokens entering its layer (`meta_input: layer`), which
@@ -17,13 +18,26 @@ Decisions where the paper is ambiguous (alternatives in brackets):
   image-conditional as the paper's is [`meta_input: latent`: the clean latent pooled to 4×4,
   image only].
 - Dynamic head weighting (Eq. 7): head h's weight is its attribution `Σ A_h ⊙ ∂f/∂A_h` (f the
-  pooled score, derivative in closed form), averaged over the text tokens and normalised over
-  heads [the gradient of the training loss, which needs labels and a backward pass at inference].
+  head's own pooled score, derivative in closed form: how a map changes later layers is left out),
+  averaged over the text tokens and normalised over heads; the weights are a function of the
+  attention like the pooling itself, so training differentiates through them [the gradient of
+  the training loss, which needs labels and a backward pass at inference; weights detached in
+  training; a relevance map `(A_h ⊙ ∂f/∂A_h)⁺` averaged over heads and then pooled, as
+  Chefer et al.'s attribution, instead of one scalar weight per head].
 - `tokens: real` averages over BOS, the words and EOS [`words`: the words only]; padding is
-  always excluded.
+  always excluded. BOS's state is the same for every text (a causal text encoder), so where a
+  model's BOS draws much attention (as Attend-and-Excite reports for Stable Diffusion) it adds a text-independent
+  term divided by the text's length, which can favour short candidates on retrieval tasks
+  (RefCOCOg, VQAv2, Winoground's text score; ComVG's candidates are images). On the mini SD BOS
+  pools like the words (0.43–0.50); not measured on SD 2.1 here.
+- `lse_lambda` 10: a probability is one text token's share of an image token's attention over
+  77 tokens (mostly below 0.1 on the mini SD), so λ·A stays near or below 1 and the LSE sits
+  between the mean over image tokens and the max, nearer the mean; a larger λ moves it to the max.
 - Scores are `exp(log_scale)·s + bias` (calibration; identity until trained), so `bce` sees
   logits; training starts with the scale and bias that give the training scores unit spread
-  around the positive/negative midpoint. Training draws fresh noise each step.
+  around the positive/negative midpoint. The scale trains under `bce` and `ce` (a temperature);
+  under `hinge` it stays as set, so the margin is in units of that spread (a growing scale would
+  meet any margin without changing a ranking). Training draws fresh noise each step.
 """
 
 from __future__ import annotations
@@ -73,6 +87,7 @@ ATTENTION_GRID = 16  # saved maps are resized to this many cells a side
 
 class DSDMatcher(StableDiffusionMatcher):
     name = "dsd"
+    version = "2"  # 2: under hinge the calibration scale stays as set
     summary = "Discriminative Stable Diffusion (paper): LSE-pooled cross-attention, attention prompt learning."
     trainable = True
     records_attention = True
@@ -173,7 +188,7 @@ class DSDMatcher(StableDiffusionMatcher):
 
     def _attention_records(self, batch, parts, grids) -> list[dict]:
         """Per example, per (image, text) pair: each real token's map, averaged over the captured
-        layers, heads and noise levels (the attention the score pooled)."""
+        layers, heads (uniformly, also under `heads: dynamic`) and noise levels."""
         grid = torch.stack(grids).mean(dim=0)
         records, start = [], 0
         for (images, texts), part in zip(batch, parts):
@@ -239,4 +254,5 @@ class DSDMatcher(StableDiffusionMatcher):
             spread = torch.cat([scores.flatten() for scores in raw]).std().nan_to_num(1.0).clamp(min=1e-8)  # nan: a single pair
             prompts.log_scale.fill_(-spread.log().item())
             prompts.bias.fill_(midpoint_bias([prompts.log_scale.exp() * scores for scores in raw], [example.positives for example in examples]))
+        prompts.log_scale.requires_grad_(train.loss != "hinge")  # a growing scale alone would meet the hinge's margin
         super().fit(examples, train, load_images)

@@ -83,6 +83,9 @@ def select_layers(unet, spec: str | Sequence[str]) -> list[str]:
     return sorted(spec, key=_forward_position)
 
 
+UNSUPPORTED_PARTS = ("spatial_norm", "norm_q", "norm_k")  # parts of diffusers' Attention the capture does not compute: refused, never skipped
+
+
 class CapturingCrossAttention(torch.nn.Module):
     """A diffusers attention processor for one `attn2` layer: explicit softmax attention
     (`softmax(QKᵀ·scale)V`) that keeps `readout(logits, probabilities)` of its last call.
@@ -109,6 +112,9 @@ class CapturingCrossAttention(torch.nn.Module):
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if attention_mask is not None:
             raise ValueError("CapturingCrossAttention does not support attention masks")
+        unsupported = [part for part in UNSUPPORTED_PARTS if getattr(attn, part, None) is not None]
+        if unsupported:
+            raise ValueError(f"CapturingCrossAttention does not apply {', '.join(unsupported)}, which this UNet's attention layers have (Stable Diffusion 1.x and 2.x have none)")
         residual = hidden_states
         spatial = hidden_states.ndim == 4
         if spatial:
