@@ -1,4 +1,4 @@
-"""Per-example outcomes of two rows of runs, paired by example id for the paired bootstrap."""
+"""Per-example outcomes of two rows of runs, paired by example id for the paired comparison."""
 
 from __future__ import annotations
 
@@ -13,16 +13,21 @@ class PairedOutcomes:
     metric: str
     ours: list[float]  # per example both rows scored, averaged over the seeds that paired it
     theirs: list[float]  # the baseline's, aligned with `ours`
-    by_seed: dict[int, float | None]  # each seed of the row: its mean difference over the examples it paired (None: not paired)
+    groups: list[str] | None  # each example's value of the task's `headline_groups` tag, which the metric averages over
+    by_seed: dict[int, float | None]  # each seed of the row: the metric's difference over the examples it paired (None: not paired)
     against_mean: list[int]  # seeds paired with the baseline's mean over its seeds, which lack them
 
 
-def compared_metric(runs: Sequence[StoredRun]) -> str:
-    """The per-example metric a comparison uses: the task's headline where it is one (Winoground's
-    `group`), else the first outcome (ComVG's `accuracy`: its `average` is not per example)."""
+def compared_metric(runs: Sequence[StoredRun]) -> tuple[str, str, str | None]:
+    """The metric a comparison tests, the per-example outcome it is computed from, and the tag
+    whose groups it averages: the task's headline where it is per example (Winoground's `group`)
+    or a mean over `headline_groups` (ComVG's `average` of `accuracy` over `neg_value`), else the
+    first outcome."""
     outcomes = next(iter(runs[0].outcomes.values()))
-    headline = runs[0].record.headline
-    return headline if headline in outcomes else next(iter(outcomes))
+    headline, groups = runs[0].record.headline, runs[0].task.headline_groups
+    if headline in outcomes:
+        return headline, headline, None
+    return (headline, next(iter(outcomes)), groups) if groups else (next(iter(outcomes)), next(iter(outcomes)), None)
 
 
 def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun], same_shots: bool = True) -> PairedOutcomes:
@@ -34,8 +39,8 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
     with nothing otherwise (another split's examples). Each side is then averaged over the seeds
     that paired the example, so an example scored under three seeds counts once; resampling
     examples does not see how much the seed moves the row, which `by_seed` shows."""
-    metric = compared_metric(runs)
-    baseline_by_seed = {run.record.seed: {i: outcome[metric] for i, outcome in run.outcomes.items()} for run in baseline_runs}
+    metric, outcome_name, group_tag = compared_metric(runs)
+    baseline_by_seed = {run.record.seed: {i: outcome[outcome_name] for i, outcome in run.outcomes.items()} for run in baseline_runs}
     pooled: dict[str, list[float]] = {}
     for outcomes in baseline_by_seed.values():
         for example_id, value in outcomes.items():
@@ -43,6 +48,7 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
     baseline_mean = {example_id: sum(values) / len(values) for example_id, values in pooled.items()}
     ours: dict[str, list[float]] = {}
     theirs: dict[str, list[float]] = {}
+    group_of: dict[str, str] = {}
     by_seed: dict[int, float | None] = {}
     against_mean = []
     for run in sorted(runs, key=lambda run: run.record.seed):
@@ -53,8 +59,18 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
             against_mean.append(seed)
         shared = sorted(run.outcomes.keys() & partner.keys()) if partner is not None else []
         for example_id in shared:
-            ours.setdefault(example_id, []).append(run.outcomes[example_id][metric])
+            ours.setdefault(example_id, []).append(run.outcomes[example_id][outcome_name])
             theirs.setdefault(example_id, []).append(partner[example_id])
-        by_seed[seed] = sum(run.outcomes[i][metric] - partner[i] for i in shared) / len(shared) if shared else None
+            group_of[example_id] = run.scores[example_id].tags.get(group_tag, "") if group_tag else ""
+        by_seed[seed] = grouped_mean([run.outcomes[i][outcome_name] - partner[i] for i in shared], [group_of[i] for i in shared]) if shared else None
     paired = sorted(ours)
-    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], by_seed, against_mean)
+    groups = [group_of[i] for i in paired] if group_tag else None
+    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], groups, by_seed, against_mean)
+
+
+def grouped_mean(values: Sequence[float], groups: Sequence[str]) -> float:
+    """The mean over groups of each group's mean (one group: the plain mean)."""
+    members: dict[str, list[float]] = {}
+    for value, group in zip(values, groups):
+        members.setdefault(group, []).append(value)
+    return sum(sum(group) / len(group) for group in members.values()) / len(members)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
+from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -212,7 +212,7 @@ def _page(title: str, body: str, scripts: Sequence[str] = ()) -> str:
 def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: list[Group], unbrowsed: Sequence[StoredRun] = ()) -> str:
     parts = [
         "<h1>vlbench report</h1>",
-        "<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in <strong>bold</strong>. "
+        f"<p class=\"note\">Mean ± 95% CI over seeds (Student t), in %. {html.escape(BOLD_NOTE)} "
         f"{html.escape(NO_INTERVAL_NOTE)} <em>Reported</em> rows are published numbers, not measured here. {html.escape(OUTLIER_NOTE)}"
         + "".join(f" {html.escape(note)}" for note in (UNCHECKED_NOTE if any_unchecked(tables) else "", sources_note(tables), devices_note(tables)) if note) + "</p>",
     ]

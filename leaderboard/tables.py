@@ -1,6 +1,6 @@
 """Leaderboard tables: runs grouped by (task, data, matcher, configuration, shots), aggregated over seeds.
 
-A pure function of run records (`results.json`, and `scores.jsonl` for the paired bootstrap), read
+A pure function of run records (`results.json`, and `scores.jsonl` for the paired comparison), read
 through `vlbench.stored_runs`: no model, no data. `build_board` makes the structure;
 `render_markdown`, `render_csv` and `render_json` write it. A run limited to a sample of its
 evaluation examples (`--limit`) is shown as such (`n` = "300 of 5400") and ranked and compared
@@ -19,14 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlbench.config import Shots
+from vlbench.config import RunConfig, Shots
 from vlbench.errors import VlbenchError
 from vlbench.identity import short_fingerprint
 from vlbench.stats import mean_and_ci
 from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
+DEFAULT_SPLIT = RunConfig.split  # rows split otherwise say so in their label
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
+BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds, the set with the most; each seed is its own split, so rows on other seeds are not ranked."
 NO_INTERVAL_NOTE = "Rows with one seed have no interval; a cell whose value fewer of the row's seeds recorded says how many."
 OUTLIER_NOTE = (
     f"⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean on the task's headline metric, in rows of three seeds "
@@ -59,9 +61,14 @@ class Row:
         return [record.seed for record in self.records]
 
     @property
-    def cohort(self) -> tuple[str, str, int | None]:
-        """Rows ranked and compared together: the same data, shots and evaluation limit."""
-        return (self.data, self.shots, self.limit, self.limit_sample)
+    def split(self) -> str:
+        """How its few-shot examples were split off (`--split`)."""
+        return self.records[0].protocol.split
+
+    @property
+    def cohort(self) -> tuple[str, str, int | None, str | None, str]:
+        """Rows ranked and compared together: the same data, shots, evaluation limit and split."""
+        return (self.data, self.shots, self.limit, self.limit_sample, self.split)
 
     def values(self, column: tuple[str, ...]) -> list[float]:
         """The column's value in each seed's record (in seed order), where present."""
@@ -103,7 +110,7 @@ class TableRow:
 
 @dataclass
 class Comparison:
-    """Paired bootstrap of one row against its baseline row (`against`)."""
+    """The paired comparison (`paired.paired_comparison`) of one row against its baseline row (`against`)."""
 
     label: str
     shots: str
@@ -138,7 +145,7 @@ class TaskTable:
     uncompared: list[str] = field(default_factory=list)  # rows with nothing to compare against (`uncompared_note`)
     headline: str = ""  # the column plots draw (the task's headline metric)
     reported_apart: ReportedApart | None = None
-    resamples: int = 10_000  # of the paired bootstrap
+    resamples: int = 10_000  # of the paired comparison's bootstrap and of its sign flips
 
     @property
     def slug(self) -> str:
@@ -272,7 +279,7 @@ def read_references(path: Path = REFERENCE_NUMBERS) -> list[dict[str, Any]]:
 def build_board(roots: Sequence[Path], baseline: str | None = None, references: list[dict[str, Any]] | None = None, resamples: int = 10_000) -> list[TaskTable]:
     """One table per task and data (`data_variant_names`): measured rows (best mean per shots
     setting marked), reported rows for the task from `references`, and with `baseline` a paired
-    bootstrap of rows against a baseline row: a matcher name compares every other row with that
+    comparison of rows with a baseline row: a matcher name compares every other row with that
     matcher's row of the same data, shots and limit; `zero-shot` compares every trained row with
     the same matcher's zero-shot row."""
     rows = group_rows(find_runs(roots))
@@ -301,14 +308,23 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
-        cohorts.setdefault(row.cohort, []).append(table_rows[-1])
-    for same in cohorts.values():
+        cohorts.setdefault(row.cohort, []).append((table_rows[-1], tuple(row.seeds)))
+    for members in cohorts.values():
+        same = _ranked(members)
         for index in range(len(columns)):
             best = max((round(row.cells[index].mean, 2) for row in same if row.cells[index] is not None), default=None)
             for row in same:
                 if row.cells[index] is not None and len(same) > 1 and round(row.cells[index].mean, 2) == best:  # as printed: rows that read the same are both bold
                     row.cells[index].best = True
     return table_rows
+
+
+def _ranked(members: list[tuple[TableRow, tuple[int, ...]]]) -> list[TableRow]:
+    """The rows of a cohort that compete for bold: those run on one set of seeds (each seed is
+    its own split), the set with the most seeds, then with the most rows."""
+    sets = Counter(seeds for _, seeds in members)
+    chosen = max(sets, key=lambda seeds: (len(seeds), sets[seeds], [-seed for seed in seeds]))
+    return [row for row, seeds in members if seeds == chosen]
 
 
 def _n_label(row: Row) -> str:
@@ -374,7 +390,7 @@ def _reported_apart(references: list[dict[str, Any]]) -> ReportedApart | None:
 
 
 def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[int, str]) -> tuple[list[Comparison], list[str]]:
-    from vlbench.leaderboard.bootstrap import paired_bootstrap
+    from vlbench.leaderboard.paired import paired_comparison
     from vlbench.leaderboard.outcomes import paired_outcomes
 
     comparisons, uncompared = [], []
@@ -396,7 +412,7 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         if len(paired.ours) < fewest / 2:  # one entry per distinct example, over the seeds
             uncompared.append(f"{name}: {len(paired.ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
-        result = paired_bootstrap(paired.ours, paired.theirs, resamples)
+        result = paired_comparison(paired.ours, paired.theirs, paired.groups, resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
         by_seed = {seed: None if difference is None else difference * 100 for seed, difference in paired.by_seed.items()}
         comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against, by_seed, paired.against_mean))
@@ -417,7 +433,7 @@ def _wanted(baseline: str) -> str:
 
 
 def uncompared_note(table: TaskTable) -> str:
-    """The line under a board's bootstrap that names the rows it did not compare, and why."""
+    """The line under a board's comparisons that names the rows it did not compare, and why."""
     return f"Not compared: {'; '.join(table.uncompared)}."
 
 
@@ -453,7 +469,10 @@ def _labels(rows: list[Row]) -> dict[int, str]:
     for row in rows:
         label = _base_label(row)
         siblings = [other.records[0] for other in rows if (other.matcher, other.model, other.shots) == (row.matcher, row.model, row.shots)]
-        labels[id(row)] = label + (f" [{configuration_names(siblings)[row.config_id]}]" if len(siblings) > 1 else "")
+        parts = [configuration_names(siblings)[row.config_id]] if len(siblings) > 1 else []
+        if row.split != DEFAULT_SPLIT and not any("split=" in part for part in parts):
+            parts.append(f"split={row.split}")  # evaluated on other examples than the rows beside it: always said
+        labels[id(row)] = label + (f" [{', '.join(parts)}]" if parts else "")
     return labels
 
 
@@ -514,7 +533,7 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
     lines = [
         "# vlbench leaderboard",
         "",
-        "Mean ± 95% CI over seeds (Student t), in %. Best mean per shots setting in **bold**.",
+        f"Mean ± 95% CI over seeds (Student t), in %. {BOLD_NOTE}",
         f"{NO_INTERVAL_NOTE} *Reported* rows are published numbers (cited below each table), not measured here.",
         OUTLIER_NOTE,
     ]
@@ -549,17 +568,19 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
 
 
 def comparison_caption(baseline: str | None, resamples: int) -> str:
-    """What the bootstrap table under a board compares (markdown and HTML share it)."""
+    """What the comparison table under a board compares (markdown and HTML share it)."""
     if baseline == ZERO_SHOT:
         pairing = (
-            f"Paired bootstrap of each trained row against the same matcher's zero-shot row ({resamples:,} resamples of the examples "
-            "both scored; each seed paired with the zero-shot run of its seed, or marked (mean) with the zero-shot row's mean over its seeds"
+            "Paired comparison of each trained row with the same matcher's zero-shot row on the examples both scored (each seed paired with "
+            "the zero-shot run of its seed, or marked (mean) with the zero-shot row's mean over its seeds"
         )
     else:
-        pairing = f"Paired bootstrap against `{baseline}` with the same shots ({resamples:,} resamples of the examples both scored; each seed paired with `{baseline}`'s run of its seed, – where it has none"
+        pairing = f"Paired comparison with `{baseline}` at the same shots on the examples both scored (each seed paired with `{baseline}`'s run of its seed, – where it has none"
     return (
-        f"{pairing}; each example averaged over the seeds that paired it; difference in points; p two-sided, at best 1/{resamples + 1:,}). "
-        "The interval and p resample examples with each seed's model fixed; how much the seed moves the difference shows by seed:"
+        f"{pairing}; each example averaged over the seeds that paired it). The difference is the metric's, in points (a headline that averages groups, as ComVG's "
+        f"average does its swap types, as such); the interval a paired bootstrap's ({resamples:,} resamples of the examples, within each group); p two-sided, "
+        f"from {resamples:,} random sign flips of the per-example differences (a paired permutation test; at best 1/{resamples + 1:,}). "
+        "Both hold each seed's model fixed; how much the seed moves the difference shows by seed:"
     )
 
 
@@ -595,7 +616,7 @@ def render_csv(tables: list[TaskTable]) -> str:
     """One line per (row, column): task, matcher, shots, seeds, n (a tag column's: that tag's
     examples, `189/190/194` where seeds differ), column, mean, ci, reported,
     citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
-    that computed them (`sources_sha256`) and the devices its runs ran on (`devices`, `; `-separated); then, with a baseline, one per paired bootstrap: the column is "METRIC difference",
+    that computed them (`sources_sha256`) and the devices its runs ran on (`devices`, `; `-separated); then, with a baseline, one per paired comparison: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p,
     the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated; `SEED:` not paired, `(mean)` against the zero-shot mean)."""
     import csv

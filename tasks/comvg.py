@@ -44,6 +44,7 @@ class ComVGTask(Task):
     version = "1"
     summary = "ComVG: pick the image matching a sentence against one differing in subject, object or predicate."
     headline = "average"
+    headline_groups = "neg_value"
     Options = ComVGOptions
 
     def examples(self, seed: int) -> list[Example]:

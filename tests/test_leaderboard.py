@@ -27,7 +27,7 @@ def write_record(root: Path, matcher: str, config_id: str, shots: str, seed: int
 def runs(tmp_path):
     for seed, accuracy in enumerate((0.50, 0.60, 0.70)):
         write_record(tmp_path, "mean-color", "aaa", "10%", seed, accuracy, {"color": accuracy + 0.2, "shape": accuracy - 0.2})
-    for seed, accuracy in enumerate((0.52, 0.48)):
+    for seed, accuracy in enumerate((0.52, 0.48, 0.50)):
         write_record(tmp_path, "random", "bbb", "10%", seed, accuracy, {"color": 0.5, "shape": accuracy})
     write_record(tmp_path, "random", "ccc", "0", 0, 0.49, {"color": 0.5, "shape": 0.48})
     write_record(tmp_path, "color-words", "ddd", "0", 0, 0.525, {"color": 1.0, "shape": 0.0})
@@ -45,7 +45,7 @@ def test_confidence_interval_matches_scipy():
 
 def test_rows_group_seeds_of_one_configuration(runs):
     rows = group_rows(find_runs([runs]))
-    assert [(row.matcher, row.shots, row.seeds) for row in rows] == [("color-words", "0", [0]), ("random", "0", [0]), ("mean-color", "10%", [0, 1, 2]), ("random", "10%", [0, 1])]
+    assert [(row.matcher, row.shots, row.seeds) for row in rows] == [("color-words", "0", [0]), ("random", "0", [0]), ("mean-color", "10%", [0, 1, 2]), ("random", "10%", [0, 1, 2])]
 
 
 def test_markdown_matches_the_saved_board(runs):
@@ -64,25 +64,50 @@ def test_a_run_copied_into_two_runs_directories_is_refused(runs, tmp_path_factor
         group_rows(find_runs([runs, copy]))
 
 
-def test_paired_bootstrap_matches_the_normal_closed_form_and_scipy():
+def test_paired_comparison_s_interval_is_scipy_s_bootstrap_and_its_p_scipy_s_sign_flip_test():
     import numpy as np
 
-    from vlbench.leaderboard.bootstrap import paired_bootstrap
+    from vlbench.leaderboard.paired import paired_comparison
 
     rng = np.random.default_rng(1)
     baseline = rng.random(400)
-    matcher = baseline + rng.normal(0.04, 0.5, 400)  # continuous, so the normal limit applies
+    matcher = baseline + rng.normal(0.04, 0.5, 400)
     differences = matcher - baseline
-    result = paired_bootstrap(matcher, baseline, resamples=20_000, seed=0)
+    result = paired_comparison(matcher, baseline, resamples=20_000, seed=0)
     assert result.difference == pytest.approx(differences.mean(), abs=1e-12) and result.n_pairs == 400
-    standard_error = differences.std() / np.sqrt(400)  # the bootstrap's own (population) spread
-    expected_p = 2 * stats.norm.sf(abs(differences.mean()) / standard_error)
-    assert result.p_value == pytest.approx(expected_p, abs=0.02)
     reference = stats.bootstrap((differences,), np.mean, n_resamples=20_000, method="percentile", random_state=1).confidence_interval
     assert result.low == pytest.approx(reference.low, abs=0.006) and result.high == pytest.approx(reference.high, abs=0.006)
-    # A clear gain has a tiny p-value; no difference at all has p = 1.
-    assert paired_bootstrap([1.0] * 50 + [0.0] * 50, [0.0] * 100).p_value < 1e-3
-    assert paired_bootstrap([1.0, 0.0], [1.0, 0.0]).p_value == 1.0
+    # One sample under permutation_type="samples": scipy flips each observation's sign.
+    flips = stats.permutation_test((differences,), np.mean, permutation_type="samples", n_resamples=20_000, alternative="two-sided", random_state=1)
+    assert result.p_value == pytest.approx(flips.pvalue, abs=0.01)
+    assert paired_comparison([1.0] * 50 + [0.0] * 50, [0.0] * 100).p_value < 1e-3
+    assert paired_comparison([1.0, 0.0], [1.0, 0.0]).p_value == 1.0
+
+
+@pytest.mark.parametrize(("right_only_in_ours", "right_only_in_theirs", "exact"), [(5, 0, 0.0625), (6, 2, 0.2891), (3, 0, 0.25)])
+def test_the_p_value_of_0_1_outcomes_is_mc_nemar_s_exact_test(right_only_in_ours, right_only_in_theirs, exact):
+    """Only the examples right in one row decide; the bootstrap p this replaced gave 0.033, 0.203
+    and 0.126 here."""
+    from vlbench.leaderboard.paired import paired_comparison
+
+    ours = [1.0] * right_only_in_ours + [0.0] * right_only_in_theirs + [1.0] * 50 + [0.0] * 40
+    theirs = [0.0] * right_only_in_ours + [1.0] * right_only_in_theirs + [1.0] * 50 + [0.0] * 40
+    assert stats.binomtest(right_only_in_ours, right_only_in_ours + right_only_in_theirs).pvalue == pytest.approx(exact, abs=1e-4)
+    assert paired_comparison(ours, theirs, resamples=40_000).p_value == pytest.approx(exact, abs=0.006)
+
+
+def test_a_headline_averaged_over_groups_is_compared_as_such():
+    """ComVG's average is the mean over swap types: a row better on the large group and worse on
+    the small ones gains on pooled accuracy but loses on the average, and the comparison says the latter."""
+    from vlbench.leaderboard.paired import paired_comparison
+
+    groups = ["object"] * 200 + ["subject"] * 50 + ["verb"] * 50
+    theirs = [0.0] * 20 + [1.0] * 180 + [1.0] * 30 + [0.0] * 20 + [1.0] * 30 + [0.0] * 20
+    ours = [1.0] * 20 + [1.0] * 180 + [1.0] * 26 + [0.0] * 24 + [1.0] * 26 + [0.0] * 24  # +20 right on object, -4 on each of the others
+    pooled = (sum(ours) - sum(theirs)) / len(ours)
+    result = paired_comparison(ours, theirs, groups)
+    assert pooled > 0 and result.difference == pytest.approx((20 / 200 - 4 / 50 - 4 / 50) / 3) and result.difference < 0
+    assert result.low < result.difference < result.high
 
 
 def write_scored_run(root, matcher, seed, correct_ids, ids):
@@ -187,7 +212,7 @@ def test_bootstrap_rows_pair_examples_by_seed_and_id(tmp_path):
     assert comparison.difference == pytest.approx(20.0)
     assert comparison.low < 20.0 < comparison.high and comparison.p_value < 1e-3
     markdown = render_board([tmp_path], baseline="plain")
-    assert "Paired bootstrap against `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
+    assert "Paired comparison with `plain`" in markdown and "| good | 0 | accuracy | +20.00 |" in markdown
     with pytest.raises(VlbenchError, match="--baseline plian: no row of that matcher on this board. Did you mean 'plain'"):
         build_board([tmp_path], baseline="plian")
 
@@ -338,13 +363,16 @@ def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
     assert "| +50.00 | [+40.00, +60.00] | ≤ 0.0001 | 100 | 0: +50.00 |" in markdown and "10,000 resamples" in markdown and "at best 1/10,001" in markdown
 
 
-def test_rows_that_print_the_same_mean_are_both_bold(tmp_path):
-    """Three seeds at 70% average to 69.99999999999999 in floating point: still 70.00, still best."""
+def test_rows_that_print_the_same_mean_are_both_bold_and_rows_on_other_seeds_are_not_ranked(tmp_path):
+    """Three seeds at 70% average to 69.99999999999999 in floating point: still 70.00, still best.
+    A row of one seed is not ranked beside rows of three, however high: its seed is one split."""
     for seed in range(3):
         write_record(tmp_path, "three", "aaa", "0", seed, 0.7, {"color": 0.7})
-    write_record(tmp_path, "one", "bbb", "0", 0, 0.7, {"color": 0.7})
+        write_record(tmp_path, "also-three", "ccc", "0", seed, 0.7 if seed else 0.6999999999999999, {"color": 0.7})
+    write_record(tmp_path, "one", "bbb", "0", 0, 0.9, {"color": 0.9})
     markdown = render_board([tmp_path])
-    assert "| three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| one | 0 | 1 † | 100 | **70.00** |" in markdown
+    assert "| three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| also-three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown
+    assert "| one | 0 | 1 † | 100 | 90.00 | 90.00 |" in markdown
 
 
 def test_a_cell_fewer_seeds_recorded_says_how_many(tmp_path):
@@ -583,4 +611,39 @@ def test_zero_shot_browsers_keep_seeds_apart_and_winoground_compares_on_group(tm
     (run / "split.json").write_text(json.dumps({"eval_ids": ["w-1"], "train_ids": []}))
     metrics = {"text": 1.0, "image": 1.0, "group": 1.0}
     (run / "results.json").write_text(json.dumps(results_record("winoground", "clip", "cfg", "0", 0, metrics, {}, 1, headline="group")))
-    assert compared_metric(find_runs([tmp_path / "wino"])) == "group"
+    assert compared_metric(find_runs([tmp_path / "wino"])) == ("group", "group", None)
+
+
+def test_comvg_rows_are_compared_on_their_average_over_swap_types(tmp_path):
+    """The board's difference for a ComVG row is exactly the difference of the table's averages
+    on the same examples (90 of mini ComVG: the swap types' counts differ), not of pooled accuracy."""
+    from conftest import mini_results
+    from vlbench.leaderboard.tables import build_board
+
+    results = {matcher: mini_results(tmp_path, "mini-comvg", matcher, "mini" if matcher == "clip" else None, 0, limit=90) for matcher in ("clip", "random")}
+    counts = [group["n"] for group in results["clip"]["breakdown"]["neg_value"].values()]
+    assert len(set(counts)) > 1
+    (table,) = build_board([tmp_path / "runs"], baseline="random")
+    (comparison,) = table.comparisons
+    averages = {matcher: result["metrics"]["average"] for matcher, result in results.items()}
+    assert comparison.metric == "average"
+    assert comparison.difference == pytest.approx(100 * (averages["clip"] - averages["random"]), abs=1e-9)
+    assert comparison.by_seed == {0: pytest.approx(comparison.difference, abs=1e-9)}
+    pooled = 100 * (results["clip"]["metrics"]["accuracy"] - results["random"]["metrics"]["accuracy"])
+    assert abs(pooled - comparison.difference) > 0.01
+
+
+def test_rows_split_otherwise_are_ranked_apart_and_say_their_split(tmp_path):
+    """A row trained on the release's first rows evaluates other examples than a grouped row: it
+    is not ranked beside it, and its label says so even where its matcher has one configuration."""
+    for seed in range(3):
+        write_record(tmp_path, "grouped-one", "aaa", "5%", seed, 0.7, {"color": 0.7})
+        write_record(tmp_path, "grouped-two", "bbb", "5%", seed, 0.6, {"color": 0.6})
+        write_record(tmp_path, "release-cut", "ccc", "5%", seed, 0.8, {"color": 0.8})
+        path = tmp_path / "colors" / "release-cut" / "ccc" / f"seed-{seed}" / "results.json"
+        record = json.loads(path.read_text())
+        record["protocol"]["split"] = "paper-release"
+        path.write_text(json.dumps(record))
+    markdown = render_board([tmp_path])
+    assert "| grouped-one | 5% | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| grouped-two | 5% | 3 † | 100 | 60.00 ± 0.00 |" in markdown
+    assert "| release-cut [split=paper-release] | 5% | 3 † | 100 | 80.00 ± 0.00 |" in markdown

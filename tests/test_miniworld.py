@@ -110,7 +110,7 @@ def test_board_command_runs_the_suite_and_prints_the_leaderboard(tmp_path):
 
 def board_structure(markdown: str) -> list[str]:
     """Section headings and table header lines: what a board has whatever its numbers."""
-    return [line for line in markdown.splitlines() if line.startswith(("## ", "| matcher |", "![", "Paired bootstrap"))]
+    return [line for line in markdown.splitlines() if line.startswith(("## ", "| matcher |", "![", "Paired comparison"))]
 
 
 def test_the_committed_table1_board_records_its_suite_s_command_and_its_plots_exist():

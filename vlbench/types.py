@@ -224,7 +224,9 @@ class Task:
     Subclasses set `name` and `summary`, define `Options` (a dataclass; YAML fills it, its
     `__post_init__` may check ranges with `vlbench.options.check`) and implement `examples`,
     `outcomes` and `describe`. `headline` names the metric boards lead with and compare on (default:
-    the first one `outcomes` returns); `version` is bumped when a change to the code changes what
+    the first one `outcomes` returns); a headline `summarize` derives as the equal-weight mean over
+    one tag's groups of the per-example outcome names that tag as `headline_groups` (ComVG's
+    `average` over `neg_value`), so paired comparisons test the headline itself; `version` is bumped when a change to the code changes what
     the examples or metrics are (stored runs then refuse to resume). `release_cut` says that the
     released DSD code cut this task's evaluation pool positionally into training and evaluation
     rows, so `--split paper-release` may reproduce it. `reads_data_root` is False for a task that
@@ -237,6 +239,7 @@ class Task:
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ""
     headline: ClassVar[str | None] = None
+    headline_groups: ClassVar[str | None] = None
     release_cut: ClassVar[bool] = False
     reads_data_root: ClassVar[bool] = True
     examples_vary_by_seed: ClassVar[bool] = True

@@ -1,4 +1,4 @@
-"""`vlbench leaderboard`: tables from run records (markdown, CSV or JSON), plots, a paired bootstrap."""
+"""`vlbench leaderboard`: tables from run records (markdown, CSV or JSON), plots, paired comparisons."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def leaderboard(
     runs: list[Path] = typer.Argument(None, help="Run directories or results.json files (default ./runs)."),
     out: Path = typer.Option(None, "--out", help="Write the board here instead of printing it."),
     format: str = typer.Option("markdown", "--format", help="markdown, csv or json."),
-    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired over examples: a bootstrap interval, a sign-flip p)."),
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (markdown; needs matplotlib)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Add the published numbers as reported rows."),
 ) -> None:

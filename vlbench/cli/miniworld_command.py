@@ -50,7 +50,7 @@ def board(
     runs_dir: Path = typer.Option(Path("runs/miniworld"), "--runs-dir", help="Where the suite's runs go (resumed if present)."),
     out: Path = typer.Option(None, "--out", help="Also write the leaderboard markdown here."),
     suite: Path = typer.Option(None, "--suite", help="Suite YAML (default: the shipped mini-world suite)."),
-    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired over examples: a bootstrap interval, a sign-flip p)."),
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
     jobs: int = typer.Option(1, "--jobs", help="Runs at a time (each in its own process when more than 1)."),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 def report(
     runs: list[Path] = typer.Argument(None, help="Run directories or results.json files (default ./runs)."),
     html: Path = typer.Option(..., "--html", help="Directory to write the site into (index.html and one page per group of runs)."),
-    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired bootstrap over examples)."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher to compare every row against (paired over examples: a bootstrap interval, a sign-flip p)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Add the published numbers as reported rows."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the accuracy-vs-shots and per-tag plots (needs matplotlib)."),
 ) -> None:

@@ -67,7 +67,7 @@ def run(
     array_parallelism: int = typer.Option(64, "--array-parallelism", help="slurm: runs of the array at once."),
     poll_seconds: float = typer.Option(30.0, "--poll-seconds", help="slurm: how often to ask Slurm whether runs ended."),
     out: Path = typer.Option(None, "--out", help="Write the suite's leaderboard (markdown) here once every run is done."),
-    baseline: str = typer.Option(None, "--baseline", help="Matcher (or zero-shot) to compare rows against (paired bootstrap)."),
+    baseline: str = typer.Option(None, "--baseline", help="Matcher (or zero-shot) to compare rows against (paired over examples: a bootstrap interval, a sign-flip p)."),
     plots: Path = typer.Option(None, "--plots", help="Write PNG plots into this directory and link them (needs matplotlib)."),
 ) -> None:
     """Run every run of the suite that is not done, then write its leaderboard."""
