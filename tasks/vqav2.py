@@ -8,9 +8,12 @@ Two sources:
   to the positive (one row of the released file, line 684) is dropped: it would tie with the
   positive for every matcher, and a tie is never right, so the example could never be; the
   release's argmax counted it right. `data check` reports such examples.
-- `official`: the VQAv2 question and annotation json. Candidates: the most common answer plus 9
-  answers drawn with the run's seed from `major_answers.json`, excluding the question's valid
-  answers. The answer type is the annotation's.
+- `official`: the VQAv2 question and annotation json. Candidates: the most common answer
+  (`multiple_choice_answer`, the positive: top-1 over ten texts, not VQA's soft accuracy) plus 9
+  answers drawn with the run's seed from `major_answers.json`, excluding the question's answers
+  as written. The vocabulary holds VQA's normalised forms (digits, no articles), which the
+  exclusion does not apply to the humans' answers: a question answered "two" can draw "2" as a
+  negative. The answer type is the annotation's.
 
 With `source: csv`, `train_file` names a training csv in the same format (the release's
 `vqa_text_train.csv`, built from VQAv2 train; images `train_images`/COCO_train2014_*.jpg): few-shot
