@@ -7,12 +7,13 @@ averages groups with equal weight (ComVG's `average` over `neg_value`), `wᵢ = 
 the difference of the headline itself.
 
 - The interval is the 95% percentile interval of a paired bootstrap that resamples examples
-  within each group (a group keeps its size, and so the weights).
+  within each group (a group keeps its size, and so the weights; a group of one example adds no
+  spread, and small groups understate theirs by about √((n_g − 1)/n_g)).
 - p is two-sided, from a paired sign-flip (permutation) test: under the null the two rows'
   outcomes of an example are exchangeable, so each `dᵢ` keeps or flips its sign at random;
   `p = (#{|T*| ≥ |T|} + 1) / (B + 1)` over B random flips, counting the observed sample as one of
   them, so it is never 0 and at best 1/(B + 1). For 0/1 outcomes this is McNemar's exact test up to
-  Monte Carlo error; a bootstrap p (the resampled differences shifted to the null) is too small
+  Monte Carlo error (without groups; with them, a weighted sign-flip test); a bootstrap p (the resampled differences shifted to the null) is too small
   where few examples differ: 5 examples right in one row only, none in the other, gives 0.033
   against the exact 0.0625.
 """
@@ -42,6 +43,8 @@ def paired_comparison(matcher: Sequence[float], baseline: Sequence[float], group
     differences = np.asarray(matcher, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if differences.size == 0:
         raise ValueError("no paired examples")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
     labels = np.zeros(differences.size, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     members = [np.flatnonzero(labels == group) for group in range(labels.max() + 1)]
     weights = 1.0 / (len(members) * np.bincount(labels)[labels])

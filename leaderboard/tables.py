@@ -28,7 +28,7 @@ from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 DEFAULT_SPLIT = RunConfig.split  # rows split otherwise say so in their label
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
-BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds, the set with the most; each seed is its own split, so rows on other seeds are not ranked."
+BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds; a few-shot seed is its own split, so rows on other seeds are ranked among themselves."
 NO_INTERVAL_NOTE = "Rows with one seed have no interval; a cell whose value fewer of the row's seeds recorded says how many."
 OUTLIER_NOTE = (
     f"⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean on the task's headline metric, in rows of three seeds "
@@ -121,7 +121,7 @@ class Comparison:
     p_value: float
     pairs: int
     against: str = ""
-    by_seed: dict[int, float | None] = field(default_factory=dict)  # each seed's mean difference, in points; None: not paired (`outcomes.PairedOutcomes`)
+    by_seed: dict[int, float | None] = field(default_factory=dict)  # each seed's difference of the metric, in points; None: not paired (`outcomes.PairedOutcomes`)
     against_mean: list[int] = field(default_factory=list)  # seeds paired with the zero-shot row's mean, which lacks them
 
 
@@ -308,23 +308,14 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
-        cohorts.setdefault(row.cohort, []).append((table_rows[-1], tuple(row.seeds)))
-    for members in cohorts.values():
-        same = _ranked(members)
+        cohorts.setdefault((*row.cohort, tuple(row.seeds)), []).append(table_rows[-1])  # a few-shot seed is its own split
+    for same in cohorts.values():
         for index in range(len(columns)):
             best = max((round(row.cells[index].mean, 2) for row in same if row.cells[index] is not None), default=None)
             for row in same:
                 if row.cells[index] is not None and len(same) > 1 and round(row.cells[index].mean, 2) == best:  # as printed: rows that read the same are both bold
                     row.cells[index].best = True
     return table_rows
-
-
-def _ranked(members: list[tuple[TableRow, tuple[int, ...]]]) -> list[TableRow]:
-    """The rows of a cohort that compete for bold: those run on one set of seeds (each seed is
-    its own split), the set with the most seeds, then with the most rows."""
-    sets = Counter(seeds for _, seeds in members)
-    chosen = max(sets, key=lambda seeds: (len(seeds), sets[seeds], [-seed for seed in seeds]))
-    return [row for row, seeds in members if seeds == chosen]
 
 
 def _n_label(row: Row) -> str:
@@ -429,7 +420,7 @@ def check_baseline(baseline: str | None, matchers: Sequence[str]) -> None:
 
 
 def _wanted(baseline: str) -> str:
-    return "zero-shot row of the same matcher, model, weights, options, versions, code and --limit on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots and --limit on these data"
+    return "zero-shot row of the same matcher, model, weights, options, versions, code and --limit on these data" if baseline == ZERO_SHOT else f"`{baseline}` row with the same shots, --limit and --split on these data"
 
 
 def uncompared_note(table: TaskTable) -> str:

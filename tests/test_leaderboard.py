@@ -363,16 +363,20 @@ def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
     assert "| +50.00 | [+40.00, +60.00] | ≤ 0.0001 | 100 | 0: +50.00 |" in markdown and "10,000 resamples" in markdown and "at best 1/10,001" in markdown
 
 
-def test_rows_that_print_the_same_mean_are_both_bold_and_rows_on_other_seeds_are_not_ranked(tmp_path):
+def test_rows_that_print_the_same_mean_are_both_bold_and_rows_on_other_seeds_are_ranked_apart(tmp_path):
     """Three seeds at 70% average to 69.99999999999999 in floating point: still 70.00, still best.
-    A row of one seed is not ranked beside rows of three, however high: its seed is one split."""
+    Rows of one seed are ranked among themselves, not beside rows of three, however high: at
+    few shots a seed is one split."""
     for seed in range(3):
-        write_record(tmp_path, "three", "aaa", "0", seed, 0.7, {"color": 0.7})
-        write_record(tmp_path, "also-three", "ccc", "0", seed, 0.7 if seed else 0.6999999999999999, {"color": 0.7})
-    write_record(tmp_path, "one", "bbb", "0", 0, 0.9, {"color": 0.9})
+        write_record(tmp_path, "three", "aaa", "5%", seed, 0.7, {"color": 0.7})
+        write_record(tmp_path, "also-three", "ccc", "5%", seed, 0.7 if seed else 0.6999999999999999, {"color": 0.7})
+    write_record(tmp_path, "one", "bbb", "5%", 0, 0.9, {"color": 0.9})
+    write_record(tmp_path, "another-one", "ddd", "5%", 0, 0.8, {"color": 0.8})
+    write_record(tmp_path, "alone", "eee", "5%", 1, 0.95, {"color": 0.95})
     markdown = render_board([tmp_path])
-    assert "| three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| also-three | 0 | 3 † | 100 | **70.00 ± 0.00** |" in markdown
-    assert "| one | 0 | 1 † | 100 | 90.00 | 90.00 |" in markdown
+    assert "| three | 5% | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| also-three | 5% | 3 † | 100 | **70.00 ± 0.00** |" in markdown
+    assert "| one | 5% | 1 † | 100 | **90.00** | **90.00** |" in markdown and "| another-one | 5% | 1 † | 100 | 80.00 | 80.00 |" in markdown
+    assert "| alone | 5% | 1 † | 100 | 95.00 | 95.00 |" in markdown  # seed 1 alone: nothing to rank it against
 
 
 def test_a_cell_fewer_seeds_recorded_says_how_many(tmp_path):

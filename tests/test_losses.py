@@ -69,7 +69,7 @@ def dassl_learning_rates(lr: float, epochs: int, warmup_epochs: int, warmup_lr: 
     return rates
 
 
-@pytest.mark.parametrize(("epochs", "warmup_epochs"), [(10, 1), (4, 0), (6, 2)])
+@pytest.mark.parametrize(("epochs", "warmup_epochs"), [(10, 1), (4, 0), (6, 2), (3, 3)])
 def test_epoch_cosine_is_coops_schedule_per_epoch(epochs, warmup_epochs):
     train = TrainConfig(lr=0.002, epochs=epochs, schedule="epoch_cosine", warmup_epochs=warmup_epochs, warmup_lr=1e-5)
     steps_per_epoch = 3
