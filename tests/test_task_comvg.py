@@ -67,3 +67,15 @@ def test_the_csv_under_comclip_s_name_is_named_with_the_option(tmp_path):
     with pytest.raises(VlbenchError, match=r"compositional_visual_genome.csv not found, but ComVG.csv \(ComCLIP's name for the same file\) is there: set `task_options: \{csv: ComVG.csv\}`"):
         ComVGTask(ComVGOptions(), root).examples(seed=0)
     assert len(ComVGTask(ComVGOptions(csv="ComVG.csv"), root).examples(seed=0)) == 5
+
+
+def test_the_grouped_split_keeps_images_apart_but_not_sentences_and_does_not_stratify(root):
+    """What the README's protocol section says of the released csv (seed 0)."""
+    pool = ComVGTask(ComVGOptions(), root).examples(seed=0)
+    by_id = {example.id: example for example in pool}
+    split = make_split("comvg", pool, None, Shots.parse("5%"), seed=0, protocol="grouped")
+    trained_sentences = {by_id[i].texts[0] for i in split.train_ids}
+    assert not {key for i in split.train_ids for key in by_id[i].image_keys} & {key for i in split.eval_ids for key in by_id[i].image_keys}
+    assert (len(split.eval_ids), sum(by_id[i].texts[0] in trained_sentences for i in split.eval_ids)) == (3380, 1019)
+    small = make_split("comvg", pool, None, Shots.parse("1%"), seed=0, protocol="grouped")
+    assert (len(small.train_ids), sum(by_id[i].tags["neg_value"] == "verb" for i in small.train_ids)) == (54, 6)  # 11%, against 1,280 of 5,400 rows (24%)
