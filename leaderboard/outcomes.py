@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vlbench.leaderboard.paired import grouped_mean
 from vlbench.stored_runs import StoredRun
 
 
@@ -24,10 +25,10 @@ def compared_metric(runs: Sequence[StoredRun]) -> tuple[str, str, str | None]:
     or a mean over `headline_groups` (ComVG's `average` of `accuracy` over `neg_value`), else the
     first outcome."""
     outcomes = next(iter(runs[0].outcomes.values()))
-    headline, groups = runs[0].record.headline, runs[0].task.headline_groups
+    headline, groups, first = runs[0].record.headline, runs[0].task.headline_groups, next(iter(outcomes))
     if headline in outcomes:
         return headline, headline, None
-    return (headline, next(iter(outcomes)), groups) if groups else (next(iter(outcomes)), next(iter(outcomes)), None)
+    return (headline, first, groups) if groups else (first, first, None)
 
 
 def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun], same_shots: bool = True) -> PairedOutcomes:
@@ -61,16 +62,10 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
         for example_id in shared:
             ours.setdefault(example_id, []).append(run.outcomes[example_id][outcome_name])
             theirs.setdefault(example_id, []).append(partner[example_id])
-            group_of[example_id] = run.scores[example_id].tags.get(group_tag, "") if group_tag else ""
-        by_seed[seed] = grouped_mean([run.outcomes[i][outcome_name] - partner[i] for i in shared], [group_of[i] for i in shared]) if shared else None
+            if group_tag:
+                group_of[example_id] = run.scores[example_id].tags.get(group_tag, "")
+        by_seed[seed] = grouped_mean([run.outcomes[i][outcome_name] - partner[i] for i in shared], [group_of[i] for i in shared] if group_tag else None) if shared else None
     paired = sorted(ours)
     groups = [group_of[i] for i in paired] if group_tag else None
     return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], groups, by_seed, against_mean)
 
-
-def grouped_mean(values: Sequence[float], groups: Sequence[str]) -> float:
-    """The mean over groups of each group's mean (one group: the plain mean)."""
-    members: dict[str, list[float]] = {}
-    for value, group in zip(values, groups):
-        members.setdefault(group, []).append(value)
-    return sum(sum(group) / len(group) for group in members.values()) / len(members)

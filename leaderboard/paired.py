@@ -45,14 +45,32 @@ def paired_comparison(matcher: Sequence[float], baseline: Sequence[float], group
         raise ValueError("no paired examples")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
-    labels = np.zeros(differences.size, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
-    members = [np.flatnonzero(labels == group) for group in range(labels.max() + 1)]
-    weights = 1.0 / (len(members) * np.bincount(labels)[labels])
+    labels = _group_labels(groups, differences.size)
+    weights = _group_weights(labels)
     observed = float(weights @ differences)
     rng = np.random.default_rng(seed)
     chunks = [min(CHUNK, resamples - start) for start in range(0, resamples, CHUNK)]
+    members = [np.flatnonzero(labels == group) for group in range(labels.max() + 1)]
     means = np.concatenate([sum(differences[index[rng.integers(0, index.size, size=(count, index.size))]].mean(axis=1) for index in members) / len(members) for count in chunks])
     low, high = np.percentile(means, [2.5, 97.5])
     weighted = weights * differences
     extreme = sum(int(np.count_nonzero(np.abs(np.where(rng.random((count, differences.size)) < 0.5, -weighted, weighted).sum(axis=1)) >= abs(observed) - 1e-12)) for count in chunks)
     return PairedComparison(observed, float(low), float(high), (extreme + 1) / (resamples + 1), int(differences.size))
+
+
+def grouped_mean(values: Sequence[float], groups: Sequence[str] | None = None) -> float:
+    """The mean over groups of each group's mean (no groups: the plain mean), as `paired_comparison`
+    weighs its examples."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(_group_weights(_group_labels(groups, values.size)) @ values)
+
+
+def _group_labels(groups: Sequence[str] | None, size: int) -> np.ndarray:
+    """Each example's group as 0…G−1 (all 0 without groups)."""
+    return np.zeros(size, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+
+
+def _group_weights(labels: np.ndarray) -> np.ndarray:
+    """`1/(G·n_g)` per example: weights whose sum of weighted values is the mean of group means."""
+    counts = np.bincount(labels)
+    return 1.0 / (len(counts) * counts[labels])
