@@ -141,7 +141,7 @@ def test_the_board_names_the_devices_its_runs_ran_on_and_warns_when_they_differ(
     from vlbench.leaderboard.report import _index_page
     from vlbench.leaderboard.tables import build_board, render_csv, render_markdown
 
-    a, b = "cpu (AMD EPYC, x86_64 AVX512, 2 threads)", "cpu (Intel Xeon, x86_64 AVX2, 1 threads)"
+    a, b = "cpu (AMD EPYC, x86_64 AVX512, 2 threads)", "cpu (Intel Xeon, x86_64 AVX2, 1 thread)"
     for seed in (0, 1, 2):
         write_scored_run(tmp_path, "random", seed, {"e0"}, ["e0", "e1"])
     assert "\n3 runs do not record their device (`provenance.sessions[].device`).\n" in render_markdown(build_board([tmp_path]))

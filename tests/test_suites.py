@@ -117,7 +117,7 @@ def test_parallel_processes_give_the_sequential_board(tmp_path):
 
     # the same numbers; the devices line tells the one process's threads from each job's one thread
     assert re.sub(r"\d+ threads?\)", "N threads)", devices(sequential)[0]) == re.sub(r"\d+ threads?\)", "N threads)", devices(parallel)[0])
-    assert ", 1 threads): 8 runs" in devices(parallel)[0]
+    assert ", 1 thread): 8 runs" in devices(parallel)[0]
     assert [line for line in sequential.splitlines() if line not in devices(sequential)] == [line for line in parallel.splitlines() if line not in devices(parallel)]
     # the two task entries read different data, so each gets its own table
     assert sequential.count("## colors (n_examples=") == 2 and sequential.count("| random |") == 2

@@ -152,7 +152,7 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     if stored == now:
         return None
     fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (`vlbench suite run --jobs N` sets it to the cores over N), or " if stored["device"] == now["device"] else ""
-    return f"a training checkpoint written on {stored['device']} with {stored['threads']} threads cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
+    return f"a training checkpoint written on {stored['device']} with {stored['threads']} thread{'s' if stored['threads'] != 1 else ''} cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 
 def _check_matches(state: dict[str, Any], path: Path, examples: Sequence[Example], train: TrainConfig, world_size: int) -> None:

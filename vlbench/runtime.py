@@ -46,8 +46,8 @@ def describe_device(device: str) -> str:
     if identity["device"] == "cuda":
         major, minor = identity["capability"]
         return f"{identity['gpu']} (compute {major}.{minor}, CUDA {identity['cuda']}, cuDNN {identity['cudnn']}, TF32 {'on' if any(identity['tf32']) else 'off'})"
-    name = cpu_name()
-    return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {torch.get_num_threads()} threads)"
+    name, threads = cpu_name(), torch.get_num_threads()
+    return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def cpu_name() -> str:

@@ -112,9 +112,6 @@ class CapturingCrossAttention(torch.nn.Module):
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if attention_mask is not None:
             raise ValueError("CapturingCrossAttention does not support attention masks")
-        unsupported = [part for part in UNSUPPORTED_PARTS if getattr(attn, part, None) is not None]
-        if unsupported:
-            raise ValueError(f"CapturingCrossAttention does not apply {', '.join(unsupported)}, which this UNet's attention layers have (Stable Diffusion 1.x and 2.x have none)")
         residual = hidden_states
         spatial = hidden_states.ndim == 4
         if spatial:
@@ -141,9 +138,10 @@ class CapturingCrossAttention(torch.nn.Module):
 
 
 class CrossAttentionCapture:
-    """`with capture:` sets `processors` (layer name → capturing processor) on their layers and,
-    on exit, puts back every processor the UNet had (scopes nest). `take()` returns the readouts of the last
-    UNet call, in the layers' forward order."""
+    """`with capture:` refuses layers with a part the capture does not compute (`UNSUPPORTED_PARTS`),
+    sets `processors` (layer name → capturing processor) on their layers and, on exit, puts back
+    every processor the UNet had (scopes nest). `take()` returns the readouts of the last UNet
+    call, in the layers' forward order."""
 
     def __init__(self, unet, processors: Mapping[str, CapturingCrossAttention]) -> None:
         self.unet = unet
@@ -152,6 +150,11 @@ class CrossAttentionCapture:
         self._saved: list[dict[str, Any]] = []  # one entry per enclosing `with`: scopes nest
 
     def __enter__(self) -> CrossAttentionCapture:
+        for layer in self.layers:
+            attention = self.unet.get_submodule(layer)
+            unsupported = [part for part in UNSUPPORTED_PARTS if getattr(attention, part, None) is not None]
+            if unsupported:
+                raise ValueError(f"CapturingCrossAttention does not apply {', '.join(unsupported)}, which this UNet's attention layers have (Stable Diffusion 1.x and 2.x have none)")
         saved = dict(self.unet.attn_processors)
         # set_attn_processor wants an entry for every layer, and empties the dict it is given.
         self.unet.set_attn_processor({name: self.processors.get(name.removesuffix(".processor"), processor) for name, processor in saved.items()})
