@@ -156,6 +156,10 @@ def test_an_edited_plugin_refuses_to_resume_naming_its_file(tmp_path, monkeypatc
     values = {"task": "colors", "matcher": "signed", "runs_dir": str(tmp_path / "runs"), "task_options": {"n_examples": 6}}
     first = run(prepare(load_run_config(None, values)), 0)
     assert "edited_plugin/signed.py" in json.loads((first.run_dir / "identity.json").read_text())["inputs"]["code"]
+    (package / "added.py").write_text("")
+    with pytest.raises(VlbenchError, match=r"^edited_plugin's code changed since these scores were stored \(edited_plugin/added\.py is new\)"):
+        run(prepare(load_run_config(None, values)), 0)
+    (package / "added.py").unlink()
     (package / "signed.py").write_text(source.read_text().replace("return 1 *", "return -1 *"))
     with pytest.raises(VlbenchError, match=r"^edited_plugin's code changed since these scores were stored \(edited_plugin/signed\.py differs\)"):
         run(prepare(load_run_config(None, values)), 0)

@@ -40,6 +40,7 @@ def test_confidence_interval_matches_scipy():
     low, high = stats.t.interval(0.95, len(values) - 1, loc=stats.tmean(values), scale=stats.sem(values))
     assert mean == pytest.approx((low + high) / 2, abs=1e-12)
     assert half_width == pytest.approx((high - low) / 2, abs=1e-12)
+    assert type(half_width) is float  # not numpy's: the API returns it beside a plain mean
     assert mean_and_ci([0.3]) == (0.3, None)
 
 

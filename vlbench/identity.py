@@ -110,11 +110,12 @@ def _changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None
 
 def differing_files(old: dict[str, str], new: dict[str, str]) -> str:
     """The source files (by name, to sha256) that differ between `old` and `new`, as a phrase
-    naming the first, vlbench's before a plugin's ('' for none)."""
+    naming the first, vlbench's before a plugin's, and whether it is new or gone ('' for none)."""
     differing = sorted((name for name in old.keys() | new.keys() if old.get(name) != new.get(name)), key=lambda name: (not name.startswith("vlbench"), name))
     if not differing:
         return ""
-    return f"{differing[0]} and {len(differing) - 1} more files differ" if len(differing) > 1 else f"{differing[0]} differs"
+    first = differing[0] + (" is new" if differing[0] not in old else " is gone" if differing[0] not in new else " differs")
+    return f"{first}, and {len(differing) - 1} more files differ" if len(differing) > 1 else first
 
 
 def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_scores: dict[str, Any], examples: Sequence) -> str:

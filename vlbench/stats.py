@@ -15,4 +15,4 @@ def mean_and_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
     from scipy import stats
 
     sd = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
-    return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
