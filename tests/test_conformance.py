@@ -108,6 +108,13 @@ def test_a_trainable_matcher_initialised_by_pytorch_s_defaults_conforms():
 
     check_matcher(lambda: LinearOnLengths(NoOptions(), Runtime()), mixed_examples())
 
+    class Detached(LinearOnLengths):
+        def score(self, images, texts):
+            return super().score(images, texts).detach()
+
+    with pytest.raises(AssertionError, match="carry none \\(detached\\?\\), so the default fit cannot train it"):
+        check_matcher(lambda: Detached(NoOptions(), Runtime()), mixed_examples())
+
 
 def test_a_checker_catches_a_task_whose_outcomes_name_other_metrics_for_some_examples():
     from vlbench.tasks.colors import ColorsTask

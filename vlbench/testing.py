@@ -38,7 +38,8 @@ def check_matcher(matcher: str | Callable[[], Matcher], examples: Sequence[Examp
     - determinism: a second matcher built the same way gives the same scores (torch is seeded
       before each is built, as a run seeds it, so PyTorch's default initialisation is fine);
     - trained state (trainable matchers): perturbed parameters survive `state_dict` →
-      `load_state_dict` into a fresh matcher, and change the scores; others store nothing;
+      `load_state_dict` into a fresh matcher, and change the scores; others store nothing; with
+      the default `fit`, `score` with gradients on gives the trainable parameters a gradient;
     - a JSON-serialisable `fingerprint` and a one-line `summary`;
     - `hashes_pixels`: a matcher that reads `LoadedImage.content_hash` while scoring (not only in
       its `prepare_images`) declares it (the loading threads then compute it ahead of scoring).
@@ -190,6 +191,12 @@ def _check_state(matcher: Matcher, make: Callable[[], Matcher], loaded, toleranc
         parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator).to(parameter))
     after = [matcher.score(images, texts) for images, texts in loaded]
     assert any(not torch.allclose(a, b) for a, b in zip(after, before)), f"matcher '{matcher.name}': changing its trainable parameters does not change its scores"
+    if type(matcher).fit is Matcher.fit:  # the protocol's loop trains through score()
+        with torch.enable_grad():
+            scores = matcher.score(*loaded[0])
+            assert scores.requires_grad, f"matcher '{matcher.name}': score() with gradients on returns scores that carry none (detached?), so the default fit cannot train it"
+            gradients = torch.autograd.grad(scores.sum(), parameters, allow_unused=True)
+        assert any(gradient is not None and bool(gradient.any()) for gradient in gradients), f"matcher '{matcher.name}': score() gives its trainable parameters no gradient"
     state = matcher.state_dict()
     assert state and all(isinstance(value, torch.Tensor) and value.device.type == "cpu" for value in state.values()), f"matcher '{matcher.name}': state_dict() must hold CPU tensors"
     fresh = make()
