@@ -21,6 +21,18 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert float(printed[0].split()[0]) > 0.75  # the mini CLIP on mini ComVG (50 examples; chance 0.5)
 
 
+def test_the_readme_s_example_run_yaml_is_a_valid_configuration(tmp_path):
+    """Built-in names and valid options only, checked as `vlbench run --config` checks them before it runs."""
+    from vlbench.config import load_run_config
+    from vlbench.runner import prepare
+
+    readme = (TESTS.parent / "README.md").read_text()
+    block = readme.split("Example `run.yaml`:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "run.yaml").write_text(block)
+    prepared = prepare(load_run_config(tmp_path / "run.yaml", {"runs_dir": str(tmp_path / "runs")}))
+    assert prepared.train is not None and prepared.config.seeds == [0, 1, 2] and prepared.task.options.world_seed == 7
+
+
 def test_evaluate_gives_the_cli_metrics(tmp_path):
     options = {"task_options": {"n_examples": 40}, "train": {"epochs": 3}}
     evaluation = vlbench.evaluate(task="colors", matcher="clip-ft", model="mini", shots="10%", seeds=[0, 1], runs_dir=tmp_path / "api", **options)

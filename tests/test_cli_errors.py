@@ -69,6 +69,15 @@ def test_a_missing_image_stops_the_run_before_anything_is_stored_so_the_fixed_da
     assert vlbench_cli(*args, cwd=tmp_path).returncode == 0
 
 
+def test_skipping_bad_examples_refuses_up_front_when_every_example_shows_a_missing_image(tmp_path):
+    """Nothing would be left to score: no run directory that no command could finish."""
+    tiny_files_root(tmp_path, images=())
+    result = vlbench_cli("run", "--task", "tiny-files", "--matcher", "random", "--data-root", ".", "--on-bad-example", "skip", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: 2 of 2 image files are missing, e.g. images/")
+    assert result.stderr.strip().endswith("and every evaluation example shows one, so --on-bad-example skip would leave none to score; put them in place (vlbench data check lists them all) and run again. Nothing was stored")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_nan_scores_stop_the_run_and_name_the_example(tmp_path):
     (tmp_path / "nan.yaml").write_text("task_options: {n_examples: 6}\nmatcher_options: {nan_key: 3-0}\n")
     result = vlbench_cli("run", "--task", "colors", "--matcher", "counting", "--config", "nan.yaml", cwd=tmp_path, check=False)
@@ -198,4 +207,4 @@ def test_a_missing_training_image_is_named_as_one_whatever_on_bad_example_says(t
 
     gone = Example("t0", (ImageRef("gone", tmp_path / "gone.png"),), ("a",), ((0, 0),), {})
     with pytest.raises(VlbenchError, match=r"^training examples: 1 of 1 image files are missing, e\.g\. .*gone\.png; put them in place .* \(every training example is trained on, with --on-bad-example skip too\)\. Nothing was stored$"):
-        _refuse_missing_images([], [gone])
+        _refuse_missing_images([], [gone], skip=True)

@@ -4,6 +4,7 @@ finishes only what is missing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import vlbench
 from conftest import vlbench_cli
 from vlbench.leaderboard.publish import render_board
 from vlbench.suites import job_state, load_suite
@@ -291,6 +293,18 @@ def test_a_finished_run_whose_data_changed_is_refused_not_shown(tmp_path):
 
     csv.write_text(original)
     assert run_jobs(jobs) == [] and job_state(jobs[0]) == "done"
+
+    # Stored by other code: status and plan say so before any suite run, from identity.json alone.
+    identity_file = jobs[0].run_dir / "identity.json"
+    identity = json.loads(identity_file.read_text())
+    identity["inputs"]["code"]["vlbench/metrics.py"] = "0" * 64
+    identity_file.write_text(json.dumps(identity))
+    status = vlbench_cli("suite", "status", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout
+    assert status.startswith("stale") and "error: vlbench's code changed since these scores were stored (vlbench/metrics.py differs); delete its run directory" in status, status
+    assert "1 runs: 1 stale" in vlbench_cli("suite", "plan", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout
+    identity["inputs"]["code"]["vlbench/metrics.py"] = hashlib.sha256((Path(vlbench.__file__).parent / "metrics.py").read_bytes()).hexdigest()
+    identity_file.write_text(json.dumps(identity))
+    assert vlbench_cli("suite", "status", "s.yaml", "--runs-dir", "runs", cwd=tmp_path).stdout.startswith("done")
 
     # A failure older than the results (an attempt before the run succeeded) is no failure now.
     failed_file = jobs[0].state_file(".failed")

@@ -72,7 +72,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
         if old.get("version") != new["version"]:
             change = "how it scores" if kind == "matcher" else "what its examples or metrics are"
             return f"{name} changed {change} (version {old.get('version')} → {new['version']}) since these scores were stored"
-    code = _changed_code(stored.get("code"), current["code"])  # before the rest: other code may hash or fingerprint otherwise
+    code = changed_code(stored.get("code"), current["code"])  # before the rest: other code may hash or fingerprint otherwise
     if code is not None:
         return code
     old_data, new_data = stored.get("task", {}).get("data"), current["task"]["data"]
@@ -99,7 +99,7 @@ def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str |
     return None
 
 
-def _changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None:
+def changed_code(old: dict[str, str] | None, new: dict[str, str]) -> str | None:
     """Which of the source files of vlbench and its plugins (`provenance.source_files_sha256`,
     `provenance.component_sources`) differ, as a phrase."""
     if old is None:

@@ -153,7 +153,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             f"--limit {config.limit}: seed {seed}'s split of {config.task} has {len(split.eval_ids)} evaluation examples, so the run would score all of them "
             "as a configuration of its own, apart from the same run without --limit; leave --limit out to score them all"
         )
-    _refuse_missing_images(evaluation if config.on_bad_example == "error" else [], drawn.training)
+    _refuse_missing_images(evaluation, drawn.training, skip=config.on_bad_example == "skip")
     import torch
 
     torch.manual_seed(seed)
@@ -270,11 +270,11 @@ def stored_run_change(prepared: Prepared, seed: int, matchers: dict[str, dict[st
     return _stored_inputs_problem(RunDirectory(run_path(prepared, seed)), identity, drawn.split, config, seed, drawn.pool)
 
 
-def _refuse_missing_images(evaluation: Sequence[Example], training: Sequence[Example]) -> None:
+def _refuse_missing_images(evaluation: Sequence[Example], training: Sequence[Example], skip: bool) -> None:
     """Stop a run before anything is computed or stored when image files its examples show are
-    missing (`evaluation`: those to check of the evaluation examples, none under
-    `--on-bad-example skip`): scoring would stop at the first of them, and the data fixed then
-    would no longer be the data the stored scores were computed from (a resume refused)."""
+    missing: scoring would stop at the first of them, and the data fixed then would no longer be
+    the data the stored scores were computed from (a resume refused). With `skip`
+    (`--on-bad-example skip`), only when every evaluation example shows one: none would be left."""
     from vlbench.datacheck import image_files, missing_files
 
     fix = "put them in place (vlbench data check lists them all) and run again"
@@ -282,8 +282,10 @@ def _refuse_missing_images(evaluation: Sequence[Example], training: Sequence[Exa
     if missing:
         raise VlbenchError(f"training examples: {missing}; {fix} (every training example is trained on, with --on-bad-example skip too). Nothing was stored")
     missing = missing_files(image_files(evaluation))
-    if missing:
+    if missing and not skip:
         raise VlbenchError(f"{missing}; {fix}, or pass --on-bad-example skip to leave their evaluation examples out. Nothing was stored")
+    if missing and all(any(ref.path is not None and not Path(ref.path).is_file() for ref in example.images) for example in evaluation):
+        raise VlbenchError(f"{missing}, and every evaluation example shows one, so --on-bad-example skip would leave none to score; {fix}. Nothing was stored")
 
 
 def run_configuration(prepared: Prepared) -> dict[str, Any]:

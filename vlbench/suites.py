@@ -106,6 +106,9 @@ def _single_seed(config: RunConfig, seed: int) -> RunConfig:
     return replace(config, seeds=[seed])
 
 
+RESCORE_HINT = "delete its run directory (or rerun it with vlbench run --restart) to score it again"
+
+
 def job_state(job: Job) -> str:
     """`done`, `stale` (finished, but the last `run_jobs` found its stored inputs differ from
     today's: it is not run again until its directory is deleted), `running` (another process
@@ -121,6 +124,28 @@ def job_state(job: Job) -> str:
     if RunDirectory(job.run_dir).holds_records():  # results.json, the other record it counts, is ruled out above
         return "partial"
     return "pending"
+
+
+def job_states(jobs: list[Job]) -> list[tuple[str, str]]:
+    """Each job's `job_state` and why it is stale or failed (its error line; '' otherwise). A done
+    job whose code changed since it was stored is `stale` here already: its `identity.json`
+    against today's source files, which reads no model or data (`run_jobs` checks those too)."""
+    from vlbench.identity import changed_code
+    from vlbench.provenance import component_sources, source_files_sha256
+
+    vlbench_code = source_files_sha256()
+    states = []
+    for job in jobs:
+        state = job_state(job)
+        reason = failure(job) if state in ("failed", "stale") else ""
+        if state == "done":
+            identity = RunDirectory(job.run_dir).read_json("identity.json") if (job.run_dir / "identity.json").exists() else {}
+            today = {**vlbench_code, **component_sources(job.prepared.matcher_class, type(job.prepared.task))}
+            change = changed_code(identity.get("inputs", {}).get("code"), today)
+            if change is not None:
+                state, reason = "stale", f"error: {change}; {RESCORE_HINT}"
+        states.append((state, reason))
+    return states
 
 
 def failure(job: Job) -> str:
@@ -261,7 +286,7 @@ def _changed_since_stored(done: list[Job]) -> list[Job]:
     for job in done:
         try:
             change = stored_run_change(job.prepared, job.seed, matchers)
-            problem = change and f"{change}; delete its run directory (or rerun it with vlbench run --restart) to score it again"
+            problem = change and f"{change}; {RESCORE_HINT}"
         except VlbenchError as error:
             problem = str(error)
         job.state_file("").parent.mkdir(parents=True, exist_ok=True)

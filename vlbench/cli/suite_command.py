@@ -23,12 +23,12 @@ def plan(
     lacks (offline; no weights are read)."""
     from vlbench.compute import BACKWARD_COST, Work
     from vlbench.errors import VlbenchError
-    from vlbench.suites import job_state, job_work, load_suite, missing_inputs
+    from vlbench.suites import job_states, job_work, load_suite, missing_inputs
 
     if unet_rate is not None and not unet_rate > 0:
         raise VlbenchError(f"--unet-rate {unet_rate}: must be a positive number of passes per second")
     jobs = load_suite(suite, runs_dir, data_dir)
-    states = [job_state(job) for job in jobs]
+    states = [state for state, _ in job_states(jobs)]
     total, uncounted = Work(), 0
     for job, state in zip(jobs, states):
         work = job_work(job)
@@ -42,7 +42,7 @@ def plan(
     not_counted = f" ({uncounted} runs without their data not counted)" if uncounted else ""
     typer.echo(f"to do, from scratch: {total.scoring:,} UNet passes scoring and {total.training:,} training, each with a backward{not_counted}")
     if "stale" in counts:
-        typer.echo(f"not counted: {counts['stale']} stale runs (finished, but the last suite run found their inputs changed; see vlbench suite status): delete their run directories to run them again")
+        typer.echo(f"not counted: {counts['stale']} stale runs (finished, but their code changed since, or the last suite run found their inputs changed; see vlbench suite status): delete their run directories to run them again")
     if unet_rate is not None:
         typer.echo(f"at {unet_rate:g} UNet passes/s, a backward costing {BACKWARD_COST} passes: {total.hours(unet_rate):.2f} GPU-hours")
     missing = missing_inputs(jobs)
@@ -89,12 +89,12 @@ def run(
 def status(suite: Path = typer.Argument(..., help="Suite YAML."), runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR) -> None:
     """Done, stale or failed (with the error), running, partial or pending, per run, with the cluster job
     that last ran it."""
-    from vlbench.suites import failure, job_state, load_suite, submitted_as
+    from vlbench.suites import job_states, load_suite, submitted_as
 
-    for job in load_suite(suite, runs_dir, data_dir):
-        state = job_state(job)
+    jobs = load_suite(suite, runs_dir, data_dir)
+    for job, (state, reason) in zip(jobs, job_states(jobs)):
         cluster_job = submitted_as(job)
-        typer.echo(f"{state:<8} {job.key}" + (f"  [job {cluster_job}]" if cluster_job and state != "done" else "") + (f"  {failure(job)}" if state in ("failed", "stale") else ""))
+        typer.echo(f"{state:<8} {job.key}" + (f"  [job {cluster_job}]" if cluster_job and state != "done" else "") + (f"  {reason}" if reason else ""))
 
 
 def run_suite_command(suite: Path, runs_dir: Path, data_dir: Path | None, jobs: int, out: Path | None, baseline: str | None, plots: Path | None, command: str, options: str, where: str = "", cluster=None) -> None:
