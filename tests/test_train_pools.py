@@ -150,7 +150,7 @@ def test_data_check_and_a_suite_name_missing_training_images_before_any_run(comv
     assert expected in plan, plan
     refused = vlbench_cli("suite", "run", "s.yaml", "--data-dir", str(tmp_path), cwd=tmp_path, check=False)
     assert refused.returncode == 2 and expected in refused.stderr.splitlines()
-    assert "error: 1 model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run" in refused.stderr
+    assert "error: the 1 missing models and datasets listed above cannot be fetched by a run (data is never downloaded; models are not while the hub is offline); nothing was run" in refused.stderr
     assert not (tmp_path / "runs").exists()
     # Only what runs read counts: without the training run, that image is not needed; an evaluation
     # image missing where runs skip bad examples is not either.

@@ -142,7 +142,8 @@ def refuse_missing_inputs(missing) -> None:
     for item in missing:
         typer.echo(f"missing: {item.line}" + ("" if item in blocking else "; the first run that needs it downloads it"), err=True)
     if blocking:
-        raise VlbenchError(f"{len(blocking)} model(s) or dataset(s) the suite needs are not on this machine (listed above); nothing was run")
+        which = "the" if len(blocking) == len(missing) else f"{len(blocking)} of the"
+        raise VlbenchError(f"{which} {len(missing)} missing models and datasets listed above cannot be fetched by a run (data is never downloaded; models are not while the hub is offline); nothing was run")
 
 
 def code_state() -> tuple[str | None, bool]:
