@@ -181,6 +181,20 @@ def test_features_cached_on_one_kind_of_cpu_are_not_read_on_another(private_feat
     assert make("clip").features.cache.directory != first
 
 
+def test_features_cached_at_one_thread_count_are_not_read_at_another(private_feature_cache):
+    """Reductions split over another number of threads round otherwise (the mini SD's latents do,
+    and a training amplifies it), so a run reads only features computed as it would compute them."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [make("clip").features.cache.directory, make("dsd").inputs.cache.directory]
+        torch.set_num_threads(2)
+        two = [make("clip").features.cache.directory, make("dsd").inputs.cache.directory]
+    finally:
+        torch.set_num_threads(threads)
+    assert one[0] != two[0] and one[1] != two[1]
+
+
 def test_features_computed_by_other_code_are_not_read_back(private_feature_cache, monkeypatch, tmp_path):
     """Runs of other code are refused: so are the features it cached, for both CLIP and SD."""
     import vlbench.feature_cache

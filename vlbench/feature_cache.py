@@ -59,11 +59,15 @@ def text_hash(text: str) -> str:
 def device_identity(device: str) -> dict[str, Any]:
     """What decides a device's float rounding beyond the library versions, so a cache shared by
     machines (a cluster's nodes) never hands one machine's features to another: for a GPU its
-    model, compute capability, CUDA and cuDNN versions and TF32 settings; for the CPU its
-    architecture and the vector instructions PyTorch's kernels use."""
+    model, compute capability, CUDA and cuDNN versions and TF32 settings; for the CPU its model
+    name, architecture, the vector instructions PyTorch's kernels use and PyTorch's thread count
+    (which changes how reductions are split: the mini SD's latents differ in the last bits between
+    1 and 2 threads, and a training can amplify that)."""
     import platform
 
     import torch
+
+    from vlbench.runtime import cpu_name
 
     chosen = torch.device(device)
     if chosen.type == "cuda":
@@ -76,7 +80,7 @@ def device_identity(device: str) -> dict[str, Any]:
             "cudnn": torch.backends.cudnn.version(),
             "tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
         }
-    return {"device": chosen.type, "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"device": chosen.type, "cpu": cpu_name(), "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
 
 
 def code_sha256(*computing: Any) -> str:

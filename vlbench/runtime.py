@@ -38,15 +38,13 @@ def resolve_device(requested: str) -> str:
 def describe_device(device: str) -> str:
     """The device as a run records it: what decides its float32 rounding (`feature_cache.device_identity`),
     on the CPU with the processor's name and the thread count, which change a trained run's scores."""
-    import torch
-
     from vlbench.feature_cache import device_identity
 
     identity = device_identity(device)
     if identity["device"] == "cuda":
         major, minor = identity["capability"]
         return f"{identity['gpu']} (compute {major}.{minor}, CUDA {identity['cuda']}, cuDNN {identity['cudnn']}, TF32 {'on' if any(identity['tf32']) else 'off'})"
-    name, threads = cpu_name(), torch.get_num_threads()
+    name, threads = identity["cpu"], identity["threads"]
     return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {threads} thread{'s' if threads != 1 else ''})"
 
 
