@@ -36,8 +36,9 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
 
     Each seed of the row pairs with the baseline's run of the same seed (the same split, the same
     noise or initialisation); a seed the baseline did not run pairs, against a zero-shot baseline
-    (`same_shots` false), with the baseline's mean over its seeds that scored the example, and
-    with nothing otherwise (another split's examples). Each side is then averaged over the seeds
+    (`same_shots` false), with the baseline's mean over its seeds that scored the example where
+    the task's examples do not vary by seed (RefCOCOg's and VQAv2's candidates are drawn per seed:
+    an id is another example under another seed), and with nothing otherwise. Each side is then averaged over the seeds
     that paired the example, so an example scored under three seeds counts once; resampling
     examples does not see how much the seed moves the row, which `by_seed` shows."""
     metric, outcome_name, group_tag = compared_metric(runs)
@@ -55,8 +56,8 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
     for run in sorted(runs, key=lambda run: run.record.seed):
         seed = run.record.seed
         partner = baseline_by_seed.get(seed)
-        if partner is None and not same_shots:
-            partner = baseline_mean
+        if partner is None and not same_shots and not run.task.examples_vary_by_seed:
+            partner = baseline_mean  # the same examples under every seed
             against_mean.append(seed)
         shared = sorted(run.outcomes.keys() & partner.keys()) if partner is not None else []
         for example_id in shared:

@@ -339,6 +339,22 @@ def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s
     assert line["by_seed"] == " ".join(f"{seed}:{value:.4f}" + ("(mean)" if seed not in zero_shot_seeds else "") for seed, value in enumerate(by_seed))
 
 
+def test_where_examples_vary_by_seed_a_trained_seed_without_its_zero_shot_run_is_not_paired_with_the_mean(tmp_path, monkeypatch):
+    """RefCOCOg and VQAv2 draw candidates per seed: an id under another seed is another example."""
+    from vlbench import registry
+    from vlbench.leaderboard.tables import build_board
+
+    monkeypatch.setattr(registry.tasks.get("colors"), "examples_vary_by_seed", True)
+    ids = list("abcdef")
+    write_trained_or_zero_shot(tmp_path, "0", 0, {"a", "b", "c"}, ids)
+    write_trained_or_zero_shot(tmp_path, "10%", 0, {"c", "d"}, ["c", "d", "e", "f"])
+    write_trained_or_zero_shot(tmp_path, "10%", 1, {"a", "b", "c", "d"}, ["a", "b", "c", "d"])
+    (comparison,) = build_board([tmp_path], baseline="zero-shot")[0].comparisons
+    assert comparison.pairs == 4 and comparison.difference == pytest.approx(25.0)
+    assert comparison.by_seed == {0: pytest.approx(25.0), 1: None} and comparison.against_mean == []
+    assert "| 0: +25.00, 1: – | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
+
+
 def test_a_seed_its_same_shots_baseline_did_not_run_is_left_out_and_shown_as_such(tmp_path):
     from vlbench.leaderboard.tables import build_board
 
