@@ -81,6 +81,25 @@ def test_a_checkpoint_resumes_only_on_the_compute_that_wrote_it_and_restart_disc
     assert len(steps) == 16 and not checkpoint.exists()
 
 
+def test_a_checkpoint_copied_from_another_run_is_refused(tmp_path, monkeypatch):
+    """As `state.pt` is tied to its run and split: another configuration's training (here one
+    evaluating another `--limit`, with the same training examples and options) would otherwise go on from it."""
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_SECONDS", 0.0)
+    counting_steps(monkeypatch, interrupt_at=6)
+    with pytest.raises(Interrupted):
+        mini_run(tmp_path / "a", "clip-ft")
+    (source,) = (tmp_path / "a").rglob("training-checkpoint.pt")
+    counting_steps(monkeypatch, interrupt_at=1)  # before the first checkpoint: the run and split are recorded, nothing trained kept
+    other = {"task": "mini-comvg", "matcher": "clip-ft", "model": "mini", "shots": "5%", "limit": 12, "runs_dir": str(tmp_path / "b"), **RUNS["clip-ft"]}
+    with pytest.raises(Interrupted):
+        run(prepare(load_run_config(None, other)), 0)
+    (run_dir,) = {path.parent for path in (tmp_path / "b").rglob("identity.json")}
+    (run_dir / "training-checkpoint.pt").write_bytes(source.read_bytes())
+    counting_steps(monkeypatch)
+    with pytest.raises(VlbenchError, match=r"training-checkpoint\.pt: a training checkpoint written for another run or split \(copied from another run directory\?\); --restart to train from the start"):
+        run(prepare(load_run_config(None, other)), 0)
+
+
 def test_an_interrupt_before_the_first_checkpoint_says_nothing_trained_is_kept(tmp_path, monkeypatch):
     counting_steps(monkeypatch, interrupt_at=2)
     with pytest.raises(Interrupted, match=r"^interrupted while training, before its first checkpoint \(nothing trained is kept\)"):

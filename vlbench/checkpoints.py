@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from vlbench.types import Example, Matcher
 
 CHECKPOINT_SECONDS = 60.0  # at an epoch's end, a checkpoint is written once this long has passed since the last
-FORMAT = 1
+FORMAT = 2  # 2: the run and split it belongs to ("owner")
 RESTART = "; --restart to train from the start"
 
 
@@ -40,6 +40,7 @@ class TrainingCheckpoint:
     """The checkpoint file of one run's training, written by rank 0 (every rank's random streams in it)."""
 
     path: Path
+    owner: str  # `RunDirectory.state_owner()`: a checkpoint copied from another run or split is refused
     epochs_kept: int = 0
     epochs_restored: int = 0  # epochs_kept when training resumed from the file
     last_written: float = field(default_factory=time.monotonic)
@@ -54,7 +55,7 @@ class TrainingCheckpoint:
         state = ranks.from_main(torch.load(self.path, map_location="cpu", weights_only=True) if ranks.is_main and self.path.exists() else None)
         if state is None:
             return None
-        _check_matches(state, self.path, examples, train, ranks.world_size)
+        _check_matches(state, self.path, self.owner, examples, train, ranks.world_size)
         mismatch = next(filter(None, ranks.gather(_compute_mismatch(state["random"][ranks.rank]["compute"], _compute(matcher)))), None)
         if mismatch:
             raise VlbenchError(f"{self.path}: {mismatch}")
@@ -79,6 +80,7 @@ class TrainingCheckpoint:
         version, internal, gauss = position.shuffle.getstate()
         state = {
             "format": FORMAT,
+            "owner": self.owner,
             "examples": [example.id for example in examples],
             "train": as_dict(train),
             "world_size": ranks.world_size,
@@ -155,10 +157,12 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     return f"a training checkpoint written on {stored['device']} with {stored['threads']} thread{'s' if stored['threads'] != 1 else ''} cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 
-def _check_matches(state: dict[str, Any], path: Path, examples: Sequence[Example], train: TrainConfig, world_size: int) -> None:
+def _check_matches(state: dict[str, Any], path: Path, owner: str, examples: Sequence[Example], train: TrainConfig, world_size: int) -> None:
     """A checkpoint resumes only the training that wrote it."""
     if state.get("format") != FORMAT:
         raise VlbenchError(f"{path}: a training checkpoint of another format ({state.get('format')}, this vlbench writes {FORMAT}){RESTART}")
+    if state["owner"] != owner:
+        raise VlbenchError(f"{path}: a training checkpoint written for another run or split (copied from another run directory?){RESTART}")
     if state["world_size"] != world_size:
         raise VlbenchError(f"{path}: a training checkpoint written by {state['world_size']} processes cannot resume in {world_size} (each draws its own noise); run with {state['world_size']}{RESTART}")
     if state["examples"] != [example.id for example in examples] or state["train"] != as_dict(train):

@@ -430,7 +430,7 @@ def _fit_or_load(matcher: Matcher, run_dir: RunDirectory, train_examples: list[E
         return None
     started = time.perf_counter()
     recent = RecentImages()  # each epoch shows the same images
-    checkpoint = TrainingCheckpoint(run_dir.checkpoint_path)
+    checkpoint = TrainingCheckpoint(run_dir.checkpoint_path, run_dir.state_owner())
 
     def training_images(example: Example) -> list:
         try:
