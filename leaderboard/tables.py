@@ -173,9 +173,9 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
         row.runs.append(run)
         if not checked:
             row.unchecked_seeds = sorted([*row.unchecked_seeds, record.seed])
+    _check_same_data(runs)  # first: its refusal names the evaluation data that differs
     for row in rows.values():
         _check_same_inputs(row)
-    _check_same_data(runs)
     return sorted(rows.values(), key=lambda row: (row.task, row.data, shots_order(row.shots), row.limit or 0, row.matcher, row.config_id))
 
 

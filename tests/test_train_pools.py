@@ -62,6 +62,20 @@ def test_comvg_trains_on_its_training_file_and_evaluates_the_whole_test_file(com
     assert split.eval_ids == tuple(e.id for e in pool if e.id != "comvg-1") and split.dropped == 1
 
 
+def test_a_board_refuses_to_average_seeds_whose_training_file_differs(comvg_with_training, tmp_path):
+    """ComVG's examples do not vary by seed, so neither may its data's fingerprint, training file
+    included: seeds trained on an edited file are not one configuration's seeds."""
+    from vlbench.leaderboard.tables import build_board
+
+    options = {"data_root": comvg_with_training, "runs_dir": tmp_path / "runs", "task_options": {"train_file": "comvg_train.csv"}}
+    evaluate("comvg", "random", shots="3", seeds=[0], **options)
+    training = comvg_with_training / "comvg_train.csv"
+    training.write_text(training.read_text().replace("train sentence 1,", "edited sentence 1,"))
+    evaluate("comvg", "random", shots="3", seeds=[1], **options)
+    with pytest.raises(VlbenchError, match=r"seeds 0 and 1 were computed from different inputs \(task\.data_fingerprint: "):
+        build_board([tmp_path / "runs"])
+
+
 def test_a_run_with_train_file_records_the_training_file_and_the_whole_evaluation(comvg_with_training, tmp_path):
     result = evaluate("comvg", "random", shots="3", data_root=comvg_with_training, runs_dir=tmp_path / "runs", task_options={"train_file": "comvg_train.csv"})
     record = json.loads((result.run_dirs[0] / "results.json").read_text())

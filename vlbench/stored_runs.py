@@ -129,8 +129,12 @@ class RunRecord:
         """What the run's scores were computed from, besides its seed and data (`data_key`): the
         matcher (its code's version, weights, options), the task's code version, the source files of
         vlbench and its plugins (`code`, absent before it was recorded) and the library versions of its sessions. The
-        seeds of one configuration must agree on it to be averaged."""
-        task = {key: value for key, value in self.data["task"].items() if key not in ("data_fingerprint", "evaluation_fingerprint", "examples_vary_by_seed", "headline")}
+        seeds of one configuration must agree on it to be averaged. Where the task's examples do
+        not vary by seed, so does the fingerprint of its data, training pool included (a `train_file`
+        edited between seeds)."""
+        varies = self.data["task"].get("examples_vary_by_seed", True)
+        left_out = ("evaluation_fingerprint", "examples_vary_by_seed", "headline", *(("data_fingerprint",) if varies else ()))
+        task = {key: value for key, value in self.data["task"].items() if key not in left_out}
         sessions = self.data.get("provenance", {}).get("sessions", [])
         libraries = [json.loads(text) for text in sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in sessions})]
         return json.dumps({"task": task, "matcher": self.data["matcher"], "code": self.data.get("code"), "libraries": libraries}, sort_keys=True)
