@@ -206,6 +206,17 @@ def test_features_computed_by_other_code_are_not_read_back(private_feature_cache
     after = [make("clip").features.cache.directory, make("dsd").inputs.cache.directory]
     assert after[0] != before[0] and after[1] != before[1]
 
+    # So do the modules that build the models, whose edits the weights' fingerprint cannot see.
+    import vlbench.matchers.clip.loading
+    import vlbench.matchers.stable_diffusion.loading
+
+    for module in (vlbench.matchers.clip.loading, vlbench.matchers.stable_diffusion.loading):
+        copy = tmp_path / f"{module.__name__}.py"
+        copy.write_text(Path(module.__file__).read_text() + "\n# an edit\n")
+        monkeypatch.setattr(module, "__file__", str(copy))
+    rebuilt = [make("clip").features.cache.directory, make("dsd").inputs.cache.directory]
+    assert rebuilt[0] != after[0] and rebuilt[1] != after[1]
+
 
 def test_a_shard_whose_zip_flags_were_damaged_is_computed_again(tmp_path):
     """A flipped flag bit reads as an encrypted member (RuntimeError), not a short file."""

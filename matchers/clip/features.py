@@ -34,7 +34,7 @@ class ClipFeatures:
         self.text_projection = text_head if self.has_heads else None
         producer = {
             "features": "clip-pre-projection" if self.has_heads else "clip-embedding",
-            "code": code_sha256(ClipFeatures, preprocess_batch),
+            "code": code_sha256(ClipFeatures, preprocess_batch, type(clip)),  # type(clip): the module that builds the model
             "model": clip.fingerprint,
             "open_clip": version("open_clip_torch"),
             "torch": torch.__version__,

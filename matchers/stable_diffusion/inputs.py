@@ -53,7 +53,7 @@ class DiffusionInputs:
         self.pixel_size = sd.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
         producer = {
             "features": "sd-inputs",
-            "code": code_sha256(DiffusionInputs),
+            "code": code_sha256(DiffusionInputs, type(sd)),  # type(sd): the module that builds the VAE and text encoder
             "model": sd.fingerprint,
             "diffusers": version("diffusers"),
             "transformers": version("transformers"),
