@@ -317,6 +317,12 @@ def test_a_board_whose_task_code_changed_without_a_version_bump_says_so_instead_
     monkeypatch.setattr(ColorsTask, "outcomes", lambda self, scores, positives: {"accuracy": 1.0})  # what the edit does
     with pytest.raises(VlbenchError, match=r"results.json records accuracy .* where its scores give 1 .*by today's code, which differs from the code that stored the run \(vlbench.tasks/colors.py differs\): if a change altered the task's outcomes, bump its version"):
         StoredRun(result.run_dir).check_metrics()
+    from vlbench.rescore import rescore
+
+    stored = (result.run_dir / "results.json").read_text()
+    with pytest.raises(VlbenchError, match=r"today's code gives other numbers than the run records, and differs from the code that stored it \(vlbench.tasks/colors.py differs\)"):
+        rescore(result.run_dir)  # it would write the edit's numbers under the stored code's name
+    assert (result.run_dir / "results.json").read_text() == stored
 
 
 def test_rerunning_a_finished_run_whose_scores_were_edited_is_refused(tmp_path):

@@ -315,7 +315,7 @@ class StoredRun:
         if differing:
             name = differing[0]
             found = f"{self.directory / RESULTS} records {name} {_shown(recorded.get(name))} where its scores give {_shown(computed.get(name))}{f' ({len(differing) - 1} more differ)' if len(differing) > 1 else ''}"
-            changed = self._changed_code()
+            changed = self.changed_code()
             if changed:
                 raise VlbenchError(
                     f"{found} by today's code, which differs from the code that stored the run ({changed}): if a change altered the task's outcomes, bump its version "
@@ -324,7 +324,7 @@ class StoredRun:
             raise VlbenchError(f"{found}: the run's files disagree (mixed from two runs, or edited); `vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep")
         return True
 
-    def _changed_code(self) -> str:
+    def changed_code(self) -> str:
         """Which of the files the run's `identity.json` recorded (vlbench's and its task plugin's)
         differ today, as a phrase ('' for none, or none recorded)."""
         from vlbench import registry
