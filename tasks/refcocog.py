@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlbench.errors import VlbenchError
+from vlbench.identity import image_files
 from vlbench.metrics import text_top_k
 from vlbench.options import check, finite
 from vlbench.readers import read_json, require_keys
@@ -65,6 +66,10 @@ class RefCOCOgTask(Task):
 
     def train_pool(self, seed: int) -> list[Example] | None:
         return None if self.options.eval_split == ALL_SPLITS else self._split("train", seed)
+
+    def source_files(self, pool, train_pool) -> list[Path]:
+        boxes = (self.options.instances,) if self.options.view == "crop" else ()
+        return [*(self.data_file(name) for name in (self.options.refs, *boxes)), *image_files([*pool, *(train_pool or [])])]
 
     def outcomes(self, scores, positives) -> dict[str, float]:
         (image, text), = positives

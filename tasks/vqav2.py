@@ -28,9 +28,11 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from vlbench.errors import VlbenchError
+from vlbench.identity import image_files
 from vlbench.metrics import text_top_k
 from vlbench.options import check
 from vlbench.readers import read_csv, read_json, require_keys
@@ -72,6 +74,14 @@ class VQAv2Task(Task):
             return None if self.options.train_file is None else self._from_csv(self.options.train_file, self.options.train_images, "train2014", "vqav2-train")
         return None if self.options.train_split is None else self._official(self.options.train_split, seed)
 
+    def source_files(self, pool, train_pool) -> list[Path]:
+        if self.options.source == "csv":
+            tables = [self.options.csv, *((self.options.train_file,) if train_pool is not None else ())]
+        else:
+            splits = [self.options.eval_split, *((self.options.train_split,) if train_pool is not None else ())]
+            tables = [*(name for split in splits for name in _official_files(split)), self.options.major_answers]
+        return [*(self.data_file(name) for name in tables), *image_files([*pool, *(train_pool or [])])]
+
     def outcomes(self, scores, positives) -> dict[str, float]:
         (image, text), = positives
         return text_top_k(scores, image, text, ks=(1, 5))
@@ -111,8 +121,7 @@ class VQAv2Task(Task):
         return examples
 
     def _official(self, split: str, seed: int) -> list[Example]:
-        questions_path = self.data_file(f"v2_OpenEnded_mscoco_{split}2014_questions.json")
-        annotations_path = self.data_file(f"v2_mscoco_{split}2014_annotations.json")
+        questions_path, annotations_path = (self.data_file(name) for name in _official_files(split))
         vocabulary = list(read_json(self.data_file(self.options.major_answers)))
         questions = _records(read_json(questions_path), "questions", questions_path, ("image_id", "question", "question_id"))
         annotations = {
@@ -138,6 +147,11 @@ class VQAv2Task(Task):
             tags = {"answer_type": ANSWER_TYPES.get(annotation["answer_type"], annotation["answer_type"])}
             examples.append(Example(f"vqav2-{split}-{question['question_id']}", (image,), texts, ((0, 0),), tags))
         return examples
+
+
+def _official_files(split: str) -> tuple[str, str]:
+    """The questions and annotations files of an official split."""
+    return f"v2_OpenEnded_mscoco_{split}2014_questions.json", f"v2_mscoco_{split}2014_annotations.json"
 
 
 def _records(document: Any, key: str, path, fields) -> list[dict[str, Any]]:

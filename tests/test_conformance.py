@@ -1,6 +1,7 @@
 """The conformance kit (`vlbench.testing`) over every registered matcher and task, and the two
 example plugins; every name in the registries must be covered here."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -125,6 +126,22 @@ def test_a_checker_catches_a_task_whose_outcomes_name_other_metrics_for_some_exa
 
     with pytest.raises(AssertionError, match="task 'colors': outcomes\\(\\) must give the same metrics for every example and score matrix"):
         check_task(Uneven(ColorsTask.Options(), None))
+
+
+def test_a_checker_catches_a_task_whose_source_files_are_the_drawn_examples(tmp_path):
+    from vlbench.tasks.colors import ColorsTask
+
+    class SavesItsDraw(ColorsTask):
+        def source_files(self, pool, train_pool):
+            drawn = tmp_path / "drawn.json"
+            drawn.write_text(str(pool[0].texts))
+            return [drawn]
+
+        def examples(self, seed):
+            return [dataclasses.replace(example, texts=tuple(f"{text} {seed}" for text in example.texts)) for example in super().examples(seed)]
+
+    with pytest.raises(AssertionError, match="task 'colors': source_files\\(\\) names other files for another seed"):
+        check_task(SavesItsDraw(ColorsTask.Options(), None))
 
 
 def test_a_checker_catches_a_matcher_that_hashes_pixels_without_saying_so():

@@ -174,3 +174,22 @@ def test_a_refcoco_folder_is_not_taken_for_refcocog(tmp_path):
     write_refcocog(tmp_path, refs_name="refs(unc).p")
     with pytest.raises(VlbenchError, match=r"refs\(umd\)\.p not found; refs\(unc\)\.p here are the splits of RefCOCO or RefCOCO\+ .*not RefCOCOg's"):
         RefCOCOgTask(RefCOCOgOptions(), tmp_path).examples(seed=0)
+
+
+def test_a_board_refuses_to_average_seeds_drawn_from_a_refs_file_edited_between_them(root, tmp_path):
+    """Negatives are drawn per seed, so the seeds' data fingerprints differ anyway; the refs file
+    they were drawn from must not."""
+    from vlbench.api import evaluate
+    from vlbench.errors import VlbenchError
+    from vlbench.leaderboard.tables import build_board
+
+    runs = tmp_path / "runs"
+    evaluate("refcocog", "random", seeds=[0, 1], data_root=root, runs_dir=runs)
+    (table,) = build_board([runs])
+    assert [row.seeds for row in table.rows] == [2]
+    refs = pickle.loads((root / "refs(umd).p").read_bytes())
+    refs[-1]["sentences"][0]["raw"] = "an edited sentence"
+    (root / "refs(umd).p").write_bytes(pickle.dumps(refs))
+    evaluate("refcocog", "random", seeds=[2], data_root=root, runs_dir=runs)
+    with pytest.raises(VlbenchError, match=r"seeds 0 and 2 were computed from different inputs \(task\.source_fingerprint: "):
+        build_board([runs])

@@ -113,3 +113,22 @@ def test_data_check_passes_on_a_complete_layout(csv_root, tmp_path):
     result = vlbench_cli("data", "check", "--task", "vqav2", "--data-root", str(csv_root), cwd=tmp_path)
     assert "examples: 1000" in result.stdout and "answer_type: binary 386, number 131, other 483" in result.stdout
     assert "surface shortcut): 386" in result.stdout and "dropped): 1" in result.stdout and "ok: the layout is complete" in result.stdout
+
+
+def test_a_board_refuses_to_average_seeds_whose_images_changed_between_them(tmp_path):
+    """Official VQAv2 draws negatives per seed; the files it draws from, images included, must be
+    the same for every seed of a row."""
+    from vlbench.api import evaluate
+    from vlbench.leaderboard.tables import build_board
+
+    root, runs = tmp_path / "vqav2", tmp_path / "runs"
+    root.mkdir()
+    write_official(root)
+    options = {"data_root": root, "runs_dir": runs, "task_options": {"source": "official"}}
+    evaluate("vqav2", "random", seeds=[0, 1], **options)
+    (table,) = build_board([runs])
+    assert [row.seeds for row in table.rows] == [2]
+    write_images([root / "val2014" / "COCO_val2014_000000000007.jpg"], size=(9, 9))
+    evaluate("vqav2", "random", seeds=[2], **options)
+    with pytest.raises(VlbenchError, match=r"seeds 0 and 2 were computed from different inputs \(task\.source_fingerprint: "):
+        build_board([runs])

@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vlbench.hashing import many_files_sha256, short
@@ -51,13 +52,28 @@ def examples_fingerprint(examples: Sequence) -> str:
     the bytes of each image file (an image replaced by another, even of the same size, changes it;
     read once and then cached by `hashing.many_files_sha256`). It starts with `IMAGE_BYTES`, which
     an older vlbench's fingerprints (of image file sizes) lack."""
-    contents = many_files_sha256(dict.fromkeys(ref.path for example in examples for ref in example.images if ref.path is not None))
+    contents = many_files_sha256(image_files(examples))
     digest = hashlib.sha256()
     for example in examples:
         images = [[ref.key, list(ref.crop) if ref.crop else None, contents.get(ref.path)] for ref in example.images]
         line = [example.id, list(example.texts), [list(pair) for pair in example.positives], dict(sorted(example.tags.items())), images]
         digest.update(json.dumps(line, separators=(",", ":")).encode() + b"\n")
     return IMAGE_BYTES + digest.hexdigest()
+
+
+def image_files(examples: Sequence) -> list[Path]:
+    """The image files the examples name, each once, in order of first mention."""
+    return list(dict.fromkeys(ref.path for example in examples for ref in example.images if ref.path is not None))
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str | None:
+    """A hash of the files' bytes, in the order given (not of their paths: a data root moved
+    elsewhere keeps it); None for no files. Cached as `examples_fingerprint`'s image hashes are."""
+    unique = list(dict.fromkeys(Path(path) for path in paths))
+    if not unique:
+        return None
+    contents = many_files_sha256(unique)
+    return hashlib.sha256(json.dumps([contents[path] for path in unique]).encode()).hexdigest()
 
 
 def changed_inputs(stored: dict[str, Any], current: dict[str, Any], model: str | None, where_data_differs: Callable[[], str]) -> str | None:

@@ -37,7 +37,7 @@ from vlbench.errors import Interrupted, VlbenchError, first_line
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.example_rules import check_examples
-from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, first_changed_example
+from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import component_sources, scoring_libraries, session_record, source_files_sha256, sources_sha256
@@ -108,6 +108,16 @@ def _data_root(config: RunConfig, task_class: type) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class Fingerprints:
+    """What `results.json` records of a run's data besides its data fingerprint: the fingerprint of
+    the evaluation pool alone, and of the files its examples were drawn from (`Task.source_files`;
+    None where the task names none)."""
+
+    evaluation: str
+    sources: str | None
+
+
 @dataclass
 class Drawn:
     """What a seed's run is made of: the task's examples, its split, and the examples it scores
@@ -160,9 +170,11 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
     with failures_named(f"building matcher '{config.matcher}'", stored=False):
         matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
-    # What boards compare runs' evaluation data by: the fingerprint of the pool alone.
-    evaluation_data = identity.inputs["task"]["data"] if train_pool is None else distributed.current().on_main(lambda: prepared.task.data_fingerprint(pool))
     ranks = distributed.current()
+    fingerprints = Fingerprints(
+        evaluation=identity.inputs["task"]["data"] if train_pool is None else ranks.on_main(lambda: prepared.task.data_fingerprint(pool)),
+        sources=ranks.on_main(lambda: files_fingerprint(prepared.task.source_files(pool, train_pool))),
+    )
     with ExitStack() as held:
         def open_run() -> set[str]:
             held.enter_context(run_dir.lock())
@@ -220,7 +232,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
             unrecorded = _unrecorded_work(run_dir, len(scored) - timings["examples_scored"], prepared.train is not None and fit_seconds is None)
             if did_work or unrecorded:
                 run_dir.append_session({**session_record(prepared, matcher, ranks.world_size, timings), "ended": "completed", **unrecorded})
-            results = _results_record(prepared, identity, evaluation_data, split, matcher, scored, skipped, timings, run_dir.sessions())
+            results = _results_record(prepared, identity, fingerprints, split, matcher, scored, skipped, timings, run_dir.sessions())
             run_dir.write_json("results.json", results)
             return results
 
@@ -377,9 +389,8 @@ def _merged_scores(run_dir: RunDirectory, task: str, evaluation: list[Example], 
     return scored
 
 
-def _results_record(prepared: Prepared, identity: RunIdentity, evaluation_data: str, split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The content of `results.json` (schema in the README); `evaluation_data`: the fingerprint of
-    the evaluation pool alone."""
+def _results_record(prepared: Prepared, identity: RunIdentity, data: Fingerprints, split: Split, matcher: Matcher, scored: list[ScoredExample], skipped: dict[str, str], timings: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The content of `results.json` (schema in the README)."""
     config = prepared.config
     task = prepared.task
     metrics, breakdown = compute_metrics(task, scored)
@@ -392,8 +403,9 @@ def _results_record(prepared: Prepared, identity: RunIdentity, evaluation_data: 
             "options": identity.config["task_options"],
             "headline": task.headline_metric(metrics),
             "data_fingerprint": inputs["task"]["data"],
-            "evaluation_fingerprint": evaluation_data,
+            "evaluation_fingerprint": data.evaluation,
             "examples_vary_by_seed": task.examples_vary_by_seed,
+            **({"source_fingerprint": data.sources} if data.sources else {}),
         },
         "matcher": {**_component(inputs["matcher"]), "fingerprint": inputs["matcher"]["fingerprint"], "trained": prepared.train is not None},
         "code": {"sources_sha256": sources_sha256(inputs["code"])},

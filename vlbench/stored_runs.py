@@ -129,9 +129,10 @@ class RunRecord:
         """What the run's scores were computed from, besides its seed and data (`data_key`): the
         matcher (its code's version, weights, options), the task's code version, the source files of
         vlbench and its plugins (`code`, absent before it was recorded) and the library versions of its sessions. The
-        seeds of one configuration must agree on it to be averaged. Where the task's examples do
-        not vary by seed, so does the fingerprint of its data, training pool included (a `train_file`
-        edited between seeds)."""
+        seeds of one configuration must agree on it to be averaged. So must the fingerprint of its
+        data, training pool included (a `train_file` edited between seeds), where the task's
+        examples do not vary by seed; where they do, that of the files they were drawn from
+        (`source_fingerprint`, for a task that names them: `Task.source_files`)."""
         varies = self.data["task"].get("examples_vary_by_seed", True)
         left_out = ("evaluation_fingerprint", "examples_vary_by_seed", "headline", *(("data_fingerprint",) if varies else ()))
         task = {key: value for key, value in self.data["task"].items() if key not in left_out}

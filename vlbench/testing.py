@@ -23,6 +23,7 @@ from typing import Any
 
 from vlbench.errors import VlbenchError
 from vlbench.evaluation import checked_scores, prepared_images
+from vlbench.identity import files_fingerprint
 from vlbench.types import Example, LoadedImage, Matcher, Task
 
 
@@ -96,7 +97,8 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
       other pair 0 gets every per-example metric 1, and an all-tied matrix gets 0 (ties count as
       wrong); values are in [0, 1]; `headline_metric` names one of the aggregated metrics;
     - images: the first example's images load as RGB;
-    - the data fingerprint is the same for the same examples; `describe()` says something."""
+    - the data fingerprint is the same for the same examples, and the files `source_files` names
+      the same for another seed; `describe()` says something."""
     name = task.name
     _check_options(type(task).Options, f"task '{name}'")
     examples = task.examples(seed)
@@ -126,6 +128,8 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     images = [LoadedImage(ref.key, ref.load()) for ref in examples[0].images]
     assert all(image.pixels.mode == "RGB" for image in images), f"task '{name}': images must load as RGB"
     assert task.data_fingerprint(examples) == task.data_fingerprint(again), f"task '{name}': the data fingerprint changes between calls"
+    sources = files_fingerprint(task.source_files(examples, train_pool))
+    assert sources == files_fingerprint(task.source_files(task.examples(seed + 1), task.train_pool(seed + 1))), f"task '{name}': source_files() names other files for another seed; it names what examples are drawn from, which the seed does not choose"
     assert task.describe(), f"task '{name}': describe() must say what data it reads"
 
 

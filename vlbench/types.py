@@ -232,7 +232,8 @@ class Task:
     rows, so `--split paper-release` may reproduce it. `reads_data_root` is False for a task that
     makes its own data: a data root given for its run is refused, not recorded as if read.
     `examples_vary_by_seed` is False for a task whose `examples` ignore the seed: boards then check
-    that every seed of every run on its data evaluated the same examples.
+    that every seed of every run on its data evaluated the same examples; a task whose examples do
+    vary names the files it draws them from (`source_files`).
     """
 
     name: ClassVar[str]
@@ -307,6 +308,14 @@ class Task:
         from vlbench.identity import examples_fingerprint
 
         return examples_fingerprint(examples)
+
+    def source_files(self, pool: Sequence[Example], train_pool: Sequence[Example] | None) -> list[Path]:
+        """For a task whose examples vary by seed: the files a run's evaluation pool and train pool
+        (None at zero shots) were drawn from, none of them chosen by the seed (RefCOCOg's refs file
+        and the pools' images). Their bytes are the run's `source_fingerprint`, which the seeds of
+        one configuration must share to be averaged: a data edit between two seeds' runs is then
+        refused, where the seed-drawn data fingerprints cannot show it. Default: none."""
+        return []
 
     def statistics(self, examples: list[Example]) -> dict[str, Any]:
         """Task-specific counts that `vlbench data check` reports (e.g. known shortcuts)."""
