@@ -97,9 +97,13 @@ def _listed(out: Path) -> list[str]:
 
 def _remove_earlier(out: Path, earlier: list[str], written: list[str]) -> None:
     """Delete what an earlier report in `out` wrote and this one did not (plots, browsers of runs no
-    longer there); then list this report's files. Other files stay."""
+    longer there), and the folders that held only those; then list this report's files. Other
+    files stay."""
     for name in set(earlier) - set(written):
         (out / name).unlink(missing_ok=True)
+        for folder in Path(name).parents[:-1]:  # innermost first, `out` itself not
+            if (out / folder).is_dir() and not any((out / folder).iterdir()):
+                (out / folder).rmdir()
     atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted(written), indent=0) + "\n")
 
 

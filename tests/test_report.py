@@ -145,7 +145,7 @@ def test_the_report_needs_only_the_run_records(mini_runs, tmp_path):
     # A report into the same directory without plots leaves none of the earlier ones, and no one else's file goes.
     (tmp_path / "site" / "notes.txt").write_text("mine")
     vlbench_cli("report", str(records), "--html", "site", "--no-plots", cwd=tmp_path, env={"VLBENCH_CACHE": str(tmp_path / "empty-cache")})
-    assert not list((tmp_path / "site" / "plots").glob("*.png")) and (tmp_path / "site" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "site" / "plots").exists() and (tmp_path / "site" / "notes.txt").read_text() == "mine"
     assert (tmp_path / "site" / "index.html").exists() and "plots/" not in (tmp_path / "site" / "index.html").read_text()
 
 
