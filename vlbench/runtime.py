@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from vlbench.errors import VlbenchError
 
@@ -48,8 +49,9 @@ def describe_device(device: str) -> str:
     return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {threads} thread{'s' if threads != 1 else ''})"
 
 
+@cache
 def cpu_name() -> str:
-    """The processor's model name, where the system says it ('' elsewhere)."""
+    """The processor's model name, where the system says it ('' elsewhere); read once per process."""
     import platform
     import subprocess
     from pathlib import Path
