@@ -340,10 +340,10 @@ def test_another_library_version_refuses_to_resume(tmp_path, vlbench_here, monke
 
 def edited_sources(monkeypatch, name="vlbench.matchers/random.py"):
     """vlbench's source files as after an edit of `name` (another commit, an uncommitted change)."""
-    from vlbench import provenance, runner
+    from vlbench import provenance
 
     files = {**provenance.source_files_sha256(), name: "0" * 64}
-    monkeypatch.setattr(runner, "source_files_sha256", lambda: files)
+    monkeypatch.setattr(provenance, "source_files_sha256", lambda: files)
 
 
 def test_the_scoring_sources_are_the_same_for_an_editable_install_and_a_wheel_and_leave_out_the_cli_and_boards(tmp_path):

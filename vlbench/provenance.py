@@ -171,6 +171,12 @@ def scoring_sources(folders: dict[str, Path]) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def run_code_sha256(*components: type) -> dict[str, str]:
+    """What `identity.json` records as the code of a run of `components` (its matcher and task
+    classes): `source_files_sha256` and `component_sources`."""
+    return {**source_files_sha256(), **component_sources(*components)}
+
+
 def component_sources(*components: type) -> dict[str, str]:
     """`source_files_sha256` for the code of plugins: the sha256 of every Python file of the
     package (or module) that defines each of `components` (a matcher or task class) outside

@@ -40,7 +40,7 @@ from vlbench.example_rules import check_examples
 from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
-from vlbench.provenance import component_sources, scoring_libraries, session_record, source_files_sha256, sources_sha256
+from vlbench.provenance import run_code_sha256, scoring_libraries, session_record, sources_sha256
 from vlbench.progress import labelled
 from vlbench.records import RESULTS, RunDirectory, ScoredExample
 from vlbench.runtime import Runtime, resolve_device
@@ -264,7 +264,7 @@ def run_identity(prepared: Prepared, matcher: dict[str, Any], examples: list[Exa
         "matcher": component_identity(config.matcher, prepared.matcher_class, registry.matchers.entry(config.matcher), fingerprint=matcher["fingerprint"]),
         "task": component_identity(config.task, type(task), registry.tasks.entry(config.task), data=data),
         "libraries": matcher["libraries"],
-        "code": {**source_files_sha256(), **component_sources(prepared.matcher_class, type(task))},
+        "code": run_code_sha256(prepared.matcher_class, type(task)),
     }
     return RunIdentity(run_configuration(prepared), inputs)
 

@@ -330,12 +330,12 @@ class StoredRun:
         differ today, as a phrase ('' for none, or none recorded)."""
         from vlbench import registry
         from vlbench.identity import differing_files
-        from vlbench.provenance import component_sources, source_files_sha256
+        from vlbench.provenance import run_code_sha256
 
         stored = self.files.read_json("identity.json").get("inputs", {}).get("code") if self.files.exists("identity.json") else None
         if stored is None:
             return ""
-        today = {**source_files_sha256(), **component_sources(registry.tasks.get(self.record.task))}
+        today = run_code_sha256(registry.tasks.get(self.record.task))
         return differing_files({name: digest for name, digest in stored.items() if name in today}, today)
 
 def _flat(breakdown: dict[str, Any]) -> dict[str, Any]:

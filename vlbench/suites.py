@@ -131,17 +131,15 @@ def job_states(jobs: list[Job]) -> list[tuple[str, str]]:
     job whose code changed since it was stored is `stale` here already: its `identity.json`
     against today's source files, which reads no model or data (`run_jobs` checks those too)."""
     from vlbench.identity import changed_code
-    from vlbench.provenance import component_sources, source_files_sha256
+    from vlbench.provenance import run_code_sha256
 
-    vlbench_code = source_files_sha256()
     states = []
     for job in jobs:
         state = job_state(job)
         reason = failure(job) if state in ("failed", "stale") else ""
         if state == "done":
             identity = RunDirectory(job.run_dir).read_json("identity.json") if (job.run_dir / "identity.json").exists() else {}
-            today = {**vlbench_code, **component_sources(job.prepared.matcher_class, type(job.prepared.task))}
-            change = changed_code(identity.get("inputs", {}).get("code"), today)
+            change = changed_code(identity.get("inputs", {}).get("code"), run_code_sha256(job.prepared.matcher_class, type(job.prepared.task)))
             if change is not None:
                 state, reason = "stale", f"error: {change}; {RESCORE_HINT}"
         states.append((state, reason))
