@@ -21,7 +21,7 @@ from typing import Any
 
 from vlbench.config import RunConfig, Shots
 from vlbench.errors import VlbenchError
-from vlbench.identity import short_fingerprint
+from vlbench.identity import differing_files, short_fingerprint
 from vlbench.stats import mean_and_ci
 from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
@@ -181,14 +181,16 @@ def group_rows(runs: list[StoredRun]) -> list[Row]:
 
 def _check_same_inputs(row: Row) -> None:
     """Refuse a row whose seeds were computed from different inputs (a model changed in place
-    between seeds, another library version): its mean would mix them."""
-    first, *others = row.records
-    for record in others:
-        if record.inputs_key != first.inputs_key:
-            difference = _first_difference(json.loads(first.inputs_key), json.loads(record.inputs_key))
+    between seeds, another library version, edited code: the first file that differs named): its
+    mean would mix them."""
+    first, *others = sorted(row.runs, key=lambda run: run.record.seed)
+    for run in others:
+        if run.record.inputs_key != first.record.inputs_key:
+            difference = _first_difference(json.loads(first.record.inputs_key), json.loads(run.record.inputs_key))
+            files = differing_files(first.recorded_code() or {}, run.recorded_code() or {}) if difference.startswith("code.") else ""
             raise VlbenchError(
-                f"{row.task}, {row.matcher} (config {row.config_id}): seeds {first.seed} and {record.seed} were computed from different inputs "
-                f"({difference}), so they cannot be averaged; rerun the stale seeds (vlbench run --restart) or keep them in separate runs directories"
+                f"{row.task}, {row.matcher} (config {row.config_id}): seeds {first.record.seed} and {run.record.seed} were computed from different inputs "
+                f"({f'code: {files}' if files else difference}), so they cannot be averaged; rerun the stale seeds (vlbench run --restart) or keep them in separate runs directories"
             )
 
 
