@@ -66,6 +66,13 @@ def test_results_record_the_protocol_and_provenance(tmp_path):
     assert record["timings"]["examples_scored"] == 36 and record["timings"]["pairs_per_second"] > 0
 
 
+def test_a_device_other_than_cuda_or_the_cpu_is_named_as_itself():
+    """Apple's `mps` is described with the processor it shares (here the meta device stands in)."""
+    from vlbench.runtime import describe_device
+
+    assert describe_device("meta").startswith("meta (") and describe_device("cpu").startswith("cpu (")
+
+
 def test_the_recorded_commit_is_that_of_the_checkout_tracking_the_code_and_dirty_only_for_its_files(tmp_path):
     from vlbench.provenance import git_state
 

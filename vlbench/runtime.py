@@ -38,7 +38,8 @@ def resolve_device(requested: str) -> str:
 
 def describe_device(device: str) -> str:
     """The device as a run records it: what decides its float32 rounding (`feature_cache.device_identity`),
-    on the CPU with the processor's name and the thread count, which change a trained run's scores."""
+    on the CPU (and Apple's `mps`, named as such) with the processor's name and the thread count,
+    which change a trained run's scores."""
     from vlbench.feature_cache import device_identity
 
     identity = device_identity(device)
@@ -46,7 +47,7 @@ def describe_device(device: str) -> str:
         major, minor = identity["capability"]
         return f"{identity['gpu']} (compute {major}.{minor}, CUDA {identity['cuda']}, cuDNN {identity['cudnn']}, TF32 {'on' if any(identity['tf32']) else 'off'})"
     name, threads = identity["cpu"], identity["threads"]
-    return f"cpu ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {threads} thread{'s' if threads != 1 else ''})"
+    return f"{identity['device']} ({name + ', ' if name else ''}{identity['machine']} {identity['cpu_capability']}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 @cache
