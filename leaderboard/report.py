@@ -8,6 +8,7 @@ where a run saved them) is a script next to it, so the site opens from disk with
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import json
@@ -102,7 +103,7 @@ def _remove_earlier(out: Path, earlier: list[str], written: list[str]) -> None:
     for name in set(earlier) - set(written):
         (out / name).unlink(missing_ok=True)
         for folder in Path(name).parents[:-1]:  # innermost first, `out` itself not
-            if (out / folder).is_dir() and not any((out / folder).iterdir()):
+            with contextlib.suppress(OSError):  # not empty, or a link: left as it is
                 (out / folder).rmdir()
     atomic_write_text(out / REPORT_MANIFEST, json.dumps(sorted(written), indent=0) + "\n")
 

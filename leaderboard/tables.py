@@ -187,10 +187,15 @@ def _check_same_inputs(row: Row) -> None:
     for run in others:
         if run.record.inputs_key != first.record.inputs_key:
             difference = _first_difference(json.loads(first.record.inputs_key), json.loads(run.record.inputs_key))
-            files = differing_files(first.recorded_code() or {}, run.recorded_code() or {}) if difference.startswith("code.") else ""
+            codes = (first.recorded_code(), run.recorded_code())
+            files = differing_files(*codes) if difference.startswith("code.") and None not in codes else ""
+            remedy = (
+                "run the older seeds again (where their examples did not change, that records the files' fingerprint of today; where they did, it is refused, and --restart scores them again)"
+                if difference.startswith("task.source_fingerprint") else "rerun the stale seeds (vlbench run --restart)"
+            )
             raise VlbenchError(
                 f"{row.task}, {row.matcher} (config {row.config_id}): seeds {first.record.seed} and {run.record.seed} were computed from different inputs "
-                f"({f'code: {files}' if files else difference}), so they cannot be averaged; rerun the stale seeds (vlbench run --restart) or keep them in separate runs directories"
+                f"({f'code: {files}' if files else difference}), so they cannot be averaged; {remedy} or keep them in separate runs directories"
             )
 
 
