@@ -390,6 +390,11 @@ def test_a_board_refuses_to_average_seeds_computed_by_different_code(tmp_path, v
     assert vlbench_here(*args, "--seed", "1", cwd=tmp_path)[0] == 0
     code, _, err = vlbench_here("leaderboard", "runs", cwd=tmp_path)
     line = err.strip().splitlines()[-1]
+    assert code == 2 and "seeds 0 and 1 were computed from different inputs (code: vlbench.matchers/random.py differs), so they cannot be averaged" in line, err
+    (identity,) = tmp_path.rglob("seed-1/identity.json")
+    identity.unlink()  # no record of the files: the hash of them all is what differs
+    code, _, err = vlbench_here("leaderboard", "runs", cwd=tmp_path)
+    line = err.strip().splitlines()[-1]
     assert code == 2 and re.search(r"seeds 0 and 1 were computed from different inputs \(code\.sources_sha256: \"[0-9a-f]{28}…[0-9a-f]{28}\" → \"[0-9a-f]{28}…[0-9a-f]{28}\"\), so they cannot be averaged", line), err
 
 
