@@ -10,10 +10,11 @@ Two sources:
   release's argmax counted it right. `data check` reports such examples.
 - `official`: the VQAv2 question and annotation json. Candidates: the most common answer
   (`multiple_choice_answer`, the positive: top-1 over ten texts, not VQA's soft accuracy) plus 9
-  answers drawn with the run's seed from `major_answers.json`, excluding the question's answers
-  as written. The vocabulary holds VQA's normalised forms (digits, no articles), which the
-  exclusion does not apply to the humans' answers: a question answered "two" can draw "2" as a
-  negative. The answer type is the annotation's.
+  answers drawn with the run's seed from `major_answers.json`, excluding every answer a human gave
+  the question, compared as VQA's evaluation compares answers (`answer_key`: lower case, number
+  words as digits, no articles, punctuation and apostrophes dropped): the vocabulary holds VQA's
+  normalised forms, so a question answered "two" must not draw "2", nor one answered "dont know"
+  draw "don't know". Negatives are distinct under the same key. The answer type is the annotation's.
 
 With `source: csv`, `train_file` names a training csv in the same format (the release's
 `vqa_text_train.csv`, built from VQAv2 train; images `train_images`/COCO_train2014_*.jpg): few-shot
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +43,9 @@ from vlbench.types import Example, ImageRef, Task
 CSV_COLUMNS = ("sentence", "pos_image_id", *(f"neg_sentence_{i}" for i in range(1, 10)))
 ANSWER_TYPES = {"yes/no": "binary", "number": "number", "other": "other"}
 N_CANDIDATES = 10
+NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+ARTICLES = {"a", "an", "the"}
+PUNCTUATION = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%&^|~]|(?<!\d)\.|\.(?!\d)")  # a period inside a number stays
 
 
 @dataclass
@@ -60,7 +65,7 @@ class VQAv2Options:
 
 class VQAv2Task(Task):
     name = "vqav2"
-    version = "2"  # 2: a csv negative identical to the positive is dropped
+    version = "3"  # 2: a csv negative identical to the positive is dropped; 3: official negatives exclude answers equal under `answer_key`
     summary = "VQAv2 as text matching: rank 'question answer' for the true answer among 10 candidates."
     Options = VQAv2Options
 
@@ -122,7 +127,9 @@ class VQAv2Task(Task):
 
     def _official(self, split: str, seed: int) -> list[Example]:
         questions_path, annotations_path = (self.data_file(name) for name in _official_files(split))
-        vocabulary = list(read_json(self.data_file(self.options.major_answers)))
+        vocabulary_path = self.data_file(self.options.major_answers)
+        keys = {answer: answer_key(answer) for answer in read_json(vocabulary_path)}
+        vocabulary, distinct = list(keys), set(keys.values())
         questions = _records(read_json(questions_path), "questions", questions_path, ("image_id", "question", "question_id"))
         annotations = {
             record["question_id"]: record
@@ -135,18 +142,29 @@ class VQAv2Task(Task):
             if annotation is None:
                 raise VlbenchError(f"{annotations_path}: no annotation for question_id {question['question_id']} of {questions_path}")
             best = annotation["multiple_choice_answer"]
-            valid = {best, *(answer["answer"] for answer in annotation["answers"])}
+            taken = {answer_key(answer) for answer in (best, *(answer["answer"] for answer in annotation["answers"]))}
+            if len(distinct) - len(taken & distinct) < N_CANDIDATES - 1:
+                raise VlbenchError(f"{vocabulary_path}: fewer than {N_CANDIDATES - 1} answers other than question_id {question['question_id']}'s ({', '.join(sorted(taken))}) to draw its negatives from")
             rng = random.Random(f"vqav2-negatives:{seed}:{question['question_id']}")
             negatives: list[str] = []
             while len(negatives) < N_CANDIDATES - 1:
                 candidate = rng.choice(vocabulary)
-                if candidate not in valid and candidate not in negatives:
+                if keys[candidate] not in taken:
                     negatives.append(candidate)
+                    taken.add(keys[candidate])
             texts = tuple(f"{question['question']} {answer}" for answer in (best, *negatives))
             image = ImageRef(str(question["image_id"]), images / f"COCO_{split}2014_{question['image_id']:012d}.jpg")
             tags = {"answer_type": ANSWER_TYPES.get(annotation["answer_type"], annotation["answer_type"])}
             examples.append(Example(f"vqav2-{split}-{question['question_id']}", (image,), texts, ((0, 0),), tags))
         return examples
+
+
+def answer_key(answer: str) -> str:
+    """An answer as VQA's evaluation compares answers: lower case, commas inside numbers and
+    apostrophes dropped (so a contraction written without one matches), other punctuation as
+    spaces, number words zero to ten as digits, articles dropped."""
+    text = re.sub(r"(?<=\d),(?=\d)", "", answer.lower()).replace("'", "")
+    return " ".join(NUMBER_WORDS.get(word, word) for word in PUNCTUATION.sub(" ", text).split() if word not in ARTICLES)
 
 
 def _official_files(split: str) -> tuple[str, str]:

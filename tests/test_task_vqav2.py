@@ -89,6 +89,27 @@ def test_official_json_builds_ten_seeded_candidates(tmp_path):
     assert [e.texts for e in task.examples(seed=1)] != [e.texts for e in examples]
 
 
+def test_official_negatives_exclude_answers_vqa_counts_as_the_same(tmp_path):
+    """The vocabulary holds VQA's normalised forms; the humans' answers are written freely."""
+    write_official(tmp_path, answers=["yes", "no", "2", "don't know", "dog", "red", "3", "blue", "cat", "bus", "1", "4", "green"])
+    annotations_path = tmp_path / "v2_mscoco_val2014_annotations.json"
+    annotations = json.loads(annotations_path.read_text())
+    cats = annotations["annotations"][2]
+    cats["multiple_choice_answer"] = "Two"
+    cats["answers"] = [{"answer": "Two", "answer_confidence": "yes", "answer_id": 1}, {"answer": "dont know", "answer_confidence": "no", "answer_id": 2}]
+    annotations_path.write_text(json.dumps(annotations))
+    task = VQAv2Task(VQAv2Options(source="official"), tmp_path)
+    for seed in range(5):
+        drawn = [text.removeprefix("How many cats? ") for text in task.examples(seed=seed)[2].texts[1:]]
+        assert len(set(drawn)) == 9 and not {"2", "don't know"} & set(drawn)
+
+
+def test_a_vocabulary_too_small_to_draw_negatives_is_refused(tmp_path):
+    write_official(tmp_path, answers=["yes", "no", "red", "orange", "2", "3", "blue", "green", "white", "black"])
+    with pytest.raises(VlbenchError, match=r"major_answers.json: fewer than 9 answers other than question_id 420's \(orange, red\)"):
+        VQAv2Task(VQAv2Options(source="official"), tmp_path).examples(seed=0)
+
+
 def test_official_train_split_is_the_train_pool(tmp_path):
     write_official(tmp_path, "val")
     write_official(tmp_path, "train")
