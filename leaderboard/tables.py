@@ -187,8 +187,8 @@ def _check_same_inputs(row: Row) -> None:
     for run in others:
         if run.record.inputs_key != first.record.inputs_key:
             difference = _first_difference(json.loads(first.record.inputs_key), json.loads(run.record.inputs_key))
-            codes = (first.recorded_code(), run.recorded_code())
-            files = differing_files(*codes) if difference.startswith("code.") and None not in codes else ""
+            codes = (first.files.recorded_code(), run.files.recorded_code()) if difference.startswith("code.") else (None, None)
+            files = differing_files(*codes) if None not in codes else ""
             remedy = (
                 "run the older seeds again (where their examples did not change, that records the files' fingerprint of today; where they did, it is refused, and --restart scores them again)"
                 if difference.startswith("task.source_fingerprint") else "rerun the stale seeds (vlbench run --restart)"

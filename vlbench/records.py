@@ -98,6 +98,11 @@ class RunDirectory:
         `split.json`'s split_sha256 (both written before training)."""
         return f"{self.read_json('identity.json').get('config_id')} {self.read_json('split.json').get('split_sha256')}"
 
+    def recorded_code(self) -> dict[str, str] | None:
+        """The sha256 of each source file that computed the run, as its `identity.json` records
+        them (None where it records none: an older vlbench, or the file is missing)."""
+        return self.read_json("identity.json").get("inputs", {}).get("code") if self.exists("identity.json") else None
+
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "training-checkpoint.pt"

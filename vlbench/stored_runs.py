@@ -325,11 +325,6 @@ class StoredRun:
             raise VlbenchError(f"{found}: the run's files disagree (mixed from two runs, or edited); `vlbench score {self.directory}` rewrites its results from its scores, if the scores are the ones to keep")
         return True
 
-    def recorded_code(self) -> dict[str, str] | None:
-        """The sha256 of each source file that computed the run, as its `identity.json` records
-        them (None where it records none: an older vlbench, or the file is missing)."""
-        return self.files.read_json("identity.json").get("inputs", {}).get("code") if self.files.exists("identity.json") else None
-
     def changed_code(self) -> str:
         """Which of the files the run's `identity.json` recorded (vlbench's and its task plugin's)
         differ today, as a phrase ('' for none, or none recorded)."""
@@ -337,7 +332,7 @@ class StoredRun:
         from vlbench.identity import differing_files
         from vlbench.provenance import run_code_sha256
 
-        stored = self.recorded_code()
+        stored = self.files.recorded_code()
         if stored is None:
             return ""
         today = run_code_sha256(registry.tasks.get(self.record.task))

@@ -138,8 +138,7 @@ def job_states(jobs: list[Job]) -> list[tuple[str, str]]:
         state = job_state(job)
         reason = failure(job) if state in ("failed", "stale") else ""
         if state == "done":
-            identity = RunDirectory(job.run_dir).read_json("identity.json") if (job.run_dir / "identity.json").exists() else {}
-            change = changed_code(identity.get("inputs", {}).get("code"), run_code_sha256(job.prepared.matcher_class, type(job.prepared.task)))
+            change = changed_code(RunDirectory(job.run_dir).recorded_code(), run_code_sha256(job.prepared.matcher_class, type(job.prepared.task)))
             if change is not None:
                 state, reason = "stale", f"error: {change}; {RESCORE_HINT}"
         states.append((state, reason))
