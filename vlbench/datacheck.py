@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
+from vlbench.identity import image_files
 from vlbench.types import Task
 
 
@@ -47,7 +48,7 @@ def check_data(task: Task, seed: int = 0, show: int = 10, workers: int = 8) -> D
         if train_pool is not None:
             _check_rules(report, task.name, train_pool, "training")
         report.counts["train examples"] = "none (few-shot examples are split off by image)" if train_pool is None else len(train_pool)
-        train_paths = sorted(image_files(train_pool or []) - set(paths))
+        train_paths = sorted(set(image_files(train_pool or [])) - set(paths))
         if train_pool is not None:
             report.counts["distinct training image files (besides the evaluation ones)"] = len(train_paths)
     tags: dict[str, Counter] = {}
@@ -107,11 +108,6 @@ def embedded_problem(ref) -> str | None:
     except (VlbenchError, OSError, SyntaxError, ValueError) as error:
         return f"image '{ref.key}' (embedded): cannot be decoded ({error})"
     return None
-
-
-def image_files(examples) -> set[Path]:
-    """The image files `examples` read (rendered images have none)."""
-    return {ref.path for example in examples for ref in example.images if ref.path is not None}
 
 
 def missing_files(paths) -> str | None:

@@ -37,7 +37,7 @@ from vlbench.errors import Interrupted, VlbenchError, first_line
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.example_rules import check_examples
-from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example
+from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example, image_files
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import run_code_sha256, scoring_libraries, session_record, sources_sha256
@@ -287,7 +287,7 @@ def _refuse_missing_images(evaluation: Sequence[Example], training: Sequence[Exa
     missing: scoring would stop at the first of them, and the data fixed then would no longer be
     the data the stored scores were computed from (a resume refused). With `skip`
     (`--on-bad-example skip`), only when every evaluation example shows one: none would be left."""
-    from vlbench.datacheck import image_files, missing_files
+    from vlbench.datacheck import missing_files
 
     fix = "put them in place (vlbench data check lists them all) and run again"
     missing = missing_files(image_files(training))

@@ -184,7 +184,8 @@ def missing_inputs(jobs: list[Job]) -> list[Missing]:
     image files of the examples each run evaluates (none where it skips bad examples) or trains on
     (a `stat` each, nothing decoded)."""
     from vlbench import registry
-    from vlbench.datacheck import image_files, missing_files
+    from vlbench.datacheck import missing_files
+    from vlbench.identity import image_files
     from vlbench.runner import draw
 
     needed_by: dict[tuple[str, str], list[str]] = {}  # (model or data, what is missing) -> who needs it
