@@ -69,6 +69,11 @@ class VQAv2Task(Task):
     summary = "VQAv2 as text matching: rank 'question answer' for the true answer among 10 candidates."
     Options = VQAv2Options
 
+    @property
+    def examples_vary_by_seed(self) -> bool:  # type: ignore[override]
+        """The csv's rows are the examples; official negatives are drawn per seed."""
+        return self.options.source == "official"
+
     def examples(self, seed: int) -> list[Example]:
         if self.options.source == "csv":
             return self._from_csv(self.options.csv, self.options.csv_images, "val2014", "vqav2")

@@ -132,6 +132,8 @@ def test_a_checker_catches_a_task_whose_source_files_are_the_drawn_examples(tmp_
     from vlbench.tasks.colors import ColorsTask
 
     class SavesItsDraw(ColorsTask):
+        examples_vary_by_seed = True
+
         def source_files(self, pool, train_pool):
             drawn = tmp_path / "drawn.json"
             drawn.write_text(str(pool[0].texts))
@@ -142,6 +144,17 @@ def test_a_checker_catches_a_task_whose_source_files_are_the_drawn_examples(tmp_
 
     with pytest.raises(AssertionError, match="task 'colors': source_files\\(\\) names other files for another seed"):
         check_task(SavesItsDraw(ColorsTask.Options(), None))
+
+
+def test_a_checker_catches_a_task_whose_examples_vary_by_seed_though_it_says_not():
+    from vlbench.tasks.colors import ColorsTask
+
+    class Reseeded(ColorsTask):
+        def examples(self, seed):
+            return [dataclasses.replace(example, texts=tuple(f"{text} {seed}" for text in example.texts)) for example in super().examples(seed)]
+
+    with pytest.raises(AssertionError, match="task 'colors': examples_vary_by_seed is False, but examples\\(\\) gives another list for another seed"):
+        check_task(Reseeded(ColorsTask.Options(), None))
 
 
 def test_a_checker_catches_a_matcher_that_hashes_pixels_without_saying_so():

@@ -9,6 +9,7 @@ from conftest import TESTS, vlbench_cli
 from placeholders import write_images
 from vlbench.errors import VlbenchError
 from vlbench.tasks.vqav2 import VQAv2Options, VQAv2Task
+from vlbench.testing import check_task
 
 REAL = TESTS / "data" / "real" / "vqav2"
 
@@ -108,6 +109,13 @@ def test_a_vocabulary_too_small_to_draw_negatives_is_refused(tmp_path):
     write_official(tmp_path, answers=["yes", "no", "red", "orange", "2", "3", "blue", "green", "white", "black"])
     with pytest.raises(VlbenchError, match=r"major_answers.json: fewer than 9 answers other than question_id 420's \(orange, red\)"):
         VQAv2Task(VQAv2Options(source="official"), tmp_path).examples(seed=0)
+
+
+def test_the_csv_examples_are_the_same_under_every_seed_official_ones_are_not(csv_root, tmp_path):
+    write_official(tmp_path)
+    csv, official = VQAv2Task(VQAv2Options(), csv_root), VQAv2Task(VQAv2Options(source="official"), tmp_path)
+    assert (csv.examples_vary_by_seed, official.examples_vary_by_seed) == (False, True)
+    check_task(csv)  # its examples under another seed are checked to be the same
 
 
 def test_official_train_split_is_the_train_pool(tmp_path):

@@ -91,7 +91,7 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     - options: a dataclass whose defaults build and round-trip, refusing an unknown key;
     - examples: a non-empty list of examples as a run requires them (`example_rules`: unique
       string ids, images, non-blank texts, matching pairs inside the matrix, string tags); the
-      same list on a second call;
+      same list on a second call, and for another seed where `examples_vary_by_seed` is False;
     - the train pool, if any: examples as those, whose ids are not evaluation ids;
     - metrics: on the first `sample` examples, a matrix that scores every matching pair 1 and every
       other pair 0 gets every per-example metric 1, and an all-tied matrix gets 0 (ties count as
@@ -128,8 +128,11 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     images = [LoadedImage(ref.key, ref.load()) for ref in examples[0].images]
     assert all(image.pixels.mode == "RGB" for image in images), f"task '{name}': images must load as RGB"
     assert task.data_fingerprint(examples) == task.data_fingerprint(again), f"task '{name}': the data fingerprint changes between calls"
+    other_seed = task.examples(seed + 1)
+    if not task.examples_vary_by_seed:
+        assert [(example.id, example.texts, example.image_keys) for example in other_seed] == [(example.id, example.texts, example.image_keys) for example in examples], f"task '{name}': examples_vary_by_seed is False, but examples() gives another list for another seed; boards would pair and average seeds over different examples"
     sources = files_fingerprint(task.source_files(examples, train_pool))
-    assert sources is None or sources == files_fingerprint(task.source_files(task.examples(seed + 1), task.train_pool(seed + 1))), f"task '{name}': source_files() names other files for another seed; it names what examples are drawn from, which the seed does not choose"
+    assert sources is None or sources == files_fingerprint(task.source_files(other_seed, task.train_pool(seed + 1))), f"task '{name}': source_files() names other files for another seed; it names what examples are drawn from, which the seed does not choose"
     assert task.describe(), f"task '{name}': describe() must say what data it reads"
 
 

@@ -232,7 +232,8 @@ class Task:
     rows, so `--split paper-release` may reproduce it. `reads_data_root` is False for a task that
     makes its own data: a data root given for its run is refused, not recorded as if read.
     `examples_vary_by_seed` is False for a task whose `examples` ignore the seed: boards then check
-    that every seed of every run on its data evaluated the same examples. A task whose examples do
+    that every seed of every run on its data evaluated the same examples (a property where the
+    options decide: VQAv2's csv is read as it is, its official negatives are drawn per seed). A task whose examples do
     vary should name the files it draws them from (`source_files`; none by default, and then an
     edit between two seeds' runs goes unseen).
     """
