@@ -37,7 +37,7 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
     Each seed of the row pairs with the baseline's run of the same seed (the same split, the same
     noise or initialisation); a seed the baseline did not run pairs, against a zero-shot baseline
     (`same_shots` false), with the baseline's mean over its seeds that scored the example where
-    the task's examples do not vary by seed (RefCOCOg's and VQAv2's candidates are drawn per seed:
+    the task's examples do not vary by seed (RefCOCOg's and official VQAv2's candidates are drawn per seed:
     an id is another example under another seed), and with nothing otherwise. Each side is then averaged over the seeds
     that paired the example, so an example scored under three seeds counts once; resampling
     examples does not see how much the seed moves the row, which `by_seed` shows."""

@@ -11,8 +11,9 @@ Two sources:
 - `official`: the VQAv2 question and annotation json. Candidates: the most common answer
   (`multiple_choice_answer`, the positive: top-1 over ten texts, not VQA's soft accuracy) plus 9
   answers drawn with the run's seed from `major_answers.json`, excluding every answer a human gave
-  the question, compared as VQA's evaluation compares answers (`answer_key`: lower case, number
-  words as digits, no articles, punctuation and apostrophes dropped): the vocabulary holds VQA's
+  the question, compared under a key modelled on VQA's evaluation normalisation (`answer_key`:
+  lower case, number words as digits, no articles, punctuation and apostrophes dropped; a key
+  that over-merges only ever leaves out more): the vocabulary holds VQA's
   normalised forms, so a question answered "two" must not draw "2", nor one answered "dont know"
   draw "don't know". Negatives are distinct under the same key. The answer type is the annotation's.
 
@@ -26,6 +27,7 @@ Metrics: top-1 and top-5 over the ten texts, overall and per `answer_type` (bina
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -45,7 +47,8 @@ ANSWER_TYPES = {"yes/no": "binary", "number": "number", "other": "other"}
 N_CANDIDATES = 10
 NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 ARTICLES = {"a", "an", "the"}
-PUNCTUATION = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%&^|~]|(?<!\d)\.|\.(?!\d)")  # a period inside a number stays
+PUNCTUATION = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%&^|~]")
+DROPPED = re.compile(r"(?<=\d),(?=\d)|\.(?!\d)|'")  # a comma inside a number, a period not before a digit (VQA's), apostrophes
 
 
 @dataclass
@@ -147,7 +150,7 @@ class VQAv2Task(Task):
             if annotation is None:
                 raise VlbenchError(f"{annotations_path}: no annotation for question_id {question['question_id']} of {questions_path}")
             best = annotation["multiple_choice_answer"]
-            taken = {answer_key(answer) for answer in (best, *(answer["answer"] for answer in annotation["answers"]))}
+            taken = {answer_key(answer) for answer in {best, *(answer["answer"] for answer in annotation["answers"])}}
             if len(distinct) - len(taken & distinct) < N_CANDIDATES - 1:
                 raise VlbenchError(f"{vocabulary_path}: fewer than {N_CANDIDATES - 1} answers other than question_id {question['question_id']}'s ({', '.join(sorted(taken))}) to draw its negatives from")
             rng = random.Random(f"vqav2-negatives:{seed}:{question['question_id']}")
@@ -164,11 +167,13 @@ class VQAv2Task(Task):
         return examples
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the humans' answers repeat across questions
 def answer_key(answer: str) -> str:
-    """An answer as VQA's evaluation compares answers: lower case, commas inside numbers and
-    apostrophes dropped (so a contraction written without one matches), other punctuation as
-    spaces, number words zero to ten as digits, articles dropped."""
-    text = re.sub(r"(?<=\d),(?=\d)", "", answer.lower()).replace("'", "")
+    """An answer's key for telling answers apart, modelled on VQA's evaluation normalisation: lower
+    case; commas inside numbers, periods not before a digit ("u.s.a." is "usa") and apostrophes
+    dropped (a contraction written without one matches); other punctuation as spaces; number words
+    none and zero to ten as digits; articles dropped."""
+    text = DROPPED.sub("", answer.lower())
     return " ".join(NUMBER_WORDS.get(word, word) for word in PUNCTUATION.sub(" ", text).split() if word not in ARTICLES)
 
 

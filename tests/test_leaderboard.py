@@ -340,7 +340,7 @@ def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s
 
 
 def test_where_examples_vary_by_seed_a_trained_seed_without_its_zero_shot_run_is_not_paired_with_the_mean(tmp_path, monkeypatch):
-    """RefCOCOg and VQAv2 draw candidates per seed: an id under another seed is another example."""
+    """RefCOCOg and official VQAv2 draw candidates per seed: an id under another seed is another example."""
     from vlbench import registry
     from vlbench.leaderboard.tables import build_board
 

@@ -92,17 +92,17 @@ def test_official_json_builds_ten_seeded_candidates(tmp_path):
 
 def test_official_negatives_exclude_answers_vqa_counts_as_the_same(tmp_path):
     """The vocabulary holds VQA's normalised forms; the humans' answers are written freely."""
-    write_official(tmp_path, answers=["yes", "no", "2", "don't know", "dog", "red", "3", "blue", "cat", "bus", "1", "4", "green"])
+    write_official(tmp_path, answers=["yes", "no", "2", "don't know", "usa", "dog", "red", "3", "blue", "cat", "bus", "1", "4", "green"])
     annotations_path = tmp_path / "v2_mscoco_val2014_annotations.json"
     annotations = json.loads(annotations_path.read_text())
     cats = annotations["annotations"][2]
     cats["multiple_choice_answer"] = "Two"
-    cats["answers"] = [{"answer": "Two", "answer_confidence": "yes", "answer_id": 1}, {"answer": "dont know", "answer_confidence": "no", "answer_id": 2}]
+    cats["answers"] = [{"answer": "Two", "answer_confidence": "yes", "answer_id": 1}, {"answer": "dont know", "answer_confidence": "no", "answer_id": 2}, {"answer": "U.S.A.", "answer_confidence": "no", "answer_id": 3}]
     annotations_path.write_text(json.dumps(annotations))
     task = VQAv2Task(VQAv2Options(source="official"), tmp_path)
     for seed in range(5):
         drawn = [text.removeprefix("How many cats? ") for text in task.examples(seed=seed)[2].texts[1:]]
-        assert len(set(drawn)) == 9 and not {"2", "don't know"} & set(drawn)
+        assert len(set(drawn)) == 9 and not {"2", "don't know", "usa"} & set(drawn)
 
 
 def test_a_vocabulary_too_small_to_draw_negatives_is_refused(tmp_path):

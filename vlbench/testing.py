@@ -106,7 +106,7 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     _assert_examples(name, examples, "evaluation")
     ids = [example.id for example in examples]
     again = task.examples(seed)
-    assert [(example.id, example.texts, example.image_keys) for example in again] == [(example.id, example.texts, example.image_keys) for example in examples], f"task '{name}': examples() gives another list the second time"
+    assert _drawn(again) == _drawn(examples), f"task '{name}': examples() gives another list the second time"
     train_pool = task.train_pool(seed)
     if train_pool is not None:
         _assert_examples(name, train_pool, "training")
@@ -130,10 +130,15 @@ def check_task(task: Task, seed: int = 0, sample: int = 5) -> None:
     assert task.data_fingerprint(examples) == task.data_fingerprint(again), f"task '{name}': the data fingerprint changes between calls"
     other_seed = task.examples(seed + 1)
     if not task.examples_vary_by_seed:
-        assert [(example.id, example.texts, example.image_keys) for example in other_seed] == [(example.id, example.texts, example.image_keys) for example in examples], f"task '{name}': examples_vary_by_seed is False, but examples() gives another list for another seed; boards would pair and average seeds over different examples"
+        assert _drawn(other_seed) == _drawn(examples), f"task '{name}': examples_vary_by_seed is False, but examples() gives another list for another seed; boards would pair and average seeds over different examples"
     sources = files_fingerprint(task.source_files(examples, train_pool))
     assert sources is None or sources == files_fingerprint(task.source_files(other_seed, task.train_pool(seed + 1))), f"task '{name}': source_files() names other files for another seed; it names what examples are drawn from, which the seed does not choose"
     assert task.describe(), f"task '{name}': describe() must say what data it reads"
+
+
+def _drawn(examples: list) -> list[tuple]:
+    """What makes examples the same examples: ids, texts, images, matching pairs and tags."""
+    return [(example.id, example.texts, example.image_keys, example.positives, example.tags) for example in examples]
 
 
 def _assert_examples(name: str, examples: list, which: str) -> None:
