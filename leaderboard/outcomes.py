@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vlbench.errors import VlbenchError
 from vlbench.leaderboard.paired import grouped_mean
 from vlbench.stored_runs import StoredRun
+
+
+class UnrecordedExample(VlbenchError):
+    """A run's `scores.jsonl` holds an example its `examples.jsonl` does not (vlbench writes the
+    example's line first: a run edited or copied in part)."""
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,7 @@ class PairedOutcomes:
     ours: list[float]  # per example both rows scored, averaged over the seeds that paired it
     theirs: list[float]  # the baseline's, aligned with `ours`
     groups: list[str] | None  # each example's value of the task's `headline_groups` tag, which the metric averages over
+    clusters: list[str]  # each example's cluster (`matching_image_clusters`), aligned with `ours`
     by_seed: dict[int, float | None]  # each seed of the row: the metric's difference over the examples it paired (None: not paired)
     against_mean: list[int]  # seeds paired with the baseline's mean over its seeds, which lack them
 
@@ -68,5 +75,30 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
         by_seed[seed] = grouped_mean([run.outcomes[i][outcome_name] - partner[i] for i in shared], [group_of[i] for i in shared] if group_tag else None) if shared else None
     paired = sorted(ours)
     groups = [group_of[i] for i in paired] if group_tag else None
-    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], groups, by_seed, against_mean)
+    cluster_of = matching_image_clusters([*runs, *baseline_runs])
+    return PairedOutcomes(metric, [sum(ours[i]) / len(ours[i]) for i in paired], [sum(theirs[i]) / len(theirs[i]) for i in paired], groups, [cluster_of[i] for i in paired], by_seed, against_mean)
+
+
+def matching_image_clusters(runs: Sequence[StoredRun]) -> dict[str, str]:
+    """Each example id the runs scored, labelled by its cluster: examples that show one image in a
+    matching pair (by the key `examples.jsonl` records: a picture, or RefCOCOg's crop of one
+    object) are linked, in any run, and a cluster is what the links join. Their outcomes are not
+    independent: a matcher that misreads a picture misreads it in each of its questions."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(node: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for run in runs:
+        shown = run.files.read_lines("examples")
+        for example_id, scored in run.scores.items():
+            if example_id not in shown:
+                raise UnrecordedExample(f"{run.directory} scored example '{example_id}' but its examples.jsonl, which names the images the comparison clusters examples by, lacks it")
+            for image in {image for image, _ in scored.positives}:
+                parent[root(("example", example_id))] = root(("image", shown[example_id]["images"][image]["key"]))
+            root(("example", example_id))
+    return {node[1]: "\0".join(root(node)) for node in list(parent) if node[0] == "example"}
 

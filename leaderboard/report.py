@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
+from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, pairs_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -259,7 +259,7 @@ def _table_html(table: TaskTable) -> str:
     if table.comparisons:
         lines = "".join(
             f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
-            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{html.escape(p_text(c.p_value, table.resamples))}</td><td>{c.pairs}</td><td>{by_seed_text(c)}</td><td>{html.escape(c.against)}</td></tr>"
+            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{html.escape(p_text(c.p_value, table.resamples))}</td><td>{pairs_text(c)}</td><td>{by_seed_text(c)}</td><td>{html.escape(c.against)}</td></tr>"
             for c in table.comparisons
         )
         body += (

@@ -120,6 +120,7 @@ class Comparison:
     high: float
     p_value: float
     pairs: int
+    units: int  # what the bootstrap and the sign flips resampled: examples, or clusters of them (`paired.paired_comparison`)
     against: str = ""
     by_seed: dict[int, float | None] = field(default_factory=dict)  # each seed's difference of the metric, in points; None: not paired (`outcomes.PairedOutcomes`)
     against_mean: list[int] = field(default_factory=list)  # seeds paired with the zero-shot row's mean, which lacks them
@@ -389,7 +390,7 @@ def _reported_apart(references: list[dict[str, Any]]) -> ReportedApart | None:
 
 def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[int, str]) -> tuple[list[Comparison], list[str]]:
     from vlbench.leaderboard.paired import paired_comparison
-    from vlbench.leaderboard.outcomes import paired_outcomes
+    from vlbench.leaderboard.outcomes import UnrecordedExample, paired_outcomes
 
     comparisons, uncompared = [], []
     for row in rows:
@@ -405,15 +406,19 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         if problem:
             uncompared.append(f"{name}: judging its examples against {labels[id(reference)]}'s needs {problem}")
             continue
-        paired = paired_outcomes(row.runs, reference.runs, same_shots=reference.shots == row.shots)
+        try:
+            paired = paired_outcomes(row.runs, reference.runs, same_shots=reference.shots == row.shots)
+        except UnrecordedExample as error:
+            uncompared.append(f"{name}: {error}")
+            continue
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
         if len(paired.ours) < fewest / 2:  # one entry per distinct example, over the seeds
             uncompared.append(f"{name}: {len(paired.ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
             continue
-        result = paired_comparison(paired.ours, paired.theirs, paired.groups, resamples)
+        result = paired_comparison(paired.ours, paired.theirs, paired.groups, clusters=paired.clusters, resamples=resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
         by_seed = {seed: None if difference is None else difference * 100 for seed, difference in paired.by_seed.items()}
-        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, against, by_seed, paired.against_mean))
+        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, result.n_units, against, by_seed, paired.against_mean))
     return comparisons, uncompared
 
 
@@ -557,7 +562,7 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
             against = table.baseline == ZERO_SHOT  # the baseline row differs per row only then
             header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", "by seed", *(["against"] if against else [])]
             lines += ["", comparison_caption(table.baseline, table.resamples), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {p_text(c.p_value, table.resamples)} | {c.pairs} | {by_seed_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
+            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {p_text(c.p_value, table.resamples)} | {pairs_text(c)} | {by_seed_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
         if table.uncompared:
             lines += ["", uncompared_note(table)]
         for image in (plots or {}).get(table.task, []):
@@ -576,8 +581,10 @@ def comparison_caption(baseline: str | None, resamples: int) -> str:
         pairing = f"Paired comparison with `{baseline}` at the same shots on the examples both scored (each seed paired with `{baseline}`'s run of its seed, – where it has none"
     return (
         f"{pairing}; each example averaged over the seeds that paired it). The difference is the metric's, in points (a headline that averages groups, as ComVG's "
-        f"average does its swap types, as such); the interval a paired bootstrap's ({resamples:,} resamples of the examples, within each group); p two-sided, "
-        f"from {resamples:,} random sign flips of the per-example differences (a paired permutation test; at best 1/{resamples + 1:,}). "
+        f"average does its swap types, as such); the interval a paired bootstrap's ({resamples:,} resamples of the units, within each group); p two-sided, "
+        f"from {resamples:,} random sign flips of the units' differences (a paired permutation test; at best 1/{resamples + 1:,}). "
+        "A unit is one example, or the examples of a group that share an image in their matching pairs (questions about one picture), "
+        "whose outcomes are not independent (pairs: `N in U units`). "
         "Both hold each seed's model fixed; how much the seed moves the difference shows by seed:"
     )
 
@@ -588,6 +595,11 @@ def p_text(p_value: float, resamples: int) -> str:
     if p_value <= floor * (1 + 1e-9):
         return f"≤ {floor:.2g}"
     return f"{p_value:.4f}" if p_value >= 0.001 else f"{p_value:.2g}"
+
+
+def pairs_text(comparison: Comparison) -> str:
+    """The examples paired, and the units resampled where they are fewer (`356 in 60 units`)."""
+    return f"{comparison.pairs}" + (f" in {comparison.units} units" if comparison.units < comparison.pairs else "")
 
 
 def by_seed_text(comparison: Comparison) -> str:
@@ -616,23 +628,25 @@ def render_csv(tables: list[TaskTable]) -> str:
     citation, the seeds taken as recorded (`unchecked_seeds`, space-separated) and the sources
     that computed them (`sources_sha256`) and the devices its runs ran on (`devices`, `; `-separated); then, with a baseline, one per paired comparison: the column is "METRIC difference",
     the mean the difference in points, n the examples paired, with its interval (low, high), p,
-    the row it is `against` and each seed's difference (`by_seed`: `SEED:POINTS`, space-separated; `SEED:` not paired, `(mean)` against the zero-shot mean)."""
+    the row it is `against`, each seed's difference (`by_seed`: `SEED:POINTS`, space-separated;
+    `SEED:` not paired, `(mean)` against the zero-shot mean) and the units its bootstrap and sign
+    flips resampled (`units`)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed", "devices"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed", "devices", "units"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(device for devices in row.devices for device in devices))])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(device for devices in row.devices for device in devices)), ""])
         for compared in table.comparisons:
             by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, ""])
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, "", compared.units])
     return buffer.getvalue()
 
 

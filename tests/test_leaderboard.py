@@ -111,12 +111,75 @@ def test_a_headline_averaged_over_groups_is_compared_as_such():
     assert result.low < result.difference < result.high
 
 
-def write_scored_run(root, matcher, seed, correct_ids, ids):
-    """A colors run whose scores make exactly `correct_ids` right (positive image 0 wins)."""
+def test_examples_sharing_a_matching_image_are_resampled_and_flipped_as_one_unit():
+    """Ten clusters of ten examples with one difference each are ten observations, not a hundred:
+    the same draws as ten examples give the same interval and p, where a test of a hundred
+    independent examples finds far less room for chance."""
+    from vlbench.leaderboard.paired import paired_comparison
+
+    per_cluster = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, -1.0, 1.0]
+    clustered = paired_comparison([value for value in per_cluster for _ in range(10)], [0.0] * 100, clusters=[str(c) for c in range(10) for _ in range(10)], resamples=4000)
+    alone = paired_comparison(per_cluster, [0.0] * 10, resamples=4000)
+    assert (clustered.difference, clustered.low, clustered.high, clustered.p_value) == pytest.approx((alone.difference, alone.low, alone.high, alone.p_value), abs=1e-12)
+    assert (clustered.n_pairs, clustered.n_units) == (100, 10)
+    independent = paired_comparison([value for value in per_cluster for _ in range(10)], [0.0] * 100, resamples=4000)
+    assert independent.p_value < 0.001 < 0.05 < clustered.p_value and independent.high - independent.low < (clustered.high - clustered.low) / 2
+
+
+def test_units_of_one_example_draw_what_an_example_level_test_draws():
+    from vlbench.leaderboard.paired import paired_comparison
+
+    groups = ["a"] * 30 + ["b"] * 20
+    ours, theirs = [float(i % 3 == 0) for i in range(50)], [float(i % 4 == 0) for i in range(50)]
+    assert paired_comparison(ours, theirs, groups, clusters=[f"c{i}" for i in range(50)]) == paired_comparison(ours, theirs, groups)
+
+
+def test_a_cluster_is_cut_by_the_headline_s_groups():
+    """ComVG's average resamples within each swap type: the examples of one picture in two
+    groups are two units."""
+    from vlbench.leaderboard.paired import paired_comparison
+
+    result = paired_comparison([1.0, 0.0, 1.0, 1.0], [0.0] * 4, ["object", "verb", "object", "verb"], clusters=["p", "p", "q", "q"])
+    assert result.n_units == 4 and result.difference == pytest.approx(0.75)
+
+
+def test_the_board_clusters_examples_by_the_picture_of_their_matching_pair(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"e{i}" for i in range(40)]
+    pictures = {i: f"picture-{n // 8}" for n, i in enumerate(ids)}  # five pictures, eight questions each
+    write_scored_run(tmp_path / "together", "plain", 0, set(ids[:20]), ids, pictures)
+    write_scored_run(tmp_path / "together", "good", 0, set(ids[:28]), ids, pictures)
+    write_scored_run(tmp_path / "apart", "plain", 0, set(ids[:20]), ids)
+    write_scored_run(tmp_path / "apart", "good", 0, set(ids[:28]), ids)
+    (together,) = build_board([tmp_path / "together"], baseline="plain")[0].comparisons
+    (apart,) = build_board([tmp_path / "apart"], baseline="plain")[0].comparisons
+    assert (together.pairs, together.units, apart.units) == (40, 5, 40) and together.difference == apart.difference == pytest.approx(20.0)
+    assert apart.p_value < 0.02 and together.p_value == pytest.approx(0.5, abs=0.03)  # the gain lies in two pictures: their signs agree in half the flips
+    assert "| 40 in 5 units |" in render_board([tmp_path / "together"], baseline="plain") and "| 40 |" in render_board([tmp_path / "apart"], baseline="plain")
+
+
+def test_a_run_whose_examples_file_lacks_a_scored_example_is_not_compared(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"e{i}" for i in range(10)]
+    write_scored_run(tmp_path, "plain", 0, set(ids[:5]), ids)
+    write_scored_run(tmp_path, "good", 0, set(ids[:8]), ids)
+    shown = tmp_path / "colors" / "good" / "cfg-good" / "seed-0" / "examples.jsonl"
+    shown.write_text("".join(shown.read_text().splitlines(keepends=True)[1:]))
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert not table.comparisons and table.uncompared == [f"good (0 shots): {shown.parent} scored example 'e0' but its examples.jsonl, which names the images the comparison clusters examples by, lacks it"]
+
+
+def write_scored_run(root, matcher, seed, correct_ids, ids, pictures=None):
+    """A colors run whose scores make exactly `correct_ids` right (positive image 0 wins); each
+    example's matching image is `pictures[id]` (default: an image of its own)."""
     run = root / "colors" / matcher / f"cfg-{matcher}" / f"seed-{seed}"
     run.mkdir(parents=True)
     lines = [json.dumps({"id": i, "scores": [[1.0], [0.0]] if i in correct_ids else [[0.0], [1.0]], "positives": [[0, 0]], "tags": {"neg_value": "color"}}) for i in ids]
     (run / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    shown = [json.dumps({"id": i, "texts": ["red"], "images": [{"key": (pictures or {}).get(i, f"{i}-pos")}, {"key": f"{i}-neg"}]}) for i in ids]
+    (run / "examples.jsonl").write_text("\n".join(shown) + "\n")
     (run / "split.json").write_text(json.dumps({"eval_ids": ids, "train_ids": []}))
     accuracy = len(correct_ids) / len(ids)
     record = results_record("colors", matcher, f"cfg-{matcher}", "0", seed, {"accuracy": accuracy}, {"neg_value": {"color": {"n": len(ids), "accuracy": accuracy}}}, len(ids))
