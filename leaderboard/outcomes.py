@@ -11,8 +11,8 @@ from vlbench.stored_runs import StoredRun
 
 
 class UnrecordedExample(VlbenchError):
-    """A run's `scores.jsonl` holds an example its `examples.jsonl` does not (vlbench writes the
-    example's line first: a run edited or copied in part)."""
+    """A run's `scores.jsonl` holds an example whose images its `examples.jsonl` does not name
+    (vlbench writes the example's line first: a run edited or copied in part)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,11 @@ def matching_image_clusters(runs: Sequence[StoredRun]) -> dict[str, str]:
         for example_id, scored in run.scores.items():
             if example_id not in shown:
                 raise UnrecordedExample(f"{run.directory} scored example '{example_id}' but its examples.jsonl, which names the images the comparison clusters examples by, lacks it")
+            images = shown[example_id].get("images", [])
             for image in {image for image, _ in scored.positives}:
-                parent[root(("example", example_id))] = root(("image", shown[example_id]["images"][image]["key"]))
+                if image >= len(images) or "key" not in images[image]:
+                    raise UnrecordedExample(f"{run.directory}: the examples.jsonl line of example '{example_id}' names no key for its image {image}, which the comparison clusters examples by")
+                parent[root(("example", example_id))] = root(("image", images[image]["key"]))
             root(("example", example_id))
     return {node[1]: "\0".join(root(node)) for node in list(parent) if node[0] == "example"}
 

@@ -6,15 +6,15 @@ differences: `wᵢ = 1/n` for a metric that is a mean over examples, or, where t
 averages groups with equal weight (ComVG's `average` over `neg_value`), `wᵢ = 1/(G·n_g)`, so `T` is
 the difference of the headline itself.
 
-Both the interval and p resample *units*: the examples of a group that share a cluster (given
-`clusters`: examples whose outcomes are not independent, as questions about one picture are not),
-else each example alone. Dependent examples resampled one by one make the interval too narrow and
-p too small.
+Both the interval and p resample *units*: the examples sharing a cluster (given `clusters`:
+examples whose outcomes are not independent, as questions about one picture are not), in whatever
+groups they fall, else each example alone. Resampled one by one, examples whose outcomes move
+alike give an interval too narrow and p too small.
 
-- The interval is the 95% percentile interval of a paired bootstrap that resamples units
-  within each group (a group keeps its number of units; a unit adds its examples, so a group's mean
-  is the drawn units' sum over their size; a group of one unit adds no spread, and groups of few
-  units understate theirs by about √((k_g − 1)/k_g)).
+- The interval is the 95% percentile interval of a paired bootstrap that resamples units; each
+  group's mean is the drawn units' sum of that group's differences over their number of that
+  group's examples, and `T*` the mean of the groups' means. A resample that draws no example of
+  some group (likely only for a group of a few units) has no `T*` and is left out.
 - p is two-sided, from a paired sign-flip (permutation) test: under the null the two rows'
   outcomes of a unit are exchangeable, so each unit's weighted sum of `dᵢ` keeps or flips its sign
   at random; `p = (#{|T*| ≥ |T|} + 1) / (B + 1)` over B random flips, counting the observed
@@ -24,8 +24,8 @@ p too small.
   small where few examples differ: 5 examples right in one row only, none in the other, gives 0.033
   against the exact 0.0625.
 
-With every unit one example, the resamples and flips are those of an example-level test, drawn
-from the same random numbers.
+Without groups and with every unit one example, the resamples and flips are those of the
+example-level test vlbench made before it clustered examples, from the same random numbers.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class PairedComparison:
     high: float
     p_value: float
     n_pairs: int
-    n_units: int  # what the bootstrap and the sign flips resample: clusters within groups, or examples
+    n_units: int  # what the bootstrap and the sign flips resample: clusters of examples, or examples
 
 
 def paired_comparison(
@@ -53,25 +53,27 @@ def paired_comparison(
 ) -> PairedComparison:
     """The paired comparison of aligned per-example outcomes; `groups` (one label per example)
     makes the metric the mean over groups of each group's mean; `clusters` (one label per example)
-    resamples and flips the examples of a group sharing a label together."""
+    resamples and flips the examples sharing a label together."""
     differences = np.asarray(matcher, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if differences.size == 0:
         raise ValueError("no paired examples")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     labels = _group_labels(groups, differences.size)
-    units = _unit_labels(labels, clusters)
+    units = _unit_labels(clusters, differences.size)
     weights = _group_weights(labels)
     observed = float(weights @ differences)
     rng = np.random.default_rng(seed)
     chunks = [min(CHUNK, resamples - start) for start in range(0, resamples, CHUNK)]
-    unit_sums, unit_sizes = np.bincount(units, weights=differences), np.bincount(units)
-    members = [np.unique(units[labels == group]) for group in range(labels.max() + 1)]
-    means = np.concatenate([sum(_drawn_mean(unit_sums, unit_sizes, index[rng.integers(0, index.size, size=(count, index.size))]) for index in members) / len(members) for count in chunks])
-    low, high = np.percentile(means, [2.5, 97.5])
+    n_units = int(units.max()) + 1
+    in_group = [labels == group for group in range(labels.max() + 1)]
+    sums = [np.bincount(units[member], weights=differences[member], minlength=n_units) for member in in_group]  # per group: each unit's sum
+    sizes = [np.bincount(units[member], minlength=n_units) for member in in_group]
+    means = np.concatenate([_resampled(sums, sizes, rng.integers(0, n_units, size=(count, n_units))) for count in chunks])
+    low, high = np.percentile(means[~np.isnan(means)], [2.5, 97.5])
     weighted = np.bincount(units, weights=weights * differences)
-    extreme = sum(int(np.count_nonzero(np.abs(np.where(rng.random((count, weighted.size)) < 0.5, -weighted, weighted).sum(axis=1)) >= abs(observed) - 1e-12)) for count in chunks)
-    return PairedComparison(observed, float(low), float(high), (extreme + 1) / (resamples + 1), int(differences.size), int(weighted.size))
+    extreme = sum(int(np.count_nonzero(np.abs(np.where(rng.random((count, n_units)) < 0.5, -weighted, weighted).sum(axis=1)) >= abs(observed) - 1e-12)) for count in chunks)
+    return PairedComparison(observed, float(low), float(high), (extreme + 1) / (resamples + 1), int(differences.size), n_units)
 
 
 def grouped_mean(values: Sequence[float], groups: Sequence[str] | None = None) -> float:
@@ -92,17 +94,19 @@ def _group_weights(labels: np.ndarray) -> np.ndarray:
     return 1.0 / (len(counts) * counts[labels])
 
 
-def _unit_labels(labels: np.ndarray, clusters: Sequence[str] | None) -> np.ndarray:
-    """Each example's unit as 0…U−1, numbered in order of first example: the examples of one
-    group sharing a cluster (without clusters, each example alone)."""
+def _unit_labels(clusters: Sequence[str] | None, size: int) -> np.ndarray:
+    """Each example's unit as 0…U−1, numbered in order of first example: the examples sharing a
+    cluster (without clusters, each example alone)."""
     if clusters is None:
-        return np.arange(labels.size)
-    if len(clusters) != labels.size:
-        raise ValueError(f"{len(clusters)} cluster labels for {labels.size} examples")
-    first: dict[tuple[int, str], int] = {}
-    return np.array([first.setdefault(key, len(first)) for key in zip(labels.tolist(), clusters)], dtype=np.int64)
+        return np.arange(size)
+    if len(clusters) != size:
+        raise ValueError(f"{len(clusters)} cluster labels for {size} examples")
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(cluster, len(first)) for cluster in clusters], dtype=np.int64)
 
 
-def _drawn_mean(unit_sums: np.ndarray, unit_sizes: np.ndarray, drawn: np.ndarray) -> np.ndarray:
-    """Per resample (a row of `drawn` units), the mean over the examples of the units drawn."""
-    return unit_sums[drawn].sum(axis=1) / unit_sizes[drawn].sum(axis=1)
+def _resampled(sums: list[np.ndarray], sizes: list[np.ndarray], drawn: np.ndarray) -> np.ndarray:
+    """Per resample (a row of `drawn` units), the mean over groups of each group's mean over the
+    examples drawn; NaN where a group drew none."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sum(group_sums[drawn].sum(axis=1) / group_sizes[drawn].sum(axis=1) for group_sums, group_sizes in zip(sums, sizes)) / len(sums)

@@ -126,21 +126,46 @@ def test_examples_sharing_a_matching_image_are_resampled_and_flipped_as_one_unit
     assert independent.p_value < 0.001 < 0.05 < clustered.p_value and independent.high - independent.low < (clustered.high - clustered.low) / 2
 
 
-def test_units_of_one_example_draw_what_an_example_level_test_draws():
+def test_without_groups_units_of_one_example_draw_what_the_example_level_test_drew():
+    """The example-level test vlbench made before it clustered examples, written out: the same
+    random numbers give the same interval and p."""
+    import numpy as np
+
     from vlbench.leaderboard.paired import paired_comparison
 
-    groups = ["a"] * 30 + ["b"] * 20
     ours, theirs = [float(i % 3 == 0) for i in range(50)], [float(i % 4 == 0) for i in range(50)]
-    assert paired_comparison(ours, theirs, groups, clusters=[f"c{i}" for i in range(50)]) == paired_comparison(ours, theirs, groups)
+    differences = np.subtract(ours, theirs)
+    rng = np.random.default_rng(0)
+    means = np.concatenate([differences[rng.integers(0, 50, size=(1000, 50))].mean(axis=1) for _ in range(3)])
+    flipped = np.concatenate([np.where(rng.random((1000, 50)) < 0.5, -differences, differences).mean(axis=1) for _ in range(3)])
+    p_value = (np.count_nonzero(np.abs(flipped) >= abs(differences.mean()) - 1e-12) + 1) / 3001
+    expected = (differences.mean(), *np.percentile(means, [2.5, 97.5]), p_value)
+    for clusters in (None, [f"c{i}" for i in range(50)]):
+        result = paired_comparison(ours, theirs, clusters=clusters, resamples=3000)
+        assert (result.difference, result.low, result.high, result.p_value) == pytest.approx(expected, abs=1e-12) and result.n_units == 50
 
 
-def test_a_cluster_is_cut_by_the_headline_s_groups():
-    """ComVG's average resamples within each swap type: the examples of one picture in two
-    groups are two units."""
+def test_a_picture_s_rows_in_every_swap_type_are_one_unit():
+    """ComVG's average over swap types: a picture whose rows fall in three groups moves all three,
+    so ten pictures with a row in each group are ten observations, as ten examples without groups."""
     from vlbench.leaderboard.paired import paired_comparison
 
-    result = paired_comparison([1.0, 0.0, 1.0, 1.0], [0.0] * 4, ["object", "verb", "object", "verb"], clusters=["p", "p", "q", "q"])
-    assert result.n_units == 4 and result.difference == pytest.approx(0.75)
+    per_picture = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    ours = [value for value in per_picture for _ in range(3)]
+    groups, clusters = ["subject", "verb", "object"] * 10, [f"p{i}" for i in range(10) for _ in range(3)]
+    clustered = paired_comparison(ours, [0.0] * 30, groups, clusters=clusters)
+    alone = paired_comparison(per_picture, [0.0] * 10)
+    assert (clustered.difference, clustered.low, clustered.high, clustered.p_value) == pytest.approx((alone.difference, alone.low, alone.high, alone.p_value), abs=1e-12)
+    assert clustered.n_units == 10 and paired_comparison(ours, [0.0] * 30, groups).p_value < 0.001 < 0.01 < clustered.p_value
+
+
+def test_a_resample_that_draws_no_example_of_a_group_is_left_out():
+    from vlbench.leaderboard.paired import paired_comparison
+
+    groups = ["rare"] + ["common"] * 39  # the rare group's one unit is missed by about a third of the resamples
+    result = paired_comparison([1.0] + [float(i % 2) for i in range(39)], [0.0] * 40, groups, clusters=[f"c{i // 2}" for i in range(40)])
+    assert result.n_units == 20 and result.difference == pytest.approx((1 + 19 / 39) / 2)
+    assert 0.5 <= result.low < result.difference < result.high <= 1.0  # the rare group's mean is 1 wherever drawn; NaN would poison the percentiles
 
 
 def test_the_board_clusters_examples_by_the_picture_of_their_matching_pair(tmp_path):
@@ -169,6 +194,18 @@ def test_a_run_whose_examples_file_lacks_a_scored_example_is_not_compared(tmp_pa
     shown.write_text("".join(shown.read_text().splitlines(keepends=True)[1:]))
     (table,) = build_board([tmp_path], baseline="plain")
     assert not table.comparisons and table.uncompared == [f"good (0 shots): {shown.parent} scored example 'e0' but its examples.jsonl, which names the images the comparison clusters examples by, lacks it"]
+
+
+def test_a_run_whose_examples_file_names_no_image_of_a_matching_pair_is_not_compared(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"e{i}" for i in range(10)]
+    write_scored_run(tmp_path, "plain", 0, set(ids[:5]), ids)
+    write_scored_run(tmp_path, "good", 0, set(ids[:8]), ids)
+    shown = tmp_path / "colors" / "plain" / "cfg-plain" / "seed-0" / "examples.jsonl"
+    shown.write_text("".join(json.dumps({"id": "e3", "texts": ["red"], "images": []}) + "\n" if '"e3"' in line else line for line in shown.read_text().splitlines(keepends=True)))
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert not table.comparisons and table.uncompared == [f"good (0 shots): {shown.parent}: the examples.jsonl line of example 'e3' names no key for its image 0, which the comparison clusters examples by"]
 
 
 def write_scored_run(root, matcher, seed, correct_ids, ids, pictures=None):
