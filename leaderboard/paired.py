@@ -14,7 +14,8 @@ alike give an interval too narrow and p too small.
 - The interval is the 95% percentile interval of a paired bootstrap that resamples units; each
   group's mean is the drawn units' sum of that group's differences over their number of that
   group's examples, and `T*` the mean of the groups' means. A resample that draws no example of
-  some group (likely only for a group of a few units) has no `T*` and is left out.
+  some group (likely only for a group of a few units) has no `T*` and is left out. A group of one
+  unit adds no spread, and few units understate theirs by about √((k − 1)/k).
 - p is two-sided, from a paired sign-flip (permutation) test: under the null the two rows'
   outcomes of a unit are exchangeable, so each unit's weighted sum of `dᵢ` keeps or flips its sign
   at random; `p = (#{|T*| ≥ |T|} + 1) / (B + 1)` over B random flips, counting the observed
@@ -57,6 +58,8 @@ def paired_comparison(
     differences = np.asarray(matcher, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if differences.size == 0:
         raise ValueError("no paired examples")
+    if not np.isfinite(differences).all():
+        raise ValueError("paired outcomes must be finite numbers")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     labels = _group_labels(groups, differences.size)
@@ -70,6 +73,8 @@ def paired_comparison(
     sums = [np.bincount(units[member], weights=differences[member], minlength=n_units) for member in in_group]  # per group: each unit's sum
     sizes = [np.bincount(units[member], minlength=n_units) for member in in_group]
     means = np.concatenate([_resampled(sums, sizes, rng.integers(0, n_units, size=(count, n_units))) for count in chunks])
+    if np.isnan(means).all():
+        raise ValueError(f"none of the {resamples} resamples drew an example of every group; draw more")
     low, high = np.percentile(means[~np.isnan(means)], [2.5, 97.5])
     weighted = np.bincount(units, weights=weights * differences)
     extreme = sum(int(np.count_nonzero(np.abs(np.where(rng.random((count, n_units)) < 0.5, -weighted, weighted).sum(axis=1)) >= abs(observed) - 1e-12)) for count in chunks)

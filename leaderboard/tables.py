@@ -583,8 +583,8 @@ def comparison_caption(baseline: str | None, resamples: int) -> str:
         f"{pairing}; each example averaged over the seeds that paired it). The difference is the metric's, in points (a headline that averages groups, as ComVG's "
         f"average does its swap types, as such); the interval a paired bootstrap's ({resamples:,} resamples of the units); p two-sided, "
         f"from {resamples:,} random sign flips of the units' differences (a paired permutation test; at best 1/{resamples + 1:,}). "
-        "A unit is one example, or the examples that share an image in their matching pairs (questions about one picture), "
-        "whose outcomes are not independent (pairs: `N in U units`). "
+        "A unit is one example, or a cluster of examples linked through an image of their matching pairs (VQAv2's questions about one picture, "
+        "ComVG's rows of one picture), whose outcomes are not independent (pairs: `N in U units`). "
         "Both hold each seed's model fixed; how much the seed moves the difference shows by seed:"
     )
 

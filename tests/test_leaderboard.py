@@ -129,8 +129,8 @@ def test_examples_sharing_a_matching_image_are_resampled_and_flipped_as_one_unit
 def test_under_a_null_where_a_picture_s_rows_move_together_p_below_0_05_is_rare():
     """150 pictures, a row in each swap type; each picture's three rows are won by the matcher, the
     baseline, or neither, alike, with no difference between the rows in expectation. Whole-picture
-    units keep p < 0.05 near 5% of comparisons; examples resampled one by one reach it in about a
-    quarter (these 200 comparisons: 1.0% against 23.0%)."""
+    units keep p < 0.05 at or below 5% of comparisons; examples resampled one by one reach it in
+    about a quarter (these 200 comparisons: 1.0% against 23.0%)."""
     import numpy as np
 
     from vlbench.leaderboard.paired import paired_comparison
@@ -181,12 +181,17 @@ def test_a_picture_s_rows_in_every_swap_type_are_one_unit():
 
 
 def test_a_resample_that_draws_no_example_of_a_group_is_left_out():
+    """The rare group's mean is 1 wherever it is drawn: the interval lies within [0.5, 1]; a NaN
+    (no example of it drawn) left in would poison the percentiles. Drawing too few resamples to
+    have one with every group is refused."""
     from vlbench.leaderboard.paired import paired_comparison
 
-    groups = ["rare"] + ["common"] * 39  # the rare group's one unit is missed by about a third of the resamples
+    groups = ["rare"] + ["common"] * 39  # the rare group's one unit is missed by about 36% of the resamples
     result = paired_comparison([1.0] + [float(i % 2) for i in range(39)], [0.0] * 40, groups, clusters=[f"c{i // 2}" for i in range(40)])
     assert result.n_units == 20 and result.difference == pytest.approx((1 + 19 / 39) / 2)
-    assert 0.5 <= result.low < result.difference < result.high <= 1.0  # the rare group's mean is 1 wherever drawn; NaN would poison the percentiles
+    assert 0.5 <= result.low < result.difference < result.high <= 1.0
+    with pytest.raises(ValueError, match="none of the 1 resamples drew an example of every group"):
+        paired_comparison([1.0, 0.0], [0.0, 0.0], ["a", "b"], clusters=["x", "y"], resamples=1)
 
 
 def test_the_board_clusters_examples_by_the_picture_of_their_matching_pair(tmp_path):
