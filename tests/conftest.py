@@ -16,6 +16,15 @@ sys.path.insert(0, str(TESTS))
 # environment, and the session removes it when it ends.
 SESSION_FILES = Path(tempfile.mkdtemp(prefix="vlbench-tests-"))
 atexit.register(shutil.rmtree, SESSION_FILES, ignore_errors=True)
+
+
+def _stop_as_ctrl_c(signum, frame):
+    """SIGTERM (a CI time limit, `timeout`, a scheduler) stops the session as Ctrl-C does, so its
+    teardown and the removal of SESSION_FILES run; by default it would end the process at once."""
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
 os.environ["VLBENCH_CACHE"] = str(SESSION_FILES / "cache")
 (SESSION_FILES / "tmp").mkdir()
 os.environ["TMPDIR"] = str(SESSION_FILES / "tmp")
