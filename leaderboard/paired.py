@@ -90,6 +90,8 @@ def grouped_mean(values: Sequence[float], groups: Sequence[str] | None = None) -
 
 def _group_labels(groups: Sequence[str] | None, size: int) -> np.ndarray:
     """Each example's group as 0…G−1 (all 0 without groups)."""
+    if groups is not None and len(groups) != size:
+        raise ValueError(f"{len(groups)} group labels for {size} examples")
     return np.zeros(size, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
 
 
