@@ -73,9 +73,10 @@ def paired_comparison(
     sums = [np.bincount(units[member], weights=differences[member], minlength=n_units) for member in in_group]  # per group: each unit's sum
     sizes = [np.bincount(units[member], minlength=n_units) for member in in_group]
     means = np.concatenate([_resampled(sums, sizes, rng.integers(0, n_units, size=(count, n_units))) for count in chunks])
-    if np.isnan(means).all():
+    means = means[~np.isnan(means)]  # resamples that drew every group
+    if means.size == 0:
         raise ValueError(f"none of the {resamples} resamples drew an example of every group; draw more")
-    low, high = np.percentile(means[~np.isnan(means)], [2.5, 97.5])
+    low, high = np.percentile(means, [2.5, 97.5])
     weighted = np.bincount(units, weights=weights * differences)
     extreme = sum(int(np.count_nonzero(np.abs(np.where(rng.random((count, n_units)) < 0.5, -weighted, weighted).sum(axis=1)) >= abs(observed) - 1e-12)) for count in chunks)
     return PairedComparison(observed, float(low), float(high), (extreme + 1) / (resamples + 1), int(differences.size), n_units)

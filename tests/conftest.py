@@ -16,6 +16,9 @@ sys.path.insert(0, str(TESTS))
 # environment, and the session removes it when it ends.
 SESSION_FILES = Path(tempfile.mkdtemp(prefix="vlbench-tests-"))
 atexit.register(shutil.rmtree, SESSION_FILES, ignore_errors=True)
+os.environ["VLBENCH_CACHE"] = str(SESSION_FILES / "cache")
+(SESSION_FILES / "tmp").mkdir()
+os.environ["TMPDIR"] = str(SESSION_FILES / "tmp")
 
 
 def _stop_as_ctrl_c(signum, frame):
@@ -25,9 +28,6 @@ def _stop_as_ctrl_c(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
-os.environ["VLBENCH_CACHE"] = str(SESSION_FILES / "cache")
-(SESSION_FILES / "tmp").mkdir()
-os.environ["TMPDIR"] = str(SESSION_FILES / "tmp")
 
 import support  # noqa: E402
 
