@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, p_text, pairs_text, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
+from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, across_seeds_text, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, interval_text, p_text, pairs_text, points, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -258,13 +258,13 @@ def _table_html(table: TaskTable) -> str:
         body += "<ul class=\"citations\">" + "".join(f"<li><em>{html.escape(row.label)}</em>: {html.escape(row.citation)}</li>" for row in apart.rows) + "</ul>"
     if table.comparisons:
         lines = "".join(
-            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{c.difference:+.2f}</td>"
-            f"<td>[{c.low:+.2f}, {c.high:+.2f}]</td><td>{html.escape(p_text(c.p_value, table.resamples))}</td><td>{pairs_text(c)}</td><td>{by_seed_text(c)}</td><td>{html.escape(c.against)}</td></tr>"
+            f"<tr><td>{html.escape(c.label)}</td><td>{html.escape(c.shots)}</td><td>{html.escape(c.metric)}</td><td>{points(c.difference)}</td>"
+            f"<td>{interval_text(c)}</td><td>{html.escape(p_text(c.p_value, table.resamples))}</td><td>{pairs_text(c)}</td><td>{by_seed_text(c)}</td><td>{across_seeds_text(c)}</td><td>{html.escape(c.against)}</td></tr>"
             for c in table.comparisons
         )
         body += (
             f"<p>{html.escape(comparison_caption(table.baseline, table.resamples))}</p>"
-            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>by seed</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
+            f"<table class=\"board\"><thead><tr><th>matcher</th><th>shots</th><th>metric</th><th>difference</th><th>95% interval</th><th>p</th><th>pairs</th><th>by seed</th><th>across seeds</th><th>against</th></tr></thead><tbody>{lines}</tbody></table>"
         )
     if table.uncompared:
         body += f"<p>{html.escape(uncompared_note(table))}</p>"

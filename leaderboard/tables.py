@@ -28,7 +28,7 @@ from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 DEFAULT_SPLIT = RunConfig.split  # rows split otherwise say so in their label
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
-BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds; a few-shot seed is its own split, so rows on other seeds are ranked among themselves."
+BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds; a few-shot seed is its own split, so rows on other seeds are ranked among themselves (zero-shot rows of a task whose examples are the same under every seed are ranked together)."
 NO_INTERVAL_NOTE = "Rows with one seed have no interval; a cell whose value fewer of the row's seeds recorded says how many."
 OUTLIER_NOTE = (
     f"⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean on the task's headline metric, in rows of three seeds "
@@ -124,6 +124,8 @@ class Comparison:
     against: str = ""
     by_seed: dict[int, float | None] = field(default_factory=dict)  # each seed's difference of the metric, in points; None: not paired (`outcomes.PairedOutcomes`)
     against_mean: list[int] = field(default_factory=list)  # seeds paired with the zero-shot row's mean, which lacks them
+    seed_mean: float | None = None  # the mean of the seeds' differences, with two or more paired seeds
+    seed_half_width: float | None = None  # its Student-t 95% half-width: what another training seed may do to the difference
 
 
 @dataclass
@@ -316,7 +318,8 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
-        cohorts.setdefault((*row.cohort, tuple(row.seeds)), []).append(table_rows[-1])  # a few-shot seed is its own split
+        same_under_every_seed = row.shots == "0" and not row.records[0].data["task"].get("examples_vary_by_seed", True)
+        cohorts.setdefault((*row.cohort, () if same_under_every_seed else tuple(row.seeds)), []).append(table_rows[-1])  # a few-shot seed is its own split
     for same in cohorts.values():
         for index in range(len(columns)):
             best = max((round(row.cells[index].mean, 2) for row in same if row.cells[index] is not None), default=None)
@@ -411,6 +414,9 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         except UnrecordedExample as error:
             uncompared.append(f"{name}: {error}")
             continue
+        if not any(difference is not None for difference in paired.by_seed.values()):
+            uncompared.append(f"{name}: no seed in common with {labels[id(reference)]} ({reference.shots} shots)")
+            continue
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))
         if len(paired.ours) < fewest / 2:  # one entry per distinct example, over the seeds
             uncompared.append(f"{name}: {len(paired.ours)} examples in common with {labels[id(reference)]} ({reference.shots} shots), under half of either row's (their `--limit` samples or splits differ)")
@@ -418,7 +424,9 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         result = paired_comparison(paired.ours, paired.theirs, paired.groups, clusters=paired.clusters, resamples=resamples)
         against = labels[id(reference)] + (f" ({reference.shots} shots)" if reference.shots != row.shots else "")
         by_seed = {seed: None if difference is None else difference * 100 for seed, difference in paired.by_seed.items()}
-        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, result.n_units, against, by_seed, paired.against_mean))
+        seed_differences = [difference for difference in by_seed.values() if difference is not None]
+        seed_mean, seed_half_width = mean_and_ci(seed_differences) if len(seed_differences) > 1 else (None, None)
+        comparisons.append(Comparison(labels[id(row)], row.shots, paired.metric, result.difference * 100, result.low * 100, result.high * 100, result.p_value, result.n_pairs, result.n_units, against, by_seed, paired.against_mean, seed_mean, seed_half_width))
     return comparisons, uncompared
 
 
@@ -560,9 +568,9 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
             lines += [""] + [f"- *{row.label}*: {row.citation}" for row in apart.rows]
         if table.comparisons:
             against = table.baseline == ZERO_SHOT  # the baseline row differs per row only then
-            header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", "by seed", *(["against"] if against else [])]
+            header = ["matcher", "shots", "metric", "difference", "95% interval", "p", "pairs", "by seed", "across seeds", *(["against"] if against else [])]
             lines += ["", comparison_caption(table.baseline, table.resamples), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += [f"| {c.label} | {c.shots} | {c.metric} | {c.difference:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {p_text(c.p_value, table.resamples)} | {pairs_text(c)} | {by_seed_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
+            lines += [f"| {c.label} | {c.shots} | {c.metric} | {points(c.difference)} | {interval_text(c)} | {p_text(c.p_value, table.resamples)} | {pairs_text(c)} | {by_seed_text(c)} | {across_seeds_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
         if table.uncompared:
             lines += ["", uncompared_note(table)]
         for image in (plots or {}).get(table.task, []):
@@ -575,7 +583,8 @@ def comparison_caption(baseline: str | None, resamples: int) -> str:
     if baseline == ZERO_SHOT:
         pairing = (
             "Paired comparison of each trained row with the same matcher's zero-shot row on the examples both scored (each seed paired with "
-            "the zero-shot run of its seed, or marked (mean) with the zero-shot row's mean over its seeds"
+            "the zero-shot run of its seed, or marked (mean) with the zero-shot row's mean over its seeds where the task's examples are the same "
+            "under every seed, else left out, –"
         )
     else:
         pairing = f"Paired comparison with `{baseline}` at the same shots on the examples both scored (each seed paired with `{baseline}`'s run of its seed, – where it has none"
@@ -585,7 +594,9 @@ def comparison_caption(baseline: str | None, resamples: int) -> str:
         f"from {resamples:,} random sign flips of the units' differences (a paired permutation test; at best 1/{resamples + 1:,}). "
         "A unit is one example, or a cluster of examples linked through an image of their matching pairs (VQAv2's questions about one picture, "
         "ComVG's rows of one picture), whose outcomes are not independent (pairs: `N in U units`). "
-        "Both hold each seed's model fixed; how much the seed moves the difference shows by seed:"
+        "Both hold each seed's trained model fixed: they vary the examples, not the training. How much the training seed (and its split) "
+        "moves the difference shows by seed, and across seeds as the mean of the seeds' differences ± its Student-t 95% half-width, which holds "
+        "the examples fixed instead (with three seeds, wide): a gain holds for other examples and other seeds only where both exclude 0."
     )
 
 
@@ -605,9 +616,26 @@ def pairs_text(comparison: Comparison) -> str:
 def by_seed_text(comparison: Comparison) -> str:
     """Each seed's difference in points (`0: +1.58, 1: +8.07 (mean), 2: –`)."""
     return ", ".join(
-        f"{seed}: " + ("–" if difference is None else f"{difference:+.2f}" + (" (mean)" if seed in comparison.against_mean else ""))
+        f"{seed}: " + ("–" if difference is None else points(difference) + (" (mean)" if seed in comparison.against_mean else ""))
         for seed, difference in comparison.by_seed.items()
     )
+
+
+def across_seeds_text(comparison: Comparison) -> str:
+    """The seeds' differences as mean ± Student-t 95% half-width (`+6.50 ± 10.79`); `–` for fewer than two."""
+    if comparison.seed_mean is None or comparison.seed_half_width is None:
+        return "–"
+    return f"{points(comparison.seed_mean)} ± {comparison.seed_half_width:.2f}"
+
+
+def interval_text(comparison: Comparison) -> str:
+    return f"[{points(comparison.low)}, {points(comparison.high)}]"
+
+
+def points(value: float) -> str:
+    """A signed difference in points to two decimals; one that rounds to zero is `+0.00` (a
+    difference of exactly zero can come out of the float arithmetic as -1e-16)."""
+    return f"{round(value, 2) + 0.0:+.2f}"
 
 
 def cell_text(cell: Cell) -> str:
@@ -630,23 +658,24 @@ def render_csv(tables: list[TaskTable]) -> str:
     the mean the difference in points, n the examples paired, with its interval (low, high), p,
     the row it is `against`, each seed's difference (`by_seed`: `SEED:POINTS`, space-separated;
     `SEED:` not paired, `(mean)` against the zero-shot mean) and the units its bootstrap and sign
-    flips resampled (`units`)."""
+    flips resampled (`units`), and the mean of the seeds' differences with its Student-t 95%
+    half-width (`seed_mean`, `seed_ci95`: two or more paired seeds)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed", "devices", "units"])
+    writer.writerow(["task", "matcher", "config_id", "shots", "seeds", "n", "column", "mean", "ci95", "best", "reported", "citation", "low", "high", "p", "against", "unchecked_seeds", "sources_sha256", "by_seed", "devices", "units", "seed_mean", "seed_ci95"])
     for table in tables:
         apart = table.reported_apart
         for columns, rows in ((table.columns, table.rows), (apart.columns, apart.rows) if apart else ([], [])):
             for row in rows:
                 for column, cell in zip(columns, row.cells):
                     if cell is not None:
-                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(device for devices in row.devices for device in devices)), ""])
+                        writer.writerow([table.task, row.label, row.config_id, row.shots, row.seeds or "", cell.n or row.n, column, f"{cell.mean:.4f}", "" if cell.half_width is None else f"{cell.half_width:.4f}", cell.best, row.reported, row.citation, "", "", "", "", " ".join(map(str, row.unchecked_seeds)), row.sources, "", "; ".join(dict.fromkeys(device for devices in row.devices for device in devices)), "", "", ""])
         for compared in table.comparisons:
             by_seed = " ".join(f"{seed}:{'' if difference is None else f'{difference:.4f}'}{'(mean)' if seed in compared.against_mean else ''}" for seed, difference in compared.by_seed.items())
-            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, "", compared.units])
+            writer.writerow([table.task, compared.label, "", compared.shots, "", compared.pairs, f"{compared.metric} difference", f"{compared.difference:.4f}", "", "", False, "", f"{compared.low:.4f}", f"{compared.high:.4f}", f"{compared.p_value:.4g}", compared.against, "", "", by_seed, "", compared.units, *("" if value is None else f"{value:.4f}" for value in (compared.seed_mean, compared.seed_half_width))])
     return buffer.getvalue()
 
 

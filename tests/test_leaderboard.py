@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -471,9 +472,13 @@ def test_a_trained_seed_pairs_with_the_zero_shot_run_of_its_seed_and_each_seed_s
     (comparison,) = build_board([tmp_path], baseline="zero-shot")[0].comparisons
     assert comparison.pairs == 6 and comparison.difference == pytest.approx(difference)
     assert list(comparison.by_seed) == [0, 1] and list(comparison.by_seed.values()) == pytest.approx(by_seed)
-    assert f"| {difference:+.2f} | " in render_board([tmp_path], baseline="zero-shot") and f"| {text} | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
+    half_width = stats.t.ppf(0.975, 1) * statistics.stdev(by_seed) / math.sqrt(2)  # the seeds' differences: what another seed may do
+    assert (comparison.seed_mean, comparison.seed_half_width) == (pytest.approx(sum(by_seed) / 2), pytest.approx(half_width))
+    across = f"{sum(by_seed) / 2:+.2f} ± {half_width:.2f}"
+    assert f"| {difference:+.2f} | " in render_board([tmp_path], baseline="zero-shot") and f"| {text} | {across} | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
     (line,) = [line for line in csv.DictReader(render_csv(build_board([tmp_path], baseline="zero-shot")).splitlines()) if line["column"] == "accuracy difference"]
     assert line["by_seed"] == " ".join(f"{seed}:{value:.4f}" + ("(mean)" if seed not in zero_shot_seeds else "") for seed, value in enumerate(by_seed))
+    assert (float(line["seed_mean"]), float(line["seed_ci95"])) == (pytest.approx(sum(by_seed) / 2, abs=1e-4), pytest.approx(half_width, abs=1e-4))
 
 
 def test_where_examples_vary_by_seed_a_trained_seed_without_its_zero_shot_run_is_not_paired_with_the_mean(tmp_path, monkeypatch):
@@ -489,7 +494,7 @@ def test_where_examples_vary_by_seed_a_trained_seed_without_its_zero_shot_run_is
     (comparison,) = build_board([tmp_path], baseline="zero-shot")[0].comparisons
     assert comparison.pairs == 4 and comparison.difference == pytest.approx(25.0)
     assert comparison.by_seed == {0: pytest.approx(25.0), 1: None} and comparison.against_mean == []
-    assert "| 0: +25.00, 1: – | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")
+    assert "| 0: +25.00, 1: – | – | plain (0 shots) |" in render_board([tmp_path], baseline="zero-shot")  # one paired seed: no interval across seeds
 
 
 def test_a_seed_its_same_shots_baseline_did_not_run_is_left_out_and_shown_as_such(tmp_path):
@@ -502,6 +507,23 @@ def test_a_seed_its_same_shots_baseline_did_not_run_is_left_out_and_shown_as_suc
     (comparison,) = build_board([tmp_path], baseline="plain")[0].comparisons
     assert comparison.by_seed == {0: None, 1: pytest.approx(40.0), 2: None} and comparison.difference == pytest.approx(40.0)
     assert "| 0: –, 1: +40.00, 2: – |" in render_board([tmp_path], baseline="plain")
+
+
+def test_a_row_that_shares_no_seed_with_its_baseline_is_not_compared_and_the_board_says_why(tmp_path):
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"colors-{i}" for i in range(10)]
+    write_scored_run(tmp_path, "good", 5, set(ids[:8]), ids)
+    for seed in (0, 1):
+        write_scored_run(tmp_path, "plain", seed, set(ids[:4]), ids)
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert table.comparisons == [] and table.uncompared == ["good (0 shots): no seed in common with plain (0 shots)"]
+
+
+def test_a_difference_that_rounds_to_zero_is_printed_without_a_minus_sign():
+    from vlbench.leaderboard.tables import points
+
+    assert [points(value) for value in (-3.1e-16, -0.004, 0.0, -0.5, 12.345678)] == ["+0.00", "+0.00", "+0.00", "-0.50", "+12.35"]
 
 
 def test_a_p_value_no_resample_reached_is_printed_as_the_bound_it_is(tmp_path):
@@ -531,6 +553,22 @@ def test_rows_that_print_the_same_mean_are_both_bold_and_rows_on_other_seeds_are
     assert "| three | 5% | 3 † | 100 | **70.00 ± 0.00** |" in markdown and "| also-three | 5% | 3 † | 100 | **70.00 ± 0.00** |" in markdown
     assert "| one | 5% | 1 † | 100 | **90.00** | **90.00** |" in markdown and "| another-one | 5% | 1 † | 100 | 80.00 | 80.00 |" in markdown
     assert "| alone | 5% | 1 † | 100 | 95.00 | 95.00 |" in markdown  # seed 1 alone: nothing to rank it against
+
+
+@pytest.mark.parametrize("vary", [False, True])
+def test_zero_shot_rows_are_ranked_together_where_every_seed_scores_the_same_examples(tmp_path, vary):
+    """At 0 shots on a task whose examples ignore the seed, a row of one seed and a row of three
+    scored the same examples: one best among them. Where examples vary by seed, they did not."""
+    for seed in range(3):
+        write_record(tmp_path, "three", "aaa", "0", seed, 0.7, {"color": 0.7})
+    write_record(tmp_path, "one", "bbb", "0", 0, 0.9, {"color": 0.9})
+    for results in tmp_path.rglob("results.json"):
+        record = json.loads(results.read_text())
+        record["task"]["examples_vary_by_seed"] = vary
+        results.write_text(json.dumps(record))
+    markdown = render_board([tmp_path])
+    assert ("| one | 0 | 1 † | 100 | **90.00** | **90.00** |" if not vary else "| one | 0 | 1 † | 100 | 90.00 | 90.00 |") in markdown  # else alone among its seeds
+    assert "| three | 0 | 3 † | 100 | 70.00 ± 0.00 |" in markdown
 
 
 def test_a_cell_fewer_seeds_recorded_says_how_many(tmp_path):
