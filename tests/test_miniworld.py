@@ -136,6 +136,31 @@ def test_the_committed_mini_world_board_is_what_its_command_makes(tmp_path):
         assert (tmp_path / image).stat().st_size > 1000
 
 
+def test_the_mini_world_board_finds_its_suite_in_a_wheel(tmp_path):
+    """A wheel puts the suite in vlbench/leaderboard/, not beside a checkout: `vlbench miniworld
+    board` without --suite reads it there (built from a copy of the sources, imported from the
+    unpacked wheel ahead of the editable install)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root, source = Path(__file__).parent.parent, tmp_path / "source"
+    for folder in ("vlbench", "matchers", "tasks", "leaderboard"):
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    found = subprocess.run(
+        [sys.executable, "-c", "from vlbench.cli.miniworld_command import miniworld_suite; print(miniworld_suite())"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path, capture_output=True, text=True, check=True,  # not the checkout's folder, first on sys.path
+    ).stdout.strip()
+    assert Path(found) == tmp_path / "site" / "vlbench" / "leaderboard" / "miniworld_suite.yaml" and Path(found).is_file()
+
+
 def test_a_generation_stopped_by_ctrl_c_leaves_no_half_written_world(tmp_path, monkeypatch):
     from vlbench.tasks.miniworld import tasks
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-MINIWORLD_SUITE = Path(__file__).resolve().parents[2] / "leaderboard" / "miniworld_suite.yaml"
-
 miniworld_app = typer.Typer(help="The offline mini-world: generated datasets in the real layouts.", no_args_is_help=True)
 
 
@@ -59,7 +57,15 @@ def board(
     from vlbench.cli.suite_command import run_suite_command
 
     options = (f" --suite {suite}" if suite else "") + (f" --runs-dir {runs_dir}" if runs_dir != Path("runs/miniworld") else "")
-    run_suite_command(suite or MINIWORLD_SUITE, runs_dir, None, jobs, out, baseline, plots, "vlbench miniworld board", options, "offline, 2 CPU cores suffice")
+    run_suite_command(suite or miniworld_suite(), runs_dir, None, jobs, out, baseline, plots, "vlbench miniworld board", options, "offline, 2 CPU cores suffice")
+
+
+def miniworld_suite() -> Path:
+    """The shipped mini-world suite, inside the `vlbench.leaderboard` package wherever it is
+    installed (the checkout's leaderboard/ for an editable install, vlbench/leaderboard/ in a wheel)."""
+    from importlib.util import find_spec
+
+    return Path(find_spec("vlbench.leaderboard").submodule_search_locations[0]) / "miniworld_suite.yaml"
 
 
 @miniworld_app.command("train-sd")
