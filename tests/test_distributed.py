@@ -196,6 +196,38 @@ def test_a_second_launch_on_a_running_run_is_refused_on_every_rank(tmp_path):
     assert len(scored_ids(_run_dir(tmp_path / "runs"))) == 40
 
 
+def test_a_node_reading_other_data_than_rank_0_s_is_refused_on_every_rank_before_anything_is_stored(tmp_path):
+    """Two nodes (two torchrun agents on this machine, one process each), each with its own copy of
+    the ComVG data root at the same relative path, one image replaced on the second: rank 0's
+    fingerprint alone would have let the second node's scores in under it."""
+    import shutil
+    import socket
+
+    from placeholders import REAL_COMVG_CSV, comvg_root
+
+    comvg_root(tmp_path / "node-0" / "data", REAL_COMVG_CSV)
+    shutil.copytree(tmp_path / "node-0" / "data", tmp_path / "node-1" / "data")
+    image = sorted((tmp_path / "node-1" / "data" / "vg_concept").iterdir())[0]
+    shutil.copy(sorted((tmp_path / "node-1" / "data" / "vg_concept").iterdir())[1], image)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}",
+             "-m", "vlbench", "run", "--task", "comvg", "--matcher", "random", "--data-root", "data", "--runs-dir", str(tmp_path / "runs")],
+            cwd=tmp_path / f"node-{node}", env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for node in (0, 1)
+    ]
+    errors = [node.communicate()[1] for node in nodes]
+    assert all(node.returncode != 0 for node in nodes), errors
+    for error in errors:
+        (refusal,) = [line for line in error.splitlines() if line.startswith("error: the processes of this run read different data")]
+        assert "the data of task 'comvg' has fingerprint" in refusal and "on rank 1 (on " in refusal, refusal
+    assert not list((tmp_path / "runs").rglob("*.jsonl"))
+
+
 def test_a_collective_broken_by_another_process_stopping_ends_this_one_with_one_line(monkeypatch):
     import torch.distributed as dist
 

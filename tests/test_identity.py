@@ -525,3 +525,19 @@ def test_pillow_installed_under_another_name_is_recorded_by_its_module_s_version
 
     monkeypatch.setattr(provenance, "library_version", lambda name: None if name == "pillow" else "1.0")
     assert provenance.scoring_libraries(SimpleNamespace(name="plain", library_versions=lambda: []))["pillow"] == PIL.__version__
+
+
+def test_processes_of_one_run_that_load_other_libraries_or_weights_are_named_with_what_differs():
+    from vlbench.identity import ranks_disagreement
+
+    inputs = {"matcher": {"name": "clip", "fingerprint": {"weights_sha256": "a" * 64}}, "task": {"name": "comvg", "data": "d" * 64}, "libraries": {"torch": "2.4.0"}, "code": {"vlbench/runner.py": "c" * 64}}
+    process = lambda rank, inputs, data=None: {"rank": rank, "host": f"node-{rank // 2}", "inputs": inputs, "data": data}  # noqa: E731
+    assert ranks_disagreement([process(0, inputs), process(1, inputs), process(2, inputs, "d" * 64)]) is None
+    other_torch = {**inputs, "libraries": {"torch": "2.5.1"}}
+    assert ranks_disagreement([process(0, inputs), process(1, inputs), process(2, other_torch)]) == (
+        'the processes of this run compute from different inputs: libraries.torch is "2.5.1" on rank 2 (on node-1), "2.4.0" on rank 0 (on node-0); '
+        "every process must load the same model, code and libraries. Nothing was stored"
+    )
+    other_weights = {**inputs, "matcher": {"name": "clip", "fingerprint": {"weights_sha256": "b" * 64}}}
+    assert "matcher.fingerprint.weights_sha256 is" in ranks_disagreement([process(0, inputs), process(3, other_weights)])
+    assert "has fingerprint eeeeeeeeeeee" in ranks_disagreement([process(0, inputs), process(2, inputs, "e" * 64)])

@@ -156,6 +156,36 @@ def first_changed_example(stored_examples: dict[str, dict[str, Any]], stored_sco
     return f"the {len(stored_examples)} stored examples' texts, image keys, matching pairs and tags are unchanged: an image file's bytes or an image's crop changed, or examples not scored yet or in the training pool did"
 
 
+def ranks_disagreement(processes: Sequence[dict[str, Any]]) -> str | None:
+    """Where the processes of one run (`{"rank", "host", "inputs", "data"}` each, in rank order:
+    its identity's inputs, and the data fingerprint its node computed, or None on a node's other
+    processes) do not compute from rank 0's inputs, as a refusal; None where they all do."""
+    main = processes[0]
+    for process in processes[1:]:
+        theirs_on, ours_on = f"rank {process['rank']} (on {process['host']})", f"rank 0 (on {main['host']})"
+        difference = _first_difference(main["inputs"], process["inputs"])
+        if difference is not None:
+            path, ours, theirs = difference
+            return f"the processes of this run compute from different inputs: {path} is {_brief(theirs)} on {theirs_on}, {_brief(ours)} on {ours_on}; every process must load the same model, code and libraries. Nothing was stored"
+        if process["data"] is not None and process["data"] != main["inputs"]["task"]["data"]:
+            return (
+                f"the processes of this run read different data: the data of task '{main['inputs']['task']['name']}' has fingerprint {short_fingerprint(process['data'])} on {theirs_on}, "
+                f"{short_fingerprint(main['inputs']['task']['data'])} on {ours_on}; every node must read the same files (a node's own copy of the data root: make it identical). Nothing was stored"
+            )
+    return None
+
+
+def _first_difference(ours: Any, theirs: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted path, ours, theirs) where two JSON-like values differ, keys in order."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(ours.keys() | theirs.keys()):
+            found = _first_difference(ours.get(key), theirs.get(key), f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+        return None
+    return None if ours == theirs else (path, ours, theirs)
+
+
 def fingerprint_digest(fingerprint: str | None) -> str | None:
     """A data fingerprint without `IMAGE_BYTES`: an older identity's fingerprint of a task with no
     image files is the same hash without it."""

@@ -37,7 +37,7 @@ from vlbench.errors import Interrupted, VlbenchError, first_line
 from vlbench.evaluation import RecentImages, prepared_images, score_examples
 from vlbench.example_records import example_recorder
 from vlbench.example_rules import check_examples
-from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example, image_files
+from vlbench.identity import RESTART_HINT, RunIdentity, changed_inputs, component_identity, files_fingerprint, first_changed_example, image_files, ranks_disagreement
 from vlbench.metrics import compute_metrics
 from vlbench.options import as_dict, build
 from vlbench.provenance import run_code_sha256, scoring_libraries, session_record, sources_sha256
@@ -171,6 +171,7 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
         matcher = prepared.matcher_class(prepared.matcher_options, Runtime(prepared.device, seed, config.model, config.save_attention))
     identity = run_identity(prepared, matcher_inputs(matcher), pool + (train_pool or []))
     ranks = distributed.current()
+    _check_ranks_agree(ranks, identity, lambda: prepared.task.data_fingerprint(pool + (train_pool or [])))
     fingerprints = Fingerprints(
         evaluation=identity.inputs["task"]["data"] if train_pool is None else ranks.on_main(lambda: prepared.task.data_fingerprint(pool)),
         sources=ranks.on_main(lambda: files_fingerprint(prepared.task.source_files(pool, train_pool))),
@@ -238,6 +239,26 @@ def _run(prepared: Prepared, seed: int) -> RunResult:
 
         results = ranks.on_main(finish)
     return RunResult(run_dir.path, results)
+
+
+def _check_ranks_agree(ranks: distributed.Ranks, identity: RunIdentity, data_fingerprint) -> None:
+    """Refuse a multi-process run whose processes compute from other inputs than rank 0, whose
+    identity the run stores: weights, code or libraries of another node, or other data (hashed
+    again by the first process of each node but rank 0's; `data_fingerprint()`)."""
+    if not ranks.distributed:
+        return
+    import socket
+
+    data, error = None, None
+    if ranks.local_rank == 0 and not ranks.is_main:
+        try:
+            data = data_fingerprint()
+        except VlbenchError as failure:
+            error = f"rank {ranks.rank} (on {socket.gethostname()}): {failure}"
+    processes = ranks.gather({"rank": ranks.rank, "host": socket.gethostname(), "inputs": identity.inputs, "data": data, "error": error})
+    problem = next((process["error"] for process in processes if process["error"]), None) or ranks_disagreement(processes)
+    if problem is not None:
+        raise VlbenchError(problem)
 
 
 def run_path(prepared: Prepared, seed: int) -> Path:
