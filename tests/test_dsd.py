@@ -255,6 +255,16 @@ def test_with_save_attention_training_keeps_no_maps_and_evaluation_keeps_each_ex
     assert len(matcher.take_attention()) == 3
 
 
+def test_the_stable_diffusion_matchers_record_the_libraries_their_scores_run_on():
+    """tokenizers runs transformers' CLIP tokenizer; peft builds `dsd-release`'s LoRA (xformers,
+    on CUDA only, joins where `attention: xformers`)."""
+    from vlbench.provenance import scoring_libraries
+
+    for name in ("dsd", "dsd-release", "diffusion-itm"):
+        libraries = scoring_libraries(make(name))
+        assert {"diffusers", "transformers", "tokenizers"} <= libraries.keys() and ("peft" in libraries) is (name == "dsd-release") and "xformers" not in libraries
+
+
 def test_unknown_layer_names_are_clear_errors():
     from vlbench.errors import VlbenchError
 

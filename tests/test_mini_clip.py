@@ -149,6 +149,45 @@ def test_a_model_folder_whose_config_names_a_tokenizer_fingerprints_the_tokenize
     assert {file.name for file in _local_dir_files(folder)} == {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"}
 
 
+def test_a_model_whose_towers_or_tokenizer_run_on_timm_or_transformers_records_their_versions(tmp_path):
+    """A timm vision tower (as SigLIP's, ConvNeXt's) and a Hugging Face tokenizer compute the
+    features: their libraries' versions are part of the run's identity and of the feature cache's
+    key; the mini CLIP, plain open_clip, names neither."""
+    import shutil
+
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    from vlbench import registry
+    from vlbench.matchers.mini_models import mini_model_dir
+    from vlbench.options import build
+    from vlbench.provenance import scoring_libraries
+    from vlbench.runtime import Runtime
+
+    folder = tmp_path / "timm-clip"
+    folder.mkdir()
+    model_cfg = {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear"},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 1, "hf_tokenizer_name": str(folder)},
+    }
+    save_file(CLIP(**model_cfg).state_dict(), folder / "open_clip_model.safetensors")
+    for file in (mini_model_dir("mini-sd") / "tokenizer").iterdir():  # a CLIP tokenizer in Hugging Face's layout
+        shutil.copy(file, folder / file.name)
+    preprocess = json.loads((mini_model_dir("mini-clip") / "open_clip_config.json").read_text())["preprocess_cfg"]
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
+    clip = registry.matchers.get("clip")
+
+    def built(model: str):
+        return clip(build(clip.Options, {}, "matcher_options"), Runtime("cpu", 0, model, False))
+
+    towers = ("timm", "transformers", "tokenizers")
+    timm_clip, mini = built(str(folder)), built("mini")
+    assert all(scoring_libraries(timm_clip)[name] for name in towers) and not set(towers) & set(scoring_libraries(mini))
+    producer = json.loads((timm_clip.features.cache.directory / "producer.json").read_text())
+    assert all(producer[name] == scoring_libraries(timm_clip)[name] for name in towers)
+
+
 def test_a_hub_model_s_fingerprint_covers_a_tokenizer_from_another_repository(tmp_path):
     """The config of `hf-hub:vlbench-test/clip` names its tokenizer in `vlbench-test/tokenizer`: a
     new revision of that repository tokenizes differently, and the model's fingerprint changes."""

@@ -32,6 +32,7 @@ class ClipFeatures:
         self.has_heads = isinstance(visual_head, torch.nn.Parameter) and isinstance(text_head, torch.nn.Parameter) and hasattr(self.model, "token_embedding")
         self.image_projection = visual_head if self.has_heads else None
         self.text_projection = text_head if self.has_heads else None
+        self.libraries = ["open_clip_torch", "torchvision", "ftfy", "regex", *tower_libraries(self.model, clip.tokenizer)]  # ftfy, regex: open_clip's text cleaning
         producer = {
             "features": "clip-pre-projection" if self.has_heads else "clip-embedding",
             "code": code_sha256(ClipFeatures, preprocess_batch, type(clip)),  # type(clip): the module that builds the model
@@ -42,6 +43,7 @@ class ClipFeatures:
             "pillow": version("pillow"),
             "ftfy": version("ftfy"),  # with regex, open_clip's tokenizer cleans and splits texts
             "regex": version("regex"),
+            **{name: version(name) for name in self.libraries[4:]},  # timm, transformers, tokenizers where a tower or the tokenizer runs on them
             **device_identity(device),
             "preprocess": repr(clip.preprocess),
         }
@@ -120,6 +122,14 @@ class ClipFeatures:
         if not self.has_heads:
             return self.model.encode_text(ids).float()
         return self.encode_token_embeddings(self.model.token_embedding(ids), ids)
+
+
+def tower_libraries(model: torch.nn.Module, tokenizer) -> list[str]:
+    """The libraries beside open_clip whose code computes this model's features: timm for a timm
+    tower (SigLIP's, ConvNeXt's, EVA's), transformers and its tokenizers for a Hugging Face text
+    tower or tokenizer."""
+    packages = {type(part).__module__.split(".")[0] for part in [*model.modules(), *vars(tokenizer).values()]}
+    return [*(["timm"] if "timm" in packages else []), *(["transformers", "tokenizers"] if "transformers" in packages else [])]
 
 
 @contextmanager

@@ -69,7 +69,7 @@ class ClipMatcher(Matcher):
         return self.features.clip.fingerprint
 
     def library_versions(self):
-        return ["open_clip_torch", "torchvision", "ftfy", "regex"]  # ftfy and regex: how open_clip cleans and splits texts
+        return self.features.libraries
 
 
 class TrainedClipMatcher(ClipMatcher):

@@ -165,6 +165,9 @@ class DSDReleaseMatcher(StableDiffusionMatcher):
                 self.sd.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
             self.has_lora = True
 
+    def library_versions(self):
+        return [*super().library_versions(), "peft"]  # builds the LoRA it trains
+
     def trainable_parameters(self):
         self._ensure_lora()
         return [parameter for name, parameter in self.sd.unet.named_parameters() if "lora_" in name]

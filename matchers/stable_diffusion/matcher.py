@@ -210,7 +210,7 @@ class StableDiffusionMatcher(Matcher):
         return self.sd.fingerprint
 
     def library_versions(self):
-        return ["diffusers", "transformers"]
+        return ["diffusers", "transformers", "tokenizers", *(["xformers"] if self.options.attention == "xformers" else [])]  # tokenizers: transformers' CLIP tokenizer runs on it
 
 
 def _concatenated(values: Sequence[Any]) -> Any:
