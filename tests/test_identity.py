@@ -166,7 +166,9 @@ def test_an_edited_plugin_refuses_to_resume_naming_its_file(tmp_path, monkeypatc
 
 
 def test_a_plugin_in_a_namespace_package_is_hashed_by_its_own_package_and_a_script_s_by_its_class(tmp_path, monkeypatch):
-    """Another distribution's portion of the namespace, or a script's other lines (its seeds, say), do not change the run's identity."""
+    """Another distribution's portion of the namespace, or a script's other lines (its seeds, say),
+    do not change the run's identity; the class, and the helpers and constants of the script its
+    methods name, do."""
     import importlib.util
     import linecache
 
@@ -195,6 +197,18 @@ def test_a_plugin_in_a_namespace_package_is_hashed_by_its_own_package_and_a_scri
     script.write_text(signed.read_text().replace("return 1 *", "return -1 *"))
     linecache.checkcache(str(script))
     assert component_sources(main.Signed) != before
+
+    def with_helper(scale: str, helper: str) -> dict:
+        source = signed.read_text().replace("return 1 *", "return SIGN * scaled(1) *") + f"\nSIGN = {scale}\n\n\ndef scaled(x):\n    return {helper}\n\n\nseeds = [0, 1]\n"
+        script.write_text(source)
+        linecache.checkcache(str(script))
+        loaded = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "__main__", loaded)
+        spec.loader.exec_module(loaded)
+        return component_sources(loaded.Signed)
+
+    helped = with_helper("1.0", "x")
+    assert with_helper("1.0", "x") == helped and with_helper("1.0", "2 * x") != helped and with_helper("-1.0", "x") != helped
 
 
 def comvg_copy(root, caption_change=None):

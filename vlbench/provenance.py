@@ -183,8 +183,8 @@ def component_sources(*components: type) -> dict[str, str]:
     vlbench, by `<package>/<path>`, e.g. `mypkg/matchers.py`: its first regular package (inside a
     namespace package such as `acme.vlplugin`, that one), so a plugin's edit changes a run's
     identity as an edit of vlbench does. A class defined in a script or notebook (`__main__`) is
-    hashed by its own source, not the whole script's."""
-    import inspect
+    hashed by its own source and what it names from the script (`_script_source`), not the whole
+    script's."""
     import sys
 
     files: dict[str, str] = {}
@@ -195,9 +195,8 @@ def component_sources(*components: type) -> dict[str, str]:
         if name == "vlbench" or module is None:  # vlbench's own: its first regular package is vlbench
             continue
         if name == "__main__" or not getattr(module, "__file__", None):
-            try:
-                source = inspect.getsource(component)
-            except (OSError, TypeError):  # typed into an interpreter: no source to hash
+            source = _script_source(component, module)
+            if source is None:  # typed into an interpreter: no source to hash
                 continue
             files[f"{name}:{component.__qualname__}"] = hashlib.sha256(source.encode()).hexdigest()
         elif hasattr(module, "__path__"):
@@ -205,6 +204,55 @@ def component_sources(*components: type) -> dict[str, str]:
         else:
             files[f"{name}.py"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
     return dict(sorted(files.items()))
+
+
+PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None), tuple, list, dict)
+
+
+def _script_source(component: type, module) -> str | None:
+    """What a class defined in a script or notebook (`__main__`) computes with: its source, that
+    of the script's functions and classes it names (its bases, the helpers its methods call, and
+    theirs), and the value of each plain constant they name (`SCALE = 2.0`); not the script's
+    other lines. None where the class has no source (typed into an interpreter)."""
+    import inspect
+
+    namespace, parts, seen = vars(module), [], set()
+
+    def visit(item) -> bool:
+        if id(item) in seen:
+            return True
+        seen.add(id(item))
+        try:
+            parts.append(inspect.getsource(item))
+        except (OSError, TypeError):
+            return False
+        for base in getattr(item, "__bases__", ()):
+            if base.__module__ == module.__name__:
+                visit(base)
+        for global_name in sorted(_named_globals(item)):
+            value = namespace.get(global_name)
+            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module.__name__:
+                visit(value)
+            elif isinstance(value, PLAIN_VALUES):
+                parts.append(f"{global_name} = {value!r}")
+        return True
+
+    return "\n".join(parts) if visit(component) else None
+
+
+def _named_globals(item) -> set[str]:
+    """The names a function's code, or a class's methods' code, look up (nested code included)."""
+    functions = [item] if callable(item) and hasattr(item, "__code__") else []
+    for value in vars(item).values() if isinstance(item, type) else ():
+        value = getattr(value, "__func__", value)  # staticmethod, classmethod
+        functions += [part for part in (value, getattr(value, "fget", None), getattr(value, "fset", None)) if hasattr(part, "__code__")]
+    names: set[str] = set()
+    codes = [function.__code__ for function in functions]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [constant for constant in code.co_consts if hasattr(constant, "co_names")]
+    return names
 
 
 def sources_sha256(files: dict[str, str]) -> str:
