@@ -21,7 +21,7 @@ from typing import Any
 
 from vlbench.config import RunConfig, Shots
 from vlbench.errors import VlbenchError
-from vlbench.identity import differing_files, short_fingerprint
+from vlbench.identity import differing_files, first_difference, short_fingerprint
 from vlbench.stats import mean_and_ci
 from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_runs
 
@@ -189,7 +189,7 @@ def _check_same_inputs(row: Row) -> None:
     first, *others = sorted(row.runs, key=lambda run: run.record.seed)
     for run in others:
         if run.record.inputs_key != first.record.inputs_key:
-            difference = _first_difference(json.loads(first.record.inputs_key), json.loads(run.record.inputs_key))
+            difference = first_difference(json.loads(first.record.inputs_key), json.loads(run.record.inputs_key))
             codes = (first.files.recorded_code(), run.files.recorded_code()) if difference.startswith("code.") else (None, None)
             files = differing_files(*codes) if None not in codes else ""
             remedy = (
@@ -204,38 +204,35 @@ def _check_same_inputs(row: Row) -> None:
 
 def _check_same_data(runs: list[StoredRun]) -> None:
     """Refuse runs on one task's data whose evaluation pools differ where they must agree (a data
-    file edited between them): their rows would be ranked and paired as if on the same examples."""
-    seen: dict[tuple[str, int | None], RunRecord] = {}
+    file edited between them): their rows would be ranked and paired as if on the same examples.
+    So must few-shot runs' whole data, training pool included (`task.data_fingerprint`; a task's
+    training file): their rows would be ranked as if trained on the same examples."""
+    evaluated: dict[tuple[str, int | None], RunRecord] = {}
+    trained: dict[tuple[str, int | None], RunRecord] = {}
     for run in runs:
         record = run.record
         if record.evaluation_data is None:
             continue
         fingerprint, seed = record.evaluation_data
-        first = seen.setdefault((record.data_key, seed), record)
+        first = evaluated.setdefault((record.data_key, seed), record)
+        every = "every seed" if seed is None else f"seed {seed}"
         if first.evaluation_data[0] != fingerprint:
             raise VlbenchError(
-                f"{record.task}: {first.directory} and {record.directory} evaluated different data ({'every seed' if seed is None else f'seed {seed}'} should see the same examples; "
-                f"fingerprints {short_fingerprint(first.evaluation_data[0])} → {short_fingerprint(fingerprint)}): the data changed between them; rerun the older runs (vlbench run --restart) or keep them in separate runs directories"
+                f"{record.task}: {first.directory} and {record.directory} evaluated different data ({every} should see the same examples; "
+                f"fingerprints {short_fingerprint(first.evaluation_data[0])} → {short_fingerprint(fingerprint)}): the data changed between them; {REDO_HINT}"
+            )
+        if record.shots == "0":
+            continue
+        first = trained.setdefault((record.data_key, seed), record)
+        old, new = (other.data["task"].get("data_fingerprint") for other in (first, record))
+        if old != new:
+            raise VlbenchError(
+                f"{record.task}: {first.directory} and {record.directory} trained on different data (the training examples {every} should draw from; "
+                f"fingerprints {short_fingerprint(old)} → {short_fingerprint(new)}): the data changed between them; {REDO_HINT}"
             )
 
 
-def _first_difference(old: Any, new: Any, path: str = "") -> str:
-    """The first place two JSON values differ, as `path: old → new`."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(old.keys() | new.keys()):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for index, (left, right) in enumerate(zip(old, new)):
-            if left != right:
-                return _first_difference(left, right, f"{path}[{index}]")
-    return f"{path}: {_shortened(old)} → {_shortened(new)}"
-
-
-def _shortened(value: Any) -> str:
-    """`value` as JSON, its middle left out past 60 characters (both ends, quotes included, kept)."""
-    text = json.dumps(value)
-    return text if len(text) <= 60 else f"{text[:29]}…{text[-29:]}"
+REDO_HINT = "rerun the older runs (vlbench run --restart) or keep them in separate runs directories"
 
 
 def data_variant_names(records: Sequence[RunRecord]) -> dict[str, str]:

@@ -549,9 +549,9 @@ def test_processes_of_one_run_that_load_other_libraries_or_weights_are_named_wit
     assert ranks_disagreement([process(0, inputs), process(1, inputs), process(2, inputs, "d" * 64)]) is None
     other_torch = {**inputs, "libraries": {"torch": "2.5.1"}}
     assert ranks_disagreement([process(0, inputs), process(1, inputs), process(2, other_torch)]) == (
-        'the processes of this run compute from different inputs: libraries.torch is "2.5.1" on rank 2 (on node-1), "2.4.0" on rank 0 (on node-0); '
+        'the processes of this run compute from different inputs, rank 0 (on node-0) → rank 2 (on node-1): libraries.torch: "2.4.0" → "2.5.1"; '
         "every process must load the same model, code and libraries. Nothing was stored"
     )
     other_weights = {**inputs, "matcher": {"name": "clip", "fingerprint": {"weights_sha256": "b" * 64}}}
-    assert "matcher.fingerprint.weights_sha256 is" in ranks_disagreement([process(0, inputs), process(3, other_weights)])
+    assert "matcher.fingerprint.weights_sha256: " in ranks_disagreement([process(0, inputs), process(3, other_weights)])
     assert "has fingerprint eeeeeeeeeeee" in ranks_disagreement([process(0, inputs), process(2, inputs, "e" * 64)])

@@ -72,7 +72,22 @@ def test_a_board_refuses_to_average_seeds_whose_training_file_differs(comvg_with
     training = comvg_with_training / "comvg_train.csv"
     training.write_text(training.read_text().replace("train sentence 1,", "edited sentence 1,"))
     evaluate("comvg", "random", shots="3", seeds=[1], **options)
-    with pytest.raises(VlbenchError, match=r"seeds 0 and 1 were computed from different inputs \(task\.data_fingerprint: "):
+    with pytest.raises(VlbenchError, match=r"comvg: \S+/seed-0 and \S+/seed-1 trained on different data \(the training examples every seed should draw from; "):
+        build_board([tmp_path / "runs"])
+
+
+def test_a_board_refuses_to_rank_rows_trained_on_different_training_files_beside_each_other(comvg_with_training, tmp_path):
+    """Two matchers' few-shot rows on one seed, the training file edited between them (its ids
+    unchanged): they evaluated the same examples, but their shots came from different data."""
+    from vlbench.leaderboard.tables import build_board
+
+    options = {"data_root": comvg_with_training, "runs_dir": tmp_path / "runs", "task_options": {"train_file": "comvg_train.csv"}, "shots": "3"}
+    evaluate("comvg", "random", **options)
+    build_board([tmp_path / "runs"])
+    training = comvg_with_training / "comvg_train.csv"
+    training.write_text(training.read_text().replace("train sentence 1,", "edited sentence 1,"))
+    evaluate("comvg", "color-words", **options)
+    with pytest.raises(VlbenchError, match=r"comvg: \S+/(random|color-words)/\S+ and \S+/(random|color-words)/\S+ trained on different data \(the training examples every seed should draw from; fingerprints \S+ → \S+\): "):
         build_board([tmp_path / "runs"])
 
 

@@ -163,10 +163,9 @@ def ranks_disagreement(processes: Sequence[dict[str, Any]]) -> str | None:
     main = processes[0]
     for process in processes[1:]:
         theirs_on, ours_on = f"rank {process['rank']} (on {process['host']})", f"rank 0 (on {main['host']})"
-        difference = _first_difference(main["inputs"], process["inputs"])
+        difference = first_difference(main["inputs"], process["inputs"])
         if difference is not None:
-            path, ours, theirs = difference
-            return f"the processes of this run compute from different inputs: {path} is {_brief(theirs)} on {theirs_on}, {_brief(ours)} on {ours_on}; every process must load the same model, code and libraries. Nothing was stored"
+            return f"the processes of this run compute from different inputs, {ours_on} → {theirs_on}: {difference}; every process must load the same model, code and libraries. Nothing was stored"
         if process["data"] is not None and process["data"] != main["inputs"]["task"]["data"]:
             return (
                 f"the processes of this run read different data: the data of task '{main['inputs']['task']['name']}' has fingerprint {short_fingerprint(process['data'])} on {theirs_on}, "
@@ -175,15 +174,22 @@ def ranks_disagreement(processes: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
-def _first_difference(ours: Any, theirs: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """The first (dotted path, ours, theirs) where two JSON-like values differ, keys in order."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        for key in sorted(ours.keys() | theirs.keys()):
-            found = _first_difference(ours.get(key), theirs.get(key), f"{path}.{key}" if path else key)
-            if found is not None:
-                return found
+def first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """The first place two JSON values differ, keys in order, as `path: old → new`; None where
+    they agree."""
+    if old == new:
         return None
-    return None if ours == theirs else (path, ours, theirs)
+    if isinstance(old, dict) and isinstance(new, dict):
+        return next(found for key in sorted(old.keys() | new.keys()) if (found := first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)))
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return next(found for index, (left, right) in enumerate(zip(old, new)) if (found := first_difference(left, right, f"{path}[{index}]")))
+    return f"{path}: {_shortened(old)} → {_shortened(new)}"
+
+
+def _shortened(value: Any) -> str:
+    """`value` as JSON, its middle left out past 60 characters (both ends, quotes included, kept)."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else f"{text[:29]}…{text[-29:]}"
 
 
 def fingerprint_digest(fingerprint: str | None) -> str | None:
