@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from vlbench.types import Example, Matcher
 
 CHECKPOINT_SECONDS = 60.0  # at an epoch's end, a checkpoint is written once this long has passed since the last
-FORMAT = 2  # 2: the run and split it belongs to ("owner")
+FORMAT = 3  # 2: the run and split it belongs to ("owner"); 3: the device by what decides its rounding
 RESTART = "; --restart to train from the start"
 
 
@@ -142,10 +142,15 @@ def _set_random_state(matcher: Matcher, state: dict[str, Any]) -> None:
 
 
 def _compute(matcher: Matcher) -> dict[str, Any]:
-    """What a training's floats depend on besides its inputs: the device and the thread count."""
+    """What a training's floats depend on besides its inputs: the device, as what decides its
+    rounding (`feature_cache.device_identity`: a GPU's model and CUDA versions, not whether it is
+    named `cuda` or `cuda:0`), and PyTorch's thread count."""
     import torch
 
-    return {"device": str(matcher.runtime.device), "threads": torch.get_num_threads()}
+    from vlbench.feature_cache import device_identity
+
+    hardware = {key: value for key, value in device_identity(str(matcher.runtime.device)).items() if key != "threads"}
+    return {"device": hardware, "threads": torch.get_num_threads()}
 
 
 def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None:
@@ -153,8 +158,11 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     an uninterrupted training ends), with what to do; None when it can."""
     if stored == now:
         return None
+    from vlbench.runtime import describe_identity
+
     fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (`vlbench suite run --jobs N` sets it to the cores over N), or " if stored["device"] == now["device"] else ""
-    return f"a training checkpoint written on {stored['device']} with {stored['threads']} thread{'s' if stored['threads'] != 1 else ''} cannot resume on {now['device']} with {now['threads']} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
+    stored_on, now_on = (describe_identity({**compute["device"], "threads": compute["threads"]}) for compute in (stored, now))
+    return f"a training checkpoint written on {stored_on} cannot resume on {now_on} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 
 def _check_matches(state: dict[str, Any], path: Path, owner: str, examples: Sequence[Example], train: TrainConfig, world_size: int) -> None:

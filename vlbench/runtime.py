@@ -42,7 +42,11 @@ def describe_device(device: str) -> str:
     which change a trained run's scores."""
     from vlbench.feature_cache import device_identity
 
-    identity = device_identity(device)
+    return describe_identity(device_identity(device))
+
+
+def describe_identity(identity: dict) -> str:
+    """`describe_device` of a `feature_cache.device_identity`."""
     if identity["device"] == "cuda":
         major, minor = identity["capability"]
         return f"{identity['gpu']} (compute {major}.{minor}, CUDA {identity['cuda']}, cuDNN {identity['cudnn']}, TF32 {'on' if any(identity['tf32']) else 'off'})"
