@@ -375,9 +375,25 @@ def test_the_scoring_sources_are_the_same_for_an_editable_install_and_a_wheel_an
     assert scoring_sources(folders) == source_files_sha256()
     (wheel / "cli" / "app.py").write_text("# a changed command line\n")
     (wheel / "leaderboard" / "tables.py").write_text("# a changed board\n")
+    (wheel / "stats.py").write_text("# a changed interval over seeds\n")
     assert scoring_sources(folders) == source_files_sha256(), "the command line and boards do not compute scores"
     (wheel / "matchers" / "random.py").write_text("# a changed matcher\n")
     assert scoring_sources(folders) != source_files_sha256()
+
+
+def test_no_hashed_module_imports_a_module_the_source_hash_leaves_out():
+    """`NOT_SCORING` holds only what scores cannot depend on: no module whose edit refuses stored
+    runs imports one of them (but `api`, whose summary over seeds is not stored)."""
+    import importlib.util
+    import re
+
+    from vlbench.provenance import NOT_SCORING, SCORING_PACKAGES, source_files_sha256
+
+    left_out = "|".join(name.removesuffix(".py") for name in NOT_SCORING)
+    importing = re.compile(rf"(from vlbench\.({left_out})\b|from vlbench import .*\b({left_out})\b|import vlbench\.({left_out})\b)")
+    folders = {package: Path(importlib.util.find_spec(package).submodule_search_locations[0]) for package in SCORING_PACKAGES}
+    importers = sorted(name for name in source_files_sha256() if importing.search((folders[name.split("/")[0]] / name.split("/", 1)[1]).read_text()))
+    assert importers == ["vlbench/api.py"]
 
 
 def test_scores_stored_by_other_code_of_the_same_version_are_refused_to_resume_naming_the_file(tmp_path, vlbench_here, monkeypatch):

@@ -18,6 +18,7 @@ from vlbench.version import __version__
 
 ALWAYS_LISTED = {"torch": "torch", "numpy": "numpy", "pillow": "PIL"}  # distribution: module, for every matcher
 SCORING_PACKAGES = ("vlbench", "vlbench.matchers", "vlbench.tasks")  # their folders hold every built-in's code
+NOT_SCORING = ("stats.py", "suites.py", "cluster.py", "gpu_shares.py", "testing.py")  # vlbench's modules no scoring code imports (tested): board statistics, suite scheduling, the plugin conformance kit
 
 
 def session_record(prepared, matcher, processes: int, timings: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def _changed_paths(status: str) -> list[str]:
 @cache
 def source_files_sha256() -> dict[str, str]:
     """The sha256 of every Python file of the code that computes scores, by path: `vlbench`'s own
-    modules (not its `cli` or `leaderboard`, which parse arguments and render boards) and the
+    modules (not its `cli` or `leaderboard`, which parse arguments and render boards, nor
+    `NOT_SCORING`) and the
     `vlbench.matchers` and `vlbench.tasks` packages, e.g. `vlbench/runner.py`,
     `vlbench.matchers/clip/zero_shot.py`. Part of a run's identity, so scores stored by other code
     (an edit, another commit) are not resumed or averaged with these; the same for an editable
@@ -167,7 +169,8 @@ def scoring_sources(folders: dict[str, Path]) -> dict[str, str]:
     for package, folder in folders.items():
         paths = folder.glob("*.py") if package == "vlbench" else folder.rglob("*.py")  # vlbench's subpackages: cli, and in a wheel leaderboard, matchers, tasks
         for path in paths:
-            files[f"{package}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            if package != "vlbench" or path.name not in NOT_SCORING:
+                files[f"{package}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return dict(sorted(files.items()))
 
 
