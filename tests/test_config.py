@@ -61,3 +61,13 @@ def test_yaml_errors_name_file_and_line(tmp_path):
     unknown.write_text("task: colors\nmatcher: random\nsheds: 3\n")
     with pytest.raises(VlbenchError, match=r"unknown key 'sheds'. Did you mean 'seeds'\?"):
         load_run_config(unknown, {})
+
+
+@pytest.mark.parametrize(("matcher", "default"), [("clip", "ViT-B-16:openai"), ("cocoop", "ViT-B-16:openai"), ("dsd", "stabilityai/stable-diffusion-2-1-base")])
+def test_a_run_naming_its_matcher_s_default_model_is_the_run_naming_none(tmp_path, matcher, default):
+    """One configuration, one run directory and one board row, however the model was asked for."""
+    from vlbench.runner import prepare, run_path
+
+    prepared = [prepare(load_run_config(None, {"task": "mini-comvg", "matcher": matcher, "runs_dir": str(tmp_path), **model})) for model in ({}, {"model": default})]
+    assert run_path(prepared[0], 0) == run_path(prepared[1], 0) and prepared[0].config.model == default
+    assert prepare(load_run_config(None, {"task": "mini-comvg", "matcher": "random", "runs_dir": str(tmp_path)})).config.model is None

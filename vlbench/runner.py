@@ -80,6 +80,8 @@ def prepare(config: RunConfig) -> Prepared:
     matcher_options = build(matcher_class.Options, config.matcher_options, "matcher_options")
     if config.model is not None and not matcher_class.uses_model:
         raise VlbenchError(f"--model {config.model}: matcher '{config.matcher}' takes no model")
+    if config.model is None and matcher_class.default_model is not None:
+        config = dataclasses.replace(config, model=matcher_class.default_model)  # the run named it: one configuration, one row
     trains = matcher_class.trainable and not config.shots_parsed.is_zero
     train = build(TrainConfig, {**matcher_class.train_defaults, **config.train}, "train") if trains else None
     if config.save_attention and not matcher_class.records_attention:

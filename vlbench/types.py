@@ -337,7 +337,8 @@ class Matcher:
     loop optimises and the state stored in the run record derive from it, and the default `fit`
     runs the protocol's shared training loop over `score`.
 
-    Class attributes: `uses_model` (takes `--model`), `train_defaults` (this matcher's `train:`
+    Class attributes: `uses_model` (takes `--model`), `default_model` (the model of a run that
+    names none, recorded as if named: one configuration either way), `train_defaults` (this matcher's `train:`
     defaults), `records_attention` (can keep attention maps for the report), `version` (bump it
     when a change to the code changes scores: stored runs then refuse to resume),
     `scoring_rounds_in_fit` (for the compute estimate, with `unet_passes` and `training_rounds`),
@@ -351,6 +352,7 @@ class Matcher:
     summary: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
     uses_model: ClassVar[bool] = False
+    default_model: ClassVar[str | None] = None
     train_defaults: ClassVar[dict[str, Any]] = {}
     records_attention: ClassVar[bool] = False
     hashes_pixels: ClassVar[bool] = False

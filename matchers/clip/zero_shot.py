@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlbench.matchers.clip.loading import DEFAULT_MODEL
 from vlbench.types import Matcher
 
 
@@ -23,6 +24,7 @@ class ClipMatcher(Matcher):
     version = "3"  # 2: features encoded one item at a time; 3: in padded batches of 8
     summary = "CLIP zero-shot (open_clip): cosine similarity of image and text embeddings."
     uses_model = True
+    default_model = DEFAULT_MODEL
     Options = ClipOptions
 
     def __init__(self, options, runtime):

@@ -18,6 +18,7 @@ import torch
 from vlbench.errors import VlbenchError
 from vlbench.matchers.stable_diffusion.capture import CrossAttentionCapture
 from vlbench.matchers.stable_diffusion.inputs import DiffusionInputs, LatentMode, Resize, shared_noise
+from vlbench.matchers.stable_diffusion.loading import DEFAULT_MODEL
 from vlbench.matchers.stable_diffusion.memo import JobResults
 from vlbench.options import check
 from vlbench.types import Matcher
@@ -72,6 +73,7 @@ class StableDiffusionMatcher(Matcher):
 
     version = "3"  # 2: latents and text states encoded one item at a time; 3: in padded batches of 8
     uses_model = True
+    default_model = DEFAULT_MODEL
     hashes_pixels = True  # latents, seeds and memoised jobs are keyed by pixels
 
     def __init__(self, options, runtime):
