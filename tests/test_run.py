@@ -117,6 +117,20 @@ def test_rerun_resumes_without_rescoring(tmp_path):
     assert session["examples_scored"] == 12 and session["timings"]["score_seconds"] == first.results["timings"]["score_seconds"]
 
 
+def test_example_lines_an_invocation_stopped_before_its_first_score_left_are_not_kept(tmp_path):
+    """`examples.jsonl` is written before the scores: a stopped first invocation can leave lines
+    and no scores, and the data may change before the next one, whose lines must be the ones read."""
+    first = run_once(tmp_path)
+    lines = (first.run_dir / "examples.jsonl").read_text().splitlines()
+    stale = json.loads(lines[0])
+    stale["images"][0]["key"] = "an image of other data"
+    for name in os.listdir(first.run_dir):
+        (first.run_dir / name).unlink()
+    (first.run_dir / "examples.jsonl").write_text(json.dumps(stale) + "\n")
+    again = run_once(tmp_path)
+    assert (again.run_dir / "examples.jsonl").read_text().splitlines() == lines
+
+
 def test_score_command_recomputes_metrics_from_records_alone(tmp_path):
     result = run_once(tmp_path, matcher="random", task_options={"n_examples": 25})
     path = result.run_dir / "results.json"

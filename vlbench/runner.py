@@ -344,6 +344,7 @@ def _open_or_check(run_dir: RunDirectory, identity: RunIdentity, split: Split, c
     """A new run gets its split, configuration and identity written; a run with stored records must
     have been made from the same inputs, or it is refused (and nothing of it is rewritten)."""
     if not run_dir.holds_records():
+        run_dir.discard_records()  # lines an invocation stopped before its first score left (examples.jsonl is written first): of other inputs, maybe
         run_dir.write_json("split.json", split.to_record())
         run_dir.write_text("config.yaml", _yaml({**identity.config, "seed": seed, "data_root": config.data_root and str(Path(config.data_root).absolute()), "batch_size": config.batch_size, "device": device}))
         run_dir.write_json("identity.json", identity.to_record())
