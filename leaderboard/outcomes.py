@@ -80,9 +80,10 @@ def paired_outcomes(runs: Sequence[StoredRun], baseline_runs: Sequence[StoredRun
 
 
 def matching_image_clusters(runs: Sequence[StoredRun]) -> dict[str, str]:
-    """Each example id the runs scored, labelled by its cluster: examples that show one image in a
-    matching pair (by the key `examples.jsonl` records: a picture, or RefCOCOg's crop of one
-    object) are linked, in any run, and a cluster is what the links join. Their outcomes are not
+    """Each example id the runs scored, labelled by its cluster: examples that show one picture in
+    a matching pair (by the key `examples.jsonl` records: a picture, or for a crop, as RefCOCOg's
+    `view: crop` makes, the picture it is cut from) are linked, in any run, and a cluster is what
+    the links join. Their outcomes are not
     independent: a matcher that misreads a picture misreads it in each of its questions."""
     parent: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -101,7 +102,7 @@ def matching_image_clusters(runs: Sequence[StoredRun]) -> dict[str, str]:
             for image in {image for image, _ in scored.positives}:
                 if image >= len(images) or "key" not in images[image]:
                     raise UnrecordedExample(f"{run.directory}: the examples.jsonl line of example '{example_id}' names no key for its image {image}, which the comparison clusters examples by")
-                parent[root(("example", example_id))] = root(("image", images[image]["key"]))
+                parent[root(("example", example_id))] = root(("image", images[image].get("picture") or images[image]["key"]))
             root(("example", example_id))
     return {node[1]: "\0".join(root(node)) for node in list(parent) if node[0] == "example"}
 

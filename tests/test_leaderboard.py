@@ -222,6 +222,33 @@ def test_the_board_clusters_examples_by_the_picture_of_their_matching_pair(tmp_p
     assert "| 40 in 5 units |" in render_board([tmp_path / "together"], baseline="plain") and "| 40 |" in render_board([tmp_path / "apart"], baseline="plain")
 
 
+def test_crops_of_one_picture_are_one_unit(tmp_path):
+    """RefCOCOg with `view: crop`: each expression shows its object's crop, and the crops of one
+    photograph are clustered by the picture `examples.jsonl` records beside each crop's key."""
+    from vlbench.leaderboard.tables import build_board
+
+    ids = [f"e{i}" for i in range(40)]
+    crops = {i: f"picture-{n // 8}-object-{n % 4}" for n, i in enumerate(ids)}  # five pictures, four objects each, two expressions per object
+    for matcher, right in (("plain", ids[:20]), ("good", ids[:28])):
+        write_scored_run(tmp_path, matcher, 0, set(right), ids, crops)
+        shown = tmp_path / "colors" / matcher / f"cfg-{matcher}" / "seed-0" / "examples.jsonl"
+        lines = [json.loads(line) for line in shown.read_text().splitlines()]
+        for line in lines:
+            line["images"][0]["picture"] = line["images"][0]["key"].rsplit("-object-", 1)[0]
+        shown.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (comparison,) = build_board([tmp_path], baseline="plain")[0].comparisons
+    assert (comparison.pairs, comparison.units) == (40, 5)
+
+
+def test_an_example_line_records_the_picture_a_crop_is_cut_from():
+    from vlbench.example_records import example_line
+    from vlbench.types import Example, ImageRef
+
+    crop = ImageRef("1234@0,0,8,8", path=Path("1234.jpg"), crop=(0, 0, 8, 8), picture="1234")
+    example = Example("e0", [crop, ImageRef("99", path=Path("99.jpg"))], ["a dog"], [(0, 0)])
+    assert json.loads(example_line(example))["images"] == [{"key": "1234@0,0,8,8", "picture": "1234"}, {"key": "99"}]
+
+
 def test_a_run_whose_examples_file_lacks_a_scored_example_is_not_compared(tmp_path):
     from vlbench.leaderboard.tables import build_board
 

@@ -1,6 +1,7 @@
 """What a run keeps of each example it scores, so `vlbench report` needs no data and no model.
 
-- `examples.jsonl`: one line per example: its texts and its images' keys.
+- `examples.jsonl`: one line per example: its texts and its images' keys (a crop's also the key of
+  the picture it is cut from).
 - `thumbnails.jsonl` (unless thumbnails are off): one line per image, its key as `id` and a small
   JPEG (a data URI, at most `THUMBNAIL_PIXELS` on a side): an image shared by many examples is
   encoded and stored once, and an image an earlier run showed is not encoded again
@@ -43,7 +44,8 @@ def thumbnail_uri(pixels) -> str:
 
 
 def example_line(example: Example) -> str:
-    return json.dumps({"id": example.id, "texts": list(example.texts), "images": [{"key": key} for key in example.image_keys]}) + "\n"
+    images = [{"key": image.key, **({"picture": image.picture} if image.picture else {})} for image in example.images]
+    return json.dumps({"id": example.id, "texts": list(example.texts), "images": images}) + "\n"
 
 
 def thumbnail_line(image: LoadedImage, uri: str | None = None) -> str:
