@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbench.errors import VlbenchError
-from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, UNCHECKED_NOTE, Cell, TaskTable, across_seeds_text, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, interval_text, p_text, pairs_text, points, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
+from vlbench.leaderboard.tables import BOLD_NOTE, NO_INTERVAL_NOTE, OUTLIER_NOTE, PLOTS_NOTE, UNCHECKED_NOTE, Cell, TaskTable, across_seeds_text, any_unchecked, build_board, by_seed_text, cell_text, comparison_caption, data_variant_names, file_name, interval_text, p_text, pairs_text, points, read_references, seeds_text, shots_order, devices_note, sources_note, uncompared_note
 from vlbench.records import atomic_write_text
 from vlbench.splits import LIMIT_SAMPLE
 from vlbench.stored_runs import StoredRun, configuration_names, find_runs
@@ -223,6 +223,7 @@ def _index_page(tables: list[TaskTable], plots: dict[str, list[str]], groups: li
     ]
     for table in tables:
         parts.append(f"<section><h2>{html.escape(table.task)}</h2>{_table_html(table)}")
+        parts += [f"<p>{html.escape(PLOTS_NOTE)}</p>"] if plots.get(table.task) else []
         parts += [f"<img class=\"plot\" src=\"{html.escape(path)}\" alt=\"{html.escape(table.task)} plot\">" for path in plots.get(table.task, [])]
         browsers = [group for group in groups if group.task == table.task]
         if browsers:

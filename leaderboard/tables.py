@@ -570,9 +570,15 @@ def render_markdown(tables: list[TaskTable], plots: dict[str, list[str]] | None 
             lines += [f"| {c.label} | {c.shots} | {c.metric} | {points(c.difference)} | {interval_text(c)} | {p_text(c.p_value, table.resamples)} | {pairs_text(c)} | {by_seed_text(c)} | {across_seeds_text(c)} |" + (f" {c.against} |" if against else "") for c in table.comparisons]
         if table.uncompared:
             lines += ["", uncompared_note(table)]
-        for image in (plots or {}).get(table.task, []):
+        images = (plots or {}).get(table.task, [])
+        if images:
+            lines += ["", PLOTS_NOTE]
+        for image in images:
             lines += ["", f"![{table.task}]({image})"]
     return "\n".join(lines) + "\n"
+
+
+PLOTS_NOTE = "Plots: each row's mean over its seeds, its bar the 95% CI over seeds (Student t) cut at 0 and 100%; a row of one seed has no bar. Shots are spaced as categories, not to scale."
 
 
 def comparison_caption(baseline: str | None, resamples: int) -> str:

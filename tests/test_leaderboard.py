@@ -807,6 +807,8 @@ def test_plots_are_written_and_linked_from_run_records_alone(runs, tmp_path_fact
     for name in ("colors-shots.png", "colors-tags.png"):
         assert (out / "plots" / name).stat().st_size > 1000
         assert f"](plots/{name})" in markdown
+    assert markdown.count("Plots: each row's mean over its seeds, its bar the 95% CI over seeds (Student t) cut at 0 and 100%") == 1  # what the bars are, once per table
+    assert "Plots:" not in render_board([runs])
 
 
 def test_plotted_intervals_stop_at_0_and_100_percent():
