@@ -28,7 +28,7 @@ from vlbench.stored_runs import RunRecord, StoredRun, configuration_names, find_
 REFERENCE_NUMBERS = Path(__file__).parent / "reference_numbers.yaml"
 DEFAULT_SPLIT = RunConfig.split  # rows split otherwise say so in their label
 OUTLIER_SDS = 3.0  # a seed this many standard deviations from the other seeds' mean is flagged
-BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds; a few-shot seed is its own split, so rows on other seeds are ranked among themselves (zero-shot rows of a task whose examples are the same under every seed are ranked together)."
+BOLD_NOTE = "Bold: the best mean per shots setting (and split) among rows run on the same seeds; a few-shot seed is its own split, so rows on other seeds are ranked among themselves (zero-shot rows of a task whose examples are the same under every seed, without --limit, are ranked together)."
 NO_INTERVAL_NOTE = "Rows with one seed have no interval; a cell whose value fewer of the row's seeds recorded says how many."
 OUTLIER_NOTE = (
     f"⚠ marks a seed more than {OUTLIER_SDS:g} SD from the other seeds' mean on the task's headline metric, in rows of three seeds "
@@ -315,7 +315,7 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
-        same_under_every_seed = row.shots == "0" and not row.records[0].data["task"].get("examples_vary_by_seed", True)
+        same_under_every_seed = row.shots == "0" and row.limit is None and not row.records[0].data["task"].get("examples_vary_by_seed", True)  # --limit samples by seed
         cohorts.setdefault((*row.cohort, () if same_under_every_seed else tuple(row.seeds)), []).append(table_rows[-1])  # a few-shot seed is its own split
     for same in cohorts.values():
         for index in range(len(columns)):
@@ -411,7 +411,7 @@ def _comparisons(rows: list[Row], baseline: str, resamples: int, labels: dict[in
         except UnrecordedExample as error:
             uncompared.append(f"{name}: {error}")
             continue
-        if not any(difference is not None for difference in paired.by_seed.values()):
+        if not any(difference is not None for difference in paired.by_seed.values()) and not set(row.seeds) & set(reference.seeds):
             uncompared.append(f"{name}: no seed in common with {labels[id(reference)]} ({reference.shots} shots)")
             continue
         fewest = min(len({example_id for run in side.runs for example_id in run.evaluated_ids()}) for side in (row, reference))

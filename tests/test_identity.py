@@ -198,17 +198,21 @@ def test_a_plugin_in_a_namespace_package_is_hashed_by_its_own_package_and_a_scri
     linecache.checkcache(str(script))
     assert component_sources(main.Signed) != before
 
-    def with_helper(scale: str, helper: str) -> dict:
-        source = signed.read_text().replace("return 1 *", "return SIGN * scaled(1) *") + f"\nSIGN = {scale}\n\n\ndef scaled(x):\n    return {helper}\n\n\nseeds = [0, 1]\n"
-        script.write_text(source)
+    def with_helper(scale: str = "1.0", helper: str = "x", seeds: str = "[0, 1]") -> dict:
+        """The class's score under a decorator, a class attribute from a constant, a helper, a
+        lambda in a dict (whose repr differs by process), and the script's seeds."""
+        matcher = signed.read_text().replace("    def score(", "    sign = SIGN\n\n    @torch.no_grad()\n    def score(").replace("return 1 *", "return self.sign * ACTIONS['scale'](1) *")
+        constants = f"SIGN = {scale}\nACTIONS = {{'scale': lambda x: scaled(x)}}\n\n\nclass Signed("
+        script.write_text(matcher.replace("class Signed(", constants) + f"\n\ndef scaled(x):\n    return {helper}\n\n\nseeds = {seeds}\n")
         linecache.checkcache(str(script))
         loaded = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, "__main__", loaded)
         spec.loader.exec_module(loaded)
         return component_sources(loaded.Signed)
 
-    helped = with_helper("1.0", "x")
-    assert with_helper("1.0", "x") == helped and with_helper("1.0", "2 * x") != helped and with_helper("-1.0", "x") != helped
+    helped = with_helper()
+    assert with_helper() == helped and with_helper(seeds="[0, 1, 2]") == helped
+    assert with_helper(helper="2 * x") != helped and with_helper(scale="-1.0") != helped
 
 
 def comvg_copy(root, caption_change=None):
@@ -571,3 +575,12 @@ def test_processes_of_one_run_that_load_other_libraries_or_weights_are_named_wit
     other_weights = {**inputs, "matcher": {"name": "clip", "fingerprint": {"weights_sha256": "b" * 64}}}
     assert "matcher.fingerprint.weights_sha256: " in ranks_disagreement([process(0, inputs), process(3, other_weights)])
     assert "has fingerprint eeeeeeeeeeee" in ranks_disagreement([process(0, inputs), process(2, inputs, "e" * 64)])
+
+
+def test_the_first_difference_of_two_records_is_named_where_a_key_is_missing_or_a_number_changes_type():
+    from vlbench.identity import first_difference
+
+    assert first_difference({"z": {"a": None}}, {"z": {}}) == 'z: {"a": null} → {}'
+    assert first_difference({"x": 1}, {"x": 1.0}) == "x: 1 → 1.0"  # as results.json stores them
+    assert first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == "a[1].b: 2 → 3"
+    assert first_difference({"a": [1, 2]}, {"a": [1, 2]}) is None

@@ -545,6 +545,10 @@ def test_a_row_that_shares_no_seed_with_its_baseline_is_not_compared_and_the_boa
         write_scored_run(tmp_path, "plain", seed, set(ids[:4]), ids)
     (table,) = build_board([tmp_path], baseline="plain")
     assert table.comparisons == [] and table.uncompared == ["good (0 shots): no seed in common with plain (0 shots)"]
+    others = [f"other-{i}" for i in range(10)]
+    write_scored_run(tmp_path, "good", 1, set(others[:8]), others)  # a seed in common, no example
+    (table,) = build_board([tmp_path], baseline="plain")
+    assert table.comparisons == [] and len(table.uncompared) == 1 and "examples in common with plain (0 shots), under half" in table.uncompared[0]
 
 
 def test_a_difference_that_rounds_to_zero_is_printed_without_a_minus_sign():
@@ -582,20 +586,23 @@ def test_rows_that_print_the_same_mean_are_both_bold_and_rows_on_other_seeds_are
     assert "| alone | 5% | 1 † | 100 | 95.00 | 95.00 |" in markdown  # seed 1 alone: nothing to rank it against
 
 
-@pytest.mark.parametrize("vary", [False, True])
-def test_zero_shot_rows_are_ranked_together_where_every_seed_scores_the_same_examples(tmp_path, vary):
+@pytest.mark.parametrize(("vary", "limit"), [(False, None), (True, None), (False, 50)])
+def test_zero_shot_rows_are_ranked_together_where_every_seed_scores_the_same_examples(tmp_path, vary, limit):
     """At 0 shots on a task whose examples ignore the seed, a row of one seed and a row of three
-    scored the same examples: one best among them. Where examples vary by seed, they did not."""
+    scored the same examples: one best among them. Where examples vary by seed, or --limit
+    sampled them by seed, they did not."""
     for seed in range(3):
         write_record(tmp_path, "three", "aaa", "0", seed, 0.7, {"color": 0.7})
     write_record(tmp_path, "one", "bbb", "0", 0, 0.9, {"color": 0.9})
     for results in tmp_path.rglob("results.json"):
         record = json.loads(results.read_text())
         record["task"]["examples_vary_by_seed"] = vary
+        record["protocol"]["limit"] = limit
         results.write_text(json.dumps(record))
     markdown = render_board([tmp_path])
-    assert ("| one | 0 | 1 † | 100 | **90.00** | **90.00** |" if not vary else "| one | 0 | 1 † | 100 | 90.00 | 90.00 |") in markdown  # else alone among its seeds
-    assert "| three | 0 | 3 † | 100 | 70.00 ± 0.00 |" in markdown
+    (one,) = [line for line in markdown.splitlines() if line.startswith("| one | 0 | 1 † | 100")]
+    assert ("**90.00**" in one) is (not vary and limit is None)  # else alone among its seeds
+    assert "| three | 0 | 3 † | 100" in markdown and "**70.00" not in markdown
 
 
 def test_a_cell_fewer_seeds_recorded_says_how_many(tmp_path):

@@ -161,7 +161,7 @@ def _compute_mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None
     from vlbench.runtime import describe_identity
 
     fix = f"resume it with OMP_NUM_THREADS={stored['threads']} (`vlbench suite run --jobs N` sets it to the cores over N), or " if stored["device"] == now["device"] else ""
-    stored_on, now_on = (describe_identity({**compute["device"], "threads": compute["threads"]}) for compute in (stored, now))
+    stored_on, now_on = (describe_identity({**compute["device"], "threads": compute["threads"]}) + (f" with {compute['threads']} CPU threads" if compute["device"]["device"] == "cuda" else "") for compute in (stored, now))
     return f"a training checkpoint written on {stored_on} cannot resume on {now_on} (it would not end as one uninterrupted training); {fix}delete it (or --restart) to train from the start"
 
 

@@ -177,18 +177,19 @@ def ranks_disagreement(processes: Sequence[dict[str, Any]]) -> str | None:
 def first_difference(old: Any, new: Any, path: str = "") -> str | None:
     """The first place two JSON values differ, keys in order, as `path: old → new`; None where
     they agree."""
-    if old == new:
+    if json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str):  # as stored: 1 and 1.0 differ
         return None
+    found = None
     if isinstance(old, dict) and isinstance(new, dict):
-        return next(found for key in sorted(old.keys() | new.keys()) if (found := first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)))
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return next(found for index, (left, right) in enumerate(zip(old, new)) if (found := first_difference(left, right, f"{path}[{index}]")))
-    return f"{path}: {_shortened(old)} → {_shortened(new)}"
+        found = next(filter(None, (first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key) for key in sorted(old.keys() | new.keys()))), None)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = next(filter(None, (first_difference(left, right, f"{path}[{index}]") for index, (left, right) in enumerate(zip(old, new)))), None)
+    return found or f"{path}: {_shortened(old)} → {_shortened(new)}"  # a key missing on one side and None on the other: the whole dicts
 
 
 def _shortened(value: Any) -> str:
     """`value` as JSON, its middle left out past 60 characters (both ends, quotes included, kept)."""
-    text = json.dumps(value)
+    text = json.dumps(value, default=str)
     return text if len(text) <= 60 else f"{text[:29]}…{text[-29:]}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -209,53 +210,46 @@ def component_sources(*components: type) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-PLAIN_VALUES = (bool, int, float, complex, str, bytes, type(None), tuple, list, dict)
-
-
 def _script_source(component: type, module) -> str | None:
-    """What a class defined in a script or notebook (`__main__`) computes with: its source, that
-    of the script's functions and classes it names (its bases, the helpers its methods call, and
-    theirs), and the value of each plain constant they name (`SCALE = 2.0`); not the script's
-    other lines. None where the class has no source (typed into an interpreter)."""
+    """What a class defined in a script or notebook (`__main__`) computes with, as source text:
+    the top-level statement defining it and, recursively, those defining the names it uses (its
+    bases and decorators, the script's helpers and classes, constants: `SCALE = 2.0`), read from
+    the script's file, not from live objects; not the script's other lines (its seeds, say). The
+    class's own source where the script has no file (a notebook); None where neither can be read
+    (typed into an interpreter)."""
     import inspect
 
-    namespace, parts, seen = vars(module), [], set()
-
-    def visit(item) -> bool:
-        if id(item) in seen:
-            return True
-        seen.add(id(item))
-        try:
-            parts.append(inspect.getsource(item))
-        except (OSError, TypeError):
-            return False
-        for base in getattr(item, "__bases__", ()):
-            if base.__module__ == module.__name__:
-                visit(base)
-        for global_name in sorted(_named_globals(item)):
-            value = namespace.get(global_name)
-            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module.__name__:
-                visit(value)
-            elif isinstance(value, PLAIN_VALUES):
-                parts.append(f"{global_name} = {value!r}")
-        return True
-
-    return "\n".join(parts) if visit(component) else None
+    try:
+        source = Path(module.__file__).read_text() if getattr(module, "__file__", None) else inspect.getsource(component)
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, UnicodeDecodeError):
+        return None
+    defining: dict[str, list[ast.stmt]] = {}
+    for statement in tree.body:
+        for name in _defined_names(statement):
+            defining.setdefault(name, []).append(statement)
+    lines, included, wanted = source.splitlines(), {}, [component.__qualname__.split(".")[0]]  # a nested class: the statement holding it
+    while wanted:
+        for statement in defining.get(wanted.pop(), []):
+            if id(statement) not in included:
+                included[id(statement)] = statement
+                wanted += [node.id for node in ast.walk(statement) if isinstance(node, ast.Name)]
+    if not included:
+        return None
+    return "\n".join("\n".join(lines[_first_line(statement) - 1 : statement.end_lineno]) for statement in sorted(included.values(), key=_first_line))
 
 
-def _named_globals(item) -> set[str]:
-    """The names a function's code, or a class's methods' code, look up (nested code included)."""
-    functions = [item] if callable(item) and hasattr(item, "__code__") else []
-    for value in vars(item).values() if isinstance(item, type) else ():
-        value = getattr(value, "__func__", value)  # staticmethod, classmethod
-        functions += [part for part in (value, getattr(value, "fget", None), getattr(value, "fset", None)) if hasattr(part, "__code__")]
-    names: set[str] = set()
-    codes = [function.__code__ for function in functions]
-    while codes:
-        code = codes.pop()
-        names.update(code.co_names)
-        codes += [constant for constant in code.co_consts if hasattr(constant, "co_names")]
-    return names
+def _defined_names(statement: ast.stmt) -> list[str]:
+    """The top-level names a statement of a script binds (imports aside: libraries are versioned)."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [statement.name]
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target] if isinstance(statement, (ast.AnnAssign, ast.AugAssign)) else []
+    return [node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name)]
+
+
+def _first_line(statement: ast.stmt) -> int:
+    """A statement's first line, its decorators included."""
+    return min([statement.lineno, *(decorator.lineno for decorator in getattr(statement, "decorator_list", []))])
 
 
 def sources_sha256(files: dict[str, str]) -> str:

@@ -255,8 +255,8 @@ def _check_ranks_agree(ranks: distributed.Ranks, identity: RunIdentity, data_fin
     if ranks.local_rank == 0 and not ranks.is_main:
         try:
             data = data_fingerprint()
-        except VlbenchError as failure:
-            error = f"rank {ranks.rank} (on {socket.gethostname()}): {failure}"
+        except Exception as failure:  # noqa: BLE001 - any: raised before the gather, it would leave the other ranks waiting in it
+            error = f"rank {ranks.rank} (on {socket.gethostname()}) could not fingerprint its data: {first_line(failure) if not isinstance(failure, VlbenchError) else failure}"
     processes = ranks.gather({"rank": ranks.rank, "host": socket.gethostname(), "inputs": identity.inputs, "data": data, "error": error})
     problem = next((process["error"] for process in processes if process["error"]), None) or ranks_disagreement(processes)
     if problem is not None:
