@@ -626,7 +626,7 @@ def by_seed_text(comparison: Comparison) -> str:
 
 def across_seeds_text(comparison: Comparison) -> str:
     """The seeds' differences as mean ± Student-t 95% half-width (`+6.50 ± 10.79`); `–` for fewer than two."""
-    if comparison.seed_mean is None or comparison.seed_half_width is None:
+    if comparison.seed_half_width is None:  # None exactly where seed_mean is
         return "–"
     return f"{points(comparison.seed_mean)} ± {comparison.seed_half_width:.2f}"
 
