@@ -10,7 +10,9 @@ stored (warm: no image is decoded; the first of these merges the cold run's shar
 batch, as any run does once it finds many small shards; the second reads the merged shard). The four are interleaved `--repeats` times; medians, ranges and the ratios of the medians are printed.
 `--released-comvg` scores the released csv's 5,400 examples (placeholder images, one colour per
 image id), where 524 images fill 10,800 image slots: the plain loop encodes every slot, vlbench
-each distinct image once per batch (cold) or not at all (warm).
+each distinct image once (cold) or not at all (warm). Also prints the cold run's image encoder
+passes: `ENCODE_BATCH` images each, the last pass of a scoring batch filled up with images the
+loading threads decoded for later examples, then with repeats.
 """
 
 from __future__ import annotations
@@ -113,7 +115,14 @@ def main() -> None:
 
         task = {"task": "comvg", "data_root": str(comvg_root(Path(directory) / "comvg", REAL_COMVG_CSV))} if args.released_comvg else {"task": "mini-comvg"}
 
+        from vlbench.matchers.clip.features import ClipFeatures
+
+        passes: list[int] = []  # image encoder passes of the last run
+        encode = ClipFeatures._encode_images
+        ClipFeatures._encode_images = lambda features, images: passes.append(len(images)) or encode(features, images)
+
         def vlbench_run(name: str, cache: Path) -> float:
+            passes.clear()
             feature_cache.cache_root = lambda: cache  # this repeat's feature cache
             if name.startswith("cold"):
                 (Path(directory) / "thumbnails.sqlite3").unlink(missing_ok=True)  # and no thumbnails
@@ -129,6 +138,7 @@ def main() -> None:
             times["plain open_clip loop"].append(plain_loop(examples, clip, args.batch_size))
             cache = Path(directory) / f"cache-{repeat}"
             times["vlbench clip, cold cache"].append(vlbench_run(f"cold-{repeat}", cache))
+            cold_passes = len(passes)
             times["vlbench clip, warm cache"].append(vlbench_run(f"warm-{repeat}", cache))
             times["vlbench clip, warm, merged"].append(vlbench_run(f"merged-{repeat}", cache))
             if args.parts:
@@ -139,6 +149,8 @@ def main() -> None:
     print(f"{'the released ComVG csv (placeholder images)' if args.released_comvg else 'mini ComVG'}, {len(examples)} examples ({pairs} pairs), batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats")
     print(f"vlbench: {args.image_workers or 'default'} image loading threads, thumbnails {'off' if args.no_thumbnails else 'kept'}")
     print_rates(times, pairs, "pairs/s", "plain open_clip loop")
+    distinct = len({ref for example in examples for ref in example.images})
+    print(f"image encoder passes of a cold run: {cold_passes} of {feature_cache.ENCODE_BATCH} images ({distinct} distinct images: at least {-(-distinct // feature_cache.ENCODE_BATCH)}); the plain loop's: {-(-len(examples) // args.batch_size)} of up to {args.batch_size * max(len(example.images) for example in examples)}")
     if parts:
         import statistics
 

@@ -315,7 +315,7 @@ def _measured_rows(rows: list[Row], columns, labels: dict[int, str]) -> list[Tab
         cells = [_cell(row.values(path), len(row.records), _tag_n(row, path)) for _, path in columns]
         line = labels[id(row)] if labels[id(row)] == _base_label(row) else json.dumps([row.matcher, row.model, row.records[0].settings], sort_keys=True, default=str)
         table_rows.append(TableRow(labels[id(row)], row.shots, len(row.records), _n_label(row), cells, _outlier_seeds(row, ("metrics", row.records[0].headline)), row.unchecked_seeds, config_id=row.config_id, line=line, sources=row.records[0].sources, devices=[record.devices for record in row.records]))
-        same_under_every_seed = row.shots == "0" and row.limit is None and not row.records[0].data["task"].get("examples_vary_by_seed", True)  # --limit samples by seed
+        same_under_every_seed = row.shots == "0" and row.limit is None and not row.records[0].examples_vary_by_seed  # --limit samples by seed
         cohorts.setdefault((*row.cohort, () if same_under_every_seed else tuple(row.seeds)), []).append(table_rows[-1])  # a few-shot seed is its own split
     for same in cohorts.values():
         for index in range(len(columns)):

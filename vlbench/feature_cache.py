@@ -37,7 +37,7 @@ from vlbench.records import write_atomically
 
 STORE_LAYOUT = "shards-v1"  # part of a cache directory's identity: another layout gets another directory
 ENCODE_BATCH = 8  # items per encoder pass, always: an encoder rounds an item by the batch's size
-ENCODING = f"batches of {ENCODE_BATCH}, the last padded with repeats"  # part of a cache directory's identity too
+ENCODING = f"batches of {ENCODE_BATCH}, the last filled up with other items, then repeats"  # part of a cache directory's identity too
 MEMORY_BYTES = 256 * 2**20  # the in-process LRU's budget
 SMALL_SHARD_BYTES = 2**20  # shards below this size are merged, when there are `MERGE_AT` of them
 MERGE_AT = 8
@@ -168,12 +168,17 @@ class FeatureCache:
             found.update((index, features) for index in absent if (features := self.memory.get((kind, keys[index]))) is not None)
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
-            computed = compute(missing).detach().float().cpu().numpy()
-            for index, features in zip(missing, computed):
-                found[index] = features
-                self.memory.put((kind, keys[index]), features.copy())  # a copy: the LRU counts what it keeps alive
-            self._write_shard(kind, [keys[index] for index in missing], computed)
+            found.update(zip(missing, self.put(kind, [keys[index] for index in missing], compute(missing))))
         return torch.from_numpy(np.stack([found[index] for index in range(len(keys))]))
+
+    def put(self, kind: str, keys: list[str], features: torch.Tensor) -> np.ndarray:
+        """Keep the computed `features` of `keys` (in memory and as one shard); returns them as
+        float32 rows."""
+        computed = features.detach().float().cpu().numpy()
+        for key, row in zip(keys, computed):
+            self.memory.put((kind, key), row.copy())  # a copy: the LRU counts what it keeps alive
+        self._write_shard(kind, keys, computed)
+        return computed
 
     def index(self, kind: str) -> None:
         """Learn which items of `kind` the cache holds (merging small shards first), so `holds`
@@ -337,28 +342,49 @@ class _LeastRecentlyUsed:
             self.used -= dropped.nbytes
 
 
-def cached_features(cache: FeatureCache | None, kind: str, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor], device) -> torch.Tensor:
-    """Features of `keys` (content hashes, repeats allowed: each distinct one is looked up or
-    computed once) from `cache`, or computed when there is no cache: float32 on `device`, a normal
-    tensor (usable with autograd) in the contiguous layout. `compute(indices)` encodes `keys[i]`
-    for the given indices.
+def cached_features(
+    cache: FeatureCache | None,
+    kind: str,
+    keys: Sequence[str],
+    items: Sequence[Any],
+    encode: Callable[[list[Any]], torch.Tensor],
+    device,
+    fill: Callable[[int], list[tuple[str, Any]]] | None = None,
+) -> torch.Tensor:
+    """Features of `items`, keyed by their content hashes `keys` (repeats allowed: each distinct
+    one is looked up or computed once), from `cache`, or computed when there is no cache: float32
+    on `device`, a normal tensor (usable with autograd) in the contiguous layout.
 
-    Items are encoded in batches of exactly `ENCODE_BATCH`, the last one filled up with repeats of
-    its last item, so that an item's features are a function of the item alone: an encoder rounds
-    an item's features differently with the size of its batch (not with the other items or its
-    place in it, tested), and a cache filled by one run would then change what another run trains on."""
-    distinct = list(dict.fromkeys(keys))
-    first = {key: index for index, key in reversed(list(enumerate(keys)))}
+    `encode(items)` runs on exactly `ENCODE_BATCH` items at a time, so that an item's features are a
+    function of the item alone: an encoder rounds an item's features differently with the size of
+    its batch (not with the other items or its place in it, tested), and a cache filled by one run
+    would then change what another run trains on. The last pass is filled up with `fill(n)`, up
+    to n (key, item) pairs the cache lacks that a later call will ask for (their features are
+    stored for it), then with repeats of its last item."""
+    distinct: dict[str, Any] = {}
+    for key, item in zip(keys, items):
+        distinct.setdefault(key, item)
+    order = list(distinct)
 
     def compute_distinct(indices: list[int]) -> torch.Tensor:
-        if not indices:
-            return compute([])
-        batches = [[first[distinct[index]] for index in indices[start : start + ENCODE_BATCH]] for start in range(0, len(indices), ENCODE_BATCH)]
-        return torch.cat([compute(batch + batch[-1:] * (ENCODE_BATCH - len(batch)))[: len(batch)] for batch in batches])
+        wanted = [distinct[order[index]] for index in indices]
+        if not wanted:
+            return encode([])
+        passes = [wanted[start : start + ENCODE_BATCH] for start in range(0, len(wanted), ENCODE_BATCH)]
+        last = len(passes[-1])
+        ahead = []
+        if fill is not None and cache is not None and last < ENCODE_BATCH:
+            ahead = [(key, item) for key, item in fill(ENCODE_BATCH - last) if key not in distinct]  # a loading thread may hand over again one asked for now
+        passes[-1] = passes[-1] + [item for _, item in ahead]
+        encoded = [encode(chosen + chosen[-1:] * (ENCODE_BATCH - len(chosen))) for chosen in passes]
+        if ahead:
+            cache.put(kind, [key for key, _ in ahead], encoded[-1][last : last + len(ahead)])
+        encoded[-1] = encoded[-1][:last]
+        return torch.cat(encoded)
 
     with torch.inference_mode():
-        features = cache.get(kind, distinct, compute_distinct) if cache is not None else compute_distinct(list(range(len(distinct))))
-        if len(distinct) < len(keys):
-            position = {key: index for index, key in enumerate(distinct)}
+        features = cache.get(kind, order, compute_distinct) if cache is not None else compute_distinct(list(range(len(order))))
+        if len(order) < len(keys):
+            position = {key: index for index, key in enumerate(order)}
             features = features[torch.tensor([position[key] for key in keys])]
     return features.to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)  # one layout, cached or not: a convolution rounds differently on channels-last input

@@ -122,7 +122,13 @@ class RunRecord:
         task = self.data["task"]
         if "evaluation_fingerprint" not in task:
             return None
-        return task["evaluation_fingerprint"], (self.seed if task["examples_vary_by_seed"] else None)
+        return task["evaluation_fingerprint"], (self.seed if self.examples_vary_by_seed else None)
+
+    @property
+    def examples_vary_by_seed(self) -> bool:
+        """Whether the run's task draws other evaluation examples for another seed (so assumed for
+        a run stored before it was recorded)."""
+        return self.data["task"].get("examples_vary_by_seed", True)
 
     @property
     def inputs_key(self) -> str:
@@ -133,8 +139,7 @@ class RunRecord:
         data, training pool included (a `train_file` edited between seeds), where the task's
         examples do not vary by seed; where they do, that of the files they were drawn from
         (`source_fingerprint`, for a task that names them: `Task.source_files`)."""
-        varies = self.data["task"].get("examples_vary_by_seed", True)
-        left_out = ("evaluation_fingerprint", "examples_vary_by_seed", "headline", *(("data_fingerprint",) if varies else ()))
+        left_out = ("evaluation_fingerprint", "examples_vary_by_seed", "headline", *(("data_fingerprint",) if self.examples_vary_by_seed else ()))
         task = {key: value for key, value in self.data["task"].items() if key not in left_out}
         sessions = self.data.get("provenance", {}).get("sessions", [])
         libraries = [json.loads(text) for text in sorted({json.dumps(session.get("libraries"), sort_keys=True) for session in sessions})]

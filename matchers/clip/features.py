@@ -9,6 +9,7 @@ for zero-shot `clip` through their full encoders; `clip-ft` and `cocoop` need th
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from importlib.metadata import version
 
@@ -32,7 +33,8 @@ class ClipFeatures:
         self.has_heads = isinstance(visual_head, torch.nn.Parameter) and isinstance(text_head, torch.nn.Parameter) and hasattr(self.model, "token_embedding")
         self.image_projection = visual_head if self.has_heads else None
         self.text_projection = text_head if self.has_heads else None
-        self.libraries = ["open_clip_torch", "torchvision", "ftfy", "regex", *tower_libraries(self.model, clip.tokenizer)]  # ftfy, regex: open_clip's text cleaning
+        towers = tower_libraries(self.model, clip.tokenizer)
+        self.libraries = ["open_clip_torch", "torchvision", "ftfy", "regex", *towers]  # ftfy, regex: open_clip's text cleaning
         producer = {
             "features": "clip-pre-projection" if self.has_heads else "clip-embedding",
             "code": code_sha256(ClipFeatures, preprocess_batch, type(clip)),  # type(clip): the module that builds the model
@@ -43,12 +45,14 @@ class ClipFeatures:
             "pillow": version("pillow"),
             "ftfy": version("ftfy"),  # with regex, open_clip's tokenizer cleans and splits texts
             "regex": version("regex"),
-            **{name: version(name) for name in self.libraries[4:]},  # timm, transformers, tokenizers where a tower or the tokenizer runs on them
+            **{name: version(name) for name in towers},  # timm, transformers, tokenizers where a tower or the tokenizer runs on them
             **device_identity(device),
             "preprocess": repr(clip.preprocess),
         }
         self.cache = open_feature_cache(producer, cache)
         self.indexing, self.indexed = threading.Lock(), False
+        self.ahead: OrderedDict[str, object] = OrderedDict()  # decoded images of examples not scored yet that the cache lacks
+        self.ahead_lock = threading.Lock()
 
     def require_heads(self, matcher: str) -> None:
         if not self.has_heads:
@@ -59,22 +63,42 @@ class ClipFeatures:
 
     def images(self, images) -> torch.Tensor:
         """`[n, width]` float32 features of the vision tower before `proj` (the embedding without heads)."""
-        return self._cached("image", [image.content_key for image in images], lambda indices: self._encode_images([images[i] for i in indices]))
+        keys = [image.content_key for image in images]
+        with self.ahead_lock:
+            for key in keys:
+                self.ahead.pop(key, None)
+        return cached_features(self.cache, "image", keys, images, self._encode_images, self.device, self._images_ahead)
 
     def decode_uncached(self, images) -> None:
         """Decode the images whose features the cache lacks (in the loading threads, ahead of
-        `images`); the others stay undecoded."""
+        `images`); the others stay undecoded. With a cache, the decoded ones fill up the last
+        encoder pass of an earlier call of `images` (their features are then cached)."""
         with self.indexing:
             if self.cache is not None and not self.indexed:
                 self.cache.index("image")
             self.indexed = True
+        decoded = []
         for image in images:
             if self.cache is None or not self.cache.holds("image", image.content_key):
                 image.pixels  # noqa: B018 - decoded here rather than on the scoring thread
+                decoded.append(image)
+        if self.cache is not None:  # once all decode: an example with an unreadable image is not scored
+            with self.ahead_lock:
+                self.ahead.update((image.content_key, image) for image in decoded)
+
+    def _images_ahead(self, count: int) -> list:
+        """Up to `count` (key, image) of the decoded images later examples show whose features the cache lacks."""
+        chosen = []
+        with self.ahead_lock:
+            while self.ahead and len(chosen) < count:
+                key, image = self.ahead.popitem(last=False)
+                if not self.cache.holds("image", key):
+                    chosen.append((key, image))
+        return chosen
 
     def texts(self, texts) -> torch.Tensor:
         """`[n, width]` float32 features of the text tower before `text_projection`."""
-        return self._cached("text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices]))
+        return cached_features(self.cache, "text", [text_hash(text) for text in texts], texts, self._encode_texts, self.device)
 
     def image_embeddings(self, image_features: torch.Tensor) -> torch.Tensor:
         """Unit-norm joint embeddings of image features through the model's own (frozen) head."""
@@ -108,9 +132,6 @@ class ClipFeatures:
         if pool == "first":
             return torch.zeros(len(ids), dtype=torch.long, device=ids.device)
         raise VlbenchError(f"text pooling '{pool}' of --model {self.clip.fingerprint['model']} is not supported by prompt learning")
-
-    def _cached(self, kind, keys, compute) -> torch.Tensor:
-        return cached_features(self.cache, kind, keys, compute, self.device)
 
     def _encode_images(self, images) -> torch.Tensor:
         pixels = preprocess_batch(self.clip.preprocess, [image.pixels for image in images]).to(self.device)

@@ -80,14 +80,14 @@ class DiffusionInputs:
 
     def latent_distribution(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """`[n, 4, h, w]` each image's VAE posterior mean and standard deviation (unscaled), each image encoded once."""
-        distribution = self._cached("latent", [image.content_hash for image in images], lambda indices: self._encode([images[i] for i in indices]))
+        distribution = self._cached("latent", [image.content_hash for image in images], images, self._encode)
         return distribution.chunk(2, dim=1)
 
     def text_states(self, texts, masked: bool = False) -> torch.Tensor:
         """`[n, max_length, width]` text-encoder output, padded to the tokenizer's max length.
         `masked` gives the encoder the tokenizer's attention mask, so that no position attends to
         padding (the padding positions' states change; the real tokens', behind the causal mask, do not)."""
-        return self._cached("text-masked" if masked else "text", [text_hash(text) for text in texts], lambda indices: self._encode_texts([texts[i] for i in indices], masked))
+        return self._cached("text-masked" if masked else "text", [text_hash(text) for text in texts], texts, lambda chosen: self._encode_texts(chosen, masked))
 
     def token_mask(self, texts) -> torch.Tensor:
         """`[n, max_length]` bool: the tokenizer's real tokens (BOS, the text, EOS), not padding."""
@@ -125,5 +125,5 @@ class DiffusionInputs:
         tokenizer = self.sd.tokenizer
         return tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
 
-    def _cached(self, kind, keys, compute) -> torch.Tensor:
-        return cached_features(self.cache, kind, keys, compute, self.device)
+    def _cached(self, kind, keys, items, encode) -> torch.Tensor:
+        return cached_features(self.cache, kind, keys, items, encode, self.device)
